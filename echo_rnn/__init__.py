@@ -1,0 +1,22 @@
+"""echo-rnn: a vanilla tanh RNN on the binary echo task, with hand-written BPTT beside autograd.
+
+Shape vocabulary, used in every docstring of the package:
+
+    B  batch size        T  sequence length (time)
+    I  input size        H  hidden size
+
+The recurrence, for t = 1..T with h_0 given (zeros by default)::
+
+    z_t = U h_{t-1} + V x_t [+ b]      U: (H, H), V: (H, I), b: (H,)
+    h_t = tanh(z_t)
+    yhat_t = w . h_t                    w: (H,)
+
+and the cost ``sum_t (yhat_t - y_t)^2 / (2T)``, averaged over the batch.
+"""
+
+from echo_rnn.data import make_echo_batch
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
+from echo_rnn.bptt import manual_grads
+
+__all__ = ["EchoRNN", "bit_accuracy", "echo_loss", "make_echo_batch", "manual_grads"]
+__version__ = "0.1.0"

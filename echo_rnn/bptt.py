@@ -1,0 +1,247 @@
+r"""Hand-written backpropagation through time for the echo RNN. No autograd inside.
+
+Forward, for t = 1..T (steps are 0-indexed in the code; ``hs[t]`` is h_t, ``hs[0]`` is h_0)::
+
+    z_t    = U h_{t-1} + V x_t + b          (B, H)
+    h_t    = tanh(z_t)                      (B, H)
+    yhat_t = h_t w                          (B,)
+
+Backward. Let ``g_t = dL/dyhat_t`` (B,) be the upstream gradient; for the echo cost
+``L = mean_b sum_t (yhat_t - y_t)^2 / (2T)`` it is ``(yhat_t - y_t) / (B T)``.
+The total gradient reaching h_t has two parts::
+
+    dL/dh_t = g_t w^T                  (from step t's own loss, through the readout)
+            + dL/dz_{t+1} U            (carried back through time from step t+1)
+
+and ``dL/dz_t = dL/dh_t * (1 - h_t^2)`` since tanh' = 1 - tanh^2. The recurrence starts at
+``dL/dh_T = g_T w^T + dL/dh_n`` (``dL/dh_n`` is the upstream gradient of the returned final
+state, zero when unused). With ``delta_t = dL/dz_t`` (B, H), the gradients are sums over
+time of per-step outer products::
+
+    dL/dU  = sum_t delta_t^T h_{t-1}     (H, H)
+    dL/dV  = sum_t delta_t^T x_t         (H, I)
+    dL/db  = sum_t sum_b delta_t         (H,)
+    dL/dw  = sum_t h_t^T g_t             (H,)
+    dL/dx_t = delta_t V                  (B, I)
+    dL/dh_0 = delta_1 U                  (B, H)
+
+Truncated BPTT with window k: the carried term ``delta_{t+1} U`` is dropped whenever the
+state h_t enters a step whose 0-indexed number is a positive multiple of k, i.e. the
+windows are steps [0, k), [k, 2k), ... This equals autograd on the same forward with the
+hidden state detached at each of those boundaries; h_0 is not detached.
+
+Cost. Only the recurrence is sequential. The forward loop does, per step, one
+``(B, H) x (H, H)`` matmul-add into a preallocated buffer and one in-place tanh; the
+backward loop one ``(B, H) x (H, H)`` matmul-add and one in-place multiply. The input
+projection ``V x_t``, the readout, ``tanh'`` and all weight gradients are whole-sequence
+matrix products outside the loops, so a step costs O(B H^2) and the pass O(T B H^2).
+The forward saves only the hidden states (T+1, B, H) and a time-major copy of x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch.autograd.function import once_differentiable
+
+if TYPE_CHECKING:
+    from echo_rnn.model import EchoRNN
+
+
+@dataclass
+class BPTTCache:
+    """What the backward pass needs from the forward pass.
+
+    Attributes:
+        x: inputs, time-major ``(T, B, I)``.
+        hs: hidden states ``(T+1, B, H)``; ``hs[0]`` is h_0.
+        U, V, w: the weights the forward used.
+    """
+
+    x: torch.Tensor
+    hs: torch.Tensor
+    U: torch.Tensor
+    V: torch.Tensor
+    w: torch.Tensor
+
+
+@dataclass
+class BPTTGrads:
+    """Gradients from :func:`bptt_backward`; ``None`` where not asked for."""
+
+    U: torch.Tensor
+    V: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor | None = None
+    x: torch.Tensor | None = None  # (B, T, I)
+    h0: torch.Tensor | None = None  # (B, H)
+
+
+def bptt_forward(
+    x: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, BPTTCache]:
+    """Run the recurrence and record what :func:`bptt_backward` needs.
+
+    Args:
+        x: ``(B, T, I)``.
+        U, V, w, b: ``(H, H)``, ``(H, I)``, ``(H,)``, ``(H,)`` or None.
+        h0: ``(B, H)`` or None for zeros.
+
+    Returns:
+        ``(y_hat, h_n, cache)``: ``(B, T)``, ``(B, H)`` and a :class:`BPTTCache`.
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    xt = x.transpose(0, 1).contiguous()  # (T, B, I): each step reads one contiguous slice
+    hs = x.new_empty(T + 1, B, H)
+    if h0 is None:
+        hs[0].zero_()
+    else:
+        hs[0].copy_(h0)
+    # Seed h_1..h_T with the input projection, then complete each in place as time advances.
+    torch.matmul(xt, V.t(), out=hs[1:])  # (T, B, H)
+    if b is not None:
+        hs[1:].add_(b)
+    Ut = U.t()
+    for t in range(T):
+        hs[t + 1].addmm_(hs[t], Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1})
+    y_hat = torch.matmul(hs[1:], w).t()  # (T, B) -> (B, T)
+    return y_hat, hs[T].clone(), BPTTCache(x=xt, hs=hs, U=U, V=V, w=w)
+
+
+def bptt_backward(
+    dy_hat: torch.Tensor,
+    cache: BPTTCache,
+    dh_n: torch.Tensor | None = None,
+    *,
+    truncate: int | None = None,
+    need_x: bool = False,
+    need_h0: bool = False,
+    need_b: bool = False,
+) -> BPTTGrads:
+    """Walk time in reverse and return the gradients (see the module docstring).
+
+    Args:
+        dy_hat: ``dL/dyhat``, ``(B, T)``.
+        cache: from :func:`bptt_forward`.
+        dh_n: ``dL/dh_n``, ``(B, H)``, or None for zero.
+        truncate: window length k of truncated BPTT, or None for full BPTT.
+        need_x, need_h0, need_b: also compute these gradients.
+    """
+    xt, hs, U, V, w = cache.x, cache.hs, cache.U, cache.V, cache.w
+    T, B, I = xt.shape
+    H = hs.shape[-1]
+    h = hs[1:]  # (T, B, H): h_1..h_T
+    g = dy_hat.t()  # (T, B)
+    # delta starts as the gradient from each step's own loss, g_t w^T, and becomes dL/dz_t.
+    # Allocated time-major and contiguous whatever the strides of dy_hat.
+    delta = torch.mul(g.unsqueeze(-1), w, out=hs.new_empty(T, B, H))  # (T, B, H)
+    if dh_n is not None:
+        delta[T - 1].add_(dh_n)
+    dtanh = torch.mul(h, h).neg_().add_(1.0)  # (T, B, H): 1 - h_t^2, for all steps at once
+    delta[T - 1].mul_(dtanh[T - 1])
+    for t in range(T - 2, -1, -1):
+        if truncate is None or (t + 1) % truncate != 0:
+            delta[t].addmm_(delta[t + 1], U)  # + the gradient carried back from step t+1
+        delta[t].mul_(dtanh[t])
+
+    delta2 = delta.view(T * B, H)  # (T*B, H): time and batch flattened, sums over both
+    grads = BPTTGrads(
+        U=delta2.t() @ hs[:-1].reshape(T * B, H),
+        V=delta2.t() @ xt.view(T * B, I),
+        w=h.reshape(T * B, H).t() @ g.reshape(T * B),
+    )
+    if need_b:
+        grads.b = delta2.sum(0)
+    if need_x:
+        grads.x = (delta2 @ V).view(T, B, I).transpose(0, 1)  # (B, T, I)
+    if need_h0:
+        grads.h0 = delta[0] @ U
+    return grads
+
+
+class BPTTFunction(torch.autograd.Function):
+    """The recurrence as an autograd Function whose backward is :func:`bptt_backward`.
+
+    ``apply(x, h0, U, V, w, b, truncate) -> (y_hat, h_n)`` with ``x`` (B, T, I), ``h0``
+    (B, H) or None, ``b`` (H,) or None. It is differentiable once: its backward is not
+    itself recorded, so double backward raises.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, U, V, w, b, truncate):
+        y_hat, h_n, cache = bptt_forward(x, U, V, w, b, h0)
+        ctx.save_for_backward(cache.x, cache.hs, U, V, w)
+        ctx.truncate = truncate
+        ctx.has_h0 = h0 is not None
+        ctx.has_b = b is not None
+        ctx.x_shape = x.shape
+        return y_hat, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy_hat, dh_n):
+        xt, hs, U, V, w = ctx.saved_tensors
+        if dy_hat is None:  # only h_n was used downstream
+            dy_hat = hs.new_zeros(hs.shape[1], hs.shape[0] - 1)
+        need = ctx.needs_input_grad
+        grads = bptt_backward(
+            dy_hat,
+            BPTTCache(x=xt, hs=hs, U=U, V=V, w=w),
+            dh_n,
+            truncate=ctx.truncate,
+            need_x=need[0],
+            need_h0=ctx.has_h0 and need[1],
+            need_b=ctx.has_b and need[5],
+        )
+        dx = grads.x.reshape(ctx.x_shape) if grads.x is not None else None
+        return dx, grads.h0, grads.U, grads.V, grads.w, grads.b, None
+
+
+def manual_grads(
+    model: EchoRNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    truncate: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Gradients of ``echo_loss(model(x, h0)[0], y)`` from the hand-written kernel.
+
+    Args:
+        model: an :class:`~echo_rnn.model.EchoRNN` (its backend does not matter).
+        x: ``(B, T)`` or ``(B, T, I)``; y: ``(B, T)``.
+        h0: ``(B, H)`` or None.
+        truncate: window length of truncated BPTT, or None.
+
+    Returns:
+        ``{name: grad}`` keyed like ``model.named_parameters()``, plus ``"h0"`` when ``h0``
+        is given.
+    """
+    from echo_rnn.model import check_truncate  # model imports this module
+
+    x3, h0 = model.check_inputs(x, h0)
+    truncate = check_truncate(truncate)
+    B, T, _ = x3.shape
+    if tuple(y.shape) != (B, T):
+        raise ValueError(f"y must have shape (B, T) = {(B, T)}, got {tuple(y.shape)}")
+    with torch.no_grad():
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        y_hat, _, cache = bptt_forward(
+            x3, params["U"], params["V"], params["w"], params.get("b"), h0
+        )
+        # d/dyhat of mean_b sum_t (yhat - y)^2 / (2T)
+        dy_hat = (y_hat - y) / (B * T)
+        grads = bptt_backward(
+            dy_hat, cache, truncate=truncate, need_h0=h0 is not None, need_b="b" in params
+        )
+    out = {name: getattr(grads, name) for name in params}
+    if h0 is not None:
+        out["h0"] = grads.h0
+    return out

@@ -1,0 +1,208 @@
+"""Comparing the hand-written gradients with autograd's, and finite differences.
+
+One helper, :func:`compare_grads`, returns rows (name, shape, max abs diff, max rel diff,
+agrees); the tests assert on them and ``echo-rnn gradcheck`` prints them as a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.autograd.gradcheck import GradcheckError
+
+from echo_rnn.bptt import BPTTFunction, manual_grads
+from echo_rnn.data import make_echo_batch
+from echo_rnn.model import EchoRNN, echo_loss
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+# float64 keeps ~16 digits; the kernel and autograd sum the same terms in different orders
+# over at most a few thousand steps, which costs a few digits, so 1e-10 leaves a wide margin.
+# float32 keeps ~7 digits; the same argument gives 1e-4.
+TOLERANCES = {
+    torch.float64: Tolerance(rtol=1e-10, atol=1e-12),
+    torch.float32: Tolerance(rtol=1e-4, atol=1e-6),
+}
+
+
+@dataclass(frozen=True)
+class GradRow:
+    name: str
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    max_rel_diff: float  # max |a - b| / max |b|: the error relative to the tensor's scale
+    agrees: bool
+
+
+def compare_grads(
+    test: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], tol: Tolerance | None = None
+) -> list[GradRow]:
+    """One row per name in ``ref``; ``agrees`` is ``|test - ref| <= atol + rtol |ref|``
+    elementwise (the rule of ``torch.testing.assert_close``)."""
+    if set(test) != set(ref):
+        raise ValueError(f"gradient names differ: {sorted(test)} vs {sorted(ref)}")
+    rows = []
+    for name, r in ref.items():
+        t = test[name]
+        tol_ = tol or TOLERANCES[r.dtype]
+        if t.shape != r.shape:
+            rows.append(GradRow(name, tuple(r.shape), float("inf"), float("inf"), False))
+            continue
+        diff = (t - r).abs()
+        max_abs = diff.max().item()
+        scale = r.abs().max().item()
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        agrees = bool((diff <= tol_.atol + tol_.rtol * r.abs()).all().item())
+        rows.append(GradRow(name, tuple(r.shape), max_abs, max_rel, agrees))
+    return rows
+
+
+def autograd_grads(
+    model: EchoRNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    truncate: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The gradients :func:`~echo_rnn.bptt.manual_grads` computes, from autograd on the
+    ``"autograd"`` backend, keyed the same way."""
+    ref = EchoRNN(
+        model.hidden_size, model.input_size, model.bias, model.init_std, backend="autograd"
+    ).to(device=model.U.device, dtype=model.U.dtype)
+    ref.load_state_dict(model.state_dict())
+    h0_ = h0.detach().clone().requires_grad_(True) if h0 is not None else None
+    loss = echo_loss(ref(x, h0_, truncate=truncate)[0], y)
+    names = [n for n, _ in ref.named_parameters()]
+    inputs = [p for _, p in ref.named_parameters()] + ([h0_] if h0_ is not None else [])
+    grads = torch.autograd.grad(loss, inputs)
+    return dict(zip(names + (["h0"] if h0_ is not None else []), grads))
+
+
+def run_gradcheck(
+    model: EchoRNN,
+    x: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    fast_mode: bool | None = None,
+) -> tuple[bool, bool, str]:
+    """``torch.autograd.gradcheck`` (finite differences, float64) on :class:`BPTTFunction`
+    over x, h0 and every parameter, with full BPTT.
+
+    Truncated BPTT is deliberately not the derivative of the forward, so finite differences
+    can only witness the untruncated kernel; truncation is checked against autograd on a
+    forward with detached states instead.
+
+    ``fast_mode=None`` uses the full Jacobian for small problems and gradcheck's fast mode
+    (random projections of the Jacobian) above a few thousand elements, where the full one
+    would take minutes.
+
+    Returns:
+        ``(passed, fast_mode, message)``.
+    """
+    x3, h0 = model.check_inputs(x, h0)
+    f64 = {"dtype": torch.float64, "device": x3.device}
+    leaves = [x3.detach().to(**f64).requires_grad_(True)]
+    leaves.append(h0.detach().to(**f64).requires_grad_(True) if h0 is not None else None)
+    for name in ("U", "V", "w", "b"):
+        p = getattr(model, name)
+        leaves.append(p.detach().to(**f64).requires_grad_(True) if p is not None else None)
+    numel = sum(t.numel() for t in leaves if t is not None)
+    if fast_mode is None:
+        fast_mode = numel * x3.shape[1] > 20_000
+
+    def fn(x_, h0_, U, V, w, b):
+        return BPTTFunction.apply(x_, h0_, U, V, w, b, None)
+
+    try:
+        ok = torch.autograd.gradcheck(fn, tuple(leaves), fast_mode=fast_mode, raise_exception=True)
+        return bool(ok), fast_mode, "passed"
+    except GradcheckError as exc:
+        return False, fast_mode, str(exc).strip().splitlines()[0]
+
+
+@dataclass
+class GradcheckReport:
+    rows: list[GradRow]
+    gradcheck_passed: bool
+    gradcheck_fast_mode: bool
+    gradcheck_message: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.gradcheck_passed and all(r.agrees for r in self.rows)
+
+    def to_dict(self) -> dict:
+        return {
+            "agrees": self.agrees,
+            "rows": [asdict(r) for r in self.rows],
+            "gradcheck": {
+                "passed": self.gradcheck_passed,
+                "fast_mode": self.gradcheck_fast_mode,
+                "message": self.gradcheck_message,
+            },
+        }
+
+
+def make_problem(
+    *,
+    hidden_size: int,
+    input_size: int,
+    batch_size: int,
+    seq_len: int,
+    echo_step: int,
+    bias: bool,
+    h0: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int,
+    init_std: float = 0.1,
+) -> tuple[EchoRNN, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A seeded model and echo batch. Input channel 0 carries the echo task; further input
+    channels (``input_size > 1``) are independent random bits."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    model = EchoRNN(hidden_size, input_size, bias=bias, init_std=init_std)
+    model.to(device=device, dtype=dtype)
+    model.reset_parameters(generator=gen)
+    x, y = make_echo_batch(batch_size, seq_len, echo_step, generator=gen, device=device, dtype=dtype)
+    if input_size > 1:
+        extra = torch.rand(batch_size, seq_len, input_size - 1, generator=gen, device=device)
+        x = torch.cat([x.unsqueeze(-1), (extra < 0.5).to(dtype)], dim=-1)  # (B, T, I)
+    h0_ = (
+        torch.randn(batch_size, hidden_size, generator=gen, device=device, dtype=dtype) * 0.5
+        if h0
+        else None
+    )
+    return model, x, y, h0_
+
+
+def gradcheck_report(
+    model: EchoRNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    truncate: int | None = None,
+) -> GradcheckReport:
+    """Kernel vs autograd rows, plus finite differences on the kernel's Function."""
+    rows = compare_grads(
+        manual_grads(model, x, y, h0, truncate), autograd_grads(model, x, y, h0, truncate)
+    )
+    passed, fast, message = run_gradcheck(model, x, h0)
+    return GradcheckReport(rows, passed, fast, message)
+
+
+def format_rows(rows: list[GradRow]) -> str:
+    """An aligned table, one row per gradient."""
+    header = ("name", "shape", "max abs diff", "max rel diff", "agrees")
+    body = [
+        (r.name, str(r.shape), f"{r.max_abs_diff:.3e}", f"{r.max_rel_diff:.3e}",
+         "yes" if r.agrees else "NO")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in [header, *body]]
+    return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""The echo RNN as a ``torch.nn.Module``, its cost and its bit accuracy."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from echo_rnn.bptt import BPTTFunction
+
+BACKENDS = ("autograd", "bptt")
+
+
+class EchoRNN(nn.Module):
+    """A vanilla tanh RNN with a linear readout: ``h_t = tanh(U h_{t-1} + V x_t [+ b])``,
+    ``yhat_t = w . h_t``.
+
+    Args:
+        hidden_size: H.
+        input_size: I.
+        bias: add the bias ``b`` inside the tanh.
+        init_std: every parameter is drawn from N(0, init_std^2), as in the notebook.
+        backend: ``"autograd"`` runs the recurrence as ordinary tensor ops and lets autograd
+            differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.bptt.BPTTFunction`,
+            whose backward is the hand-written kernel. Both give the same outputs and gradients.
+
+    Parameters: ``U`` (H, H), ``V`` (H, I), ``w`` (H,), and ``b`` (H,) when ``bias=True``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 6,
+        input_size: int = 1,
+        bias: bool = False,
+        init_std: float = 0.1,
+        backend: str = "autograd",
+    ) -> None:
+        super().__init__()
+        for name, value in (("hidden_size", hidden_size), ("input_size", input_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not init_std >= 0:
+            raise ValueError(f"init_std must be >= 0, got {init_std!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.hidden_size = hidden_size
+        self.input_size = input_size
+        self.init_std = init_std
+        self.backend = backend
+        self.U = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.V = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.w = nn.Parameter(torch.empty(hidden_size))
+        self.b = nn.Parameter(torch.empty(hidden_size)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def bias(self) -> bool:
+        return self.b is not None
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Redraw every parameter from N(0, init_std^2)."""
+        with torch.no_grad():
+            for p in self.parameters():
+                p.normal_(0.0, self.init_std, generator=generator)
+
+    def extra_repr(self) -> str:
+        return (
+            f"hidden_size={self.hidden_size}, input_size={self.input_size}, "
+            f"bias={self.bias}, backend={self.backend!r}"
+        )
+
+    def check_inputs(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate ``x`` and ``h0`` and return ``x`` as ``(B, T, I)``.
+
+        Raises:
+            ValueError: naming the expected and the received shape or dtype.
+        """
+        H, I = self.hidden_size, self.input_size
+        dtype, device = self.U.dtype, self.U.device
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x must be a tensor, got {type(x).__name__}")
+        if x.dim() == 2 and I == 1:
+            x = x.unsqueeze(-1)  # (B, T) -> (B, T, 1)
+        if x.dim() != 3 or x.shape[-1] != I or x.shape[0] == 0 or x.shape[1] == 0:
+            expected = "(B, T) or (B, T, 1)" if I == 1 else f"(B, T, {I})"
+            raise ValueError(f"x must have shape {expected} with B, T >= 1, got {tuple(x.shape)}")
+        if x.dtype != dtype:
+            raise ValueError(f"x must have the parameters' dtype {dtype}, got {x.dtype}")
+        if x.device != device:
+            raise ValueError(f"x must be on the parameters' device {device}, got {x.device}")
+        if h0 is not None:
+            B = x.shape[0]
+            if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (B, H):
+                got = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+                raise ValueError(f"h0 must have shape (B, H) = {(B, H)}, got {got}")
+            if h0.dtype != dtype or h0.device != device:
+                raise ValueError(
+                    f"h0 must have dtype {dtype} on {device}, got {h0.dtype} on {h0.device}"
+                )
+        return x, h0
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None, *, truncate: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the recurrence.
+
+        Args:
+            x: ``(B, T)`` when ``input_size == 1``, or ``(B, T, I)``.
+            h0: ``(B, H)``, or None for zeros.
+            truncate: k for windowed truncated BPTT: the hidden state entering step t is
+                detached whenever t is a positive multiple of k, so no gradient crosses a
+                window boundary. The forward values are unchanged.
+
+        Returns:
+            ``(y_hat, h_n)``: ``(B, T)`` and ``(B, H)``.
+        """
+        x, h0 = self.check_inputs(x, h0)
+        truncate = check_truncate(truncate)
+        if self.backend == "bptt":
+            return BPTTFunction.apply(x, h0, self.U, self.V, self.w, self.b, truncate)
+        return self._forward_autograd(x, h0, truncate)
+
+    def _forward_autograd(
+        self, x: torch.Tensor, h0: torch.Tensor | None, truncate: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        # The input projection does not depend on h, so it is one matmul for all steps.
+        pre = torch.matmul(x.transpose(0, 1), self.V.t())  # (T, B, H)
+        if self.b is not None:
+            pre = pre + self.b
+        h = h0 if h0 is not None else x.new_zeros(B, self.hidden_size)
+        Ut = self.U.t()
+        hs = []
+        for t in range(T):
+            if truncate is not None and t > 0 and t % truncate == 0:
+                h = h.detach()
+            h = torch.tanh(torch.addmm(pre[t], h, Ut))  # (B, H)
+            hs.append(h)
+        y_hat = torch.matmul(torch.stack(hs, dim=1), self.w)  # (B, T, H) @ (H,) -> (B, T)
+        return y_hat, h
+
+
+def check_truncate(truncate: int | None) -> int | None:
+    if truncate is None:
+        return None
+    if isinstance(truncate, bool) or not isinstance(truncate, int) or truncate <= 0:
+        raise ValueError(f"truncate must be a positive integer or None, got {truncate!r}")
+    return truncate
+
+
+def echo_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The notebook's cost ``sum_t (yhat_t - y_t)^2 / (2T)``, averaged over the batch.
+
+    Args:
+        y_hat, y: ``(B, T)``.
+
+    Returns:
+        A 0-dim tensor.
+    """
+    if y_hat.shape != y.shape or y_hat.dim() != 2:
+        raise ValueError(
+            f"y_hat and y must both be (B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
+        )
+    T = y.shape[1]
+    return (y_hat - y).square().sum(dim=1).mean() / (2 * T)
+
+
+def bit_accuracy(y_hat: torch.Tensor, y: torch.Tensor, echo_step: int) -> torch.Tensor:
+    """Fraction of positions ``t >= echo_step`` where ``(y_hat_t > 0.5) == y_t``.
+
+    The first ``echo_step`` targets are padding zeros, not echoes, so they are not scored.
+    Returns a 0-dim tensor on the inputs' device (no host sync; call ``.item()`` to read it).
+    """
+    if y_hat.shape != y.shape or y_hat.dim() != 2:
+        raise ValueError(
+            f"y_hat and y must both be (B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
+        )
+    if not 0 <= echo_step < y.shape[1]:
+        raise ValueError(f"echo_step must be in [0, T) = [0, {y.shape[1]}), got {echo_step}")
+    hits = (y_hat[:, echo_step:] > 0.5) == (y[:, echo_step:] > 0.5)
+    return hits.float().mean()

@@ -1,0 +1,149 @@
+"""The hand-written kernel against its witnesses: autograd, finite differences (gradcheck)."""
+
+import itertools
+
+import pytest
+import torch
+
+import echo_rnn.bptt as bptt
+from conftest import DEVICES
+from echo_rnn.bptt import BPTTFunction, manual_grads
+from echo_rnn.compare import autograd_grads, compare_grads, run_gradcheck
+from echo_rnn.model import EchoRNN
+
+# Both sides compute the same sums in float64 in different orders; over at most 50 steps
+# that loses a few of the ~16 digits, so agreement to 1e-10 relative is a strict bar.
+RTOL = 1e-10
+# Gradient entries that are exactly 0 on one side can be ~1e-18 on the other.
+ATOL = 1e-13
+
+GRID = list(
+    itertools.product(
+        [1, 3],  # B
+        [1, 2, 7, 50],  # T
+        [1, 6, 16],  # H
+        [1, 3],  # I
+        [False, True],  # bias
+        [False, True],  # h0
+        [None, 1, 3],  # truncate
+    )
+)
+GRID_IDS = [f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-h0{int(h0)}-tr{tr}" for b, t, h, i, bi, h0, tr in GRID]
+
+
+def _problem(B, T, H, I, bias, with_h0, seed=0, device="cpu"):
+    """A float64 model with non-zero weights large enough that tanh is far from linear."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    m = EchoRNN(H, I, bias=bias, init_std=0.5).to(device=device, dtype=torch.float64)
+    m.reset_parameters(generator=g)
+    kw = {"dtype": torch.float64, "device": device, "generator": g}
+    x = torch.randn(B, T, I, **kw)
+    y = torch.rand(B, T, **kw)
+    h0 = torch.randn(B, H, **kw) if with_h0 else None
+    return m, x, y, h0
+
+
+@pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
+def test_manual_grads_equal_autograd(B, T, H, I, bias, with_h0, truncate):
+    m, x, y, h0 = _problem(B, T, H, I, bias, with_h0)
+    ours = manual_grads(m, x, y, h0, truncate)
+    ref = autograd_grads(m, x, y, h0, truncate)
+    assert list(ours) == [n for n, _ in m.named_parameters()] + (["h0"] if with_h0 else [])
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], rtol=RTOL, atol=ATOL,
+                                   msg=lambda s: f"{name}: {s}")
+
+
+@pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
+def test_function_equals_autograd_under_random_upstream(B, T, H, I, bias, with_h0, truncate):
+    """Push random upstream gradients into both outputs, as llm.c does, and compare the
+    gradients of every input: x, h0 and the parameters."""
+    m, x, _, h0 = _problem(B, T, H, I, bias, with_h0, seed=1)
+    g = torch.Generator().manual_seed(2)
+    gy = torch.randn(B, T, dtype=torch.float64, generator=g)
+    gh = torch.randn(B, H, dtype=torch.float64, generator=g)
+    results = []
+    for backend in ("autograd", "bptt"):
+        m.backend = backend
+        xs = x.clone().requires_grad_(True)
+        h0s = h0.clone().requires_grad_(True) if with_h0 else None
+        y_hat, h_n = m(xs, h0s, truncate=truncate)
+        inputs = [xs] + ([h0s] if with_h0 else []) + list(m.parameters())
+        results.append(torch.autograd.grad((y_hat * gy).sum() + (h_n * gh).sum(), inputs))
+    for ref, ours in zip(*results):
+        torch.testing.assert_close(ours, ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("I", [1, 2])
+def test_gradcheck_finite_differences(bias, with_h0, I):
+    m, x, _, h0 = _problem(2, 5, 3, I, bias, with_h0)
+    passed, fast, msg = run_gradcheck(m, x, h0, fast_mode=False)
+    assert (passed, fast, msg) == (True, False, "passed")
+
+
+def test_gradcheck_directly_on_the_function_with_only_h_n_used():
+    m, x, _, h0 = _problem(2, 4, 3, 1, True, True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, h0, m.U, m.V, m.w, m.b)]
+    # Only h_n feeds the loss: the backward must cope with an absent y_hat gradient.
+    fn = lambda *a: BPTTFunction.apply(*a, None)[1]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, leaves)
+
+
+def test_witnesses_catch_a_wrong_kernel(monkeypatch):
+    """A kernel with the notebook's sign error must fail both autograd and gradcheck."""
+    m, x, y, h0 = _problem(2, 6, 4, 1, False, False)
+    real = bptt.bptt_backward
+
+    def flipped(*args, **kwargs):
+        grads = real(*args, **kwargs)
+        grads.U = -grads.U
+        return grads
+
+    monkeypatch.setattr(bptt, "bptt_backward", flipped)
+    rows = compare_grads(manual_grads(m, x, y), autograd_grads(m, x, y))
+    assert [r.name for r in rows if not r.agrees] == ["U"]
+    assert run_gradcheck(m, x, fast_mode=False)[0] is False
+    assert run_gradcheck(m, x, fast_mode=True)[0] is False
+
+
+def test_truncate_at_or_beyond_T_is_full_bptt():
+    m, x, y, _ = _problem(2, 7, 4, 1, True, False)
+    full = manual_grads(m, x, y)
+    for k in (7, 100):
+        for name, g in manual_grads(m, x, y, truncate=k).items():
+            torch.testing.assert_close(g, full[name], rtol=0, atol=0)
+    # and truncation really cuts: with k=1 the U gradient differs
+    assert not torch.allclose(manual_grads(m, x, y, truncate=1)["U"], full["U"])
+
+
+def test_double_backward_raises_clearly():
+    m, x, y, _ = _problem(2, 5, 3, 1, False, False)
+    m.backend = "bptt"
+    y_hat, _ = m(x)
+    (gU,) = torch.autograd.grad(((y_hat - y) ** 2).sum(), m.U, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gU.sum().backward()
+
+
+def test_manual_grads_rejects_wrong_target_shape():
+    m, x, y, _ = _problem(2, 5, 3, 1, False, False)
+    with pytest.raises(ValueError, match=r"y must have shape \(B, T\) = \(2, 5\), got \(2, 4\)"):
+        manual_grads(m, x, y[:, :4])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("truncate", [None, 4])
+def test_kernel_on_device(device, dtype, truncate):
+    m, x, y, h0 = _problem(3, 20, 8, 2, True, True, device=device)
+    m, x, y, h0 = m.to(dtype), x.to(dtype), y.to(dtype), h0.to(dtype)
+    ours = manual_grads(m, x, y, h0, truncate)
+    ref = autograd_grads(m, x, y, h0, truncate)
+    tol = {"rtol": RTOL, "atol": ATOL} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-6}
+    for name in ref:
+        assert ours[name].device.type == device
+        torch.testing.assert_close(ours[name], ref[name], **tol)
+    if dtype == torch.float64:
+        assert run_gradcheck(m, x, h0, fast_mode=True)[0]

@@ -1,0 +1,100 @@
+"""The ``echo-rnn`` command line: exit codes, output formats, usage errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import echo_rnn.compare as compare
+from echo_rnn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "echo_rnn", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_gradcheck_notebook_shape_agrees(capsys):
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line[:2] in ("U ", "V ", "w ")]
+    assert [r[0] for r in rows] == ["U", "V", "w"]
+    assert all(r[-1] == "yes" for r in rows)
+    assert "finite differences, float64, full Jacobian" in out and ": passed" in out
+
+
+def test_gradcheck_json_for_the_large_shape(capsys):
+    args = ["gradcheck", "--batch-size", "32", "--seq-len", "200", "--hidden-size", "64",
+            "--input-size", "3", "--bias", "--h0", "--truncate", "25", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["agrees"] is True
+    assert report["config"]["truncate"] == 25
+    assert {r["name"]: r["shape"] for r in report["rows"]} == {
+        "U": [64, 64], "V": [64, 3], "w": [64], "b": [64], "h0": [32, 64]}
+    assert all(r["max_rel_diff"] < 1e-10 for r in report["rows"])
+    assert report["gradcheck"] == {"passed": True, "fast_mode": True, "message": "passed"}
+
+
+def test_gradcheck_exits_1_when_a_gradient_disagrees(monkeypatch, capsys):
+    real = compare.manual_grads
+
+    def off_by_a_bit(*args, **kwargs):
+        grads = real(*args, **kwargs)
+        grads["w"] = grads["w"] * (1 + 1e-6)
+        return grads
+
+    monkeypatch.setattr(compare, "manual_grads", off_by_a_bit)
+    assert main(["gradcheck", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["agrees"] is False
+    assert [r["name"] for r in report["rows"] if not r["agrees"]] == ["w"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--hidden-size", "-1"], "argument --hidden-size: must be a positive integer"),
+        (["--seq-len", "abc"], "argument --seq-len: must be a positive integer, got 'abc'"),
+        (["--echo-step", "50"], "argument --echo-step: must be below --seq-len (50)"),
+        (["--truncate", "0"], "argument --truncate: must be a positive integer"),
+        (["--dtype", "float16"], "argument --dtype: invalid choice"),
+        (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args, needle):
+    proc = run_cli("gradcheck", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_cuda_without_cuda_is_a_usage_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli("gradcheck", "--device", "cuda")
+    assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
+
+
+def test_script_is_the_same_command():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_grads.py"), "--json", "--seq-len", "9"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["config"]["seq_len"] == 9
+
+
+def test_help_explains():
+    proc = run_cli("gradcheck", "--help")
+    assert proc.returncode == 0
+    assert "finite differences" in proc.stdout and "--truncate" in proc.stdout
