@@ -136,6 +136,151 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     return 0 if report.agrees else 1
 
 
+# --- train -----------------------------------------------------------------------------
+
+
+def add_train(sub) -> None:
+    from echo_rnn.config import PRESETS, add_config_flags
+
+    p = sub.add_parser(
+        "train",
+        help="train the echo RNN, logging curves to TensorBoard",
+        description=(
+            "Train the echo RNN on the echo task and log to TensorBoard under "
+            "LOGDIR/RUN_NAME/ (events, config.json, checkpoints/last.pt, summary.json). "
+            "Settings come from the defaults, then --preset, then --config FILE.toml, then "
+            "the flags. Ctrl-C or SIGTERM finishes the step, saves a checkpoint and exits "
+            "130 or 143; --resume continues from it."
+        ),
+        epilog=(
+            "examples:\n"
+            "  echo-rnn train                           # k=2, T=50, H=6: solved in ~100 steps\n"
+            "  echo-rnn train --backend bptt --seed 3\n"
+            "  echo-rnn train --preset notebook         # the notebook's experiment, done right\n"
+            "  echo-rnn train --resume runs/NAME --steps 2000\n"
+            "  tensorboard --logdir runs"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s = p.add_argument_group("setup")
+    s.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="TOML file of settings (keys as the flags, with _ or -); flags override it")
+    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named set of settings: notebook = the notebook's own experiment "
+                        "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
+                        "at most 1000 epochs)")
+    s.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue a run (its directory or a checkpoint file) with the config it "
+                        "was started with; only --steps may be given with it")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from echo_rnn.checkpoint import CheckpointError, load_checkpoint
+    from echo_rnn.config import ConfigError, TrainConfig, build_config, config_overrides
+    from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
+
+    overrides = config_overrides(args)
+    try:
+        if args.resume is not None:
+            extra = sorted(set(overrides) - {"steps"})
+            if extra or args.config or args.preset:
+                given = [f"--{k.replace('_', '-')}" for k in extra]
+                given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
+                raise UsageError(
+                    f"argument --resume: a resumed run keeps its config; only --steps may be "
+                    f"given with it, got {' '.join(given)}")
+            try:
+                saved = load_checkpoint(args.resume)["config"]
+                config = TrainConfig.from_dict({**saved, **overrides})
+                config.validate()
+            except (ConfigError, CheckpointError, TypeError) as exc:
+                raise UsageError(f"argument --resume: {exc}") from None
+        else:
+            config = build_config(args.preset, args.config, overrides)
+    except (ConfigError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+    try:
+        result = train(config, resume=args.resume)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except CheckpointError as exc:
+        raise UsageError(f"argument --resume: {exc}") from None
+    except NonFiniteLoss as exc:
+        print(f"echo-rnn train: error: {exc}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as exc:
+        print(f"echo-rnn train: {exc}; continue with: echo-rnn train --resume "
+              f"{shlex.quote(str(exc.run_dir))}", file=sys.stderr)
+        return 128 + exc.signum
+    if result.solved_step is not None:
+        verdict = f"solved at step {result.solved_step}"
+    else:
+        verdict = f"not solved after {result.step} steps"
+    print(f"{verdict}: val_acc {result.val_accuracy:.4f}, val_loss {result.val_loss:.5f}, "
+          f"{result.wall_time_s:.1f}s on {result.device} with the {result.backend} backend")
+    print(f"run saved in {result.run_dir}")
+    print(f"view it: tensorboard --logdir {shlex.quote(config.logdir)}")
+    return 0
+
+
+# --- predict ---------------------------------------------------------------------------
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="run a trained model on a bit string",
+        description=(
+            "Run the model of a checkpoint on BITS (a string of 0 and 1, or - to read it from "
+            "stdin) and print the input, the predicted echo and the output at every step."
+        ),
+        epilog="example:\n  echo-rnn predict --checkpoint runs/NAME 0110100111010",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bits", metavar="BITS", help="the input bits, e.g. 0110100111, or - for stdin")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a run directory or a checkpoint file")
+    p.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from echo_rnn.checkpoint import CheckpointError
+    from echo_rnn.predict import load_model, parse_bits, predict
+
+    text = sys.stdin.read() if args.bits == "-" else args.bits
+    try:
+        x = parse_bits(text)
+    except ValueError as exc:
+        raise UsageError(f"argument BITS: {exc}") from None
+    try:
+        model, config = load_model(args.checkpoint, args.device)
+    except CheckpointError as exc:
+        raise UsageError(f"argument --checkpoint: {exc}") from None
+    y_hat = predict(model, x)[0].cpu()
+    bits_in = "".join(str(int(v)) for v in x[0].tolist())
+    bits_out = "".join("1" if v > 0.5 else "0" for v in y_hat.tolist())
+    k = config.echo_step
+    if args.json:
+        print(json.dumps({"echo_step": k, "input": bits_in, "echo": bits_out,
+                          "expected": ("0" * k + bits_in)[: len(bits_in)],
+                          "output": y_hat.tolist()}))
+        return 0
+    print(f"input      {bits_in}")
+    print(f"echo (k={k}) {bits_out}")
+    print(f"expected   {('0' * k + bits_in)[: len(bits_in)]}")
+    print("   t  x  y_hat")
+    for t, (xi, yi) in enumerate(zip(bits_in, y_hat.tolist())):
+        print(f"{t:>4d}  {xi}  {yi:+.4f}")
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
@@ -149,7 +294,9 @@ def build_parser() -> Parser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    add_train(sub)
     add_gradcheck(sub)
+    add_predict(sub)
     return parser
 
 

@@ -1,0 +1,257 @@
+"""Training configuration as data: the dataclass, its validation, presets, TOML files,
+and the command-line flags derived from it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from echo_rnn.devices import DEVICE_HELP, resolve_device
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the flag and what is valid."""
+
+
+def _opt(help: str, group: str, kind: type, choices: tuple[str, ...] | None = None,
+         optional: bool = False) -> dict:
+    return {"help": help, "group": group, "kind": kind, "choices": choices, "optional": optional}
+
+
+GROUPS = ("task", "model", "optimization", "evaluation", "run")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Every field is a flag of ``echo-rnn train``
+    (``hidden_size`` is ``--hidden-size``) and a key of a ``--config`` TOML file."""
+
+    # --- task
+    echo_step: int = field(default=2, metadata=_opt(
+        "k: the target is the input delayed by k steps; 0 <= k < seq_len", "task", int))
+    seq_len: int = field(default=50, metadata=_opt("T: bits per sequence", "task", int))
+    # --- model
+    hidden_size: int = field(default=6, metadata=_opt("H: hidden units", "model", int))
+    bias: bool = field(default=False, metadata=_opt("give the RNN the bias b", "model", bool))
+    init_std: float = field(default=0.1, metadata=_opt(
+        "parameters drawn from N(0, init_std^2), as in the notebook", "model", float))
+    backend: str = field(default="autograd", metadata=_opt(
+        "how gradients are computed: PyTorch autograd or the hand-written BPTT kernel",
+        "model", str, ("autograd", "bptt")))
+    # --- optimization
+    optimizer: str = field(default="adam", metadata=_opt(
+        "optimizer", "optimization", str, ("sgd", "adam")))
+    lr: float = field(default=0.02, metadata=_opt("learning rate", "optimization", float))
+    grad_clip: float | None = field(default=None, metadata=_opt(
+        "clip the global gradient norm to this value ('none': no clipping)",
+        "optimization", float, optional=True))
+    batch_size: int = field(default=32, metadata=_opt(
+        "B: sequences per step (with --schedule notebook: the fixed training set)",
+        "optimization", int))
+    steps: int = field(default=500, metadata=_opt(
+        "most optimizer steps; on --resume it may be raised", "optimization", int))
+    truncate: int | None = field(default=None, metadata=_opt(
+        "window length of truncated BPTT ('none': full BPTT)", "optimization", int,
+        optional=True))
+    schedule: str = field(default="batch", metadata=_opt(
+        "batch: a fresh random batch per step; notebook: the notebook's schedule, one fixed "
+        "training set, one update per time step t on the error at step t alone (an epoch is "
+        "seq_len steps)", "optimization", str, ("batch", "notebook")))
+    # --- evaluation
+    eval_every: int = field(default=25, metadata=_opt(
+        "evaluate on the held-out set, log and checkpoint every N steps", "evaluation", int))
+    val_size: int = field(default=256, metadata=_opt(
+        "held-out sequences, drawn from a generator separate from training", "evaluation", int))
+    target_accuracy: float = field(default=1.0, metadata=_opt(
+        "stop once held-out bit accuracy reaches this, in (0, 1]", "evaluation", float))
+    compare_every: int = field(default=4, metadata=_opt(
+        "log grad/manual_vs_autograd every N evaluations", "evaluation", int))
+    log_every: int = field(default=10, metadata=_opt(
+        "read per-step scalars off the device every N steps (the only host sync between "
+        "evaluations)", "evaluation", int))
+    # --- run
+    device: str = field(default="auto", metadata=_opt(DEVICE_HELP, "run", str))
+    seed: int = field(default=0, metadata=_opt(
+        "seed of the weights, the training data and the held-out set", "run", int))
+    logdir: str = field(default="runs", metadata=_opt(
+        "directory that holds one directory per run", "run", str))
+    run_name: str | None = field(default=None, metadata=_opt(
+        "name of this run's directory (default: time, task and backend)", "run", str,
+        optional=True))
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid setting."""
+        for f in fields(self):
+            value, m = getattr(self, f.name), f.metadata
+            if value is None and m["optional"]:
+                continue
+            kind = m["kind"]
+            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise ConfigError(f"{flag(f.name)}: must be {kind.__name__}, got {value!r}")
+            if m["choices"] and value not in m["choices"]:
+                raise ConfigError(
+                    f"{flag(f.name)}: must be one of {', '.join(m['choices'])}, got {value!r}")
+        positive = ("seq_len", "hidden_size", "batch_size", "steps", "eval_every", "val_size",
+                    "compare_every", "log_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{flag(name)}: must be a positive integer, got {getattr(self, name)}")
+        if self.echo_step < 0 or self.echo_step >= self.seq_len:
+            raise ConfigError(
+                f"{flag('echo_step')}: must be in [0, seq_len) = [0, {self.seq_len}), "
+                f"got {self.echo_step}")
+        if self.seed < 0:
+            raise ConfigError(f"{flag('seed')}: must be an integer >= 0, got {self.seed}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"{flag('lr')}: must be a positive number, got {self.lr}")
+        if not (self.init_std >= 0 and math.isfinite(self.init_std)):
+            raise ConfigError(f"{flag('init_std')}: must be a number >= 0, got {self.init_std}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise ConfigError(f"{flag('grad_clip')}: must be a positive number or none, got {self.grad_clip}")
+        if self.truncate is not None and self.truncate <= 0:
+            raise ConfigError(f"{flag('truncate')}: must be a positive integer or none, got {self.truncate}")
+        if not 0 < self.target_accuracy <= 1:
+            raise ConfigError(
+                f"{flag('target_accuracy')}: must be in (0, 1], got {self.target_accuracy}")
+        if self.run_name is not None and (
+            not self.run_name or "/" in self.run_name or "\\" in self.run_name
+            or self.run_name in (".", "..")
+        ):
+            raise ConfigError(f"{flag('run_name')}: must be a plain directory name, got {self.run_name!r}")
+        try:
+            resolve_device(self.device)
+        except ValueError as exc:
+            raise ConfigError(f"{flag('device')}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping of field names (dashes or underscores) to values."""
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"{source}: unknown setting {key!r}; valid are {', '.join(sorted(known))}")
+            if isinstance(value, str) and value.lower() == "none" and fields_by_name()[name].metadata["optional"]:
+                value = None
+            values[name] = value
+        return cls(**values)
+
+
+def fields_by_name() -> dict[str, Any]:
+    return {f.name: f for f in fields(TrainConfig)}
+
+
+def flag(name: str) -> str:
+    return "argument --" + name.replace("_", "-")
+
+
+# A preset is a named set of settings applied before the config file and the flags.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The notebook's experiment: one fixed 50-bit sequence, SGD at lr 0.01, at most 1000
+    # epochs of one update per time step, evaluated once per epoch.
+    "notebook": {
+        "schedule": "notebook", "optimizer": "sgd", "lr": 0.01, "batch_size": 1,
+        "seq_len": 50, "echo_step": 2, "hidden_size": 6, "bias": False,
+        "steps": 1000 * 50, "eval_every": 50, "log_every": 50,
+    },
+}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"argument --config: no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"argument --config: {path} is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"argument --config: {path} is not valid TOML: {exc}") from None
+    if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
+        data = data["train"]  # a [train] table is accepted too
+    return data
+
+
+def build_config(
+    preset: str | None = None, file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the preset, then the TOML file, then the overrides (the flags)."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"argument --preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
+        values.update(PRESETS[preset])
+    if file is not None:
+        values.update({k.replace("-", "_"): v for k, v in load_toml(file).items()})
+    values.update(overrides or {})
+    config = TrainConfig.from_dict(values, source=f"argument --config ({file})" if file else "config")
+    config.validate()
+    return config
+
+
+# --- command-line flags derived from the dataclass -------------------------------------
+
+
+def _parser_for(f) -> Any:
+    m = f.metadata
+    kind, optional = m["kind"], m["optional"]
+    what = {int: "an integer", float: "a number", str: "a string"}[kind]
+    if optional:
+        what += " or none"
+
+    def parse(text: str):
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, grouped; absent flags stay absent from the
+    namespace (``argparse.SUPPRESS``) so that only what the user typed overrides."""
+    groups = {g: parser.add_argument_group(g) for g in GROUPS}
+    for f in fields(TrainConfig):
+        m = f.metadata
+        default = f.default if f.default is not MISSING else None
+        opt = "--" + f.name.replace("_", "-")
+        help_ = f"{m['help']} (default: {'none' if default is None else default})"
+        if m["kind"] is bool:
+            groups[m["group"]].add_argument(
+                opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+        else:
+            groups[m["group"]].add_argument(
+                opt, type=_parser_for(f), choices=m["choices"], default=argparse.SUPPRESS,
+                metavar=None if m["choices"] else f.name.upper(), help=help_)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the user gave on the command line."""
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
+    out = replace(config, steps=steps)
+    out.validate()
+    return out

@@ -1,0 +1,49 @@
+"""Running a trained model from a checkpoint on a bit string."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from echo_rnn.checkpoint import CheckpointError, load_checkpoint
+from echo_rnn.config import ConfigError, TrainConfig
+from echo_rnn.model import EchoRNN
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[EchoRNN, TrainConfig]:
+    """The model a checkpoint holds, in eval mode, with the config it was trained with."""
+    state = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(state["config"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
+    model = EchoRNN(config.hidden_size, 1, bias=config.bias, init_std=config.init_std)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its weights do not fit its config: {first}") from None
+    return model.to(device).eval(), config
+
+
+def parse_bits(text: str) -> torch.Tensor:
+    """``"0110"`` -> ``tensor([[0., 1., 1., 0.]])`` of shape (1, T); whitespace is ignored.
+
+    Raises:
+        ValueError: naming the first character that is not 0 or 1.
+    """
+    bits = "".join(text.split())
+    if not bits:
+        raise ValueError("must hold at least one 0 or 1, got nothing")
+    for i, ch in enumerate(bits):
+        if ch not in "01":
+            raise ValueError(f"must contain only 0 and 1, got {ch!r} at position {i}")
+    return torch.tensor([[float(c) for c in bits]])
+
+
+@torch.no_grad()
+def predict(model: EchoRNN, x: torch.Tensor) -> torch.Tensor:
+    """``y_hat`` (B, T) for bits ``x`` (B, T)."""
+    x = x.to(device=model.U.device, dtype=model.U.dtype)
+    return model(x)[0]

@@ -1,0 +1,380 @@
+"""Training: ``train(config) -> TrainResult``, importable; the CLI only builds the config.
+
+A run lives in ``LOGDIR/RUN_NAME/``: TensorBoard event files, ``config.json``,
+``checkpoints/last.pt`` (every evaluation and at the end) and, at the end, ``summary.json``.
+
+Host syncs: per-step loss and gradient norm stay on the device and are read every
+``log_every`` steps, and the held-out metrics at each evaluation; nothing else waits for the
+device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from echo_rnn.bptt import manual_grads
+from echo_rnn.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+from echo_rnn.compare import autograd_grads
+from echo_rnn.config import ConfigError, TrainConfig
+from echo_rnn.data import make_echo_batch
+from echo_rnn.devices import resolve_device
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
+from echo_rnn.tblog import heatmap_rgb, sequence_rgb, write_hparams
+
+# The held-out set comes from its own generator, seeded apart from the training stream, so
+# that it is the same set for a seed whatever the training does.
+VAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    step: int
+    train_loss: float | None
+    val_loss: float
+    val_accuracy: float
+    solved_step: int | None
+    wall_time_s: float
+    device: str
+    backend: str
+    stopped: str  # "solved", "steps" or "diverged"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; the step finished and a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after step {step}; checkpoint saved in {run_dir}")
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current step; a second
+    one acts as usual. Yields a list that holds the signal number once one arrived."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        if received:  # the user insists
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+        received.append(signum)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def default_run_name(config: TrainConfig) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-k{config.echo_step}-H{config.hidden_size}-{config.backend}-s{config.seed}"
+
+
+def _new_run_dir(config: TrainConfig) -> Path:
+    logdir = Path(config.logdir)
+    if config.run_name is not None:
+        run_dir = logdir / config.run_name
+        if run_dir.exists():
+            raise ConfigError(
+                f"argument --run-name: {run_dir} already exists; choose another name, or "
+                f"continue it with --resume {run_dir}")
+    else:
+        base = default_run_name(config)
+        run_dir, n = logdir / base, 1
+        while run_dir.exists():
+            run_dir, n = logdir / f"{base}-{n}", n + 1
+    return run_dir
+
+
+def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr)
+    return torch.optim.Adam(params, lr=config.lr)
+
+
+class _Trainer:
+    """One run's state and its steps; :func:`train` drives it."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device, verbose: bool):
+        self.config, self.run_dir, self.device, self.verbose = config, run_dir, device, verbose
+        c = config
+        self.model = EchoRNN(c.hidden_size, 1, bias=c.bias, init_std=c.init_std, backend=c.backend)
+        # Initialised on the CPU from the seed, so the same seed gives the same weights anywhere.
+        self.model.reset_parameters(generator=torch.Generator().manual_seed(c.seed))
+        self.model.to(device)
+        self.optimizer = _make_optimizer(c, self.model.parameters())
+        self.gen = torch.Generator(device=device).manual_seed(c.seed)
+        if c.schedule == "notebook":  # one fixed training set, drawn first from the stream
+            self.fixed = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
+                                         generator=self.gen, device=device)
+        val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
+        self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device)
+        self.step = 0
+        self.solved_step: int | None = None
+        self.wall_before = 0.0  # seconds spent in earlier sessions of this run
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, grad norm)
+        self.last_train_loss: float | None = None
+        self.last_grad_norm: float | None = None
+        self.last_eval: dict[str, float] = {}
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- state ------------------------------------------------------------------------
+
+    def state(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"train": self.gen.get_state()},
+            "progress": {
+                "solved_step": self.solved_step,
+                "wall_time_s": self.wall_before + elapsed,
+                "last_eval": self.last_eval,
+                "train_loss": self.last_train_loss,
+            },
+        }
+
+    def load(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.gen.set_state(state["rng"]["train"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path} does not fit its own config: {first}") from None
+        self.step = int(state["step"])
+        progress = state.get("progress", {})
+        self.solved_step = progress.get("solved_step")
+        self.wall_before = float(progress.get("wall_time_s", 0.0))
+        self.last_eval = dict(progress.get("last_eval", {}))
+        self.last_train_loss = progress.get("train_loss")
+
+    # --- one optimizer step -------------------------------------------------------------
+
+    def train_step(self) -> None:
+        c, model = self.config, self.model
+        if c.schedule == "batch":
+            x, y = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
+                                   generator=self.gen, device=self.device)
+            y_hat, _ = model(x, truncate=c.truncate)
+            loss = echo_loss(y_hat, y)
+            objective = loss
+        else:
+            # The notebook: forward over the whole sequence, back-propagate the error at step
+            # t alone, update; t walks the sequence, one epoch per seq_len steps.
+            x, y = self.fixed
+            t = self.step % c.seq_len
+            y_hat, _ = model(x, truncate=c.truncate)
+            objective = 0.5 * (y_hat[:, t] - y[:, t]).square().mean()
+            loss = echo_loss(y_hat.detach(), y)  # the cost J the notebook printed
+        self.batch = (x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        # The norm is wanted for logging even without clipping; an infinite bound clips nothing.
+        norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf)
+        self.optimizer.step()
+        self.step += 1
+        self.pending.append((self.step, loss.detach(), norm.detach()))
+
+    # --- logging ------------------------------------------------------------------------
+
+    def flush_scalars(self, writer: SummaryWriter) -> None:
+        """Read the pending per-step scalars off the device (one sync) and log them."""
+        if not self.pending:
+            return
+        values = torch.stack([torch.stack([l, n]) for _, l, n in self.pending]).tolist()
+        steps = [s for s, _, _ in self.pending]
+        self.pending.clear()
+        lr = self.optimizer.param_groups[0]["lr"]
+        for s, (loss, norm) in zip(steps, values):
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(self._diverged_message(s, loss))
+            writer.add_scalar("loss/train", loss, s)
+            writer.add_scalar("grad/norm", norm, s)
+            writer.add_scalar("lr", lr, s)
+        self.last_train_loss, self.last_grad_norm = values[-1]
+
+    def _diverged_message(self, step: int, loss: float) -> str:
+        c = self.config
+        ckpt = checkpoint_path(self.run_dir)
+        remedy = f"lower --lr (now {c.lr:g})"
+        remedy += " or add --grad-clip 1.0" if c.grad_clip is None else f" or --grad-clip (now {c.grad_clip:g})"
+        saved = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
+        return f"loss became {loss} at step {step}; stopped, {saved}; try {remedy}"
+
+    @torch.no_grad()
+    def evaluate(self, writer: SummaryWriter, elapsed: float) -> None:
+        c, model, step = self.config, self.model, self.step
+        vx, vy = self.val
+        y_hat, _ = model(vx)
+        val_loss = echo_loss(y_hat, vy).item()
+        val_acc = bit_accuracy(y_hat, vy, c.echo_step).item()
+        self.last_eval = {"step": step, "val_loss": val_loss, "val_accuracy": val_acc}
+        writer.add_scalar("loss/val", val_loss, step)
+        writer.add_scalar("accuracy/val", val_acc, step)
+        for name, p in model.named_parameters():
+            writer.add_histogram(f"params/{name}", p, step)
+            if p.grad is not None:
+                writer.add_histogram(f"grads/{name}", p.grad, step)
+            writer.add_image(f"weights/{name}", heatmap_rgb(p), step, dataformats="HWC")
+        writer.add_image("sequence/val0 (input, target, prediction)",
+                         sequence_rgb(vx[0], vy[0], y_hat[0]), step, dataformats="HWC")
+        evals_done = step // c.eval_every
+        if self.batch is not None and evals_done % c.compare_every == 0:
+            x, y = self.batch
+            with torch.enable_grad():
+                ours = manual_grads(model, x, y, truncate=c.truncate)
+                ref = autograd_grads(model, x, y, truncate=c.truncate)
+            diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
+            writer.add_scalar("grad/manual_vs_autograd", diff, step)
+        if val_acc >= c.target_accuracy and self.solved_step is None:
+            self.solved_step = step
+        if self.verbose:
+            tl = "    -   " if self.last_train_loss is None else f"{self.last_train_loss:.5f}"
+            gn = "   -  " if self.last_grad_norm is None else f"{self.last_grad_norm:.4f}"
+            tqdm.write(
+                f"step {step:>7d} | train_loss {tl} | val_loss {val_loss:.5f} | "
+                f"val_acc {val_acc:.4f} | grad_norm {gn} | {self.wall_before + elapsed:7.1f}s",
+                file=sys.stdout)
+
+    def checkpoint(self, writer: SummaryWriter, elapsed: float) -> None:
+        save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
+        writer.flush()
+
+
+def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path) -> TrainConfig:
+    try:
+        saved_config = TrainConfig.from_dict(saved)
+        saved_config.validate()
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
+    mine, theirs = config.to_dict(), saved_config.to_dict()
+    mine.pop("steps"), theirs.pop("steps")
+    diff = sorted(k for k in mine if mine[k] != theirs[k])
+    if diff:
+        raise CheckpointError(
+            f"{path} was made with a different config ({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); "
+            "a resumed run keeps the config it was started with, only --steps may change")
+    return config
+
+
+def train(
+    config: TrainConfig, *, resume: str | Path | None = None, verbose: bool = True
+) -> TrainResult:
+    """Train an :class:`EchoRNN` on the echo task as ``config`` says.
+
+    Args:
+        config: the run's settings; validated first, before anything is written.
+        resume: a run directory or checkpoint to continue. ``config`` must equal the config
+            the run was started with, except ``steps``.
+        verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
+
+    Raises:
+        ConfigError, CheckpointError: before anything is written.
+        NonFiniteLoss: the loss became NaN or infinite; the last good checkpoint stays.
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written after the current step.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    saved = None
+    if resume is not None:
+        saved = load_checkpoint(resume)
+        ckpt_file = Path(resume) if Path(resume).is_file() else checkpoint_path(resume)
+        _check_resume_config(config, saved["config"], ckpt_file)
+        run_dir = ckpt_file.parent.parent
+    else:
+        run_dir = _new_run_dir(config)
+
+    trainer = _Trainer(config, run_dir, device, verbose)
+    if saved is not None:
+        trainer.load(saved, ckpt_file)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if saved is None:
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    start = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - start  # noqa: E731
+    # purge_step drops events a crashed session logged after the checkpoint it resumes from.
+    writer = SummaryWriter(str(run_dir), purge_step=trainer.step + 1 if saved else None)
+    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", file=sys.stderr,
+               disable=not (verbose and sys.stderr.isatty()), dynamic_ncols=True)
+    try:
+        if saved is None:
+            writer.add_text("config", "\n".join(
+                f"    {k} = {v!r}" for k, v in config.to_dict().items()), 0)
+            trainer.evaluate(writer, elapsed())
+            trainer.checkpoint(writer, elapsed())
+        with _stop_on_signals() as received:
+            while trainer.step < config.steps and trainer.solved_step is None:
+                trainer.train_step()
+                s = trainer.step
+                is_eval = s % config.eval_every == 0 or s == config.steps
+                if is_eval or s % config.log_every == 0 or received:
+                    n_new = len(trainer.pending)
+                    trainer.flush_scalars(writer)
+                    bar.update(n_new)
+                    bar.set_postfix(loss=f"{trainer.last_train_loss:.4f}",
+                                    acc=f"{trainer.last_eval.get('val_accuracy', 0):.3f}")
+                if is_eval:
+                    trainer.evaluate(writer, elapsed())
+                    trainer.checkpoint(writer, elapsed())
+                if received:
+                    trainer.checkpoint(writer, elapsed())
+                    raise TrainingInterrupted(received[0], s, run_dir)
+        if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
+            trainer.evaluate(writer, elapsed())
+        trainer.checkpoint(writer, elapsed())
+        return _finish(trainer, writer, "solved" if trainer.solved_step is not None else "steps",
+                       elapsed())
+    except NonFiniteLoss:
+        _finish(trainer, writer, "diverged", elapsed())
+        raise
+    finally:
+        bar.close()
+        writer.close()
+
+
+def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: float) -> TrainResult:
+    """Write summary.json and the hparams; return the result."""
+    ev = trainer.last_eval
+    result = TrainResult(
+        run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
+        val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
+        solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
+        device=str(trainer.device), backend=trainer.config.backend, stopped=stopped)
+    summary = asdict(result)
+    (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+               "solved_step": float(result.solved_step if result.solved_step is not None else -1),
+               "steps": float(result.step)}
+    write_hparams(writer, trainer.config.to_dict(), metrics, trainer.step)
+    return result

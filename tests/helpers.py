@@ -1,0 +1,43 @@
+"""Shared test helpers: small fast configs, reading runs back with TensorBoard's own reader."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from echo_rnn.config import TrainConfig
+
+SMALL = dict(seq_len=20, echo_step=2, hidden_size=4, batch_size=8, steps=40, eval_every=10,
+             val_size=32, log_every=5, device="cpu")
+
+
+def small_config(tmp_path: Path, **overrides) -> TrainConfig:
+    return TrainConfig(**{**SMALL, "logdir": str(tmp_path / "runs"), **overrides})
+
+
+def small_flags(tmp_path: Path) -> list[str]:
+    flags = []
+    for k, v in {**SMALL, "logdir": str(tmp_path / "runs")}.items():
+        flags += [f"--{k.replace('_', '-')}", str(v)]
+    return flags
+
+
+def events(run_dir) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0,
+                                                        "histograms": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def scalar_series(run_dir, tag):
+    return [(e.step, e.value) for e in events(run_dir).Scalars(tag)]
+
+
+def cli(*args, cwd=None, **popen):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "echo_rnn", *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, **popen)
+    return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)

@@ -1,0 +1,48 @@
+import pytest
+
+from echo_rnn.config import PRESETS, ConfigError, TrainConfig, build_config
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('lr = 0.5\nhidden-size = 4\n[ignored]\n' if False else 'lr = 0.5\nhidden-size = 4\n')
+    c = build_config("notebook", f, {"hidden_size": 5})
+    assert c.schedule == "notebook"  # from the preset
+    assert c.lr == 0.5  # the file beats the preset
+    assert c.hidden_size == 5  # the flag beats the file
+    assert c.seed == TrainConfig().seed  # untouched default
+
+
+def test_train_table_is_accepted(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[train]\nsteps = 7\n")
+    assert build_config(file=f).steps == 7
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"hidden_size": 2.5}, "--hidden-size: must be int"),
+        ({"bias": "yes"}, "--bias: must be bool"),
+        ({"steps": True}, "--steps: must be int"),
+        ({"run_name": "a/b"}, "--run-name: must be a plain directory name"),
+        ({"schedule": "weekly"}, "--schedule: must be one of batch, notebook"),
+        ({"init_std": float("nan")}, "--init-std: must be a number >= 0"),
+    ],
+)
+def test_invalid_values_name_the_flag(values, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config(overrides=values)
+
+
+def test_none_is_accepted_for_optional_fields(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('grad_clip = "none"\ntruncate = 5\n')
+    c = build_config(file=f)
+    assert c.grad_clip is None and c.truncate == 5
+
+
+def test_config_round_trips_through_a_dict():
+    c = build_config("notebook")
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    assert set(PRESETS["notebook"]) <= set(c.to_dict())

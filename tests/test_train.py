@@ -1,0 +1,254 @@
+"""The trainer: what it achieves, what it writes, and how it fails."""
+
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from conftest import requires_cuda
+from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.config import TrainConfig, build_config
+from echo_rnn.train import NonFiniteLoss, train
+from helpers import cli, events, scalar_series, small_config, small_flags
+
+
+@pytest.mark.parametrize("backend", ["autograd", "bptt"])
+@pytest.mark.parametrize("seed", range(5))
+def test_default_run_solves_within_500_steps(tmp_path, backend, seed):
+    config = TrainConfig(seed=seed, backend=backend, device="cpu", logdir=str(tmp_path))
+    assert config.steps == 500 and config.target_accuracy == 1.0  # the defaults are the claim
+    result = train(config, verbose=False)
+    assert result.val_accuracy == 1.0 and result.solved_step is not None
+    assert result.solved_step <= 500 and result.stopped == "solved"
+
+
+def test_notebook_preset_reaches_full_accuracy(tmp_path):
+    config = build_config("notebook", overrides={"logdir": str(tmp_path), "backend": "bptt",
+                                                 "device": "cpu"})
+    assert (config.schedule, config.optimizer, config.lr, config.batch_size, config.seq_len,
+            config.steps) == ("notebook", "sgd", 0.01, 1, 50, 50_000)
+    result = train(config, verbose=False)
+    assert result.val_accuracy == 1.0
+    assert result.solved_step % 50 == 0  # evaluated once per epoch
+    epochs = result.solved_step // 50
+    assert epochs <= 1000
+
+
+def test_same_seed_same_curve_bit_for_bit(tmp_path):
+    a = train(small_config(tmp_path, run_name="a", target_accuracy=1.0), verbose=False)
+    b = train(small_config(tmp_path, run_name="b", target_accuracy=1.0), verbose=False)
+    c = train(small_config(tmp_path, run_name="c", seed=1), verbose=False)
+    sa, sb = scalar_series(a.run_dir, "loss/train"), scalar_series(b.run_dir, "loss/train")
+    assert sa == sb and len(sa) == a.step
+    assert sa != scalar_series(c.run_dir, "loss/train")
+    assert scalar_series(a.run_dir, "loss/val") == scalar_series(b.run_dir, "loss/val")
+
+
+@pytest.mark.parametrize("backend", ["autograd", "bptt"])
+def test_resumed_curve_equals_uninterrupted(tmp_path, backend):
+    full = train(small_config(tmp_path, run_name="full", steps=60, backend=backend), verbose=False)
+    part = train(small_config(tmp_path, run_name="part", steps=30, backend=backend), verbose=False)
+    assert part.step == 30
+    resumed = train(small_config(tmp_path, run_name="part", steps=60, backend=backend),
+                    resume=part.run_dir, verbose=False)
+    assert resumed.step == 60 == full.step
+    for tag in ("loss/train", "grad/norm", "loss/val", "accuracy/val"):
+        got, want = scalar_series(resumed.run_dir, tag), scalar_series(full.run_dir, tag)
+        assert got == want, tag
+        steps = [s for s, _ in got]
+        assert len(steps) == len(set(steps)), f"duplicate steps in {tag}"
+    a = load_checkpoint(full.run_dir)["model"]
+    b = load_checkpoint(resumed.run_dir)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
+    from echo_rnn.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"different config \(lr=0.02\)"):
+        train(small_config(tmp_path, run_name="r", steps=20, lr=0.5), resume=run.run_dir)
+
+
+def test_run_directory_contents(tmp_path):
+    result = train(small_config(tmp_path, run_name="x", target_accuracy=0.99), verbose=False)
+    run = tmp_path / "runs" / "x"
+    assert list((tmp_path / "runs").iterdir()) == [run]  # hparams wrote no stray run
+    config = json.loads((run / "config.json").read_text())
+    assert config == small_config(tmp_path, run_name="x", target_accuracy=0.99).to_dict()
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("step", "val_loss", "val_accuracy", "solved_step", "wall_time_s", "device",
+                "backend"):
+        assert key in summary
+    assert summary["step"] == result.step and summary["device"] == "cpu"
+    assert summary["val_accuracy"] == result.val_accuracy
+    assert load_checkpoint(run)["step"] == result.step
+
+
+def test_tensorboard_contents(tmp_path):
+    result = train(small_config(tmp_path, run_name="x", bias=True, steps=40, compare_every=1,
+                                target_accuracy=1.0), verbose=False)
+    acc = events(result.run_dir)
+    tags = acc.Tags()
+    for tag in ("loss/train", "loss/val", "accuracy/val", "grad/norm", "lr",
+                "grad/manual_vs_autograd"):
+        assert tag in tags["scalars"], tag
+    for name in ("U", "V", "w", "b"):
+        assert f"params/{name}" in tags["histograms"] and f"grads/{name}" in tags["histograms"]
+        assert f"weights/{name}" in tags["images"]
+    assert any(t.startswith("sequence/val0") for t in tags["images"])
+    assert any("config" in t for t in tags["tensors"])
+    assert set(acc.PluginTagToContent("hparams")) == {
+        "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+    assert "hparam/val_accuracy" in tags["scalars"]
+    # the manual and autograd gradients agree during a real run
+    diffs = [v for _, v in scalar_series(result.run_dir, "grad/manual_vs_autograd")]
+    assert diffs and max(diffs) < 1e-6
+    # one evaluation at step 0, then every eval_every steps
+    assert [s for s, _ in scalar_series(result.run_dir, "accuracy/val")] == [0, 10, 20, 30, 40]
+    img = acc.Images("weights/U")[-1]
+    assert (img.width, img.height) == (4 * 16, 4 * 16)
+
+
+def test_cli_end_to_end_and_summary_lines(tmp_path):
+    proc = cli("train", *small_flags(tmp_path), "--run-name", "e2e", "--backend", "bptt")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    evals = [l for l in lines if l.startswith("step ")]
+    assert len(evals) == 5 and all("val_acc" in l and "val_loss" in l for l in evals)
+    assert f"tensorboard --logdir {tmp_path / 'runs'}" in lines[-1]
+    assert (tmp_path / "runs" / "e2e" / "summary.json").is_file()
+
+
+def test_script_and_config_file(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'hidden-size = 3\nlr = 0.05\nlogdir = "{tmp_path / "runs"}"\nsteps = 10\n'
+                    'seq_len = 12\nval_size = 8\ndevice = "cpu"\n')
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    proc = subprocess.run([sys.executable, str(script), "--config", str(toml), "--lr", "0.01",
+                           "--run-name", "f"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((tmp_path / "runs" / "f" / "config.json").read_text())
+    assert (config["hidden_size"], config["lr"], config["steps"]) == (3, 0.01, 10)
+
+
+def test_non_finite_loss_stops_keeps_checkpoint_exit_1(tmp_path):
+    proc = cli("train", *small_flags(tmp_path), "--run-name", "nan", "--optimizer", "sgd",
+               "--lr", "1e30", "--steps", "100")
+    assert proc.returncode == 1
+    msg = proc.stderr.strip().splitlines()[-1]
+    assert "at step" in msg and "--lr" in msg and "--grad-clip" in msg
+    assert "Traceback" not in proc.stderr
+    state = load_checkpoint(tmp_path / "runs" / "nan")
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    summary = json.loads((tmp_path / "runs" / "nan" / "summary.json").read_text())
+    assert summary["stopped"] == "diverged"
+
+
+def test_non_finite_loss_from_python_raises(tmp_path):
+    with pytest.raises(NonFiniteLoss, match=r"at step \d+"):
+        train(small_config(tmp_path, optimizer="sgd", lr=1e30, steps=100), verbose=False)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_checkpoints_and_resume_continues_the_same_curve(tmp_path, sig, code):
+    proc = cli("train", *small_flags(tmp_path), "--run-name", "sig", "--steps", "1000000",
+               "--echo-step", "9", "--seq-len", "40", cwd=tmp_path,
+               stdout=__import__("subprocess").PIPE, stderr=__import__("subprocess").PIPE)
+    for line in proc.stdout:  # wait for training to be under way
+        if line.startswith("step      20"):
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "checkpoint saved" in err and "--resume" in err and "Traceback" not in err
+    run = tmp_path / "runs" / "sig"
+    stopped_at = load_checkpoint(run)["step"]
+    assert stopped_at >= 20
+    # events were flushed up to the step the signal interrupted
+    assert scalar_series(run, "loss/train")[-1][0] == stopped_at
+    target = stopped_at + 15
+    res = cli("train", "--resume", run, "--steps", target)
+    assert res.returncode == 0, res.stderr
+    # k=9 with H=4 is not solved this early, so neither run stops before `target`
+    ref = train(small_config(tmp_path, run_name="ref", steps=target, seq_len=40, echo_step=9),
+                verbose=False)
+    assert ref.solved_step is None and ref.step == target
+    assert scalar_series(run, "loss/train") == scalar_series(ref.run_dir, "loss/train")
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--hidden-size", "-3"], "argument --hidden-size: must be a positive integer"),
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+        (["--echo-step", "50"], "argument --echo-step: must be in [0, seq_len)"),
+        (["--lr", "0"], "argument --lr: must be a positive number"),
+        (["--lr", "-1"], "argument --lr: must be a positive number"),
+        (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
+        (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        (["--config", "missing.toml"], "argument --config: no such file"),
+        (["--resume", "no/such/run"], "argument --resume: no such run directory"),
+        (["--steps", "ten"], "argument --steps: must be an integer, got 'ten'"),
+        (["--target-accuracy", "1.5"], "argument --target-accuracy: must be in (0, 1]"),
+        (["--grad-clip", "-1"], "argument --grad-clip: must be a positive number or none"),
+    ],
+)
+def test_bad_flags_one_line_exit_2_no_run_dir(tmp_path, flags, needle):
+    logdir = [] if "--resume" in flags else ["--logdir", tmp_path / "runs"]
+    proc = cli("train", *logdir, *flags, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_config_file_and_cuda_without_cuda(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = [\n")
+    proc = cli("train", "--config", bad, "--logdir", tmp_path / "runs")
+    assert proc.returncode == 2 and "is not valid TOML" in proc.stderr
+    bad.write_text("learning_rate = 0.1\n")
+    proc = cli("train", "--config", bad, "--logdir", tmp_path / "runs")
+    assert proc.returncode == 2 and "unknown setting 'learning_rate'" in proc.stderr
+    if not torch.cuda.is_available():
+        proc = cli("train", "--device", "cuda", "--logdir", tmp_path / "runs")
+        assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_accepts_only_steps(tmp_path):
+    run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
+    proc = cli("train", "--resume", run.run_dir, "--lr", "0.5")
+    assert proc.returncode == 2 and "only --steps may be given" in proc.stderr
+
+
+def test_existing_run_name_is_refused(tmp_path):
+    train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
+    proc = cli("train", *small_flags(tmp_path), "--run-name", "r")
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_help_lists_every_config_field():
+    proc = cli("train", "--help")
+    assert proc.returncode == 0
+    from dataclasses import fields
+
+    for f in fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in proc.stdout
+    assert "--resume" in proc.stdout and "--preset" in proc.stdout
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["autograd", "bptt"])
+def test_trains_on_cuda(tmp_path, backend):
+    result = train(TrainConfig(device="cuda", backend=backend, logdir=str(tmp_path)),
+                   verbose=False)
+    assert result.device.startswith("cuda") and result.val_accuracy == 1.0
+    assert math.isfinite(result.val_loss)
