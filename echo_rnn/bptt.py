@@ -1,6 +1,6 @@
 r"""Hand-written backpropagation through time for the echo RNN. No autograd inside.
 
-Forward, for t = 1..T (steps are 0-indexed in the code; ``hs[t]`` is h_t, ``hs[0]`` is h_0)::
+Forward, for t = 1..T (steps are 0-indexed in the code: ``hs[t]`` holds h_{t+1}; h_0 is ``h0``)::
 
     z_t    = U h_{t-1} + V x_t + b          (B, H)
     h_t    = tanh(z_t)                      (B, H)
@@ -35,11 +35,13 @@ Cost. Only the recurrence is sequential. The forward loop does, per step, one
 backward loop one ``(B, H) x (H, H)`` matmul-add and one in-place multiply. The input
 projection ``V x_t``, the readout, ``tanh'`` and all weight gradients are whole-sequence
 matrix products outside the loops, so a step costs O(B H^2) and the pass O(T B H^2).
-The forward saves only the hidden states (T+1, B, H) and a time-major copy of x.
+The forward keeps one activation tensor, the hidden states h_1..h_T (T, B, H), besides
+references to x, h_0 and the weights that the caller holds anyway.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,12 +57,14 @@ class BPTTCache:
     """What the backward pass needs from the forward pass.
 
     Attributes:
-        x: inputs, time-major ``(T, B, I)``.
-        hs: hidden states ``(T+1, B, H)``; ``hs[0]`` is h_0.
+        x: the inputs as given, ``(B, T, I)`` (the caller holds them anyway; no copy).
+        h0: the initial state ``(B, H)``, or None for zeros.
+        hs: hidden states h_1..h_T, time-major ``(T, B, H)``: the only activations kept.
         U, V, w: the weights the forward used.
     """
 
     x: torch.Tensor
+    h0: torch.Tensor | None
     hs: torch.Tensor
     U: torch.Tensor
     V: torch.Tensor
@@ -77,6 +81,30 @@ class BPTTGrads:
     b: torch.Tensor | None = None
     x: torch.Tensor | None = None  # (B, T, I)
     h0: torch.Tensor | None = None  # (B, H)
+
+
+class _Workspace(threading.local):
+    """The backward pass's scratch buffers, delta and tanh' (T, B, H) each, with their
+    per-step views, kept between calls of the same shape, dtype and device.
+
+    Training repeats one shape, and at small sizes allocating the buffers and slicing them
+    into T views costs as much as the arithmetic. Nothing in them outlives a backward call
+    (every returned gradient is a fresh tensor), so reuse is safe; per thread, so concurrent
+    backward passes never share one. At most one set is kept.
+    """
+
+    key: tuple | None = None
+
+    def get(self, like: torch.Tensor):
+        key = (tuple(like.shape), like.dtype, like.device)
+        if self.key != key:
+            delta, dtanh = torch.empty_like(like), torch.empty_like(like)
+            self.buffers = (delta, dtanh, delta.unbind(0), dtanh.unbind(0))
+            self.key = key
+        return self.buffers
+
+
+_workspace = _Workspace()
 
 
 def bptt_forward(
@@ -97,23 +125,27 @@ def bptt_forward(
     Returns:
         ``(y_hat, h_n, cache)``: ``(B, T)``, ``(B, H)`` and a :class:`BPTTCache`.
     """
-    B, T, _ = x.shape
+    B, T, I = x.shape
     H = U.shape[0]
-    xt = x.transpose(0, 1).contiguous()  # (T, B, I): each step reads one contiguous slice
-    hs = x.new_empty(T + 1, B, H)
-    if h0 is None:
-        hs[0].zero_()
+    hs = x.new_empty(T, B, H)
+    # Seed every h_t with its input projection V x_t (+ b), one matmul for the whole
+    # sequence, then complete each in place as time advances.
+    xt = x.transpose(0, 1).reshape(T * B, I)  # (T*B, I), time-major (a small copy)
+    if I == 1:  # an outer product: broadcasting is far cheaper than a rank-1 matmul
+        torch.mul(xt, V.t(), out=hs.view(T * B, H))
     else:
-        hs[0].copy_(h0)
-    # Seed h_1..h_T with the input projection, then complete each in place as time advances.
-    torch.matmul(xt, V.t(), out=hs[1:])  # (T, B, H)
+        torch.mm(xt, V.t(), out=hs.view(T * B, H))
     if b is not None:
-        hs[1:].add_(b)
-    Ut = U.t()
-    for t in range(T):
-        hs[t + 1].addmm_(hs[t], Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1})
-    y_hat = torch.matmul(hs[1:], w).t()  # (T, B) -> (B, T)
-    return y_hat, hs[T].clone(), BPTTCache(x=xt, hs=hs, U=U, V=V, w=w)
+        hs.add_(b)
+    Ut = U.t().contiguous()  # (H, H): BLAS takes a contiguous operand faster than a transposed view
+    h = hs.unbind(0)  # T views made in one call: indexing hs[t] in the loop costs an op each
+    if h0 is not None:
+        h[0].addmm_(h0, Ut)
+    h[0].tanh_()  # h_1; with h_0 = 0 there is no U h_0 term
+    for prev, cur in zip(h[:-1], h[1:]):
+        cur.addmm_(prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1})
+    y_hat = torch.mv(hs.view(T * B, H), w).view(T, B).t()  # (B, T)
+    return y_hat, hs[T - 1].clone(), BPTTCache(x=x, h0=h0, hs=hs, U=U, V=V, w=w)
 
 
 def bptt_backward(
@@ -135,29 +167,33 @@ def bptt_backward(
         truncate: window length k of truncated BPTT, or None for full BPTT.
         need_x, need_h0, need_b: also compute these gradients.
     """
-    xt, hs, U, V, w = cache.x, cache.hs, cache.U, cache.V, cache.w
-    T, B, I = xt.shape
-    H = hs.shape[-1]
-    h = hs[1:]  # (T, B, H): h_1..h_T
-    g = dy_hat.t()  # (T, B)
+    x, h0, hs, U, V, w = cache.x, cache.h0, cache.hs, cache.U, cache.V, cache.w
+    T, B, H = hs.shape
+    I = x.shape[-1]
+    g = dy_hat.t().reshape(T * B, 1)  # (T*B, 1), time-major like hs
+    delta, dtanh, d, dt = _workspace.get(hs)  # (T, B, H) twice, and their per-step views
     # delta starts as the gradient from each step's own loss, g_t w^T, and becomes dL/dz_t.
-    # Allocated time-major and contiguous whatever the strides of dy_hat.
-    delta = torch.mul(g.unsqueeze(-1), w, out=hs.new_empty(T, B, H))  # (T, B, H)
+    torch.mul(g, w.view(1, H), out=delta.view(T * B, H))  # outer product by broadcasting
     if dh_n is not None:
-        delta[T - 1].add_(dh_n)
-    dtanh = torch.mul(h, h).neg_().add_(1.0)  # (T, B, H): 1 - h_t^2, for all steps at once
-    delta[T - 1].mul_(dtanh[T - 1])
-    for t in range(T - 2, -1, -1):
-        if truncate is None or (t + 1) % truncate != 0:
-            delta[t].addmm_(delta[t + 1], U)  # + the gradient carried back from step t+1
-        delta[t].mul_(dtanh[t])
+        d[T - 1].add_(dh_n)
+    torch.addcmul(hs.new_ones(()), hs, hs, value=-1, out=dtanh)  # 1 - h_t^2, one pass
+    d[T - 1].mul_(dt[T - 1])
+    if truncate is None:
+        for nxt, cur, dcur in zip(d[:0:-1], d[-2::-1], dt[-2::-1]):  # t = T-2 .. 0
+            cur.addmm_(nxt, U).mul_(dcur)  # (own + carried from t+1) * tanh'
+    else:
+        for t in range(T - 2, -1, -1):
+            if (t + 1) % truncate != 0:  # no carry across a window boundary
+                d[t].addmm_(d[t + 1], U)
+            d[t].mul_(dt[t])
 
-    delta2 = delta.view(T * B, H)  # (T*B, H): time and batch flattened, sums over both
-    grads = BPTTGrads(
-        U=delta2.t() @ hs[:-1].reshape(T * B, H),
-        V=delta2.t() @ xt.view(T * B, I),
-        w=h.reshape(T * B, H).t() @ g.reshape(T * B),
-    )
+    # Weight gradients: sums over time and batch as single matrix products.
+    delta2 = delta.view(T * B, H)  # (T*B, H)
+    dU = delta[1:].view((T - 1) * B, H).t() @ hs[:-1].reshape((T - 1) * B, H)
+    if h0 is not None:
+        dU.addmm_(delta[0].t(), h0)  # the first step's h_{t-1} is h_0
+    xt = x.transpose(0, 1).reshape(T * B, I)  # (T*B, I), time-major like delta
+    grads = BPTTGrads(U=dU, V=delta2.t() @ xt, w=hs.view(T * B, H).t() @ g.view(T * B))
     if need_b:
         grads.b = delta2.sum(0)
     if need_x:
@@ -178,31 +214,29 @@ class BPTTFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, U, V, w, b, truncate):
         y_hat, h_n, cache = bptt_forward(x, U, V, w, b, h0)
-        ctx.save_for_backward(cache.x, cache.hs, U, V, w)
+        ctx.save_for_backward(x, h0, cache.hs, U, V, w)
         ctx.truncate = truncate
         ctx.has_h0 = h0 is not None
         ctx.has_b = b is not None
-        ctx.x_shape = x.shape
         return y_hat, h_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy_hat, dh_n):
-        xt, hs, U, V, w = ctx.saved_tensors
+        x, h0, hs, U, V, w = ctx.saved_tensors
         if dy_hat is None:  # only h_n was used downstream
-            dy_hat = hs.new_zeros(hs.shape[1], hs.shape[0] - 1)
+            dy_hat = hs.new_zeros(hs.shape[1], hs.shape[0])
         need = ctx.needs_input_grad
         grads = bptt_backward(
             dy_hat,
-            BPTTCache(x=xt, hs=hs, U=U, V=V, w=w),
+            BPTTCache(x=x, h0=h0, hs=hs, U=U, V=V, w=w),
             dh_n,
             truncate=ctx.truncate,
             need_x=need[0],
             need_h0=ctx.has_h0 and need[1],
             need_b=ctx.has_b and need[5],
         )
-        dx = grads.x.reshape(ctx.x_shape) if grads.x is not None else None
-        return dx, grads.h0, grads.U, grads.V, grads.w, grads.b, None
+        return grads.x, grads.h0, grads.U, grads.V, grads.w, grads.b, None
 
 
 def manual_grads(

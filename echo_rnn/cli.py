@@ -281,6 +281,107 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench -----------------------------------------------------------------------------
+
+
+def shape_arg(text: str) -> tuple[str, tuple[int, int, int]]:
+    """``NAME=B,T,H`` (a new shape) or ``NAME`` (a built-in one)."""
+    from echo_rnn.bench import SHAPES
+
+    if "=" not in text:
+        if text not in SHAPES:
+            raise argparse.ArgumentTypeError(
+                f"unknown shape {text!r}: built-in are {', '.join(SHAPES)}, or give NAME=B,T,H")
+        return text, SHAPES[text]
+    name, _, dims = text.partition("=")
+    try:
+        B, T, H = (int(v) for v in dims.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be NAME=B,T,H with three integers, got {text!r}") from None
+    if not name or min(B, T, H) <= 0:
+        raise argparse.ArgumentTypeError(f"must be NAME=B,T,H with a name and B, T, H >= 1, got {text!r}")
+    return name, (B, T, H)
+
+
+def add_bench(sub) -> None:
+    from echo_rnn.bench import SHAPES
+
+    p = sub.add_parser(
+        "bench",
+        help="time a training step of both backends against torch.nn.RNN",
+        description=(
+            "Time a full training step (forward, loss, backward; no optimizer) of "
+            "EchoRNN(backend='autograd'), EchoRNN(backend='bptt') and torch.nn.RNN + "
+            "nn.Linear with the same weights, interleaved in one process after a warm-up; "
+            "report medians, sequences per second, the ratio to nn.RNN and the bytes saved "
+            "for backward. Gradients are compared with nn.RNN's first; a backend that "
+            "disagrees is not reported. Built-in shapes: "
+            + ", ".join(f"{k} (B={b}, T={t}, H={h})" for k, (b, t, h) in SHAPES.items())
+            + "."
+        ),
+        epilog=(
+            "examples:\n"
+            "  echo-rnn bench                           # every built-in shape, 1 thread\n"
+            "  echo-rnn bench --shape batch --shape tiny=8,20,4 --threads 2\n"
+            "  echo-rnn bench --json bench.json --markdown\n"
+            "  echo-rnn bench --device cuda --cuda-graph"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--shape", type=shape_arg, action="append", metavar="NAME[=B,T,H]",
+                   help="a shape to run (repeatable; default: all built-in shapes)")
+    p.add_argument("--add-shape", type=shape_arg, action="append", default=[],
+                   metavar="NAME=B,T,H", help="run this shape besides the selected ones")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch.set_num_threads for the whole run (default: 1)")
+    p.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture each step in a CUDA graph and replay it (CUDA only)")
+    p.add_argument("--min-reps", type=positive_int, default=30,
+                   help="at least this many timed steps per backend and shape (default: 30)")
+    p.add_argument("--budget", type=positive_float, default=2.0, metavar="SECONDS",
+                   help="keep timing each shape at least this long (default: 2.0)")
+    p.add_argument("--warmup", type=nonneg_int, default=5, help="untimed rounds first (default: 5)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of weights and data (default: 0)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from echo_rnn.bench import (SHAPES, format_markdown, format_scaling, format_table,
+                                run_benchmark, scaling)
+
+    if args.cuda_graph and args.device.type != "cuda":
+        raise UsageError("argument --cuda-graph: needs --device cuda")
+    shapes = dict(args.shape) if args.shape else dict(SHAPES)
+    shapes.update(dict(args.add_shape))
+    if args.json:
+        out = Path(args.json)
+        if not out.parent.is_dir():
+            raise UsageError(f"argument --json: directory {out.parent} does not exist")
+    report = run_benchmark(
+        shapes, args.device, threads=args.threads, warmup=args.warmup, min_reps=args.min_reps,
+        budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
+        progress=lambda s: print(f"timing {s} ...", file=sys.stderr, flush=True))
+    print(f"echo-rnn bench: device={report.device} threads={report.threads} "
+          f"torch={report.torch_version} cuda_graph={report.cuda_graph}; medians of interleaved "
+          "steps (forward, loss, backward)")
+    print(format_markdown(report) if args.markdown else format_table(report))
+    if format_scaling(report):
+        print(format_scaling(report))
+    for line in report.refused:
+        print(f"not reported: {line}")
+    if args.json:
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps({**report.to_dict(), "scaling_in_T": scaling(report)},
+                                  indent=2) + "\n")
+        tmp.replace(args.json)
+    return 1 if report.refused else 0
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
@@ -297,6 +398,7 @@ def build_parser() -> Parser:
     add_train(sub)
     add_gradcheck(sub)
     add_predict(sub)
+    add_bench(sub)
     return parser
 
 

@@ -80,6 +80,10 @@ class TrainConfig:
         "evaluations)", "evaluation", int))
     # --- run
     device: str = field(default="auto", metadata=_opt(DEVICE_HELP, "run", str))
+    cuda_graph: bool = field(default=False, metadata=_opt(
+        "capture the training step (forward, loss, backward, clipping, optimizer) in a CUDA "
+        "graph and replay it: a time loop on a GPU is bound by kernel launches "
+        "(CUDA and --schedule batch only)", "run", bool))
     seed: int = field(default=0, metadata=_opt(
         "seed of the weights, the training data and the held-out set", "run", int))
     logdir: str = field(default="runs", metadata=_opt(
@@ -131,9 +135,14 @@ class TrainConfig:
         ):
             raise ConfigError(f"{flag('run_name')}: must be a plain directory name, got {self.run_name!r}")
         try:
-            resolve_device(self.device)
+            device = resolve_device(self.device)
         except ValueError as exc:
             raise ConfigError(f"{flag('device')}: {exc}") from None
+        if self.cuda_graph and device.type != "cuda":
+            raise ConfigError(f"{flag('cuda_graph')}: needs a CUDA device, got {self.device!r}")
+        if self.cuda_graph and self.schedule != "batch":
+            raise ConfigError(f"{flag('cuda_graph')}: needs --schedule batch (the notebook "
+                              "schedule changes the step's shape every step)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

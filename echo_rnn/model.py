@@ -132,10 +132,12 @@ class EchoRNN(nn.Module):
         h = h0 if h0 is not None else x.new_zeros(B, self.hidden_size)
         Ut = self.U.t()
         hs = []
-        for t in range(T):
+        # unbind, not pre[t]: the backward of T selects would build T full-size zero tensors
+        # (quadratic in T); unbind's backward stacks the T slices once.
+        for t, pre_t in enumerate(pre.unbind(0)):
             if truncate is not None and t > 0 and t % truncate == 0:
                 h = h.detach()
-            h = torch.tanh(torch.addmm(pre[t], h, Ut))  # (B, H)
+            h = torch.tanh(torch.addmm(pre_t, h, Ut))  # (B, H)
             hs.append(h)
         y_hat = torch.matmul(torch.stack(hs, dim=1), self.w)  # (B, T, H) @ (H,) -> (B, T)
         return y_hat, h
@@ -162,8 +164,9 @@ def echo_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"y_hat and y must both be (B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
         )
-    T = y.shape[1]
-    return (y_hat - y).square().sum(dim=1).mean() / (2 * T)
+    B, T = y.shape
+    # mean_b sum_t (.)^2 / (2T) == sum_{b,t} (.)^2 / (2TB): one fused op and one backward node.
+    return torch.nn.functional.mse_loss(y_hat, y, reduction="sum") / (2 * T * B)
 
 
 def bit_accuracy(y_hat: torch.Tensor, y: torch.Tensor, echo_step: int) -> torch.Tensor:

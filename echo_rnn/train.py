@@ -116,7 +116,8 @@ def _new_run_dir(config: TrainConfig) -> Path:
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
-    return torch.optim.Adam(params, lr=config.lr)
+    # capturable keeps Adam's step count on the device, so a CUDA graph can replay it
+    return torch.optim.Adam(params, lr=config.lr, capturable=config.cuda_graph)
 
 
 class _Trainer:
@@ -179,8 +180,63 @@ class _Trainer:
 
     # --- one optimizer step -------------------------------------------------------------
 
+    def _batch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, clip, update on one batch; returns (loss, grad norm).
+        Grads are zeroed in place, not set to None, so that a CUDA graph finds them."""
+        c = self.config
+        loss = echo_loss(self.model(x, truncate=c.truncate)[0], y)
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf)
+        self.optimizer.step()
+        return loss.detach(), norm.detach()
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        opt = [t for st in self.optimizer.state.values() for t in st.values()
+               if isinstance(t, torch.Tensor)]
+        return [p.detach() for p in self.model.parameters()] + opt
+
+    def capture_graph(self) -> None:
+        """Record one batch step as a CUDA graph over static input buffers."""
+        c = self.config
+        self.static_x = torch.zeros(c.batch_size, c.seq_len, device=self.device)
+        self.static_y = torch.zeros_like(self.static_x)
+        # Warm-up on a side stream (CUDA graphs need it) moves the weights and the optimizer
+        # state; put them back afterwards, so the graph changes nothing about the run.
+        before = {id(t): t.clone() for t in self._state_tensors()}
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._batch_step(self.static_x, self.static_y)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        with torch.no_grad():
+            for t in self._state_tensors():
+                if id(t) in before:
+                    t.copy_(before[id(t)])
+                else:  # created by the warm-up: a fresh Adam state is all zeros
+                    t.zero_()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = self._batch_step(self.static_x, self.static_y)
+        # The graph writes into the kernel's backward workspace; keep it from being freed.
+        from echo_rnn.bptt import _workspace
+        self.graph_keepalive = getattr(_workspace, "buffers", None)
+
     def train_step(self) -> None:
         c, model = self.config, self.model
+        if c.cuda_graph:
+            x, y = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
+                                   generator=self.gen, device=self.device)
+            self.static_x.copy_(x)
+            self.static_y.copy_(y)
+            self.graph.replay()
+            self.batch = (x, y)
+            self.step += 1
+            loss, norm = self.static_out
+            self.pending.append((self.step, loss.clone(), norm.clone()))
+            return
         if c.schedule == "batch":
             x, y = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
                                    generator=self.gen, device=self.device)
@@ -317,6 +373,8 @@ def train(
     trainer = _Trainer(config, run_dir, device, verbose)
     if saved is not None:
         trainer.load(saved, ckpt_file)
+    if config.cuda_graph:
+        trainer.capture_graph()
     run_dir.mkdir(parents=True, exist_ok=True)
     if saved is None:
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

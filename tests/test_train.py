@@ -252,3 +252,26 @@ def test_trains_on_cuda(tmp_path, backend):
                    verbose=False)
     assert result.device.startswith("cuda") and result.val_accuracy == 1.0
     assert math.isfinite(result.val_loss)
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["autograd", "bptt"])
+def test_cuda_graph_training_follows_the_eager_curve(tmp_path, backend):
+    kw = dict(device="cuda", backend=backend, steps=100, target_accuracy=1.0)
+    eager = train(small_config(tmp_path, run_name="eager", **kw), verbose=False)
+    graph = train(small_config(tmp_path, run_name="graph", cuda_graph=True, **kw), verbose=False)
+    a = [v for _, v in scalar_series(eager.run_dir, "loss/train")]
+    b = [v for _, v in scalar_series(graph.run_dir, "loss/train")]
+    assert len(a) == len(b)
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-3, atol=1e-5)
+
+
+def test_cuda_graph_needs_cuda_and_the_batch_schedule(tmp_path):
+    from echo_rnn.config import ConfigError
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--cuda-graph: needs a CUDA device"):
+            small_config(tmp_path, device="cpu", cuda_graph=True).validate()
+    else:
+        with pytest.raises(ConfigError, match="needs --schedule batch"):
+            small_config(tmp_path, device="cuda", cuda_graph=True, schedule="notebook").validate()

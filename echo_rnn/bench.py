@@ -1,0 +1,288 @@
+"""Benchmark: a full training step (forward, loss, backward; no optimizer) of the two
+EchoRNN backends against the reference users would pick instead, ``torch.nn.RNN`` + a
+bias-free ``nn.Linear`` readout, all with the same weights.
+
+Timing is interleaved (A B C A B C ...) after a warm-up, and reported as medians; ratios are
+to nn.RNN measured in the same process. Before timing, the gradients of every candidate are
+compared with nn.RNN's and a candidate that disagrees is not reported.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from echo_rnn.compare import compare_grads
+from echo_rnn.data import make_echo_batch
+from echo_rnn.model import EchoRNN, echo_loss
+
+SHAPES: dict[str, tuple[int, int, int]] = {  # name: (B, T, H)
+    "notebook": (1, 50, 6),
+    "batch": (64, 50, 6),
+    "wide": (256, 200, 64),
+    "long": (32, 2000, 16),
+    "long-500": (32, 500, 16),  # with "long": does the cost grow linearly in T?
+}
+SCALING = ("long-500", "long")  # (short, long): the time ratio should be about 2000/500 = 4
+CANDIDATES = ("nn.RNN", "autograd", "bptt")
+REFERENCE = "nn.RNN"
+# float32 sums over up to 2000 steps in different orders: max |a - b| / max |b| per tensor.
+# Entries that cancel to near zero make an elementwise test meaningless in float32, so the
+# error is judged against the tensor's scale; 1e-4 leaves a wide margin over the ~1e-6 seen.
+AGREEMENT_REL = 1e-4
+
+
+@dataclass
+class Candidate:
+    """A way to run the training step, with its parameters named like EchoRNN's."""
+
+    name: str
+    step: Callable[[], torch.Tensor]  # forward, loss, backward; returns the loss
+    grads: Callable[[], dict[str, torch.Tensor]]
+    forward_loss: Callable[[], torch.Tensor]  # forward and loss only, to count saved bytes
+    params: list[torch.Tensor]
+
+
+@dataclass
+class BenchRow:
+    shape: str
+    B: int
+    T: int
+    H: int
+    backend: str
+    ms_per_step: float
+    seq_per_s: float
+    ratio_to_nn_rnn: float
+    saved_bytes: int
+    reps: int
+    grad_max_rel_diff: float
+
+
+@dataclass
+class BenchReport:
+    device: str
+    threads: int
+    torch_version: str
+    cuda_graph: bool
+    rows: list[BenchRow] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k != "rows"},
+                "rows": [asdict(r) for r in self.rows]}
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor], held: list[torch.Tensor]) -> int:
+    """Bytes of the distinct storages that autograd saves for backward while ``fn`` runs.
+
+    ``saved_tensors_hooks`` sees what nn.RNN, plain autograd ops and custom Functions save
+    alike. Storages of ``held`` tensors (parameters and the step's inputs, which the caller
+    keeps alive anyway) are not counted, and a storage saved twice counts once: the figure is
+    the memory the graph alone keeps alive.
+    """
+    held_ptrs = {t.untyped_storage().data_ptr() for t in held}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        st = t.untyped_storage()
+        if st.data_ptr() not in held_ptrs:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fn()
+    del loss
+    return sum(seen.values())
+
+
+def make_candidates(B: int, T: int, H: int, device: torch.device, seed: int = 0,
+                    cuda_graph: bool = False) -> tuple[list[Candidate], list[torch.Tensor]]:
+    """The three candidates on one batch, with identical weights."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x, y = make_echo_batch(B, T, 2, generator=gen, device=device)  # (B, T)
+    # Weights at 0.5/sqrt(H) keep U's spectral radius near 0.5: gradients neither vanish nor
+    # explode over T steps, as in a network that trains.
+    init_std = 0.5 / math.sqrt(H)
+    ref = EchoRNN(H, 1, init_std=init_std)
+    ref.reset_parameters(generator=torch.Generator().manual_seed(seed))
+    ref.to(device)
+
+    def echo_model(backend: str) -> Candidate:
+        m = EchoRNN(H, 1, init_std=init_std, backend=backend).to(device)
+        m.load_state_dict(ref.state_dict())
+        params = list(m.parameters())
+        fwd = lambda: echo_loss(m(x)[0], y)  # noqa: E731
+        return Candidate(backend, _step(fwd, params), lambda: _named(m), fwd, params)
+
+    rnn = nn.RNN(1, H, nonlinearity="tanh", bias=False, batch_first=True).to(device)
+    lin = nn.Linear(H, 1, bias=False).to(device)
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(ref.U)
+        rnn.weight_ih_l0.copy_(ref.V)
+        lin.weight.copy_(ref.w.unsqueeze(0))
+    x3 = x.unsqueeze(-1)  # (B, T, 1)
+
+    def rnn_fwd():
+        out, _ = rnn(x3)  # (B, T, H)
+        return echo_loss(lin(out).squeeze(-1), y)
+
+    rnn_params = [rnn.weight_hh_l0, rnn.weight_ih_l0, lin.weight]
+    rnn_grads = lambda: {"U": rnn.weight_hh_l0.grad, "V": rnn.weight_ih_l0.grad,  # noqa: E731
+                         "w": lin.weight.grad[0]}
+    cands = [Candidate("nn.RNN", _step(rnn_fwd, rnn_params), rnn_grads, rnn_fwd, rnn_params),
+             echo_model("autograd"), echo_model("bptt")]
+    if cuda_graph:
+        cands = [_graphed(c) for c in cands]
+    return cands, [x, y, x3]
+
+
+def _named(m: EchoRNN) -> dict[str, torch.Tensor]:
+    return {n: p.grad for n, p in m.named_parameters()}
+
+
+def _step(fwd: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
+    def step() -> torch.Tensor:
+        for p in params:
+            p.grad = None
+        loss = fwd()
+        loss.backward()
+        return loss
+
+    return step
+
+
+def _graphed(c: Candidate) -> Candidate:
+    """Capture the step in a CUDA graph: one launch replays every kernel of forward, loss and
+    backward. The gradients land in the same buffers each replay (accumulated into zeros)."""
+    for p in c.params:
+        p.grad = torch.zeros_like(p)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up outside the graph, as CUDA graphs require
+        for _ in range(3):
+            for p in c.params:
+                p.grad.zero_()
+            c.forward_loss().backward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    for p in c.params:
+        p.grad.zero_()
+    with torch.cuda.graph(graph):
+        for p in c.params:
+            p.grad.zero_()
+        static_loss = c.forward_loss()
+        static_loss.backward()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return static_loss
+
+    return Candidate(c.name, replay, c.grads, c.forward_loss, c.params)
+
+
+def check_agreement(cands: list[Candidate]) -> dict[str, float]:
+    """Max relative (to the tensor's scale) gradient difference of each candidate to nn.RNN;
+    ``inf`` for one that disagrees."""
+    grads = {}
+    for c in cands:
+        c.step()
+        grads[c.name] = {k: v.detach().clone() for k, v in c.grads().items()}
+    ref = grads[REFERENCE]
+    out = {}
+    for name, g in grads.items():
+        worst = max(r.max_rel_diff for r in compare_grads(g, ref))
+        out[name] = worst if worst <= AGREEMENT_REL else math.inf
+    return out
+
+
+def time_interleaved(cands: list[Candidate], device: torch.device, *, warmup: int,
+                     min_reps: int, budget_s: float) -> dict[str, list[float]]:
+    """Seconds per step of each candidate, interleaved A B C A B C ..., until ``min_reps``
+    rounds are done and ``budget_s`` has passed."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for c in cands:
+            c.step()
+    sync()
+    times: dict[str, list[float]] = {c.name: [] for c in cands}
+    start = time.perf_counter()
+    while len(times[cands[0].name]) < min_reps or time.perf_counter() - start < budget_s:
+        for c in cands:
+            t0 = time.perf_counter()
+            c.step()
+            sync()  # the timed region ends when the device has finished the step
+            times[c.name].append(time.perf_counter() - t0)
+    return times
+
+
+def run_benchmark(shapes: dict[str, tuple[int, int, int]], device: torch.device, *,
+                  threads: int = 1, warmup: int = 5, min_reps: int = 30, budget_s: float = 2.0,
+                  cuda_graph: bool = False, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> BenchReport:
+    torch.set_num_threads(threads)
+    report = BenchReport(str(device), threads, torch.__version__, cuda_graph)
+    for shape, (B, T, H) in shapes.items():
+        if progress:
+            progress(shape)
+        cands, inputs = make_candidates(B, T, H, device, seed, cuda_graph)
+        agreement = check_agreement(cands)
+        ok = [c for c in cands if math.isfinite(agreement[c.name])]
+        for c in cands:
+            if c not in ok:
+                report.refused.append(f"{shape}/{c.name}: gradients disagree with nn.RNN")
+        if REFERENCE not in {c.name for c in ok}:
+            continue
+        mem = {c.name: saved_bytes(c.forward_loss, c.params + inputs) for c in ok}
+        for c in ok:  # leave the gradient buffers the timed steps will refill
+            c.step()
+        times = time_interleaved(ok, device, warmup=warmup, min_reps=min_reps, budget_s=budget_s)
+        ref_ms = statistics.median(times[REFERENCE]) * 1e3
+        for c in ok:
+            ms = statistics.median(times[c.name]) * 1e3
+            report.rows.append(BenchRow(shape, B, T, H, c.name, ms, B / (ms / 1e3), ms / ref_ms,
+                                        mem[c.name], len(times[c.name]), agreement[c.name]))
+    return report
+
+
+def scaling(report: BenchReport) -> dict[str, float]:
+    """Per backend, ms per step at the ``long`` shape over ``long-500``: 4.0 is linear in T."""
+    short, long_ = SCALING
+    ms = {(r.shape, r.backend): r.ms_per_step for r in report.rows}
+    return {b: ms[(long_, b)] / ms[(short, b)] for (sh, b) in ms
+            if sh == long_ and (short, b) in ms}
+
+
+def format_scaling(report: BenchReport) -> str:
+    s = scaling(report)
+    if not s:
+        return ""
+    T0, T1 = SHAPES[SCALING[0]][1], SHAPES[SCALING[1]][1]
+    parts = ", ".join(f"{b} {v:.2f}x" for b, v in s.items())
+    return f"cost in T: time at T={T1} over T={T0} (linear = {T1 / T0:.1f}x): {parts}"
+
+
+def format_table(report: BenchReport) -> str:
+    header = ("shape", "B", "T", "H", "backend", "ms/step", "seq/s", "vs nn.RNN", "saved KiB")
+    body = [(r.shape, str(r.B), str(r.T), str(r.H), r.backend, f"{r.ms_per_step:.3f}",
+             f"{r.seq_per_s:,.0f}", f"{r.ratio_to_nn_rnn:.2f}x", f"{r.saved_bytes / 1024:,.1f}")
+            for r in report.rows]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    num = {1, 2, 3, 5, 6, 7, 8}
+    fmt = lambda row: "  ".join(  # noqa: E731
+        c.rjust(wd) if i in num else c.ljust(wd) for i, (c, wd) in enumerate(zip(row, widths)))
+    return "\n".join([fmt(header), *map(fmt, body)])
+
+
+def format_markdown(report: BenchReport) -> str:
+    lines = ["| shape | B | T | H | backend | ms/step | seq/s | vs nn.RNN | saved for backward |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in report.rows:
+        lines.append(f"| {r.shape} | {r.B} | {r.T} | {r.H} | {r.backend} | {r.ms_per_step:.3f} | "
+                     f"{r.seq_per_s:,.0f} | {r.ratio_to_nn_rnn:.2f}x | {r.saved_bytes / 1024:,.1f} KiB |")
+    return "\n".join(lines)

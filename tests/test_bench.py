@@ -1,0 +1,73 @@
+"""The benchmark's checks (not its timings): gradient agreement and saved-bytes accounting."""
+
+import json
+
+import pytest
+import torch
+
+import echo_rnn.bptt as bptt
+from echo_rnn.bench import make_candidates, run_benchmark, saved_bytes
+from helpers import cli
+
+F32 = 4  # bytes
+
+
+def test_saved_bytes_counts_distinct_unheld_storages():
+    a = torch.randn(100, requires_grad=True)
+    b = torch.randn(100, requires_grad=True)
+    assert saved_bytes(lambda: (a * b).sum(), [a, b]) == 0  # held by the caller
+    assert saved_bytes(lambda: (a * b).sum(), []) == 2 * 100 * F32
+
+    def twice():
+        c = a * 2  # an intermediate, saved by both factors of c * c: counted once
+        return (c * c).sum()
+
+    assert saved_bytes(twice, [a]) == 100 * F32
+
+
+@pytest.mark.parametrize("B, T, H", [(3, 40, 5), (32, 200, 16)])
+def test_bptt_saves_only_the_hidden_states(B, T, H):
+    cands, inputs = make_candidates(B, T, H, torch.device("cpu"))
+    mem = {c.name: saved_bytes(c.forward_loss, c.params + inputs) for c in cands}
+    # h_1..h_T, and y_hat, which the loss saves for every candidate alike
+    assert mem["bptt"] == T * B * H * F32 + T * B * F32
+    # the memory targets: no more than nn.RNN, at most half of the autograd backend
+    assert mem["bptt"] <= mem["nn.RNN"]
+    assert mem["bptt"] <= mem["autograd"] / 2
+
+
+def test_candidates_share_weights_and_agree():
+    report = run_benchmark({"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=3, budget_s=0,
+                           warmup=1)
+    assert report.refused == []
+    rows = {r.backend: r for r in report.rows}
+    assert set(rows) == {"nn.RNN", "autograd", "bptt"}
+    assert rows["nn.RNN"].ratio_to_nn_rnn == 1.0
+    assert all(r.grad_max_rel_diff < 1e-5 and r.reps >= 3 for r in rows.values())
+
+
+def test_a_backend_whose_gradients_disagree_is_not_reported(monkeypatch):
+    real = bptt.bptt_backward
+
+    def off(*args, **kwargs):
+        grads = real(*args, **kwargs)
+        grads.U = grads.U * 1.01
+        return grads
+
+    monkeypatch.setattr(bptt, "bptt_backward", off)
+    report = run_benchmark({"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=2, budget_s=0,
+                           warmup=0)
+    assert report.refused == ["tiny/bptt: gradients disagree with nn.RNN"]
+    assert {r.backend for r in report.rows} == {"nn.RNN", "autograd"}
+
+
+def test_bench_cli_json_and_markdown(tmp_path):
+    out = tmp_path / "b.json"
+    proc = cli("bench", "--shape", "t=2,8,3", "--min-reps", "3", "--budget", "0.01",
+               "--warmup", "1", "--json", out, "--markdown")
+    assert proc.returncode == 0, proc.stderr
+    assert "| t | 2 | 8 | 3 | bptt |" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["threads"] == 1 and len(data["rows"]) == 3
+    proc = cli("bench", "--shape", "nope")
+    assert proc.returncode == 2 and "unknown shape 'nope'" in proc.stderr
