@@ -179,6 +179,7 @@ def add_train(sub) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
+    from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError, load_checkpoint
     from echo_rnn.config import ConfigError, TrainConfig, build_config, config_overrides
     from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
@@ -204,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, TypeError) as exc:
         raise UsageError(str(exc)) from None
 
+    d = distributed.init(config.device)  # joins torchrun's process group, if launched by it
     try:
         result = train(config, resume=args.resume)
     except ConfigError as exc:
@@ -217,6 +219,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"echo-rnn train: {exc}; continue with: echo-rnn train --resume "
               f"{shlex.quote(str(exc.run_dir))}", file=sys.stderr)
         return 128 + exc.signum
+    finally:
+        distributed.shutdown()
+    if not d.is_main:
+        return 0
     if result.solved_step is not None:
         verdict = f"solved at step {result.solved_step}"
     else:

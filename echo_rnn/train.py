@@ -26,6 +26,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from echo_rnn import distributed
 from echo_rnn.bptt import manual_grads
 from echo_rnn.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from echo_rnn.compare import autograd_grads
@@ -65,6 +66,13 @@ class TrainingInterrupted(Exception):
         self.signum, self.step, self.run_dir = signum, step, run_dir
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} after step {step}; checkpoint saved in {run_dir}")
+
+
+class _NullWriter:
+    """What ranks other than 0 log to under torchrun: nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 @contextmanager
@@ -124,12 +132,22 @@ class _Trainer:
     """One run's state and its steps; :func:`train` drives it."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device, verbose: bool):
-        self.config, self.run_dir, self.device, self.verbose = config, run_dir, device, verbose
+        self.config, self.run_dir, self.device = config, run_dir, device
+        self.dist = distributed.current()
+        self.verbose = verbose and self.dist.is_main
         c = config
+        # Under torchrun every rank draws the same global batch from the same stream and
+        # trains on its own contiguous share: the data equal a single process's.
+        share = c.batch_size // self.dist.world_size
+        self.share = slice(self.dist.rank * share, (self.dist.rank + 1) * share)
         self.model = EchoRNN(c.hidden_size, 1, bias=c.bias, init_std=c.init_std, backend=c.backend)
         # Initialised on the CPU from the seed, so the same seed gives the same weights anywhere.
         self.model.reset_parameters(generator=torch.Generator().manual_seed(c.seed))
         self.model.to(device)
+        self.net = self.model
+        if self.dist.enabled:  # averages the gradients of the ranks' shares
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = _make_optimizer(c, self.model.parameters())
         self.gen = torch.Generator(device=device).manual_seed(c.seed)
         if c.schedule == "notebook":  # one fixed training set, drawn first from the stream
@@ -180,17 +198,22 @@ class _Trainer:
 
     # --- one optimizer step -------------------------------------------------------------
 
-    def _batch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss, backward, clip, update on one batch; returns (loss, grad norm).
-        Grads are zeroed in place, not set to None, so that a CUDA graph finds them."""
-        c = self.config
-        loss = echo_loss(self.model(x, truncate=c.truncate)[0], y)
+    def _update(self, objective: torch.Tensor) -> torch.Tensor:
+        """Backward, clip, optimizer step; returns the gradient norm. Grads are zeroed in
+        place, not set to None, so that a CUDA graph finds the same buffers every replay."""
         self.optimizer.zero_grad(set_to_none=False)
-        loss.backward()
+        objective.backward()
+        # The norm is wanted for logging even without clipping; an infinite bound clips nothing.
+        c = self.config
         norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf)
         self.optimizer.step()
-        return loss.detach(), norm.detach()
+        return norm.detach()
+
+    def _batch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on a batch; returns (loss, grad norm)."""
+        loss = echo_loss(self.net(x, truncate=self.config.truncate)[0], y)
+        return loss.detach(), self._update(loss)
 
     def _state_tensors(self) -> list[torch.Tensor]:
         opt = [t for st in self.optimizer.state.values() for t in st.values()
@@ -225,41 +248,30 @@ class _Trainer:
         self.graph_keepalive = getattr(_workspace, "buffers", None)
 
     def train_step(self) -> None:
-        c, model = self.config, self.model
-        if c.cuda_graph:
-            x, y = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
-                                   generator=self.gen, device=self.device)
-            self.static_x.copy_(x)
-            self.static_y.copy_(y)
-            self.graph.replay()
-            self.batch = (x, y)
-            self.step += 1
-            loss, norm = self.static_out
-            self.pending.append((self.step, loss.clone(), norm.clone()))
-            return
+        c = self.config
         if c.schedule == "batch":
             x, y = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
                                    generator=self.gen, device=self.device)
-            y_hat, _ = model(x, truncate=c.truncate)
-            loss = echo_loss(y_hat, y)
-            objective = loss
+            x, y = x[self.share], y[self.share]
+            if c.cuda_graph:
+                self.static_x.copy_(x)
+                self.static_y.copy_(y)
+                self.graph.replay()
+                loss, norm = (t.clone() for t in self.static_out)  # replays overwrite them
+            else:
+                loss, norm = self._batch_step(x, y)
         else:
             # The notebook: forward over the whole sequence, back-propagate the error at step
             # t alone, update; t walks the sequence, one epoch per seq_len steps.
             x, y = self.fixed
+            x, y = x[self.share], y[self.share]
             t = self.step % c.seq_len
-            y_hat, _ = model(x, truncate=c.truncate)
-            objective = 0.5 * (y_hat[:, t] - y[:, t]).square().mean()
+            y_hat, _ = self.net(x, truncate=c.truncate)
+            norm = self._update(0.5 * (y_hat[:, t] - y[:, t]).square().mean())
             loss = echo_loss(y_hat.detach(), y)  # the cost J the notebook printed
         self.batch = (x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        # The norm is wanted for logging even without clipping; an infinite bound clips nothing.
-        norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf)
-        self.optimizer.step()
         self.step += 1
-        self.pending.append((self.step, loss.detach(), norm.detach()))
+        self.pending.append((self.step, loss, norm))
 
     # --- logging ------------------------------------------------------------------------
 
@@ -267,7 +279,9 @@ class _Trainer:
         """Read the pending per-step scalars off the device (one sync) and log them."""
         if not self.pending:
             return
-        values = torch.stack([torch.stack([l, n]) for _, l, n in self.pending]).tolist()
+        values = torch.stack([torch.stack([l, n]) for _, l, n in self.pending])  # (n, 2)
+        # Under torchrun each rank has the loss of its share; their mean is the global batch's.
+        values = distributed.all_reduce_mean_(values).tolist()
         steps = [s for s, _, _ in self.pending]
         self.pending.clear()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -292,8 +306,10 @@ class _Trainer:
         c, model, step = self.config, self.model, self.step
         vx, vy = self.val
         y_hat, _ = model(vx)
-        val_loss = echo_loss(y_hat, vy).item()
-        val_acc = bit_accuracy(y_hat, vy, c.echo_step).item()
+        metrics = torch.stack([echo_loss(y_hat, vy), bit_accuracy(y_hat, vy, c.echo_step)])
+        if self.dist.enabled:  # rank 0's verdict, so that every rank stops at the same step
+            torch.distributed.broadcast(metrics, src=0)
+        val_loss, val_acc = metrics.tolist()
         self.last_eval = {"step": step, "val_loss": val_loss, "val_accuracy": val_acc}
         writer.add_scalar("loss/val", val_loss, step)
         writer.add_scalar("accuracy/val", val_acc, step)
@@ -305,7 +321,7 @@ class _Trainer:
         writer.add_image("sequence/val0 (input, target, prediction)",
                          sequence_rgb(vx[0], vy[0], y_hat[0]), step, dataformats="HWC")
         evals_done = step // c.eval_every
-        if self.batch is not None and evals_done % c.compare_every == 0:
+        if self.batch is not None and evals_done % c.compare_every == 0 and self.dist.is_main:
             x, y = self.batch
             with torch.enable_grad():
                 ours = manual_grads(model, x, y, truncate=c.truncate)
@@ -323,7 +339,8 @@ class _Trainer:
                 file=sys.stdout)
 
     def checkpoint(self, writer: SummaryWriter, elapsed: float) -> None:
-        save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
+        if self.dist.is_main:
+            save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
         writer.flush()
 
 
@@ -361,6 +378,16 @@ def train(
     """
     config.validate()
     device = resolve_device(config.device)
+    d = distributed.current()
+    if d.enabled:
+        if config.batch_size % d.world_size:
+            raise ConfigError(
+                f"argument --batch-size: must be divisible by the {d.world_size} processes, "
+                f"got {config.batch_size}")
+        if config.cuda_graph:
+            raise ConfigError("argument --cuda-graph: not supported under torchrun")
+        if device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
     saved = None
     if resume is not None:
         saved = load_checkpoint(resume)
@@ -368,21 +395,23 @@ def train(
         _check_resume_config(config, saved["config"], ckpt_file)
         run_dir = ckpt_file.parent.parent
     else:
-        run_dir = _new_run_dir(config)
+        run_dir = distributed.broadcast_object(_new_run_dir(config) if d.is_main else None)
 
     trainer = _Trainer(config, run_dir, device, verbose)
     if saved is not None:
         trainer.load(saved, ckpt_file)
     if config.cuda_graph:
         trainer.capture_graph()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if saved is None:
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if saved is None:
+            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - start  # noqa: E731
     # purge_step drops events a crashed session logged after the checkpoint it resumes from.
-    writer = SummaryWriter(str(run_dir), purge_step=trainer.step + 1 if saved else None)
+    writer = (SummaryWriter(str(run_dir), purge_step=trainer.step + 1 if saved else None)
+              if d.is_main else _NullWriter())
     bar = tqdm(total=config.steps, initial=trainer.step, unit="step", file=sys.stderr,
                disable=not (verbose and sys.stderr.isatty()), dynamic_ncols=True)
     try:
@@ -396,18 +425,25 @@ def train(
                 trainer.train_step()
                 s = trainer.step
                 is_eval = s % config.eval_every == 0 or s == config.steps
-                if is_eval or s % config.log_every == 0 or received:
+                stop = bool(received)
+                # Under torchrun every rank flushes at the same steps (a collective), and
+                # learns there whether any rank was signalled.
+                if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
                     n_new = len(trainer.pending)
                     trainer.flush_scalars(writer)
+                    stop = distributed.all_reduce_max(float(stop), device) > 0
                     bar.update(n_new)
                     bar.set_postfix(loss=f"{trainer.last_train_loss:.4f}",
                                     acc=f"{trainer.last_eval.get('val_accuracy', 0):.3f}")
+                else:
+                    stop = False
                 if is_eval:
                     trainer.evaluate(writer, elapsed())
                     trainer.checkpoint(writer, elapsed())
-                if received:
+                if stop:
                     trainer.checkpoint(writer, elapsed())
-                    raise TrainingInterrupted(received[0], s, run_dir)
+                    raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
+                                              run_dir)
         if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
             trainer.evaluate(writer, elapsed())
         trainer.checkpoint(writer, elapsed())
@@ -429,6 +465,8 @@ def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: flo
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
         device=str(trainer.device), backend=trainer.config.backend, stopped=stopped)
+    if not trainer.dist.is_main:
+        return result
     summary = asdict(result)
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
