@@ -234,6 +234,95 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- sweep -----------------------------------------------------------------------------
+
+SWEEP_GRID = ("echo_step", "hidden_size", "seed", "run_name")
+
+
+def add_sweep(sub) -> None:
+    from echo_rnn.config import PRESETS, add_config_flags
+
+    p = sub.add_parser(
+        "sweep",
+        help="train over a grid of echo step x hidden size x seed",
+        description=(
+            "Train one run per (echo step, hidden size, seed), each an ordinary run directory "
+            "LOGDIR/NAME/kK-HH-sS, then write LOGDIR/NAME/results.csv (a row per run), "
+            "results.md (per (k, H): solve rate over seeds, median steps to solve) and "
+            "heatmap.png (also in TensorBoard, with every run's hparams). Re-running the same "
+            "command skips finished points and resumes interrupted ones. Under torchrun (any "
+            "--nnodes, --nproc-per-node) the ranks share the grid and rank 0 writes the tables."
+        ),
+        epilog=(
+            "examples:\n"
+            "  echo-rnn sweep --echo-steps 1-8 --hidden-sizes 2,4,6,8 --seeds 0-4 --name capacity\n"
+            "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 --workers 2\n"
+            "  torchrun --nnodes 2 --nproc-per-node 8 ... -m echo_rnn sweep --echo-steps 1-9 ..."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("grid")
+    g.add_argument("--echo-steps", required=True, metavar="LIST",
+                   help="echo steps k, e.g. 1-8 or 1,2,5")
+    g.add_argument("--hidden-sizes", required=True, metavar="LIST",
+                   help="hidden sizes H, e.g. 2,4,6,8 or 2-8")
+    g.add_argument("--seeds", default="0-4", metavar="LIST", help="seeds (default: 0-4)")
+    g.add_argument("--name", default="sweep", help="the sweep's directory under --logdir "
+                   "(default: sweep); re-use it to finish an interrupted sweep")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="local worker processes (default: the number of cores, divided among "
+                        "torchrun's local ranks)")
+    s = p.add_argument_group("setup")
+    s.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="TOML file of fixed train settings; flags override it")
+    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named set of fixed train settings")
+    add_config_flags(p, exclude=SWEEP_GRID)
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from echo_rnn import distributed
+    from echo_rnn.config import ConfigError, build_config, config_overrides
+    from echo_rnn.sweep import parse_int_list, run_sweep
+
+    try:
+        ks = parse_int_list(args.echo_steps, "--echo-steps")
+        hs = parse_int_list(args.hidden_sizes, "--hidden-sizes")
+        seeds = parse_int_list(args.seeds, "--seeds")
+        if not args.name or "/" in args.name or args.name in (".", ".."):
+            raise ConfigError(f"argument --name: must be a plain directory name, got {args.name!r}")
+        base = build_config(args.preset, args.config, config_overrides(args))
+        from echo_rnn.sweep import grid
+
+        grid(base, ks, hs, seeds, Path(base.logdir) / args.name)  # every point valid, up front
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+    d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
+    try:
+        outcome = run_sweep(base, ks, hs, seeds, args.name, args.workers)
+    finally:
+        distributed.shutdown()
+    if not d.is_main:
+        return 0 if outcome.interrupted is None else 128 + outcome.interrupted
+    sweep_dir = f"{base.logdir}/{args.name}"
+    if outcome.interrupted is not None:
+        print(f"echo-rnn sweep: stopped by signal {outcome.interrupted}: {outcome.done} of "
+              f"{outcome.total} points finished and kept; run the same command again to "
+              "finish the rest", file=sys.stderr)
+        return 128 + outcome.interrupted
+    solved = sum(r["solved"] for r in outcome.rows)
+    print(f"{outcome.total} runs, {solved} solved; tables in {sweep_dir}/results.md, "
+          f"results.csv, heatmap.png")
+    print((Path(sweep_dir) / "results.md").read_text().split("\n\n")[1])
+    print(f"view it: tensorboard --logdir {shlex.quote(sweep_dir)}")
+    return 0
+
+
 # --- predict ---------------------------------------------------------------------------
 
 
@@ -402,6 +491,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     add_train(sub)
+    add_sweep(sub)
     add_gradcheck(sub)
     add_predict(sub)
     add_bench(sub)

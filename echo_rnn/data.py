@@ -66,6 +66,11 @@ def make_echo_batch(
     # Uniform draws compared with p give exact Bernoulli(p) bits, also for p = 0 and p = 1.
     u = torch.rand(batch_size, seq_len, generator=generator, device=device)
     x = (u < p).to(dtype)  # (B, T)
+    return x, echo_targets(x, echo_step)
+
+
+def echo_targets(x: torch.Tensor, echo_step: int) -> torch.Tensor:
+    """The targets of inputs ``x`` (B, T): ``x`` delayed by ``echo_step``, zeros first."""
     y = torch.zeros_like(x)
-    y[:, echo_step:] = x[:, : seq_len - echo_step]
-    return x, y
+    y[:, echo_step:] = x[:, : x.shape[1] - echo_step]
+    return y

@@ -88,3 +88,8 @@ def gather_objects(obj: Any) -> list[Any] | None:
     out = [None] * d.world_size if d.is_main else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+def barrier() -> None:
+    if current().enabled:
+        dist.barrier()

@@ -19,6 +19,8 @@ class EchoRNN(nn.Module):
         input_size: I.
         bias: add the bias ``b`` inside the tanh.
         init_std: every parameter is drawn from N(0, init_std^2), as in the notebook.
+        input_init_std: the input weights V are drawn from N(0, input_init_std^2) instead
+            (default: init_std).
         backend: ``"autograd"`` runs the recurrence as ordinary tensor ops and lets autograd
             differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.bptt.BPTTFunction`,
             whose backward is the hand-written kernel. Both give the same outputs and gradients.
@@ -33,6 +35,7 @@ class EchoRNN(nn.Module):
         bias: bool = False,
         init_std: float = 0.1,
         backend: str = "autograd",
+        input_init_std: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("input_size", input_size)):
@@ -40,11 +43,14 @@ class EchoRNN(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not init_std >= 0:
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
+        if input_init_std is not None and not input_init_std >= 0:
+            raise ValueError(f"input_init_std must be >= 0, got {input_init_std!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.hidden_size = hidden_size
         self.input_size = input_size
         self.init_std = init_std
+        self.input_init_std = init_std if input_init_std is None else input_init_std
         self.backend = backend
         self.U = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.V = nn.Parameter(torch.empty(hidden_size, input_size))
@@ -57,10 +63,11 @@ class EchoRNN(nn.Module):
         return self.b is not None
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Redraw every parameter from N(0, init_std^2)."""
+        """Redraw every parameter from N(0, init_std^2) (V from N(0, input_init_std^2))."""
         with torch.no_grad():
-            for p in self.parameters():
-                p.normal_(0.0, self.init_std, generator=generator)
+            for name, p in self.named_parameters():
+                std = self.input_init_std if name == "V" else self.init_std
+                p.normal_(0.0, std, generator=generator)
 
     def extra_repr(self) -> str:
         return (

@@ -31,7 +31,7 @@ from echo_rnn.bptt import manual_grads
 from echo_rnn.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from echo_rnn.compare import autograd_grads
 from echo_rnn.config import ConfigError, TrainConfig
-from echo_rnn.data import make_echo_batch
+from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import resolve_device
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
 from echo_rnn.tblog import heatmap_rgb, sequence_rgb, write_hparams
@@ -66,6 +66,9 @@ class TrainingInterrupted(Exception):
         self.signum, self.step, self.run_dir = signum, step, run_dir
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} after step {step}; checkpoint saved in {run_dir}")
+
+    def __reduce__(self):  # crosses process boundaries in a sweep's worker pool
+        return (type(self), (self.signum, self.step, self.run_dir))
 
 
 class _NullWriter:
@@ -131,16 +134,18 @@ def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 class _Trainer:
     """One run's state and its steps; :func:`train` drives it."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device, verbose: bool):
+    def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device, verbose: bool,
+                 dist: distributed.Dist):
         self.config, self.run_dir, self.device = config, run_dir, device
-        self.dist = distributed.current()
+        self.dist = dist
         self.verbose = verbose and self.dist.is_main
         c = config
         # Under torchrun every rank draws the same global batch from the same stream and
         # trains on its own contiguous share: the data equal a single process's.
         share = c.batch_size // self.dist.world_size
         self.share = slice(self.dist.rank * share, (self.dist.rank + 1) * share)
-        self.model = EchoRNN(c.hidden_size, 1, bias=c.bias, init_std=c.init_std, backend=c.backend)
+        self.model = EchoRNN(c.hidden_size, 1, bias=c.bias, init_std=c.init_std, backend=c.backend,
+                             input_init_std=c.input_init_std)
         # Initialised on the CPU from the seed, so the same seed gives the same weights anywhere.
         self.model.reset_parameters(generator=torch.Generator().manual_seed(c.seed))
         self.model.to(device)
@@ -156,9 +161,13 @@ class _Trainer:
         val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
         self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device)
         self.step = 0
+        # The k trained on now, and the step at which the last k was reached.
+        self.k = min(1, c.echo_step) if c.curriculum else c.echo_step
+        self.last_k_since = 0
         self.solved_step: int | None = None
         self.wall_before = 0.0  # seconds spent in earlier sessions of this run
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, grad norm)
+        # (step, loss, grad norm, lr) of the steps not yet logged
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
         self.last_train_loss: float | None = None
         self.last_grad_norm: float | None = None
         self.last_eval: dict[str, float] = {}
@@ -173,6 +182,7 @@ class _Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"train": self.gen.get_state()},
+            "curriculum": {"k": self.k, "last_k_since": self.last_k_since},
             "progress": {
                 "solved_step": self.solved_step,
                 "wall_time_s": self.wall_before + elapsed,
@@ -190,6 +200,9 @@ class _Trainer:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path} does not fit its own config: {first}") from None
         self.step = int(state["step"])
+        cur = state.get("curriculum", {})
+        self.k = int(cur.get("k", self.k))
+        self.last_k_since = int(cur.get("last_k_since", 0))
         progress = state.get("progress", {})
         self.solved_step = progress.get("solved_step")
         self.wall_before = float(progress.get("wall_time_s", 0.0))
@@ -250,7 +263,7 @@ class _Trainer:
     def train_step(self) -> None:
         c = self.config
         if c.schedule == "batch":
-            x, y = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
+            x, y = make_echo_batch(c.batch_size, c.seq_len, self.k,
                                    generator=self.gen, device=self.device)
             x, y = x[self.share], y[self.share]
             if c.cuda_graph:
@@ -271,7 +284,11 @@ class _Trainer:
             loss = echo_loss(y_hat.detach(), y)  # the cost J the notebook printed
         self.batch = (x, y)
         self.step += 1
-        self.pending.append((self.step, loss, norm))
+        self.pending.append((self.step, loss, norm, self.optimizer.param_groups[0]["lr"]))
+        since = self.step - self.last_k_since
+        if c.lr_halve_every and self.k == c.echo_step and since % c.lr_halve_every == 0:
+            for group in self.optimizer.param_groups:
+                group["lr"] /= 2
 
     # --- logging ------------------------------------------------------------------------
 
@@ -279,13 +296,14 @@ class _Trainer:
         """Read the pending per-step scalars off the device (one sync) and log them."""
         if not self.pending:
             return
-        values = torch.stack([torch.stack([l, n]) for _, l, n in self.pending])  # (n, 2)
+        values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending])  # (n, 2)
         # Under torchrun each rank has the loss of its share; their mean is the global batch's.
-        values = distributed.all_reduce_mean_(values).tolist()
-        steps = [s for s, _, _ in self.pending]
+        if self.dist.enabled:
+            values = distributed.all_reduce_mean_(values)
+        values = values.tolist()
+        steps_lrs = [(s, lr) for s, _, _, lr in self.pending]
         self.pending.clear()
-        lr = self.optimizer.param_groups[0]["lr"]
-        for s, (loss, norm) in zip(steps, values):
+        for (s, lr), (loss, norm) in zip(steps_lrs, values):
             if not math.isfinite(loss):
                 raise NonFiniteLoss(self._diverged_message(s, loss))
             writer.add_scalar("loss/train", loss, s)
@@ -330,6 +348,15 @@ class _Trainer:
             writer.add_scalar("grad/manual_vs_autograd", diff, step)
         if val_acc >= c.target_accuracy and self.solved_step is None:
             self.solved_step = step
+        if self.k < c.echo_step:  # the curriculum moves on once the current k is solved
+            y_k = echo_targets(vx, self.k)
+            acc_k = bit_accuracy(model(vx)[0], y_k, self.k)
+            if self.dist.enabled:
+                torch.distributed.broadcast(acc_k, src=0)
+            if acc_k.item() >= c.curriculum_advance:
+                self.k += 1
+                self.last_k_since = step
+        writer.add_scalar("curriculum/k", self.k, step)
         if self.verbose:
             tl = "    -   " if self.last_train_loss is None else f"{self.last_train_loss:.5f}"
             gn = "   -  " if self.last_grad_norm is None else f"{self.last_grad_norm:.4f}"
@@ -361,7 +388,11 @@ def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path)
 
 
 def train(
-    config: TrainConfig, *, resume: str | Path | None = None, verbose: bool = True
+    config: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    verbose: bool = True,
+    data_parallel: bool = True,
 ) -> TrainResult:
     """Train an :class:`EchoRNN` on the echo task as ``config`` says.
 
@@ -370,6 +401,8 @@ def train(
         resume: a run directory or checkpoint to continue. ``config`` must equal the config
             the run was started with, except ``steps``.
         verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
+        data_parallel: under torchrun, train one model on all ranks with DDP; False trains
+            in this process alone (as the sweep does with each of its points).
 
     Raises:
         ConfigError, CheckpointError: before anything is written.
@@ -378,7 +411,7 @@ def train(
     """
     config.validate()
     device = resolve_device(config.device)
-    d = distributed.current()
+    d = distributed.current() if data_parallel else distributed.Dist()
     if d.enabled:
         if config.batch_size % d.world_size:
             raise ConfigError(
@@ -395,9 +428,10 @@ def train(
         _check_resume_config(config, saved["config"], ckpt_file)
         run_dir = ckpt_file.parent.parent
     else:
-        run_dir = distributed.broadcast_object(_new_run_dir(config) if d.is_main else None)
+        run_dir = _new_run_dir(config) if d.is_main else None
+        run_dir = distributed.broadcast_object(run_dir) if d.enabled else run_dir
 
-    trainer = _Trainer(config, run_dir, device, verbose)
+    trainer = _Trainer(config, run_dir, device, verbose, d)
     if saved is not None:
         trainer.load(saved, ckpt_file)
     if config.cuda_graph:
@@ -431,7 +465,8 @@ def train(
                 if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
                     n_new = len(trainer.pending)
                     trainer.flush_scalars(writer)
-                    stop = distributed.all_reduce_max(float(stop), device) > 0
+                    if d.enabled:
+                        stop = distributed.all_reduce_max(float(stop), device) > 0
                     bar.update(n_new)
                     bar.set_postfix(loss=f"{trainer.last_train_loss:.4f}",
                                     acc=f"{trainer.last_eval.get('val_accuracy', 0):.3f}")

@@ -16,6 +16,14 @@ def test_parameter_names_shapes_and_init():
     assert 0.09 < big.U.std().item() < 0.11  # 40000 draws of N(0, 0.01)
 
 
+def test_input_weights_can_have_their_own_scale():
+    torch.manual_seed(0)
+    m = EchoRNN(hidden_size=100, input_size=100, init_std=0.1, input_init_std=1.5)
+    assert 1.45 < m.V.std().item() < 1.55 and 0.09 < m.U.std().item() < 0.11
+    with pytest.raises(ValueError, match="input_init_std"):
+        EchoRNN(input_init_std=-1.0)
+
+
 def test_echo_loss_is_the_notebook_cost_for_one_sequence():
     yh = torch.tensor([[0.2, 0.9, -0.1, 0.5]], dtype=torch.float64)
     y = torch.tensor([[0.0, 1.0, 0.0, 1.0]], dtype=torch.float64)

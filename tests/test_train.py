@@ -275,3 +275,40 @@ def test_cuda_graph_needs_cuda_and_the_batch_schedule(tmp_path):
     else:
         with pytest.raises(ConfigError, match="needs --schedule batch"):
             small_config(tmp_path, device="cuda", cuda_graph=True, schedule="notebook").validate()
+
+
+def test_curriculum_walks_k_up_to_the_echo_step(tmp_path):
+    result = train(small_config(tmp_path, run_name="c", curriculum=True, echo_step=3,
+                                hidden_size=6, batch_size=32, steps=1500, lr=0.02,
+                                seq_len=30, val_size=128), verbose=False)
+    ks = [v for _, v in scalar_series(result.run_dir, "curriculum/k")]
+    assert ks[0] == 1 and ks[-1] == 3 and ks == sorted(ks)
+    assert result.solved_step is not None  # solved means solved at k = 3
+    acc = dict(scalar_series(result.run_dir, "accuracy/val"))
+    assert acc[result.solved_step] == 1.0
+
+
+def test_lr_halves_on_schedule_and_resume_keeps_it(tmp_path):
+    kw = dict(lr_halve_every=10, curriculum=True, echo_step=4, steps=60, eval_every=10)
+    full = train(small_config(tmp_path, run_name="full", **kw), verbose=False)
+    part = train(small_config(tmp_path, run_name="part", **{**kw, "steps": 30}), verbose=False)
+    resumed = train(small_config(tmp_path, run_name="part", **kw), resume=part.run_dir,
+                    verbose=False)
+    for tag in ("loss/train", "lr", "curriculum/k"):
+        assert scalar_series(resumed.run_dir, tag) == scalar_series(full.run_dir, tag), tag
+
+
+def test_lr_halving_without_curriculum(tmp_path):
+    run = train(small_config(tmp_path, run_name="h", lr_halve_every=10, steps=30,
+                             echo_step=9), verbose=False)
+    lrs = dict(scalar_series(run.run_dir, "lr"))
+    # the update of step s uses the rate logged at s; it halves after steps 10 and 20
+    assert lrs[1] == lrs[10] == pytest.approx(0.02)
+    assert lrs[11] == lrs[20] == pytest.approx(0.01)
+    assert lrs[21] == pytest.approx(0.005)
+
+
+def test_frontier_preset_is_the_documented_recipe():
+    c = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6, "bias": True})
+    assert (c.curriculum, c.curriculum_advance, c.init_std, c.input_init_std, c.grad_clip, c.lr,
+            c.lr_halve_every, c.optimizer) == (True, 1.0, 0.3, 1.5, 1.0, 0.01, 2000, "adam")

@@ -1,0 +1,303 @@
+"""Sweeps over echo step x hidden size x seed. Each grid point is an ordinary run directory
+under ``LOGDIR/SWEEP_NAME/``; a finished point (one with ``summary.json``) is never run again,
+an interrupted one resumes from its checkpoint. Points run in ``--workers`` local processes
+and, under ``torchrun``, are shared out over the ranks, rank 0 gathering the results and
+writing the tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import statistics
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from echo_rnn import distributed
+from echo_rnn.checkpoint import checkpoint_path
+from echo_rnn.config import ConfigError, TrainConfig
+from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
+
+RESULT_FIELDS = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "val_accuracy",
+                 "val_loss", "step", "wall_time_s", "stopped", "run_dir")
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    """``"1-8"``, ``"2,4,6"`` or ``"0-2,7"`` -> sorted distinct integers."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError
+                out.update(range(lo, hi + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ConfigError(f"argument {flag}: must be a list like 1-8 or 2,4,6, got {text!r}") from None
+    return sorted(out)
+
+
+def point_name(config: TrainConfig) -> str:
+    return f"k{config.echo_step}-H{config.hidden_size}-s{config.seed}"
+
+
+def grid(base: TrainConfig, echo_steps: list[int], hidden_sizes: list[int], seeds: list[int],
+         sweep_dir: Path) -> list[TrainConfig]:
+    """One config per (k, H, seed), each validated; raises ConfigError for a bad point."""
+    configs = []
+    for H in hidden_sizes:
+        for k in echo_steps:
+            for seed in seeds:
+                c = replace(base, echo_step=k, hidden_size=H, seed=seed, logdir=str(sweep_dir),
+                            run_name=None)
+                c = replace(c, run_name=point_name(c))
+                c.validate()
+                configs.append(c)
+    return configs
+
+
+_stop = None  # a multiprocessing Event in workers: set once the sweep is told to stop
+
+
+def _worker_init(stop) -> None:
+    global _stop
+    _stop = stop
+    import torch
+
+    torch.set_num_threads(1)  # the sweep's parallelism is its processes
+
+
+def run_point(config: TrainConfig) -> dict[str, Any] | None:
+    """Run (or finish, or just read) one grid point; None if the sweep is stopping."""
+    run_dir = Path(config.logdir) / config.run_name
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        if _stop is not None and _stop.is_set():
+            return None
+        resume = run_dir if checkpoint_path(run_dir).exists() else None
+        if resume is None and run_dir.exists():
+            shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
+        try:
+            train(config, resume=resume, verbose=False, data_parallel=False)
+        except NonFiniteLoss:
+            pass  # a result like any other: the point diverged, summary.json says so
+    s = json.loads(summary.read_text())
+    return {"echo_step": config.echo_step, "hidden_size": config.hidden_size,
+            "seed": config.seed, "solved": s["solved_step"] is not None,
+            **{k: s[k] for k in ("solved_step", "val_accuracy", "val_loss", "step",
+                                 "wall_time_s", "stopped", "run_dir")}}
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[dict[str, Any]]
+    done: int
+    total: int
+    interrupted: int | None = None  # the signal number, if stopped by one
+
+
+def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOutcome:
+    """Run ``configs`` in ``workers`` processes, with a progress bar; on SIGINT/SIGTERM stop
+    starting points, let running ones checkpoint, and return what finished."""
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(configs), unit="point", desc=label, file=sys.stderr,
+               disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    received: list[int] = []
+
+    def record(row):
+        if row is not None:
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix(solved=sum(r["solved"] for r in rows))
+            verdict = (f"solved at step {row['solved_step']}" if row["solved"]
+                       else f"{row['stopped']}, val_acc {row['val_accuracy']:.4f}")
+            tqdm.write(f"{label}k={row['echo_step']} H={row['hidden_size']} "
+                       f"seed={row['seed']}: {verdict}", file=sys.stdout)
+
+    pool = None
+    stop = None
+    if workers > 1:
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(stop,))
+
+    def on_signal(signum, frame):
+        # Stop starting points; a point that is training finishes its step and checkpoints
+        # (its run handles the signals it receives itself). A terminal's Ctrl-C reaches the
+        # workers already; SIGTERM from kill or torchrun reaches this process alone, so it is
+        # passed on (a second signal would make a run quit at once).
+        received.append(signum)
+        if stop is not None:
+            stop.set()
+        if pool is not None and signum == signal.SIGTERM:
+            for proc in list((pool._processes or {}).values()):
+                if proc.is_alive():
+                    os.kill(proc.pid, signum)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, on_signal)
+    try:
+        if pool is None:
+            _worker_init(None)
+            for c in configs:
+                if received:
+                    break
+                try:
+                    record(run_point(c))
+                except TrainingInterrupted as exc:
+                    received.append(exc.signum)
+        else:
+            pending = {pool.submit(run_point, c) for c in configs}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    try:
+                        record(f.result())
+                    except TrainingInterrupted:
+                        pass  # checkpointed; the next run of the sweep resumes it
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        bar.close()
+    return SweepOutcome(rows, len(rows), len(configs), received[0] if received else None)
+
+
+def run_sweep(base: TrainConfig, echo_steps: list[int], hidden_sizes: list[int],
+              seeds: list[int], name: str, workers: int | None = None) -> SweepOutcome:
+    """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables."""
+    d = distributed.current()
+    sweep_dir = Path(base.logdir) / name
+    configs = grid(base, echo_steps, hidden_sizes, seeds, sweep_dir)
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if d.is_main:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        spec = {"echo_steps": echo_steps, "hidden_sizes": hidden_sizes, "seeds": seeds,
+                "base": base.to_dict(), "points": len(configs)}
+        (sweep_dir / "sweep.json").write_text(json.dumps(spec, indent=2) + "\n")
+    distributed.barrier()
+    mine = configs[d.rank::d.world_size]
+    label = f"[rank {d.rank}] " if d.enabled else ""
+    outcome = _run_local(mine, workers, label)
+    # Every rank reports how it ended, so that none waits for one that was interrupted.
+    gathered = distributed.gather_objects((outcome.rows, outcome.interrupted))
+    if not d.is_main:
+        return outcome
+    rows = [r for part, _ in gathered for r in part]
+    interrupted = next((sig for _, sig in gathered if sig is not None), None)
+    outcome = SweepOutcome(rows, len(rows), len(configs), interrupted)
+    if interrupted is None and len(rows) == len(configs):
+        write_results(sweep_dir, rows, echo_steps, hidden_sizes)
+    return outcome
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+def _cells(rows: list[dict[str, Any]]) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["echo_step"], r["hidden_size"]), []).append(r)
+    return cells
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (k, H): seeds, solved, solve rate, median steps to solve (over solved seeds)."""
+    out = []
+    for (k, H), rs in sorted(_cells(rows).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        solved = [r["solved_step"] for r in rs if r["solved"]]
+        out.append({"echo_step": k, "hidden_size": H, "seeds": len(rs), "solved": len(solved),
+                    "solve_rate": len(solved) / len(rs),
+                    "median_steps_to_solve": statistics.median(solved) if solved else None})
+    return out
+
+
+def write_results(sweep_dir: Path, rows: list[dict[str, Any]], echo_steps: list[int],
+                  hidden_sizes: list[int]) -> None:
+    rows = sorted(rows, key=lambda r: (r["hidden_size"], r["echo_step"], r["seed"]))
+    with open(sweep_dir / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=RESULT_FIELDS)
+        w.writeheader()
+        w.writerows({k: r[k] for k in RESULT_FIELDS} for r in rows)
+    summary = summarize(rows)
+    (sweep_dir / "results.md").write_text(results_markdown(summary, echo_steps, hidden_sizes))
+    img = heatmap_image(summary, echo_steps, hidden_sizes)
+    from PIL import Image
+
+    Image.fromarray(img).save(sweep_dir / "heatmap.png")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(sweep_dir / "_sweep")) as writer:
+        writer.add_image("solve_rate (rows H, columns k)", img, 0, dataformats="HWC")
+        writer.add_text("results", (sweep_dir / "results.md").read_text(), 0)
+
+
+def results_markdown(summary: list[dict[str, Any]], echo_steps: list[int],
+                     hidden_sizes: list[int]) -> str:
+    by = {(s["echo_step"], s["hidden_size"]): s for s in summary}
+    lines = ["Solve rate over seeds (median steps to solve), rows H, columns k:", "",
+             "| H \\ k | " + " | ".join(str(k) for k in echo_steps) + " |",
+             "|---|" + "---|" * len(echo_steps)]
+    for H in hidden_sizes:
+        cells = []
+        for k in echo_steps:
+            s = by.get((k, H))
+            if s is None:
+                cells.append("")
+            else:
+                med = "" if s["median_steps_to_solve"] is None else f" ({s['median_steps_to_solve']:g})"
+                cells.append(f"{s['solved']}/{s['seeds']}{med}")
+        lines.append(f"| {H} | " + " | ".join(cells) + " |")
+    lines += ["", "| k | H | seeds | solved | solve rate | median steps to solve |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        med = "" if s["median_steps_to_solve"] is None else f"{s['median_steps_to_solve']:g}"
+        lines.append(f"| {s['echo_step']} | {s['hidden_size']} | {s['seeds']} | {s['solved']} | "
+                     f"{s['solve_rate']:.2f} | {med} |")
+    return "\n".join(lines) + "\n"
+
+
+def heatmap_image(summary: list[dict[str, Any]], echo_steps: list[int],
+                  hidden_sizes: list[int]) -> np.ndarray:
+    """Solve rate over k (columns) and H (rows) as an RGB uint8 image, each cell labelled
+    "solved/seeds"; white is 0, green is 1, grey is a cell not in the sweep."""
+    from PIL import Image, ImageDraw
+
+    by = {(s["echo_step"], s["hidden_size"]): s for s in summary}
+    cw, ch, left, top = 56, 36, 56, 48
+    img = Image.new("RGB", (left + cw * len(echo_steps) + 8, top + ch * len(hidden_sizes) + 8),
+                    "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 4), "solve rate (seeds solved / seeds)", fill="black")
+    for j, k in enumerate(echo_steps):
+        draw.text((left + j * cw + 18, top - 16), f"k={k}", fill="black")
+    for i, H in enumerate(hidden_sizes):
+        draw.text((6, top + i * ch + 12), f"H={H}", fill="black")
+        for j, k in enumerate(echo_steps):
+            s = by.get((k, H))
+            box = (left + j * cw, top + i * ch, left + (j + 1) * cw - 2, top + (i + 1) * ch - 2)
+            if s is None:
+                draw.rectangle(box, fill=(200, 200, 200))
+                continue
+            r = s["solve_rate"]
+            draw.rectangle(box, fill=(int(255 * (1 - r)), int(255 - 95 * r), int(255 * (1 - r))))
+            draw.text((box[0] + 14, box[1] + 12), f"{s['solved']}/{s['seeds']}",
+                      fill="white" if r > 0.6 else "black")
+    return np.asarray(img)

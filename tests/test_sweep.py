@@ -1,0 +1,121 @@
+"""Sweeps: the grid, the tables, skipping finished points, resuming, and torchrun."""
+
+import csv
+import signal
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from echo_rnn.config import ConfigError
+from echo_rnn.sweep import parse_int_list
+from helpers import cli, events, scalar_series
+
+FIXED = ["--seq-len", "16", "--val-size", "32", "--batch-size", "8", "--eval-every", "10",
+         "--device", "cpu"]
+
+
+def sweep(tmp_path, *args, name="s", steps=40, **popen):
+    return cli("sweep", "--logdir", tmp_path / "runs", "--name", name, "--steps", steps,
+               *FIXED, *args, **popen)
+
+
+def read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_parse_int_list():
+    assert parse_int_list("1-3,7,2", "--x") == [1, 2, 3, 7]
+    for bad in ("a", "3-1", "1-", ""):
+        with pytest.raises(ConfigError, match="argument --x: must be a list like 1-8"):
+            parse_int_list(bad, "--x")
+
+
+def test_sweep_writes_runs_and_tables(tmp_path):
+    proc = sweep(tmp_path, "--echo-steps", "1-2", "--hidden-sizes", "2,4", "--seeds", "0-1",
+                 "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    d = tmp_path / "runs" / "s"
+    rows = read_csv(d / "results.csv")
+    assert [(r["echo_step"], r["hidden_size"], r["seed"]) for r in rows] == [
+        (k, H, s) for H in "24" for k in "12" for s in "01"]
+    for r in rows:  # each row is its run's summary
+        run = d / f"k{r['echo_step']}-H{r['hidden_size']}-s{r['seed']}"
+        assert len(list(run.glob("events*"))) == 1
+        assert r["solved"] == str(bool(r["solved_step"]))
+    md = (d / "results.md").read_text()
+    for H in ("2", "4"):
+        for k in ("1", "2"):
+            n = sum(r["solved"] == "True" for r in rows if (r["echo_step"], r["hidden_size"]) == (k, H))
+            assert f"| {k} | {H} | 2 | {n} | {n / 2:.2f} |" in md
+    img = Image.open(d / "heatmap.png")
+    assert img.format == "PNG" and img.size[0] > 100
+    assert any("solve_rate" in t for t in events(d / "_sweep").Tags()["images"])
+    assert "view it: tensorboard --logdir" in proc.stdout
+
+
+def test_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
+    args = ["--echo-steps", "5-6", "--hidden-sizes", "3", "--seeds", "0-2", "--workers", "1"]
+    proc = sweep(tmp_path, *args, steps=400, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first_done = proc.stdout.readline()  # one point finished; the next is under way
+    assert "k=5 H=3 seed=0" in first_done
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "run the same command again" in err
+    d = tmp_path / "runs" / "s"
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in d.glob("*/summary.json")}
+    assert 1 <= len(done_before) < 6 and not (d / "results.csv").exists()
+
+    again = sweep(tmp_path, *args, steps=400)
+    assert again.returncode == 0, again.stderr
+    done_after = {p.parent.name: p.stat().st_mtime_ns for p in d.glob("*/summary.json")}
+    assert len(done_after) == 6
+    for name, mtime in done_before.items():
+        assert done_after[name] == mtime, f"{name} was run again"
+    assert len(read_csv(d / "results.csv")) == 6
+    for run in d.glob("k*"):
+        steps = [s for s, _ in scalar_series(run, "loss/train")]
+        assert steps == list(range(1, len(steps) + 1)), f"{run.name}: steps repeat or skip"
+    # the interrupted-and-resumed point equals a run that was never interrupted
+    ref = cli("train", "--logdir", tmp_path / "ref", "--run-name", "r", "--steps", 400, *FIXED,
+              "--echo-step", 5, "--hidden-size", 3, "--seed", 1)
+    assert ref.returncode == 0
+    assert scalar_series(d / "k5-H3-s1", "loss/train") == scalar_series(tmp_path / "ref" / "r",
+                                                                        "loss/train")
+
+
+def test_torchrun_sweep_equals_single_process(tmp_path):
+    grid = ["--echo-steps", "1-2", "--hidden-sizes", "2,3", "--seeds", "0-1", "--workers", "1"]
+    one = sweep(tmp_path, *grid, name="one")
+    assert one.returncode == 0, one.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "echo_rnn", "sweep", "--logdir", str(tmp_path / "runs"), "--name", "two",
+           "--steps", "40", *FIXED, *grid]
+    two = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = read_csv(tmp_path / "runs" / "one" / "results.csv")
+    b = read_csv(tmp_path / "runs" / "two" / "results.csv")
+    keep = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "val_accuracy", "step")
+    assert [{k: r[k] for k in keep} for r in a] == [{k: r[k] for k in keep} for r in b]
+    assert len({(r["echo_step"], r["hidden_size"], r["seed"]) for r in b}) == len(b) == 8
+    for run in (tmp_path / "runs" / "two").glob("k*"):
+        assert len(list(run.glob("events*"))) == 1, f"{run.name} ran more than once"
+    # the two ranks each ran their share
+    assert "[rank 0]" in two.stdout and "[rank 1]" in two.stdout
+    assert (tmp_path / "runs" / "one" / "results.md").read_text() == (
+        tmp_path / "runs" / "two" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--echo-steps", "x", "--hidden-sizes", "2"], "argument --echo-steps: must be a list"),
+    (["--echo-steps", "1-20", "--hidden-sizes", "2"], "argument --echo-step: must be in [0, seq_len)"),
+    (["--echo-steps", "1", "--hidden-sizes", "0"], "argument --hidden-size: must be a positive"),
+    (["--echo-steps", "1", "--hidden-sizes", "2", "--lr", "-1"], "argument --lr"),
+])
+def test_bad_sweep_arguments(tmp_path, args, needle):
+    proc = sweep(tmp_path, *args)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
