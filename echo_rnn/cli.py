@@ -139,8 +139,24 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 # --- train -----------------------------------------------------------------------------
 
 
+def _add_setup_args(p: argparse.ArgumentParser):
+    """--config and --preset, shared by train and sweep; returns their group."""
+    from echo_rnn.config import PRESETS
+
+    s = p.add_argument_group("setup")
+    s.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="TOML file of settings (keys as the flags, with _ or -); flags override it")
+    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named set of settings: notebook = the notebook's own experiment "
+                        "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
+                        "at most 1000 epochs); frontier = the recipe for echoing as far back "
+                        "as there are hidden units, k = H (curriculum over k, input weights "
+                        "at std 1.5, clipping, constant lr 0.005; see the README)")
+    return s
+
+
 def add_train(sub) -> None:
-    from echo_rnn.config import PRESETS, add_config_flags
+    from echo_rnn.config import add_config_flags
 
     p = sub.add_parser(
         "train",
@@ -162,13 +178,7 @@ def add_train(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s = p.add_argument_group("setup")
-    s.add_argument("--config", metavar="FILE.toml", default=None,
-                   help="TOML file of settings (keys as the flags, with _ or -); flags override it")
-    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a named set of settings: notebook = the notebook's own experiment "
-                        "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
-                        "at most 1000 epochs)")
+    s = _add_setup_args(p)
     s.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue a run (its directory or a checkpoint file) with the config it "
                         "was started with; only --steps may be given with it")
@@ -240,7 +250,7 @@ SWEEP_GRID = ("echo_step", "hidden_size", "seed", "run_name")
 
 
 def add_sweep(sub) -> None:
-    from echo_rnn.config import PRESETS, add_config_flags
+    from echo_rnn.config import add_config_flags
 
     p = sub.add_parser(
         "sweep",
@@ -255,7 +265,7 @@ def add_sweep(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  echo-rnn sweep --echo-steps 1-8 --hidden-sizes 2,4,6,8 --seeds 0-4 --name capacity\n"
+            "  echo-rnn sweep --echo-steps 1-H+1 --hidden-sizes 2,4,6,8 --seeds 0-4 --name capacity\n"
             "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 --workers 2\n"
             "  torchrun --nnodes 2 --nproc-per-node 8 ... -m echo_rnn sweep --echo-steps 1-9 ..."
         ),
@@ -263,7 +273,8 @@ def add_sweep(sub) -> None:
     )
     g = p.add_argument_group("grid")
     g.add_argument("--echo-steps", required=True, metavar="LIST",
-                   help="echo steps k, e.g. 1-8 or 1,2,5")
+                   help="echo steps k, e.g. 1-8 or 1,2,5; H stands for the hidden size, so "
+                        "1-H+1 runs k = 1..H+1 for each H")
     g.add_argument("--hidden-sizes", required=True, metavar="LIST",
                    help="hidden sizes H, e.g. 2,4,6,8 or 2-8")
     g.add_argument("--seeds", default="0-4", metavar="LIST", help="seeds (default: 0-4)")
@@ -272,11 +283,7 @@ def add_sweep(sub) -> None:
     g.add_argument("--workers", type=positive_int, default=None,
                    help="local worker processes (default: the number of cores, divided among "
                         "torchrun's local ranks)")
-    s = p.add_argument_group("setup")
-    s.add_argument("--config", metavar="FILE.toml", default=None,
-                   help="TOML file of fixed train settings; flags override it")
-    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a named set of fixed train settings")
+    _add_setup_args(p)
     add_config_flags(p, exclude=SWEEP_GRID)
     p.set_defaults(func=cmd_sweep)
 
@@ -287,24 +294,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from echo_rnn import distributed
     from echo_rnn.config import ConfigError, build_config, config_overrides
-    from echo_rnn.sweep import parse_int_list, run_sweep
+    from echo_rnn.sweep import echo_steps_for, parse_int_list, run_sweep
 
     try:
-        ks = parse_int_list(args.echo_steps, "--echo-steps")
         hs = parse_int_list(args.hidden_sizes, "--hidden-sizes")
+        ks = echo_steps_for(args.echo_steps, hs)
         seeds = parse_int_list(args.seeds, "--seeds")
         if not args.name or "/" in args.name or args.name in (".", ".."):
             raise ConfigError(f"argument --name: must be a plain directory name, got {args.name!r}")
         base = build_config(args.preset, args.config, config_overrides(args))
         from echo_rnn.sweep import grid
 
-        grid(base, ks, hs, seeds, Path(base.logdir) / args.name)  # every point valid, up front
+        grid(base, ks, seeds, Path(base.logdir) / args.name)  # every point valid, up front
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
-        outcome = run_sweep(base, ks, hs, seeds, args.name, args.workers)
+        outcome = run_sweep(base, ks, seeds, args.name, args.workers)
     finally:
         distributed.shutdown()
     if not d.is_main:

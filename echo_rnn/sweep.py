@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import math
 import multiprocessing as mp
 import os
@@ -32,34 +33,55 @@ RESULT_FIELDS = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "v
                  "val_loss", "step", "wall_time_s", "stopped", "run_dir")
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
-    """``"1-8"``, ``"2,4,6"`` or ``"0-2,7"`` -> sorted distinct integers."""
+# A bound is a number, or H with an optional offset (H, H+1, H-2); a part is a bound or a
+# range of two. Offsets only follow H, so "2-5" is a range and "H-1" a single value.
+_PART = re.compile(r"(\d+|H(?:[+-]\d+)?)(?:-(\d+|H(?:[+-]\d+)?))?")
+
+
+def parse_int_list(text: str, flag: str, H: int | None = None) -> list[int]:
+    """``"1-8"``, ``"2,4,6"`` or ``"0-2,7"`` -> sorted distinct integers. With ``H`` given, a
+    bound may be written relative to it: ``"1-H+1"`` is 1..H+1 for each hidden size."""
+
+    def bound(tok: str) -> int:
+        if tok.startswith("H"):
+            if H is None:
+                raise ValueError
+            return H + int(tok[1:] or 0)
+        return int(tok)
+
     out: set[int] = set()
     for part in text.split(","):
-        part = part.strip()
+        m = _PART.fullmatch(part.strip())
         try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if lo > hi:
-                    raise ValueError
-                out.update(range(lo, hi + 1))
-            else:
-                out.add(int(part))
+            if m is None:
+                raise ValueError
+            lo = bound(m.group(1))
+            hi = bound(m.group(2)) if m.group(2) else lo
+            if lo > hi:
+                raise ValueError
         except ValueError:
-            raise ConfigError(f"argument {flag}: must be a list like 1-8 or 2,4,6, got {text!r}") from None
+            raise ConfigError(f"argument {flag}: must be a list like 1-8, 2,4,6 or 1-H+1, "
+                              f"got {text!r}") from None
+        out.update(range(lo, hi + 1))
     return sorted(out)
+
+
+def echo_steps_for(text: str, hidden_sizes: list[int]) -> dict[int, list[int]]:
+    """The echo steps of ``--echo-steps`` for each hidden size (they may depend on H)."""
+    return {H: parse_int_list(text, "--echo-steps", H) for H in hidden_sizes}
 
 
 def point_name(config: TrainConfig) -> str:
     return f"k{config.echo_step}-H{config.hidden_size}-s{config.seed}"
 
 
-def grid(base: TrainConfig, echo_steps: list[int], hidden_sizes: list[int], seeds: list[int],
+def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
          sweep_dir: Path) -> list[TrainConfig]:
-    """One config per (k, H, seed), each validated; raises ConfigError for a bad point."""
+    """One config per (H, k, seed), k from ``echo_steps[H]``, each validated; raises
+    ConfigError for a bad point."""
     configs = []
-    for H in hidden_sizes:
-        for k in echo_steps:
+    for H, ks in echo_steps.items():
+        for k in ks:
             for seed in seeds:
                 c = replace(base, echo_step=k, hidden_size=H, seed=seed, logdir=str(sweep_dir),
                             run_name=None)
@@ -179,17 +201,18 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOut
     return SweepOutcome(rows, len(rows), len(configs), received[0] if received else None)
 
 
-def run_sweep(base: TrainConfig, echo_steps: list[int], hidden_sizes: list[int],
-              seeds: list[int], name: str, workers: int | None = None) -> SweepOutcome:
-    """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables."""
+def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int], name: str,
+              workers: int | None = None) -> SweepOutcome:
+    """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables.
+    ``echo_steps`` maps each hidden size to its echo steps."""
     d = distributed.current()
     sweep_dir = Path(base.logdir) / name
-    configs = grid(base, echo_steps, hidden_sizes, seeds, sweep_dir)
+    configs = grid(base, echo_steps, seeds, sweep_dir)
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     if d.is_main:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"echo_steps": echo_steps, "hidden_sizes": hidden_sizes, "seeds": seeds,
+        spec = {"echo_steps": {str(H): ks for H, ks in echo_steps.items()}, "seeds": seeds,
                 "base": base.to_dict(), "points": len(configs)}
         (sweep_dir / "sweep.json").write_text(json.dumps(spec, indent=2) + "\n")
     distributed.barrier()
@@ -204,7 +227,8 @@ def run_sweep(base: TrainConfig, echo_steps: list[int], hidden_sizes: list[int],
     interrupted = next((sig for _, sig in gathered if sig is not None), None)
     outcome = SweepOutcome(rows, len(rows), len(configs), interrupted)
     if interrupted is None and len(rows) == len(configs):
-        write_results(sweep_dir, rows, echo_steps, hidden_sizes)
+        all_ks = sorted({k for ks in echo_steps.values() for k in ks})
+        write_results(sweep_dir, rows, all_ks, list(echo_steps))
     return outcome
 
 

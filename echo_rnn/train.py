@@ -161,9 +161,9 @@ class _Trainer:
         val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
         self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device)
         self.step = 0
-        # The k trained on now, and the step at which the last k was reached.
+        # The k trained on now, and the step at which training on it began.
         self.k = min(1, c.echo_step) if c.curriculum else c.echo_step
-        self.last_k_since = 0
+        self.k_since = 0
         self.solved_step: int | None = None
         self.wall_before = 0.0  # seconds spent in earlier sessions of this run
         # (step, loss, grad norm, lr) of the steps not yet logged
@@ -182,7 +182,7 @@ class _Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"train": self.gen.get_state()},
-            "curriculum": {"k": self.k, "last_k_since": self.last_k_since},
+            "curriculum": {"k": self.k, "k_since": self.k_since},
             "progress": {
                 "solved_step": self.solved_step,
                 "wall_time_s": self.wall_before + elapsed,
@@ -202,7 +202,7 @@ class _Trainer:
         self.step = int(state["step"])
         cur = state.get("curriculum", {})
         self.k = int(cur.get("k", self.k))
-        self.last_k_since = int(cur.get("last_k_since", 0))
+        self.k_since = int(cur.get("k_since", 0))
         progress = state.get("progress", {})
         self.solved_step = progress.get("solved_step")
         self.wall_before = float(progress.get("wall_time_s", 0.0))
@@ -285,7 +285,7 @@ class _Trainer:
         self.batch = (x, y)
         self.step += 1
         self.pending.append((self.step, loss, norm, self.optimizer.param_groups[0]["lr"]))
-        since = self.step - self.last_k_since
+        since = self.step - self.k_since
         if c.lr_halve_every and self.k == c.echo_step and since % c.lr_halve_every == 0:
             for group in self.optimizer.param_groups:
                 group["lr"] /= 2
@@ -353,9 +353,10 @@ class _Trainer:
             acc_k = bit_accuracy(model(vx)[0], y_k, self.k)
             if self.dist.enabled:
                 torch.distributed.broadcast(acc_k, src=0)
-            if acc_k.item() >= c.curriculum_advance:
+            patience_out = c.curriculum_patience and step - self.k_since >= c.curriculum_patience
+            if acc_k.item() >= c.curriculum_advance or patience_out:
                 self.k += 1
-                self.last_k_since = step
+                self.k_since = step
         writer.add_scalar("curriculum/k", self.k, step)
         if self.verbose:
             tl = "    -   " if self.last_train_loss is None else f"{self.last_train_loss:.5f}"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from echo_rnn.config import ConfigError
-from echo_rnn.sweep import parse_int_list
+from echo_rnn.sweep import echo_steps_for, parse_int_list
 from helpers import cli, events, scalar_series
 
 FIXED = ["--seq-len", "16", "--val-size", "32", "--batch-size", "8", "--eval-every", "10",
@@ -31,6 +31,16 @@ def test_parse_int_list():
     for bad in ("a", "3-1", "1-", ""):
         with pytest.raises(ConfigError, match="argument --x: must be a list like 1-8"):
             parse_int_list(bad, "--x")
+
+
+def test_echo_steps_relative_to_the_hidden_size():
+    assert echo_steps_for("1-H+1", [2, 4]) == {2: [1, 2, 3], 4: [1, 2, 3, 4, 5]}
+    assert echo_steps_for("H-1-H,1", [3]) == {3: [1, 2, 3]}
+    assert parse_int_list("2-5", "--x") == [2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="argument --echo-steps"):
+        echo_steps_for("H+1-H", [3])  # an empty range
+    with pytest.raises(ConfigError, match="argument --x"):
+        parse_int_list("1-H", "--x")  # H means nothing without hidden sizes
 
 
 def test_sweep_writes_runs_and_tables(tmp_path):

@@ -310,5 +310,15 @@ def test_lr_halving_without_curriculum(tmp_path):
 
 def test_frontier_preset_is_the_documented_recipe():
     c = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6, "bias": True})
-    assert (c.curriculum, c.curriculum_advance, c.init_std, c.input_init_std, c.grad_clip, c.lr,
-            c.lr_halve_every, c.optimizer) == (True, 1.0, 0.3, 1.5, 1.0, 0.01, 2000, "adam")
+    assert (c.curriculum, c.curriculum_advance, c.curriculum_patience, c.init_std,
+            c.input_init_std, c.grad_clip, c.lr, c.lr_halve_every, c.optimizer, c.steps) == (
+        True, 1.0, 3000, 0.3, 1.5, 1.0, 0.005, None, "adam", 30000)
+
+
+def test_curriculum_patience_moves_on_from_an_unsolved_k(tmp_path):
+    # H=2 at 40 steps solves nothing, so only patience can move k: at steps 20 and 40
+    run = train(small_config(tmp_path, run_name="p", curriculum=True, curriculum_patience=20,
+                             echo_step=3, hidden_size=2, steps=50, eval_every=10),
+                verbose=False)
+    k = dict(scalar_series(run.run_dir, "curriculum/k"))
+    assert [k[s] for s in (0, 10, 20, 30, 40, 50)] == [1, 1, 2, 2, 3, 3]
