@@ -35,6 +35,19 @@ def scalar_series(run_dir, tag):
     return [(e.step, e.value) for e in events(run_dir).Scalars(tag)]
 
 
+def run_main(*args, capsys):
+    """The CLI in this process: (exit status, stdout, stderr); faster than a subprocess for
+    checks that need no process of their own."""
+    from echo_rnn.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def cli(*args, cwd=None, **popen):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "echo_rnn", *map(str, args)]

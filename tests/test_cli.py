@@ -68,12 +68,21 @@ def test_gradcheck_exits_1_when_a_gradient_disagrees(monkeypatch, capsys):
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
-def test_usage_errors_are_one_line_exit_2(args, needle):
-    proc = run_cli("gradcheck", *args)
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
+def test_usage_errors_are_one_line_exit_2(args, needle, capsys):
+    from helpers import run_main
+
+    code, out, err = run_main("gradcheck", *args, capsys=capsys)
+    assert code == 2, err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and out == ""
+
+
+def test_a_usage_error_in_a_real_process():
+    proc = run_cli("gradcheck", "--hidden-size", "-1")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("echo-rnn gradcheck: error: argument --hidden-size: must be a positive "
+                           "integer, got '-1' (see echo-rnn gradcheck --help)\n")
 
 
 def test_cuda_without_cuda_is_a_usage_error():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from echo_rnn.config import ConfigError
 from echo_rnn.sweep import echo_steps_for, parse_int_list
-from helpers import cli, events, scalar_series
+from helpers import cli, events, run_main, scalar_series
 
 FIXED = ["--seq-len", "16", "--val-size", "32", "--batch-size", "8", "--eval-every", "10",
          "--device", "cpu"]
@@ -125,7 +125,9 @@ def test_torchrun_sweep_equals_single_process(tmp_path):
     (["--echo-steps", "1", "--hidden-sizes", "0"], "argument --hidden-size: must be a positive"),
     (["--echo-steps", "1", "--hidden-sizes", "2", "--lr", "-1"], "argument --lr"),
 ])
-def test_bad_sweep_arguments(tmp_path, args, needle):
-    proc = sweep(tmp_path, *args)
-    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+def test_bad_sweep_arguments(tmp_path, capsys, args, needle):
+    code, _, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s", *FIXED, *args,
+                            capsys=capsys)
+    assert code == 2 and needle in err, err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()

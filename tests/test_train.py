@@ -11,7 +11,7 @@ from conftest import requires_cuda
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import TrainConfig, build_config
 from echo_rnn.train import NonFiniteLoss, train
-from helpers import cli, events, scalar_series, small_config, small_flags
+from helpers import cli, events, run_main, scalar_series, small_config, small_flags
 
 
 @pytest.mark.parametrize("backend", ["autograd", "bptt"])
@@ -200,12 +200,20 @@ def test_signal_checkpoints_and_resume_continues_the_same_curve(tmp_path, sig, c
         (["--grad-clip", "-1"], "argument --grad-clip: must be a positive number or none"),
     ],
 )
-def test_bad_flags_one_line_exit_2_no_run_dir(tmp_path, flags, needle):
+def test_bad_flags_one_line_exit_2_no_run_dir(tmp_path, monkeypatch, capsys, flags, needle):
+    monkeypatch.chdir(tmp_path)
     logdir = [] if "--resume" in flags else ["--logdir", tmp_path / "runs"]
-    proc = cli("train", *logdir, *flags, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    code, out, err = run_main("train", *logdir, *flags, capsys=capsys)
+    assert code == 2, err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_flag_in_a_real_process(tmp_path):
+    proc = cli("train", "--logdir", tmp_path / "runs", "--lr", "0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "echo-rnn train: error: argument --lr: must be a positive number, got 0.0\n"
     assert not (tmp_path / "runs").exists()
 
 
