@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import math
 import multiprocessing as mp
 import os
 import shutil

@@ -5,7 +5,7 @@ from echo_rnn.config import PRESETS, ConfigError, TrainConfig, build_config
 
 def test_precedence_defaults_preset_file_flags(tmp_path):
     f = tmp_path / "c.toml"
-    f.write_text('lr = 0.5\nhidden-size = 4\n[ignored]\n' if False else 'lr = 0.5\nhidden-size = 4\n')
+    f.write_text("lr = 0.5\nhidden-size = 4\n")
     c = build_config("notebook", f, {"hidden_size": 5})
     assert c.schedule == "notebook"  # from the preset
     assert c.lr == 0.5  # the file beats the preset

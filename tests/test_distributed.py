@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from echo_rnn.checkpoint import load_checkpoint
+from echo_rnn.model import EchoRNN
 from helpers import cli, scalar_series, small_flags
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -33,8 +34,6 @@ def test_two_ranks_take_the_gradient_of_the_whole_batch(tmp_path, backend):
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
     # the step really moved the weights, so the comparison has something to compare
-    from echo_rnn.model import EchoRNN
-
     m = EchoRNN(4)
     m.reset_parameters(generator=torch.Generator().manual_seed(0))
     assert (m.U.detach() - b["U"]).abs().max() > 1e-4

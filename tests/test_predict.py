@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -25,10 +27,6 @@ def test_trained_model_echoes_the_bits(tmp_path):
     out = json.loads(proc.stdout)
     assert out["echo"][2:] == bits[:-2] and out["expected"] == "00" + bits[:-2]
     assert len(out["output"]) == len(bits)
-    proc = cli("predict", "--checkpoint", run.run_dir, "-", input=None) if False else None
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "echo_rnn", "predict", "--checkpoint",
                            run.run_dir, "-"], input=bits + "\n", capture_output=True, text=True)
     assert proc.returncode == 0

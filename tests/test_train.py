@@ -3,13 +3,17 @@
 import json
 import math
 import signal
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import requires_cuda
-from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
-from echo_rnn.config import TrainConfig, build_config
+from echo_rnn.checkpoint import CheckpointError, load_checkpoint
+from echo_rnn.config import ConfigError, TrainConfig, build_config
 from echo_rnn.train import NonFiniteLoss, train
 from helpers import cli, events, run_main, scalar_series, small_config, small_flags
 
@@ -66,8 +70,6 @@ def test_resumed_curve_equals_uninterrupted(tmp_path, backend):
 
 def test_resume_refuses_a_different_config(tmp_path):
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
-    from echo_rnn.checkpoint import CheckpointError
-
     with pytest.raises(CheckpointError, match=r"different config \(lr=0.02\)"):
         train(small_config(tmp_path, run_name="r", steps=20, lr=0.5), resume=run.run_dir)
 
@@ -123,10 +125,6 @@ def test_cli_end_to_end_and_summary_lines(tmp_path):
 
 
 def test_script_and_config_file(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     toml = tmp_path / "c.toml"
     toml.write_text(f'hidden-size = 3\nlr = 0.05\nlogdir = "{tmp_path / "runs"}"\nsteps = 10\n'
                     'seq_len = 12\nval_size = 8\ndevice = "cpu"\n')
@@ -160,7 +158,7 @@ def test_non_finite_loss_from_python_raises(tmp_path):
 def test_signal_checkpoints_and_resume_continues_the_same_curve(tmp_path, sig, code):
     proc = cli("train", *small_flags(tmp_path), "--run-name", "sig", "--steps", "1000000",
                "--echo-step", "9", "--seq-len", "40", cwd=tmp_path,
-               stdout=__import__("subprocess").PIPE, stderr=__import__("subprocess").PIPE)
+               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:  # wait for training to be under way
         if line.startswith("step      20"):
             break
@@ -246,8 +244,6 @@ def test_existing_run_name_is_refused(tmp_path):
 def test_help_lists_every_config_field():
     proc = cli("train", "--help")
     assert proc.returncode == 0
-    from dataclasses import fields
-
     for f in fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in proc.stdout
     assert "--resume" in proc.stdout and "--preset" in proc.stdout
@@ -275,8 +271,6 @@ def test_cuda_graph_training_follows_the_eager_curve(tmp_path, backend):
 
 
 def test_cuda_graph_needs_cuda_and_the_batch_schedule(tmp_path):
-    from echo_rnn.config import ConfigError
-
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="--cuda-graph: needs a CUDA device"):
             small_config(tmp_path, device="cpu", cuda_graph=True).validate()
