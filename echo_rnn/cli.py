@@ -150,8 +150,8 @@ def _add_setup_args(p: argparse.ArgumentParser):
                    help="a named set of settings: notebook = the notebook's own experiment "
                         "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
                         "at most 1000 epochs); frontier = the recipe for echoing as far back "
-                        "as there are hidden units, k = H (curriculum over k, input weights "
-                        "at std 1.5, clipping, constant lr 0.005; see the README)")
+                        "as there are hidden units, k = H (input weights at std 1.5, clipping, "
+                        "constant lr 0.005, 30000 steps; see the README)")
     return s
 
 

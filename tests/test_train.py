@@ -312,9 +312,9 @@ def test_lr_halving_without_curriculum(tmp_path):
 
 def test_frontier_preset_is_the_documented_recipe():
     c = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6, "bias": True})
-    assert (c.curriculum, c.curriculum_advance, c.curriculum_patience, c.init_std,
-            c.input_init_std, c.grad_clip, c.lr, c.lr_halve_every, c.optimizer, c.steps) == (
-        True, 1.0, 3000, 0.3, 1.5, 1.0, 0.005, None, "adam", 30000)
+    assert (c.curriculum, c.init_std, c.input_init_std, c.grad_clip, c.lr, c.lr_halve_every,
+            c.optimizer, c.batch_size, c.steps) == (
+        False, 0.3, 1.5, 1.0, 0.005, None, "adam", 64, 30000)
 
 
 def test_curriculum_patience_moves_on_from_an_unsolved_k(tmp_path):
