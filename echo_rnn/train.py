@@ -349,8 +349,8 @@ class _Trainer:
         if val_acc >= c.target_accuracy and self.solved_step is None:
             self.solved_step = step
         if self.k < c.echo_step:  # the curriculum moves on once the current k is solved
-            y_k = echo_targets(vx, self.k)
-            acc_k = bit_accuracy(model(vx)[0], y_k, self.k)
+            # the prediction does not depend on k, only the targets do
+            acc_k = bit_accuracy(y_hat, echo_targets(vx, self.k), self.k)
             if self.dist.enabled:
                 torch.distributed.broadcast(acc_k, src=0)
             patience_out = c.curriculum_patience and step - self.k_since >= c.curriculum_patience
