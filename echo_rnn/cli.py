@@ -472,8 +472,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"torch={report.torch_version} cuda_graph={report.cuda_graph}; medians of interleaved "
           "steps (forward, loss, backward)")
     print(format_markdown(report) if args.markdown else format_table(report))
-    if format_scaling(report):
-        print(format_scaling(report))
+    scaling_line = format_scaling(report)
+    if scaling_line:
+        print(scaling_line)
     for line in report.refused:
         print(f"not reported: {line}")
     if args.json:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -303,9 +303,3 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the user gave on the command line."""
     names = {f.name for f in fields(TrainConfig)}
     return {k: v for k, v in vars(args).items() if k in names}
-
-
-def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
-    out = replace(config, steps=steps)
-    out.validate()
-    return out

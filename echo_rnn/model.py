@@ -158,6 +158,13 @@ def check_truncate(truncate: int | None) -> int | None:
     return truncate
 
 
+def _check_outputs(y_hat: torch.Tensor, y: torch.Tensor) -> None:
+    if y_hat.shape != y.shape or y_hat.dim() != 2:
+        raise ValueError(
+            f"y_hat and y must both be (B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
+        )
+
+
 def echo_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The notebook's cost ``sum_t (yhat_t - y_t)^2 / (2T)``, averaged over the batch.
 
@@ -167,10 +174,7 @@ def echo_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Returns:
         A 0-dim tensor.
     """
-    if y_hat.shape != y.shape or y_hat.dim() != 2:
-        raise ValueError(
-            f"y_hat and y must both be (B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
-        )
+    _check_outputs(y_hat, y)
     B, T = y.shape
     # mean_b sum_t (.)^2 / (2T) == sum_{b,t} (.)^2 / (2TB): one fused op and one backward node.
     return torch.nn.functional.mse_loss(y_hat, y, reduction="sum") / (2 * T * B)
@@ -182,10 +186,7 @@ def bit_accuracy(y_hat: torch.Tensor, y: torch.Tensor, echo_step: int) -> torch.
     The first ``echo_step`` targets are padding zeros, not echoes, so they are not scored.
     Returns a 0-dim tensor on the inputs' device (no host sync; call ``.item()`` to read it).
     """
-    if y_hat.shape != y.shape or y_hat.dim() != 2:
-        raise ValueError(
-            f"y_hat and y must both be (B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
-        )
+    _check_outputs(y_hat, y)
     if not 0 <= echo_step < y.shape[1]:
         raise ValueError(f"echo_step must be in [0, T) = [0, {y.shape[1]}), got {echo_step}")
     hits = (y_hat[:, echo_step:] > 0.5) == (y[:, echo_step:] > 0.5)
