@@ -3,6 +3,7 @@ the sweep need. Without torchrun's environment everything here is a no-op."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,12 @@ def init(device_name: str = "cpu") -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
         torch.cuda.set_device(local_rank)
+    # DDP imports torch._dynamo on first use. Imported after the group exists, it keeps the
+    # group alive past destroy_process_group (torch 2.13: the gloo worker threads survive),
+    # and a worker still dropping a finished collective's tensors while the interpreter
+    # shuts down aborts the process ("terminate called without an active exception").
+    # Imported first, it lets shutdown() join those threads.
+    importlib.import_module("torch._dynamo")
     dist.init_process_group("nccl" if cuda else "gloo")
     return current()
 
@@ -52,6 +59,7 @@ def current() -> Dist:
 
 
 def shutdown() -> None:
+    """Leave the process group and join its threads, so that none outlives the interpreter."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +60,39 @@ def test_ddp_resume_continues_the_same_curve(tmp_path):
     got, want = scalar_series(runs / "d", "loss/train"), scalar_series(runs / "one", "loss/train")
     assert [s for s, _ in got] == list(range(1, 41))  # no duplicate steps after the resume
     assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-5)
+
+
+THREADS_AROUND_TRAIN = textwrap.dedent("""
+    import os, sys, threading
+    from echo_rnn.cli import main
+
+    def threads():  # native threads only: tqdm's monitor is a Python thread, and harmless
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+    before = threads()
+    code = main(sys.argv[1:])
+    print(f"rank {os.environ['RANK']}: exit {code}, threads {before} -> {threads()}")
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_ddp_train_leaves_no_process_group_threads_behind(tmp_path):
+    # A gloo worker thread that outlives the process group can still be dropping a finished
+    # collective's tensors when the interpreter shuts down, which aborts the rank (SIGABRT,
+    # "terminate called without an active exception", seen in CI at random). Training under
+    # torchrun must hand back every thread it started before the process exits.
+    script = tmp_path / "count_threads.py"
+    script.write_text(THREADS_AROUND_TRAIN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(script), "train", *small_flags(tmp_path), "--steps", "10"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        counts = line.split("threads ")[1].split(" -> ")
+        assert counts[0] == counts[1], line
 
 
 def test_batch_must_split_evenly(tmp_path):
