@@ -47,6 +47,9 @@ class TrainConfig:
     input_init_std: float | None = field(default=None, metadata=_opt(
         "the input weights V drawn from N(0, input_init_std^2) instead ('none': init_std)",
         "model", float, optional=True))
+    orthogonal_gain: float | None = field(default=None, metadata=_opt(
+        "draw U as G times a random orthogonal matrix (every singular value G) instead of "
+        "from N(0, init_std^2) ('none': normal)", "model", float, optional=True))
     backend: str = field(default="autograd", metadata=_opt(
         "how gradients are computed: PyTorch autograd or the hand-written BPTT kernel",
         "model", str, ("autograd", "bptt")))
@@ -142,6 +145,11 @@ class TrainConfig:
                 self.input_init_std >= 0 and math.isfinite(self.input_init_std)):
             raise ConfigError(
                 f"{flag('input_init_std')}: must be a number >= 0 or none, got {self.input_init_std}")
+        if self.orthogonal_gain is not None and not (
+                self.orthogonal_gain > 0 and math.isfinite(self.orthogonal_gain)):
+            raise ConfigError(
+                f"{flag('orthogonal_gain')}: must be a positive number or none, got "
+                f"{self.orthogonal_gain}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError(f"{flag('grad_clip')}: must be a positive number or none, got {self.grad_clip}")
         if self.truncate is not None and self.truncate <= 0:

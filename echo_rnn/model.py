@@ -21,6 +21,8 @@ class EchoRNN(nn.Module):
         init_std: every parameter is drawn from N(0, init_std^2), as in the notebook.
         input_init_std: the input weights V are drawn from N(0, input_init_std^2) instead
             (default: init_std).
+        orthogonal_gain: U is drawn as this multiple of a random orthogonal matrix instead
+            (every singular value equal to the gain; default: U is normal like the rest).
         backend: ``"autograd"`` runs the recurrence as ordinary tensor ops and lets autograd
             differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.bptt.BPTTFunction`,
             whose backward is the hand-written kernel. Both give the same outputs and gradients.
@@ -36,6 +38,7 @@ class EchoRNN(nn.Module):
         init_std: float = 0.1,
         backend: str = "autograd",
         input_init_std: float | None = None,
+        orthogonal_gain: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("input_size", input_size)):
@@ -45,12 +48,15 @@ class EchoRNN(nn.Module):
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
         if input_init_std is not None and not input_init_std >= 0:
             raise ValueError(f"input_init_std must be >= 0, got {input_init_std!r}")
+        if orthogonal_gain is not None and not orthogonal_gain > 0:
+            raise ValueError(f"orthogonal_gain must be > 0, got {orthogonal_gain!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.hidden_size = hidden_size
         self.input_size = input_size
         self.init_std = init_std
         self.input_init_std = init_std if input_init_std is None else input_init_std
+        self.orthogonal_gain = orthogonal_gain
         self.backend = backend
         self.U = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.V = nn.Parameter(torch.empty(hidden_size, input_size))
@@ -63,9 +69,13 @@ class EchoRNN(nn.Module):
         return self.b is not None
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Redraw every parameter from N(0, init_std^2) (V from N(0, input_init_std^2))."""
+        """Redraw every parameter from N(0, init_std^2) (V from N(0, input_init_std^2); U
+        orthogonal times orthogonal_gain when that is set)."""
         with torch.no_grad():
             for name, p in self.named_parameters():
+                if name == "U" and self.orthogonal_gain is not None:
+                    p.copy_(self.orthogonal_gain * random_orthogonal(p, generator))
+                    continue
                 std = self.input_init_std if name == "V" else self.init_std
                 p.normal_(0.0, std, generator=generator)
 
@@ -191,3 +201,12 @@ def bit_accuracy(y_hat: torch.Tensor, y: torch.Tensor, echo_step: int) -> torch.
         raise ValueError(f"echo_step must be in [0, T) = [0, {y.shape[1]}), got {echo_step}")
     hits = (y_hat[:, echo_step:] > 0.5) == (y[:, echo_step:] > 0.5)
     return hits.float().mean()
+
+
+def random_orthogonal(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random orthogonal matrix shaped, typed and placed like the square ``like``, uniform
+    over the orthogonal group: Q of the QR of a Gaussian matrix, times the signs of R's
+    diagonal (without them Q is biased; Mezzadri 2007)."""
+    a = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r))

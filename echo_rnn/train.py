@@ -145,7 +145,8 @@ class _Trainer:
         share = c.batch_size // self.dist.world_size
         self.share = slice(self.dist.rank * share, (self.dist.rank + 1) * share)
         self.model = EchoRNN(c.hidden_size, 1, bias=c.bias, init_std=c.init_std, backend=c.backend,
-                             input_init_std=c.input_init_std)
+                             input_init_std=c.input_init_std,
+                             orthogonal_gain=c.orthogonal_gain)
         # Initialised on the CPU from the seed, so the same seed gives the same weights anywhere.
         self.model.reset_parameters(generator=torch.Generator().manual_seed(c.seed))
         self.model.to(device)

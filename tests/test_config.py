@@ -28,6 +28,7 @@ def test_train_table_is_accepted(tmp_path):
         ({"run_name": "a/b"}, "--run-name: must be a plain directory name"),
         ({"schedule": "weekly"}, "--schedule: must be one of batch, notebook"),
         ({"init_std": float("nan")}, "--init-std: must be a number >= 0"),
+        ({"orthogonal_gain": 0.0}, "--orthogonal-gain: must be a positive number or none"),
     ],
 )
 def test_invalid_values_name_the_flag(values, match):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from conftest import DEVICES
-from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, random_orthogonal
 
 
 def test_parameter_names_shapes_and_init():
@@ -22,6 +22,30 @@ def test_input_weights_can_have_their_own_scale():
     assert 1.45 < m.V.std().item() < 1.55 and 0.09 < m.U.std().item() < 0.11
     with pytest.raises(ValueError, match="input_init_std"):
         EchoRNN(input_init_std=-1.0)
+
+
+@pytest.mark.parametrize("gain", [0.5, 1.2])
+def test_orthogonal_recurrent_weights_have_every_singular_value_equal_to_the_gain(gain):
+    m = EchoRNN(hidden_size=8, init_std=0.3, orthogonal_gain=gain)
+    m.reset_parameters(generator=torch.Generator().manual_seed(3))
+    U = m.U.detach().double()
+    torch.testing.assert_close(U.t() @ U, gain**2 * torch.eye(8, dtype=torch.float64),
+                               rtol=0, atol=1e-5)
+    assert 0.1 < m.V.std().item() < 0.6  # the rest stays normal
+    again = EchoRNN(hidden_size=8, init_std=0.3, orthogonal_gain=gain)
+    again.reset_parameters(generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again.U, m.U)  # reproducible from the seed
+    with pytest.raises(ValueError, match="orthogonal_gain"):
+        EchoRNN(orthogonal_gain=0.0)
+
+
+def test_random_orthogonal_is_not_biased_towards_a_positive_diagonal():
+    # Q of a plain QR has a skewed diagonal; with R's signs folded in, each diagonal entry of a
+    # uniform orthogonal matrix is symmetric about 0.
+    like = torch.empty(4, 4, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    diag = torch.stack([torch.diagonal(random_orthogonal(like, g)) for _ in range(4000)])
+    assert diag.mean().abs() < 0.03
 
 
 def test_echo_loss_is_the_notebook_cost_for_one_sequence():

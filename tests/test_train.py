@@ -317,6 +317,15 @@ def test_frontier_preset_is_the_documented_recipe():
         False, 0.3, 1.5, 1.0, 0.005, None, "adam", 64, 30000)
 
 
+def test_orthogonal_gain_reaches_the_model(tmp_path):
+    # an SGD step of 1e-9 leaves U as it was drawn: 0.8 times an orthogonal matrix
+    run = train(small_config(tmp_path, orthogonal_gain=0.8, optimizer="sgd", lr=1e-9, steps=1,
+                             eval_every=1), verbose=False)
+    U = load_checkpoint(run.run_dir)["model"]["U"].double()
+    torch.testing.assert_close(U.t() @ U, 0.64 * torch.eye(4, dtype=torch.float64),
+                               rtol=0, atol=1e-5)
+
+
 def test_curriculum_patience_moves_on_from_an_unsolved_k(tmp_path):
     # H=2 at 40 steps solves nothing, so only patience can move k: at steps 20 and 40
     run = train(small_config(tmp_path, run_name="p", curriculum=True, curriculum_patience=20,
