@@ -16,9 +16,10 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")
 
 
-def torchrun(*args, cwd=None):
+def torchrun(*args, cwd=None, program=("-m", "echo_rnn")):
+    """2 CPU ranks of ``program`` (the CLI unless a script is given) with ``args``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "echo_rnn", *map(str, args)]
+           *program, *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -83,10 +84,7 @@ def test_ddp_train_leaves_no_process_group_threads_behind(tmp_path):
     # torchrun must hand back every thread it started before the process exits.
     script = tmp_path / "count_threads.py"
     script.write_text(THREADS_AROUND_TRAIN)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         str(script), "train", *small_flags(tmp_path), "--steps", "10"],
-        capture_output=True, text=True, timeout=300)
+    proc = torchrun("train", *small_flags(tmp_path), "--steps", "10", program=[script])
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
     assert len(lines) == 2, proc.stdout
