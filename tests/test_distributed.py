@@ -65,6 +65,7 @@ def test_ddp_resume_continues_the_same_curve(tmp_path):
 
 THREADS_AROUND_TRAIN = textwrap.dedent("""
     import os, sys, threading
+    from pathlib import Path
     from echo_rnn.cli import main
 
     def threads():  # native threads only: tqdm's monitor is a Python thread, and harmless
@@ -72,7 +73,9 @@ THREADS_AROUND_TRAIN = textwrap.dedent("""
 
     before = threads()
     code = main(sys.argv[1:])
-    print(f"rank {os.environ['RANK']}: exit {code}, threads {before} -> {threads()}")
+    # a file per rank: the ranks share one stdout, where their lines can interleave
+    rank = os.environ["RANK"]
+    Path(__file__).with_name(f"rank{rank}.txt").write_text(f"exit {code}, threads {before} -> {threads()}")
 """)
 
 
@@ -86,11 +89,11 @@ def test_ddp_train_leaves_no_process_group_threads_behind(tmp_path):
     script.write_text(THREADS_AROUND_TRAIN)
     proc = torchrun("train", *small_flags(tmp_path), "--steps", "10", program=[script])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
-    assert len(lines) == 2, proc.stdout
-    for line in lines:
+    for rank in (0, 1):
+        line = (tmp_path / f"rank{rank}.txt").read_text()
+        assert line.startswith("exit 0, "), line
         counts = line.split("threads ")[1].split(" -> ")
-        assert counts[0] == counts[1], line
+        assert counts[0] == counts[1], f"rank {rank}: {line}"
 
 
 def test_batch_must_split_evenly(tmp_path):
