@@ -188,6 +188,7 @@ def add_train(sub) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import shlex
+    from pathlib import Path
 
     from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError, load_checkpoint
@@ -240,7 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{verdict}: val_acc {result.val_accuracy:.4f}, val_loss {result.val_loss:.5f}, "
           f"{result.wall_time_s:.1f}s on {result.device} with the {result.backend} backend")
     print(f"run saved in {result.run_dir}")
-    print(f"view it: tensorboard --logdir {shlex.quote(config.logdir)}")
+    # the run's own parent, not config.logdir: a resumed run may have been moved since
+    print(f"view it: tensorboard --logdir {shlex.quote(str(Path(result.run_dir).parent))}")
     return 0
 
 

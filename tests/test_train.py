@@ -235,6 +235,17 @@ def test_resume_accepts_only_steps(tmp_path):
     assert proc.returncode == 2 and "only --steps may be given" in proc.stderr
 
 
+def test_resuming_a_moved_run_points_tensorboard_at_where_it_is_now(tmp_path, capsys):
+    run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
+    moved = tmp_path / "elsewhere" / "r"
+    moved.parent.mkdir()
+    Path(run.run_dir).rename(moved)
+    code, out, err = run_main("train", "--resume", moved, "--steps", "20", capsys=capsys)
+    assert code == 0, err
+    assert out.splitlines()[-1] == f"view it: tensorboard --logdir {moved.parent}"
+    assert max(s for s, _ in scalar_series(moved, "loss/train")) == 20
+
+
 def test_existing_run_name_is_refused(tmp_path):
     train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
     proc = cli("train", *small_flags(tmp_path), "--run-name", "r")
