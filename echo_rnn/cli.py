@@ -262,7 +262,9 @@ def add_sweep(sub) -> None:
             "LOGDIR/NAME/kK-HH-sS, then write LOGDIR/NAME/results.csv (a row per run), "
             "results.md (per (k, H): solve rate over seeds, median steps to solve) and "
             "heatmap.png (also in TensorBoard, with every run's hparams). Re-running the same "
-            "command skips finished points and resumes interrupted ones. Under torchrun (any "
+            "command skips finished points and resumes interrupted ones; re-run with a larger "
+            "--steps, it also continues the points that ran out of steps unsolved. Other "
+            "changed settings are refused (a new --name starts a new sweep). Under torchrun (any "
             "--nnodes, --nproc-per-node) the ranks share the grid and rank 0 writes the tables."
         ),
         epilog=(
@@ -305,9 +307,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not args.name or "/" in args.name or args.name in (".", ".."):
             raise ConfigError(f"argument --name: must be a plain directory name, got {args.name!r}")
         base = build_config(args.preset, args.config, config_overrides(args))
-        from echo_rnn.sweep import grid
+        from echo_rnn.sweep import check_rerun, grid
 
         grid(base, ks, seeds, Path(base.logdir) / args.name)  # every point valid, up front
+        check_rerun(Path(base.logdir) / args.name, base)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 

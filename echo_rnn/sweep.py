@@ -1,8 +1,9 @@
 """Sweeps over echo step x hidden size x seed. Each grid point is an ordinary run directory
 under ``LOGDIR/SWEEP_NAME/``; a finished point (one with ``summary.json``) is never run again,
-an interrupted one resumes from its checkpoint. Points run in ``--workers`` local processes
-and, under ``torchrun``, are shared out over the ranks, rank 0 gathering the results and
-writing the tables."""
+an interrupted one resumes from its checkpoint, and when the sweep is re-run with more
+``--steps`` a point that used up its old budget unsolved continues to the new one. Points run
+in ``--workers`` local processes and, under ``torchrun``, are shared out over the ranks, rank 0
+gathering the results and writing the tables."""
 
 from __future__ import annotations
 
@@ -101,11 +102,44 @@ def _worker_init(stop) -> None:
     torch.set_num_threads(1)  # the sweep's parallelism is its processes
 
 
+# Settings that name where a sweep lives or how far it runs, not what each point trains.
+_RERUN_FREE = ("logdir", "run_name", "steps")
+
+
+def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
+    """Refuse to re-run the sweep in ``sweep_dir`` with other settings than it was started
+    with. Finished points are read back, not re-run, so other settings would put two
+    experiments in one table. ``steps`` may be raised (unsolved points then continue), and
+    the grid may grow or shrink. Raises ConfigError; nothing is written."""
+    spec = sweep_dir / "sweep.json"
+    if not spec.exists():
+        return
+    try:
+        old = json.loads(spec.read_text())["base"]
+        old_steps = int(old["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"argument --name: {spec} is not a readable sweep record; choose "
+                          "another --name") from None
+    new = json.loads(json.dumps(base.to_dict()))  # compare as the record stores it
+    diff = [k for k in new if k not in _RERUN_FREE and old.get(k) != new[k]]
+    if new["steps"] < old_steps:
+        diff.append("steps")
+    if diff:
+        changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise ConfigError(
+            f"argument --name: the sweep in {sweep_dir} was run with other settings ({changes}); "
+            "re-run it with the same settings (--steps may only be raised) or choose another "
+            "--name")
+
+
 def run_point(config: TrainConfig) -> dict[str, Any] | None:
-    """Run (or finish, or just read) one grid point; None if the sweep is stopping."""
+    """Run (or finish, or extend, or just read) one grid point; None if the sweep is
+    stopping."""
     run_dir = Path(config.logdir) / config.run_name
     summary = run_dir / "summary.json"
-    if not summary.exists():
+    done = json.loads(summary.read_text()) if summary.exists() else None
+    # a sweep re-run with a larger --steps continues the points that ran out of steps unsolved
+    if done is None or (done["stopped"] == "steps" and done["step"] < config.steps):
         if _stop is not None and _stop.is_set():
             return None
         resume = run_dir if checkpoint_path(run_dir).exists() else None

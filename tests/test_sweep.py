@@ -97,6 +97,47 @@ def test_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
                                                                         "loss/train")
 
 
+def test_rerun_with_more_steps_continues_only_the_points_that_ran_out(tmp_path):
+    args = ["--echo-steps", "1,5", "--hidden-sizes", "3", "--seeds", "0", "--workers", "1"]
+    first = sweep(tmp_path, *args, steps=40)
+    assert first.returncode == 0, first.stderr
+    d = tmp_path / "runs" / "s"
+    rows = {r["echo_step"]: r for r in read_csv(d / "results.csv")}
+    assert (rows["1"]["stopped"], rows["5"]["stopped"]) == ("solved", "steps")
+    solved_at = (d / "k1-H3-s0" / "summary.json").stat().st_mtime_ns
+
+    again = sweep(tmp_path, *args, steps=80)
+    assert again.returncode == 0, again.stderr
+    rows = {r["echo_step"]: r for r in read_csv(d / "results.csv")}
+    assert rows["5"]["step"] == "80" and rows["1"]["step"] == "40"
+    assert (d / "k1-H3-s0" / "summary.json").stat().st_mtime_ns == solved_at, "solved point re-run"
+    # the extended point is the run it would have been with 80 steps from the start
+    ref = cli("train", "--logdir", tmp_path / "ref", "--run-name", "r", "--steps", 80, *FIXED,
+              "--echo-step", 5, "--hidden-size", 3, "--seed", 0)
+    assert ref.returncode == 0, ref.stderr
+    assert scalar_series(d / "k5-H3-s0", "loss/train") == scalar_series(tmp_path / "ref" / "r",
+                                                                        "loss/train")
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path, capsys):
+    args = ["--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "0", "--workers", "1"]
+    assert sweep(tmp_path, *args, steps=10).returncode == 0
+    d = tmp_path / "runs" / "s"
+    files = lambda: {p: p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    for extra, needle in [(["--steps", "10", "--lr", "0.5"], "(lr 0.02 -> 0.5)"),
+                          (["--steps", "5"], "(steps 10 -> 5)")]:
+        code, _, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s", *FIXED,
+                                *args, *extra, capsys=capsys)
+        assert code == 2 and needle in err and "choose another --name" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert files() == before
+    (d / "sweep.json").write_text("{not json")
+    code, _, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s", "--steps", 10,
+                            *FIXED, *args, capsys=capsys)
+    assert code == 2 and "is not a readable sweep record" in err, err
+
+
 def test_torchrun_sweep_equals_single_process(tmp_path):
     grid = ["--echo-steps", "1-2", "--hidden-sizes", "2,3", "--seeds", "0-1", "--workers", "1"]
     one = sweep(tmp_path, *grid, name="one")
