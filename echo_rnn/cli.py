@@ -297,6 +297,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from echo_rnn import distributed
+    from echo_rnn.checkpoint import CheckpointError
     from echo_rnn.config import ConfigError, build_config, config_overrides
     from echo_rnn.sweep import echo_steps_for, parse_int_list, run_sweep
 
@@ -317,6 +318,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
         outcome = run_sweep(base, ks, seeds, args.name, args.workers)
+    except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
+        print(f"echo-rnn sweep: {exc}; the finished points are kept", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown()
     if not d.is_main:

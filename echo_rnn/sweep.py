@@ -27,7 +27,7 @@ from tqdm import tqdm
 from echo_rnn import distributed
 from echo_rnn.checkpoint import checkpoint_path
 from echo_rnn.config import ConfigError, TrainConfig
-from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
+from echo_rnn.train import RESUME_FREE, NonFiniteLoss, TrainingInterrupted, train
 
 RESULT_FIELDS = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "val_accuracy",
                  "val_loss", "step", "wall_time_s", "stopped", "run_dir")
@@ -102,15 +102,12 @@ def _worker_init(stop) -> None:
     torch.set_num_threads(1)  # the sweep's parallelism is its processes
 
 
-# Settings that name where a sweep lives or how far it runs, not what each point trains.
-_RERUN_FREE = ("logdir", "run_name", "steps")
-
-
 def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
     """Refuse to re-run the sweep in ``sweep_dir`` with other settings than it was started
     with. Finished points are read back, not re-run, so other settings would put two
-    experiments in one table. ``steps`` may be raised (unsolved points then continue), and
-    the grid may grow or shrink. Raises ConfigError; nothing is written."""
+    experiments in one table. What a resumed run may change may change here too, except
+    that ``steps`` may only be raised (unsolved points then continue); the grid may grow or
+    shrink. Raises ConfigError; nothing is written."""
     spec = sweep_dir / "sweep.json"
     if not spec.exists():
         return
@@ -121,7 +118,7 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
         raise ConfigError(f"argument --name: {spec} is not a readable sweep record; choose "
                           "another --name") from None
     new = json.loads(json.dumps(base.to_dict()))  # compare as the record stores it
-    diff = [k for k in new if k not in _RERUN_FREE and old.get(k) != new[k]]
+    diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
     if new["steps"] < old_steps:
         diff.append("steps")
     if diff:
@@ -225,9 +222,13 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOut
                         record(f.result())
                     except TrainingInterrupted:
                         pass  # checkpointed; the next run of the sweep resumes it
+    except BaseException:
+        if stop is not None:
+            stop.set()  # a point failed: start no more, let the running ones finish
+        raise
     finally:
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=True, cancel_futures=True)
         for s, h in previous.items():
             signal.signal(s, h)
         bar.close()

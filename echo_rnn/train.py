@@ -373,6 +373,11 @@ class _Trainer:
         writer.flush()
 
 
+# What a resumed run may change: where it is kept (a run directory can be moved) and how far
+# it runs. Everything else decides the curve, and a resumed curve must be the same one.
+RESUME_FREE = ("logdir", "run_name", "steps")
+
+
 def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path) -> TrainConfig:
     try:
         saved_config = TrainConfig.from_dict(saved)
@@ -380,8 +385,7 @@ def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path)
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
     mine, theirs = config.to_dict(), saved_config.to_dict()
-    mine.pop("steps"), theirs.pop("steps")
-    diff = sorted(k for k in mine if mine[k] != theirs[k])
+    diff = sorted(k for k in mine if k not in RESUME_FREE and mine[k] != theirs[k])
     if diff:
         raise CheckpointError(
             f"{path} was made with a different config ({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); "

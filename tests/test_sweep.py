@@ -104,9 +104,13 @@ def test_rerun_with_more_steps_continues_only_the_points_that_ran_out(tmp_path):
     d = tmp_path / "runs" / "s"
     rows = {r["echo_step"]: r for r in read_csv(d / "results.csv")}
     assert (rows["1"]["stopped"], rows["5"]["stopped"]) == ("solved", "steps")
+    # moved elsewhere first: where a sweep is kept is not one of its settings
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    d = tmp_path / "moved" / "s"
     solved_at = (d / "k1-H3-s0" / "summary.json").stat().st_mtime_ns
 
-    again = sweep(tmp_path, *args, steps=80)
+    again = cli("sweep", "--logdir", tmp_path / "moved", "--name", "s", "--steps", 80, *FIXED,
+                *args)
     assert again.returncode == 0, again.stderr
     rows = {r["echo_step"]: r for r in read_csv(d / "results.csv")}
     assert rows["5"]["step"] == "80" and rows["1"]["step"] == "40"
@@ -136,6 +140,17 @@ def test_rerun_with_other_settings_is_refused(tmp_path, capsys):
     code, _, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s", "--steps", 10,
                             *FIXED, *args, capsys=capsys)
     assert code == 2 and "is not a readable sweep record" in err, err
+
+
+def test_a_damaged_point_checkpoint_is_one_clear_line(tmp_path):
+    args = ["--echo-steps", "5", "--hidden-sizes", "3", "--seeds", "0", "--workers", "1"]
+    assert sweep(tmp_path, *args, steps=20).returncode == 0
+    ckpt = tmp_path / "runs" / "s" / "k5-H3-s0" / "checkpoints" / "last.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    proc = sweep(tmp_path, *args, steps=40)  # the point ran out of steps: it would continue
+    assert proc.returncode == 1, proc.stderr
+    assert str(ckpt) in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_torchrun_sweep_equals_single_process(tmp_path):

@@ -244,6 +244,9 @@ def test_resuming_a_moved_run_points_tensorboard_at_where_it_is_now(tmp_path, ca
     assert code == 0, err
     assert out.splitlines()[-1] == f"view it: tensorboard --logdir {moved.parent}"
     assert max(s for s, _ in scalar_series(moved, "loss/train")) == 20
+    # through the API, the config may say where the run is now
+    config = small_config(tmp_path, run_name="r", steps=30, logdir=str(moved.parent))
+    assert train(config, resume=moved, verbose=False).step == 30
 
 
 def test_existing_run_name_is_refused(tmp_path):
