@@ -405,7 +405,8 @@ def train(
     Args:
         config: the run's settings; validated first, before anything is written.
         resume: a run directory or checkpoint to continue. ``config`` must equal the config
-            the run was started with, except ``steps``.
+            the run was started with, except ``steps`` and where the run is kept (``logdir``,
+            ``run_name``: the run continues in the directory ``resume`` names).
         verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
         data_parallel: under torchrun, train one model on all ranks with DDP; False trains
             in this process alone (as the sweep does with each of its points).
