@@ -151,7 +151,7 @@ def _add_setup_args(p: argparse.ArgumentParser):
                         "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
                         "at most 1000 epochs); frontier = the recipe for echoing as far back "
                         "as there are hidden units, k = H (input weights at std 1.5, clipping, "
-                        "constant lr 0.005, 30000 steps; see the README)")
+                        "constant lr 0.005, 40000 steps; see the README)")
     return s
 
 

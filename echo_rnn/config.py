@@ -227,7 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "frontier": {
         "init_std": 0.3, "input_init_std": 1.5, "optimizer": "adam", "lr": 0.005,
         "grad_clip": 1.0, "batch_size": 64, "eval_every": 100, "log_every": 50,
-        "steps": 30000, "backend": "bptt",
+        "steps": 40000, "backend": "bptt",
     },
 }
 

@@ -328,7 +328,7 @@ def test_frontier_preset_is_the_documented_recipe():
     c = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6, "bias": True})
     assert (c.curriculum, c.init_std, c.input_init_std, c.grad_clip, c.lr, c.lr_halve_every,
             c.optimizer, c.batch_size, c.steps) == (
-        False, 0.3, 1.5, 1.0, 0.005, None, "adam", 64, 30000)
+        False, 0.3, 1.5, 1.0, 0.005, None, "adam", 64, 40000)
 
 
 def test_orthogonal_gain_reaches_the_model(tmp_path):
