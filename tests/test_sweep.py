@@ -99,24 +99,25 @@ def test_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
 
 def test_rerun_with_more_steps_continues_only_the_points_that_ran_out(tmp_path):
     args = ["--echo-steps", "1,5", "--hidden-sizes", "3", "--seeds", "0", "--workers", "1"]
-    first = sweep(tmp_path, *args, steps=40)
+    first = sweep(tmp_path, *args, steps=60)  # k = 1 solves at 40, k = 5 cannot
     assert first.returncode == 0, first.stderr
     d = tmp_path / "runs" / "s"
     rows = {r["echo_step"]: r for r in read_csv(d / "results.csv")}
     assert (rows["1"]["stopped"], rows["5"]["stopped"]) == ("solved", "steps")
+    rows_before = rows
     # moved elsewhere first: where a sweep is kept is not one of its settings
     (tmp_path / "runs").rename(tmp_path / "moved")
     d = tmp_path / "moved" / "s"
     solved_at = (d / "k1-H3-s0" / "summary.json").stat().st_mtime_ns
 
-    again = cli("sweep", "--logdir", tmp_path / "moved", "--name", "s", "--steps", 80, *FIXED,
+    again = cli("sweep", "--logdir", tmp_path / "moved", "--name", "s", "--steps", 100, *FIXED,
                 *args)
     assert again.returncode == 0, again.stderr
     rows = {r["echo_step"]: r for r in read_csv(d / "results.csv")}
-    assert rows["5"]["step"] == "80" and rows["1"]["step"] == "40"
+    assert rows["5"]["step"] == "100" and rows["1"]["step"] == rows_before["1"]["step"]
     assert (d / "k1-H3-s0" / "summary.json").stat().st_mtime_ns == solved_at, "solved point re-run"
-    # the extended point is the run it would have been with 80 steps from the start
-    ref = cli("train", "--logdir", tmp_path / "ref", "--run-name", "r", "--steps", 80, *FIXED,
+    # the extended point is the run it would have been with 100 steps from the start
+    ref = cli("train", "--logdir", tmp_path / "ref", "--run-name", "r", "--steps", 100, *FIXED,
               "--echo-step", 5, "--hidden-size", 3, "--seed", 0)
     assert ref.returncode == 0, ref.stderr
     assert scalar_series(d / "k5-H3-s0", "loss/train") == scalar_series(tmp_path / "ref" / "r",
