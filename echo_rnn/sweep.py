@@ -146,6 +146,10 @@ def run_point(config: TrainConfig) -> dict[str, Any] | None:
             train(config, resume=resume, verbose=False, data_parallel=False)
         except NonFiniteLoss:
             pass  # a result like any other: the point diverged, summary.json says so
+        except Exception:
+            if _stop is not None:  # set here, before this worker can take the next point
+                _stop.set()
+            raise
     s = json.loads(summary.read_text())
     return {"echo_step": config.echo_step, "hidden_size": config.hidden_size,
             "seed": config.seed, "solved": s["solved_step"] is not None,

@@ -154,6 +154,18 @@ def test_a_damaged_point_checkpoint_is_one_clear_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_a_failing_point_starts_no_queued_point(tmp_path):
+    args = ["--echo-steps", "5", "--hidden-sizes", "3", "--seeds", "0-3", "--workers", "2"]
+    assert sweep(tmp_path, *args, steps=20).returncode == 0
+    d = tmp_path / "runs" / "s"
+    (d / "k5-H3-s0" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    proc = sweep(tmp_path, *args, steps=1000)  # seed 0 fails at once, seed 1 is under way
+    assert proc.returncode == 1, proc.stderr
+    steps = {p.parent.name: max(s for s, _ in scalar_series(p.parent, "loss/train"))
+             for p in d.glob("k*/summary.json")}
+    assert steps["k5-H3-s2"] == steps["k5-H3-s3"] == 20, steps  # queued: never started
+
+
 def test_torchrun_sweep_equals_single_process(tmp_path):
     grid = ["--echo-steps", "1-2", "--hidden-sizes", "2,3", "--seeds", "0-1", "--workers", "1"]
     one = sweep(tmp_path, *grid, name="one")
