@@ -1,7 +1,7 @@
 """Sweeps over echo step x hidden size x seed. Each grid point is an ordinary run directory
-under ``LOGDIR/SWEEP_NAME/``; a finished point (one with ``summary.json``) is never run again,
-an interrupted one resumes from its checkpoint, and when the sweep is re-run with more
-``--steps`` a point that used up its old budget unsolved continues to the new one. Points run
+under ``LOGDIR/SWEEP_NAME/``. A finished point (one with ``summary.json``) is read back, not
+run again, unless it ran out of steps unsolved and the sweep is re-run with more ``--steps``:
+then it continues to the new budget. An interrupted point resumes from its checkpoint. Points run
 in ``--workers`` local processes and, under ``torchrun``, are shared out over the ranks, rank 0
 gathering the results and writing the tables."""
 
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from echo_rnn import distributed
 from echo_rnn.checkpoint import checkpoint_path
 from echo_rnn.config import ConfigError, TrainConfig
-from echo_rnn.train import RESUME_FREE, NonFiniteLoss, TrainingInterrupted, train
+from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, resume_changes, train
 
 RESULT_FIELDS = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "val_accuracy",
                  "val_loss", "step", "wall_time_s", "stopped", "run_dir")
@@ -118,7 +118,7 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
         raise ConfigError(f"argument --name: {spec} is not a readable sweep record; choose "
                           "another --name") from None
     new = json.loads(json.dumps(base.to_dict()))  # compare as the record stores it
-    diff = [k for k in new if k not in RESUME_FREE and old.get(k) != new[k]]
+    diff = resume_changes(new, old)
     if new["steps"] < old_steps:
         diff.append("steps")
     if diff:
@@ -150,11 +150,11 @@ def run_point(config: TrainConfig) -> dict[str, Any] | None:
             if _stop is not None:  # set here, before this worker can take the next point
                 _stop.set()
             raise
-    s = json.loads(summary.read_text())
+        done = json.loads(summary.read_text())
     return {"echo_step": config.echo_step, "hidden_size": config.hidden_size,
-            "seed": config.seed, "solved": s["solved_step"] is not None,
-            **{k: s[k] for k in ("solved_step", "val_accuracy", "val_loss", "step",
-                                 "wall_time_s", "stopped", "run_dir")}}
+            "seed": config.seed, "solved": done["solved_step"] is not None,
+            **{k: done[k] for k in ("solved_step", "val_accuracy", "val_loss", "step",
+                                    "wall_time_s", "stopped", "run_dir")}}
 
 
 @dataclass

@@ -378,14 +378,20 @@ class _Trainer:
 RESUME_FREE = ("logdir", "run_name", "steps")
 
 
+def resume_changes(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """The settings, other than those in RESUME_FREE, in which the config dicts ``mine`` and
+    ``theirs`` differ (a key ``theirs`` lacks counts as a difference)."""
+    return sorted(k for k in mine if k not in RESUME_FREE and theirs.get(k) != mine[k])
+
+
 def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path) -> TrainConfig:
     try:
         saved_config = TrainConfig.from_dict(saved)
         saved_config.validate()
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
-    mine, theirs = config.to_dict(), saved_config.to_dict()
-    diff = sorted(k for k in mine if k not in RESUME_FREE and mine[k] != theirs[k])
+    theirs = saved_config.to_dict()
+    diff = resume_changes(config.to_dict(), theirs)
     if diff:
         raise CheckpointError(
             f"{path} was made with a different config ({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); "
