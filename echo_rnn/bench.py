@@ -20,6 +20,7 @@ from torch import nn
 
 from echo_rnn.compare import compare_grads
 from echo_rnn.data import make_echo_batch
+from echo_rnn.devices import cpu_threads
 from echo_rnn.model import EchoRNN, echo_loss
 
 SHAPES: dict[str, tuple[int, int, int]] = {  # name: (B, T, H)
@@ -225,7 +226,17 @@ def run_benchmark(shapes: dict[str, tuple[int, int, int]], device: torch.device,
                   threads: int = 1, warmup: int = 5, min_reps: int = 30, budget_s: float = 2.0,
                   cuda_graph: bool = False, seed: int = 0,
                   progress: Callable[[str], None] | None = None) -> BenchReport:
-    torch.set_num_threads(threads)
+    # The thread count and the global RNG (nn.RNN draws its initial weights there) are the
+    # caller's again afterwards.
+    forked = [device] if device.type == "cuda" else []
+    with cpu_threads(threads), torch.random.fork_rng(devices=forked):
+        return _run_benchmark(shapes, device, threads=threads, warmup=warmup,
+                              min_reps=min_reps, budget_s=budget_s, cuda_graph=cuda_graph,
+                              seed=seed, progress=progress)
+
+
+def _run_benchmark(shapes, device, *, threads, warmup, min_reps, budget_s, cuda_graph, seed,
+                   progress) -> BenchReport:
     report = BenchReport(str(device), threads, torch.__version__, cuda_graph)
     for shape, (B, T, H) in shapes.items():
         if progress:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -20,10 +22,25 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error instead of usage + error."""
+    """argparse with a one-line error instead of usage + error, and no abbreviations: a
+    prefix like ``--seed`` for the sweep's ``--seeds`` is an error, not a guess."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description wrapped to the terminal, the examples in the epilog kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
 
 def _typed(convert: Callable[[str], object], ok: Callable[[object], bool], what: str):
@@ -42,6 +59,12 @@ def _typed(convert: Callable[[str], object], ok: Callable[[object], bool], what:
 
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+# The bounds TrainConfig declares, for the commands whose flags are not config fields.
+_MAX_SIZE, _MAX_HIDDEN, _MAX_SEED = 1_000_000, 4096, 2**63 - 1
+size_int = _typed(int, lambda v: 0 < v <= _MAX_SIZE, f"a positive integer up to {_MAX_SIZE}")
+hidden_int = _typed(int, lambda v: 0 < v <= _MAX_HIDDEN, f"a positive integer up to {_MAX_HIDDEN}")
+seed_int = _typed(int, lambda v: 0 <= v <= _MAX_SEED, f"an integer in [0, {_MAX_SEED}]")
+threads_int = _typed(int, lambda v: 0 < v <= 1024, "a positive integer up to 1024")
 positive_float = _typed(float, lambda v: v > 0 and v != float("inf"), "a positive number")
 nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 unit_float = _typed(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
@@ -74,20 +97,19 @@ def add_gradcheck(sub) -> None:
             "  echo-rnn gradcheck --batch-size 32 --seq-len 200 --hidden-size 64 "
             "--input-size 3 --bias --h0 --truncate 25 --json"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("problem")
-    g.add_argument("--hidden-size", type=positive_int, default=6, help="H (default: 6)")
-    g.add_argument("--input-size", type=positive_int, default=1,
+    g.add_argument("--hidden-size", type=hidden_int, default=6, help="H (default: 6)")
+    g.add_argument("--input-size", type=hidden_int, default=1,
                    help="I; channel 0 carries the echo task, others random bits (default: 1)")
-    g.add_argument("--batch-size", type=positive_int, default=1, help="B (default: 1)")
-    g.add_argument("--seq-len", type=positive_int, default=50, help="T (default: 50)")
+    g.add_argument("--batch-size", type=size_int, default=1, help="B (default: 1)")
+    g.add_argument("--seq-len", type=size_int, default=50, help="T (default: 50)")
     g.add_argument("--echo-step", type=nonneg_int, default=2,
                    help="k, the delay, below --seq-len (default: 2)")
     g.add_argument("--bias", action="store_true", help="give the model the bias b")
     g.add_argument("--h0", action="store_true",
                    help="start from a random initial state and check its gradient too")
-    g.add_argument("--truncate", type=positive_int, default=None,
+    g.add_argument("--truncate", type=size_int, default=None,
                    help="window length k of truncated BPTT (default: full BPTT)")
     g.add_argument("--init-std", type=nonneg_float, default=0.1,
                    help="parameters drawn from N(0, init_std^2) (default: 0.1)")
@@ -96,19 +118,28 @@ def add_gradcheck(sub) -> None:
                    help="dtype of the comparison; gradcheck itself always uses float64 "
                         "(default: float64)")
     r.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
-    r.add_argument("--seed", type=nonneg_int, default=0, help="seed of weights and data (default: 0)")
+    r.add_argument("--seed", type=seed_int, default=0, help="seed of weights and data (default: 0)")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_gradcheck)
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from echo_rnn.compare import format_rows, gradcheck_report, make_problem
+    from echo_rnn.devices import check_fits, rnn_bytes
 
     if args.echo_step >= args.seq_len:
         raise UsageError(
             f"argument --echo-step: must be below --seq-len ({args.seq_len}), got {args.echo_step}"
         )
     dtype = DTYPES[args.dtype]
+    B, T, H, I = args.batch_size, args.seq_len, args.hidden_size, args.input_size
+    # the comparison's two graphs, and gradcheck's float64 copies beside them
+    reason = check_fits(3 * rnn_bytes(B, T, H, I, itemsize=8), args.device,
+                        f"B={B}, T={T}, H={H}, I={I}")
+    if reason:
+        biggest = max((("--batch-size", B), ("--seq-len", T / 50), ("--hidden-size", H / 6)),
+                      key=lambda kv: kv[1])[0]
+        raise UsageError(f"argument {biggest}: too large: {reason}")
     model, x, y, h0 = make_problem(
         hidden_size=args.hidden_size, input_size=args.input_size, batch_size=args.batch_size,
         seq_len=args.seq_len, echo_step=args.echo_step, bias=args.bias, h0=args.h0,
@@ -176,7 +207,6 @@ def add_train(sub) -> None:
             "  echo-rnn train --resume runs/NAME --steps 2000\n"
             "  tensorboard --logdir runs"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s = _add_setup_args(p)
     s.add_argument("--resume", metavar="RUN_DIR", default=None,
@@ -192,8 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError, load_checkpoint
-    from echo_rnn.config import ConfigError, TrainConfig, build_config, config_overrides
-    from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
+    from echo_rnn.config import PRESETS, ConfigError, TrainConfig, build_config, config_overrides
+    from echo_rnn.train import NonFiniteLoss, StorageError, TrainingInterrupted, train
 
     overrides = config_overrides(args)
     try:
@@ -217,27 +247,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
     d = distributed.init(config.device)  # joins torchrun's process group, if launched by it
+    if args.preset and d.is_main and args.resume is None:
+        preset_backend = PRESETS[args.preset].get("backend")
+        if preset_backend and config.backend == preset_backend:
+            print(f"--preset {args.preset}: trains with the {preset_backend} backend (the "
+                  "hand-written kernel); --backend autograd to change it", file=sys.stderr)
     try:
         result = train(config, resume=args.resume)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except CheckpointError as exc:
         raise UsageError(f"argument --resume: {exc}") from None
-    except NonFiniteLoss as exc:
+    except (NonFiniteLoss, StorageError) as exc:
         print(f"echo-rnn train: error: {exc}", file=sys.stderr)
         return 1
     except TrainingInterrupted as exc:
-        print(f"echo-rnn train: {exc}; continue with: echo-rnn train --resume "
-              f"{shlex.quote(str(exc.run_dir))}", file=sys.stderr)
+        hint = (f"; continue with: echo-rnn train --resume {shlex.quote(str(exc.run_dir))}"
+                if exc.step >= 0 else "")
+        print(f"echo-rnn train: {exc}{hint}", file=sys.stderr)
         return 128 + exc.signum
     finally:
         distributed.shutdown()
     if not d.is_main:
         return 0
+    def at(step: int) -> str:  # the notebook's schedule counts epochs of seq_len updates
+        if config.schedule == "notebook":
+            return f"step {step} (epoch {step // config.seq_len})"
+        return f"step {step}"
+
     if result.solved_step is not None:
-        verdict = f"solved at step {result.solved_step}"
+        verdict = f"solved at {at(result.solved_step)}"
     else:
-        verdict = f"not solved after {result.step} steps"
+        verdict = f"not solved after {result.step} steps" + (
+            f" ({result.step // config.seq_len} epochs)" if config.schedule == "notebook" else "")
     print(f"{verdict}: val_acc {result.val_accuracy:.4f}, val_loss {result.val_loss:.5f}, "
           f"{result.wall_time_s:.1f}s on {result.device} with the {result.backend} backend")
     print(f"run saved in {result.run_dir}")
@@ -273,7 +315,6 @@ def add_sweep(sub) -> None:
             "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 --workers 2\n"
             "  torchrun --nnodes 2 --nproc-per-node 8 ... -m echo_rnn sweep --echo-steps 1-9 ..."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("grid")
     g.add_argument("--echo-steps", required=True, metavar="LIST",
@@ -294,19 +335,20 @@ def add_sweep(sub) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     import shlex
+    from concurrent.futures.process import BrokenProcessPool
     from pathlib import Path
 
     from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError
-    from echo_rnn.config import ConfigError, build_config, config_overrides
-    from echo_rnn.sweep import echo_steps_for, parse_int_list, run_sweep
+    from echo_rnn.config import ConfigError, build_config, check_dir_name, config_overrides
+    from echo_rnn.sweep import (echo_steps_for, parse_int_list, results_markdown, run_sweep,
+                                summarize)
 
     try:
         hs = parse_int_list(args.hidden_sizes, "--hidden-sizes")
         ks = echo_steps_for(args.echo_steps, hs)
         seeds = parse_int_list(args.seeds, "--seeds")
-        if not args.name or "/" in args.name or args.name in (".", ".."):
-            raise ConfigError(f"argument --name: must be a plain directory name, got {args.name!r}")
+        check_dir_name(args.name, "run_name", "argument --name")
         base = build_config(args.preset, args.config, config_overrides(args))
         from echo_rnn.sweep import check_rerun, grid
 
@@ -318,8 +360,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
         outcome = run_sweep(base, ks, seeds, args.name, args.workers)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         print(f"echo-rnn sweep: {exc}; the finished points are kept", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print("echo-rnn sweep: a worker process died (killed, or out of memory); the finished "
+              "points are kept: run the same command again to finish the rest", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown()
@@ -327,14 +375,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0 if outcome.interrupted is None else 128 + outcome.interrupted
     sweep_dir = f"{base.logdir}/{args.name}"
     if outcome.interrupted is not None:
-        print(f"echo-rnn sweep: stopped by signal {outcome.interrupted}: {outcome.done} of "
-              f"{outcome.total} points finished and kept; run the same command again to "
-              "finish the rest", file=sys.stderr)
+        name = signal.Signals(outcome.interrupted).name
+        rest = ("the tables are written" if outcome.done == outcome.total
+                else "run the same command again to finish the rest")
+        print(f"echo-rnn sweep: stopped by {name}: {outcome.done} of {outcome.total} points "
+              f"finished and kept; {rest}", file=sys.stderr)
         return 128 + outcome.interrupted
     solved = sum(r["solved"] for r in outcome.rows)
     print(f"{outcome.total} runs, {solved} solved; tables in {sweep_dir}/results.md, "
           f"results.csv, heatmap.png")
-    print((Path(sweep_dir) / "results.md").read_text().split("\n\n")[1])
+    all_ks = sorted({k for kk in ks.values() for k in kk})
+    print(results_markdown(summarize(outcome.rows), all_ks, list(ks)).split("\n\n")[1])
     print(f"view it: tensorboard --logdir {shlex.quote(sweep_dir)}")
     return 0
 
@@ -351,7 +402,6 @@ def add_predict(sub) -> None:
             "stdin) and print the input, the predicted echo and the output at every step."
         ),
         epilog="example:\n  echo-rnn predict --checkpoint runs/NAME 0110100111010",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bits", metavar="BITS", help="the input bits, e.g. 0110100111, or - for stdin")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
@@ -411,6 +461,9 @@ def shape_arg(text: str) -> tuple[str, tuple[int, int, int]]:
         raise argparse.ArgumentTypeError(f"must be NAME=B,T,H with three integers, got {text!r}") from None
     if not name or min(B, T, H) <= 0:
         raise argparse.ArgumentTypeError(f"must be NAME=B,T,H with a name and B, T, H >= 1, got {text!r}")
+    if max(B, T) > _MAX_SIZE or H > _MAX_HIDDEN:
+        raise argparse.ArgumentTypeError(
+            f"must have B, T <= {_MAX_SIZE} and H <= {_MAX_HIDDEN}, got {text!r}")
     return name, (B, T, H)
 
 
@@ -434,16 +487,15 @@ def add_bench(sub) -> None:
             "examples:\n"
             "  echo-rnn bench                           # every built-in shape, 1 thread\n"
             "  echo-rnn bench --shape batch --shape tiny=8,20,4 --threads 2\n"
-            "  echo-rnn bench --json bench.json --markdown\n"
+            "  echo-rnn bench --output bench.json --markdown\n"
             "  echo-rnn bench --device cuda --cuda-graph"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--shape", type=shape_arg, action="append", metavar="NAME[=B,T,H]",
                    help="a shape to run (repeatable; default: all built-in shapes)")
     p.add_argument("--add-shape", type=shape_arg, action="append", default=[],
                    metavar="NAME=B,T,H", help="run this shape besides the selected ones")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--threads", type=threads_int, default=1,
                    help="torch.set_num_threads for the whole run (default: 1)")
     p.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
     p.add_argument("--cuda-graph", action="store_true",
@@ -453,8 +505,10 @@ def add_bench(sub) -> None:
     p.add_argument("--budget", type=positive_float, default=2.0, metavar="SECONDS",
                    help="keep timing each shape at least this long (default: 2.0)")
     p.add_argument("--warmup", type=nonneg_int, default=5, help="untimed rounds first (default: 5)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of weights and data (default: 0)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of weights and data (default: 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--output", metavar="FILE.json", default=None,
+                   help="also write the results as JSON to this file")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
     p.set_defaults(func=cmd_bench)
 
@@ -464,37 +518,77 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from echo_rnn.bench import (SHAPES, format_markdown, format_scaling, format_table,
                                 run_benchmark, scaling)
+    from echo_rnn.devices import check_fits, rnn_bytes
 
     if args.cuda_graph and args.device.type != "cuda":
         raise UsageError("argument --cuda-graph: needs --device cuda")
     shapes = dict(args.shape) if args.shape else dict(SHAPES)
     shapes.update(dict(args.add_shape))
-    if args.json:
-        out = Path(args.json)
+    if args.markdown and args.json:
+        raise UsageError("argument --markdown: not with --json (one format at a time)")
+    out = Path(args.output) if args.output else None
+    if out is not None:  # checked before minutes of timing, not after
+        if out.is_dir():
+            raise UsageError(f"argument --output: {out} is a directory; give a file name")
         if not out.parent.is_dir():
-            raise UsageError(f"argument --json: directory {out.parent} does not exist")
+            raise UsageError(f"argument --output: directory {out.parent} does not exist")
+        if not os.access(out.parent, os.W_OK):
+            raise UsageError(f"argument --output: directory {out.parent} is not writable")
+    for name, (B, T, H) in shapes.items():
+        reason = check_fits(3 * rnn_bytes(B, T, H), args.device, f"shape {name} (B={B}, T={T}, H={H})")
+        if reason:
+            raise UsageError(f"argument --shape: too large: {reason}")
     report = run_benchmark(
         shapes, args.device, threads=args.threads, warmup=args.warmup, min_reps=args.min_reps,
         budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
         progress=lambda s: print(f"timing {s} ...", file=sys.stderr, flush=True))
-    print(f"echo-rnn bench: device={report.device} threads={report.threads} "
-          f"torch={report.torch_version} cuda_graph={report.cuda_graph}; medians of interleaved "
-          "steps (forward, loss, backward)")
-    print(format_markdown(report) if args.markdown else format_table(report))
-    scaling_line = format_scaling(report)
-    if scaling_line:
-        print(scaling_line)
-    for line in report.refused:
-        print(f"not reported: {line}")
+    data = {**report.to_dict(), "scaling_in_T": scaling(report)}
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps({**report.to_dict(), "scaling_in_T": scaling(report)},
-                                  indent=2) + "\n")
-        tmp.replace(args.json)
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"echo-rnn bench: device={report.device} threads={report.threads} "
+              f"torch={report.torch_version} cuda_graph={report.cuda_graph}; medians of "
+              "interleaved steps (forward, loss, backward)")
+        print(format_markdown(report) if args.markdown else format_table(report))
+        scaling_line = format_scaling(report)
+        if scaling_line:
+            print(scaling_line)
+    for line in report.refused:
+        print(f"not reported: {line}", file=sys.stderr)
+    if out is not None:
+        write_text_atomic(out, json.dumps(data, indent=2) + "\n", "--output")
     return 1 if report.refused else 0
 
 
+def write_text_atomic(path, text: str, flag: str) -> None:
+    """Write a whole file or none of it (a temp file beside it, then a rename)."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UsageError(f"argument {flag}: cannot write {path}: {exc.strerror or exc}") from None
+
+
 # --- entry point -------------------------------------------------------------------------
+
+
+def _torch_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # without importing torch, which takes a second
+        return version("torch")
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def build_parser() -> Parser:
@@ -505,6 +599,10 @@ def build_parser() -> Parser:
             "time beside PyTorch's autograd."
         ),
     )
+    from echo_rnn import __version__
+
+    parser.add_argument("--version", action="version",
+                        version=f"echo-rnn {__version__} (torch {_torch_version()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     add_train(sub)
@@ -516,13 +614,25 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from echo_rnn.signals import Terminated, exit_status, terminate_raises
+
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as exc:
-        print(f"echo-rnn {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
+    command = "echo-rnn"
+    # SIGTERM as an exception while the command runs (Ctrl-C already is one): a signal that
+    # arrives outside a training loop, at start-up say, ends in one line, not a traceback.
+    with terminate_raises():
+        try:
+            args = parser.parse_args(argv)
+            command = f"echo-rnn {args.command}"
+            return args.func(args)
+        except UsageError as exc:
+            print(f"{command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except (KeyboardInterrupt, Terminated) as exc:
+            signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+            print(f"{command}: stopped by {signal.Signals(signum).name}; what was saved is kept",
+                  file=sys.stderr)
+            return exit_status(signum)
+        except BrokenPipeError:  # output piped into `head` and the like
+            sys.stderr.close()
+            return 0

@@ -6,6 +6,7 @@ agrees); the tests assert on them and ``echo-rnn gradcheck`` prints them as a ta
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -72,10 +73,9 @@ def autograd_grads(
 ) -> dict[str, torch.Tensor]:
     """The gradients :func:`~echo_rnn.bptt.manual_grads` computes, from autograd on the
     ``"autograd"`` backend, keyed the same way."""
-    ref = EchoRNN(
-        model.hidden_size, model.input_size, model.bias, model.init_std, backend="autograd"
-    ).to(device=model.U.device, dtype=model.U.dtype)
-    ref.load_state_dict(model.state_dict())
+    ref = copy.deepcopy(model)  # the same weights, and no draw from the global RNG
+    ref.backend = "autograd"
+    ref.requires_grad_(True)
     h0_ = h0.detach().clone().requires_grad_(True) if h0 is not None else None
     loss = echo_loss(ref(x, h0_, truncate=truncate)[0], y)
     names = [n for n, _ in ref.named_parameters()]
@@ -165,7 +165,8 @@ def make_problem(
     """A seeded model and echo batch. Input channel 0 carries the echo task; further input
     channels (``input_size > 1``) are independent random bits."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = EchoRNN(hidden_size, input_size, bias=bias, init_std=init_std)
+    model = EchoRNN(hidden_size, input_size, bias=bias, init_std=init_std,
+                    generator=torch.Generator())  # redrawn below; spares the global RNG
     model.to(device=device, dtype=dtype)
     model.reset_parameters(generator=gen)
     x, y = make_echo_batch(batch_size, seq_len, echo_step, generator=gen, device=device, dtype=dtype)

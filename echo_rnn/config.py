@@ -19,13 +19,70 @@ from echo_rnn.devices import DEVICE_HELP, resolve_device
 
 
 class ConfigError(ValueError):
-    """An invalid setting; the message names the flag and what is valid."""
+    """An invalid setting; the message names the flag and what is valid. ``setting`` is the
+    field's name (None for a problem of no single field), so that a caller with flags of
+    its own (the sweep's ``--hidden-sizes``) can name them instead."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+# The largest seed torch.Generator.manual_seed takes without overflow.
+MAX_SEED = 2**63 - 1
+# Upper bounds far beyond any useful echo run; what fits in memory is checked separately
+# (check_memory), and these stop absurd values before any arithmetic on them.
+MAX_SIZE = 1_000_000
+MAX_HIDDEN = 4096
+MAX_STEPS = 10**9
+MAX_THREADS = 1024
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The valid range of a number: ``lo`` and ``hi`` (None: unbounded), open or closed."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def describe(self, kind: type) -> str:
+        """The phrase after "must be", as users read it: "a positive integer up to 4096"."""
+        noun = "integer" if kind is int else "number"
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None and (kind is float or lo != 1):
+            lead = "" if kind is float else "an integer "
+            return f"{lead}in {'(' if self.lo_open else '['}{lo:g}, {hi}{')' if self.hi_open else ']'}"
+        if lo == 0 and self.lo_open or (kind is int and lo == 1):
+            text = f"a positive {noun}"
+        elif lo is not None:
+            text = f"{'an' if kind is int else 'a'} {noun} >= {lo:g}"
+        else:
+            text = f"a{'n' if kind is int else ''} {noun}"
+        if hi is not None:
+            text += f" up to {hi}"
+        return text
 
 
 def _opt(help: str, group: str, kind: type, choices: tuple[str, ...] | None = None,
-         optional: bool = False) -> dict:
-    return {"help": help, "group": group, "kind": kind, "choices": choices, "optional": optional}
+         optional: bool = False, bounds: Bounds | None = None) -> dict:
+    return {"help": help, "group": group, "kind": kind, "choices": choices, "optional": optional,
+            "bounds": bounds}
 
+
+POSITIVE = Bounds(lo=0, lo_open=True)  # a positive, finite number
+NON_NEGATIVE = Bounds(lo=0)  # a finite number >= 0
+FRACTION = Bounds(lo=0, hi=1, lo_open=True)  # (0, 1]
+SIZE = Bounds(lo=1, hi=MAX_SIZE)
+COUNT = Bounds(lo=1, hi=MAX_STEPS)
 
 GROUPS = ("task", "model", "optimization", "evaluation", "run")
 
@@ -38,77 +95,93 @@ class TrainConfig:
     # --- task
     echo_step: int = field(default=2, metadata=_opt(
         "k: the target is the input delayed by k steps; 0 <= k < seq_len", "task", int))
-    seq_len: int = field(default=50, metadata=_opt("T: bits per sequence", "task", int))
+    seq_len: int = field(default=50, metadata=_opt("T: bits per sequence", "task", int,
+                                                   bounds=SIZE))
     # --- model
-    hidden_size: int = field(default=6, metadata=_opt("H: hidden units", "model", int))
+    hidden_size: int = field(default=6, metadata=_opt("H: hidden units", "model", int,
+                                                      bounds=Bounds(lo=1, hi=MAX_HIDDEN)))
     bias: bool = field(default=False, metadata=_opt("give the RNN the bias b", "model", bool))
     init_std: float = field(default=0.1, metadata=_opt(
-        "parameters drawn from N(0, init_std^2), as in the notebook", "model", float))
+        "parameters drawn from N(0, init_std^2), as in the notebook", "model", float,
+        bounds=NON_NEGATIVE))
     input_init_std: float | None = field(default=None, metadata=_opt(
         "the input weights V drawn from N(0, input_init_std^2) instead ('none': init_std)",
-        "model", float, optional=True))
+        "model", float, optional=True, bounds=NON_NEGATIVE))
     orthogonal_gain: float | None = field(default=None, metadata=_opt(
         "draw U as G times a random orthogonal matrix (every singular value G) instead of "
-        "from N(0, init_std^2) ('none': normal)", "model", float, optional=True))
+        "from N(0, init_std^2) ('none': normal)", "model", float, optional=True,
+        bounds=POSITIVE))
     backend: str = field(default="autograd", metadata=_opt(
         "how gradients are computed: PyTorch autograd or the hand-written BPTT kernel",
         "model", str, ("autograd", "bptt")))
     # --- optimization
     optimizer: str = field(default="adam", metadata=_opt(
         "optimizer", "optimization", str, ("sgd", "adam")))
-    lr: float = field(default=0.02, metadata=_opt("learning rate", "optimization", float))
+    lr: float = field(default=0.02, metadata=_opt("learning rate", "optimization", float,
+                                                  bounds=POSITIVE))
     grad_clip: float | None = field(default=None, metadata=_opt(
         "clip the global gradient norm to this value ('none': no clipping)",
-        "optimization", float, optional=True))
+        "optimization", float, optional=True, bounds=POSITIVE))
     batch_size: int = field(default=32, metadata=_opt(
         "B: sequences per step (with --schedule notebook: the fixed training set)",
-        "optimization", int))
+        "optimization", int, bounds=SIZE))
     steps: int = field(default=500, metadata=_opt(
-        "most optimizer steps; on --resume it may be raised", "optimization", int))
+        "most optimizer steps; on --resume it may be raised", "optimization", int,
+        bounds=COUNT))
     truncate: int | None = field(default=None, metadata=_opt(
         "window length of truncated BPTT ('none': full BPTT)", "optimization", int,
-        optional=True))
+        optional=True, bounds=SIZE))
     curriculum: bool = field(default=False, metadata=_opt(
         "train on k = 1, 2, ... in turn, moving on once held-out accuracy at the current k "
         "reaches --curriculum-advance; --echo-step is the last k, and solved means solved there",
         "optimization", bool))
     curriculum_advance: float = field(default=1.0, metadata=_opt(
         "held-out accuracy at the current k that moves the curriculum on, in (0, 1]",
-        "optimization", float))
+        "optimization", float, bounds=FRACTION))
     curriculum_patience: int | None = field(default=None, metadata=_opt(
         "move the curriculum on after N steps at a k even if it is not solved, so that one "
-        "hard k cannot stall it ('none': wait)", "optimization", int, optional=True))
+        "hard k cannot stall it ('none': wait)", "optimization", int, optional=True,
+        bounds=COUNT))
     lr_halve_every: int | None = field(default=None, metadata=_opt(
         "halve the learning rate every N steps, counted from reaching the last k with "
-        "--curriculum ('none': constant)", "optimization", int, optional=True))
+        "--curriculum ('none': constant)", "optimization", int, optional=True, bounds=COUNT))
     schedule: str = field(default="batch", metadata=_opt(
         "batch: a fresh random batch per step; notebook: the notebook's schedule, one fixed "
         "training set, one update per time step t on the error at step t alone (an epoch is "
         "seq_len steps)", "optimization", str, ("batch", "notebook")))
     # --- evaluation
     eval_every: int = field(default=25, metadata=_opt(
-        "evaluate on the held-out set, log and checkpoint every N steps", "evaluation", int))
+        "evaluate on the held-out set, log and checkpoint every N steps", "evaluation", int,
+        bounds=COUNT))
     val_size: int = field(default=256, metadata=_opt(
-        "held-out sequences, drawn from a generator separate from training", "evaluation", int))
+        "held-out sequences, drawn from a generator separate from training", "evaluation", int,
+        bounds=SIZE))
     target_accuracy: float = field(default=1.0, metadata=_opt(
-        "stop once held-out bit accuracy reaches this, in (0, 1]", "evaluation", float))
+        "stop once held-out bit accuracy reaches this, in (0, 1]", "evaluation", float,
+        bounds=FRACTION))
     compare_every: int = field(default=4, metadata=_opt(
-        "log grad/manual_vs_autograd every N evaluations", "evaluation", int))
+        "log grad/manual_vs_autograd at the first evaluation after step 0, then every N "
+        "evaluations, and at the last", "evaluation", int, bounds=COUNT))
     log_every: int = field(default=10, metadata=_opt(
         "read per-step scalars off the device every N steps (the only host sync between "
-        "evaluations)", "evaluation", int))
+        "evaluations)", "evaluation", int, bounds=COUNT))
     # --- run
     device: str = field(default="auto", metadata=_opt(DEVICE_HELP, "run", str))
+    threads: int = field(default=1, metadata=_opt(
+        "CPU threads for this run's tensor operations (torch.set_num_threads, restored "
+        "afterwards); the curve depends on it, so it is part of the run. 1 is fastest at "
+        "these sizes", "run", int, bounds=Bounds(lo=1, hi=MAX_THREADS)))
     cuda_graph: bool = field(default=False, metadata=_opt(
         "capture the training step (forward, loss, backward, clipping, optimizer) in a CUDA "
         "graph and replay it: a time loop on a GPU is bound by kernel launches "
         "(CUDA and --schedule batch only)", "run", bool))
     seed: int = field(default=0, metadata=_opt(
-        "seed of the weights, the training data and the held-out set", "run", int))
+        "seed of the weights, the training data and the held-out set", "run", int,
+        bounds=Bounds(lo=0, hi=MAX_SEED)))
     logdir: str = field(default="runs", metadata=_opt(
         "directory that holds one directory per run", "run", str))
     run_name: str | None = field(default=None, metadata=_opt(
-        "name of this run's directory (default: time, task and backend)", "run", str,
+        "name of this run's directory (default: task, backend, seed and time)", "run", str,
         optional=True))
 
     def validate(self) -> None:
@@ -122,66 +195,35 @@ class TrainConfig:
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True
             if not ok:
-                raise ConfigError(f"{flag(f.name)}: must be {kind.__name__}, got {value!r}")
+                raise ConfigError(f"{flag(f.name)}: must be {kind.__name__}, got {value!r}",
+                                  f.name)
             if m["choices"] and value not in m["choices"]:
                 raise ConfigError(
-                    f"{flag(f.name)}: must be one of {', '.join(m['choices'])}, got {value!r}")
-        positive = ("seq_len", "hidden_size", "batch_size", "steps", "eval_every", "val_size",
-                    "compare_every", "log_every")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{flag(name)}: must be a positive integer, got {getattr(self, name)}")
+                    f"{flag(f.name)}: must be one of {', '.join(m['choices'])}, got {value!r}",
+                    f.name)
+            bounds = m["bounds"]
+            if bounds is not None and not bounds.holds(value):
+                what = bounds.describe(kind) + (" or none" if m["optional"] else "")
+                raise ConfigError(f"{flag(f.name)}: must be {what}, got {value}", f.name)
         if self.echo_step < 0 or self.echo_step >= self.seq_len:
             raise ConfigError(
                 f"{flag('echo_step')}: must be in [0, seq_len) = [0, {self.seq_len}), "
-                f"got {self.echo_step}")
-        if self.seed < 0:
-            raise ConfigError(f"{flag('seed')}: must be an integer >= 0, got {self.seed}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"{flag('lr')}: must be a positive number, got {self.lr}")
-        if not (self.init_std >= 0 and math.isfinite(self.init_std)):
-            raise ConfigError(f"{flag('init_std')}: must be a number >= 0, got {self.init_std}")
-        if self.input_init_std is not None and not (
-                self.input_init_std >= 0 and math.isfinite(self.input_init_std)):
-            raise ConfigError(
-                f"{flag('input_init_std')}: must be a number >= 0 or none, got {self.input_init_std}")
-        if self.orthogonal_gain is not None and not (
-                self.orthogonal_gain > 0 and math.isfinite(self.orthogonal_gain)):
-            raise ConfigError(
-                f"{flag('orthogonal_gain')}: must be a positive number or none, got "
-                f"{self.orthogonal_gain}")
-        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
-            raise ConfigError(f"{flag('grad_clip')}: must be a positive number or none, got {self.grad_clip}")
-        if self.truncate is not None and self.truncate <= 0:
-            raise ConfigError(f"{flag('truncate')}: must be a positive integer or none, got {self.truncate}")
-        if not 0 < self.curriculum_advance <= 1:
-            raise ConfigError(
-                f"{flag('curriculum_advance')}: must be in (0, 1], got {self.curriculum_advance}")
-        if self.curriculum_patience is not None and self.curriculum_patience <= 0:
-            raise ConfigError(f"{flag('curriculum_patience')}: must be a positive integer or "
-                              f"none, got {self.curriculum_patience}")
-        if self.lr_halve_every is not None and self.lr_halve_every <= 0:
-            raise ConfigError(
-                f"{flag('lr_halve_every')}: must be a positive integer or none, got {self.lr_halve_every}")
+                f"got {self.echo_step}", "echo_step")
         if self.curriculum and self.schedule != "batch":
-            raise ConfigError(f"{flag('curriculum')}: needs --schedule batch")
-        if not 0 < self.target_accuracy <= 1:
-            raise ConfigError(
-                f"{flag('target_accuracy')}: must be in (0, 1], got {self.target_accuracy}")
-        if self.run_name is not None and (
-            not self.run_name or "/" in self.run_name or "\\" in self.run_name
-            or self.run_name in (".", "..")
-        ):
-            raise ConfigError(f"{flag('run_name')}: must be a plain directory name, got {self.run_name!r}")
+            raise ConfigError(f"{flag('curriculum')}: needs --schedule batch", "curriculum")
+        if self.run_name is not None:
+            check_dir_name(self.run_name, "run_name")
         try:
             device = resolve_device(self.device)
         except ValueError as exc:
-            raise ConfigError(f"{flag('device')}: {exc}") from None
+            raise ConfigError(f"{flag('device')}: {exc}", "device") from None
         if self.cuda_graph and device.type != "cuda":
-            raise ConfigError(f"{flag('cuda_graph')}: needs a CUDA device, got {self.device!r}")
+            raise ConfigError(f"{flag('cuda_graph')}: needs a CUDA device, got {self.device!r}",
+                              "cuda_graph")
         if self.cuda_graph and self.schedule != "batch":
             raise ConfigError(f"{flag('cuda_graph')}: needs --schedule batch (the notebook "
-                              "schedule changes the step's shape every step)")
+                              "schedule changes the step's shape every step)", "cuda_graph")
+        check_memory(self, device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,6 +285,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"argument --config: {path} is a directory, not a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"argument --config: {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"argument --config: {path} is not UTF-8 text, so not a TOML file") from None
+    except NotADirectoryError:
+        raise ConfigError(f"argument --config: no such file: {path} (a part of the path is a "
+                          "file)") from None
+    except OSError as exc:
+        raise ConfigError(f"argument --config: cannot read {path}: {exc.strerror or exc}") from None
     if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
         data = data["train"]  # a [train] table is accepted too
     return data
@@ -311,3 +360,41 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the user gave on the command line."""
     names = {f.name for f in fields(TrainConfig)}
     return {k: v for k, v in vars(args).items() if k in names}
+
+
+# --- checks shared with the sweep ------------------------------------------------------
+
+# NAME_MAX of the usual file systems: a longer directory name fails at mkdir.
+MAX_NAME_BYTES = 255
+
+
+def check_dir_name(name: str, setting: str, flag_name: str | None = None) -> None:
+    """A name for one directory: not empty, no path separator, not . or .., at most 255
+    bytes. Raises ConfigError naming ``flag_name`` (default: the setting's flag)."""
+    where = flag_name or flag(setting)
+    shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
+    if (not name or "/" in name or "\\" in name or "\0" in name or name in (".", "..")):
+        raise ConfigError(f"{where}: must be a plain directory name, got {shown}", setting)
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise ConfigError(f"{where}: must be a directory name of at most {MAX_NAME_BYTES} "
+                          f"bytes, got {shown}", setting)
+
+
+# The sizes that decide a run's memory, with the defaults they are compared with to name the
+# one the user most likely raised.
+_SIZE_FIELDS = ("batch_size", "seq_len", "val_size", "hidden_size")
+
+
+def check_memory(config: TrainConfig, device) -> None:
+    """Refuse, before anything is allocated or written, a run that cannot fit in memory."""
+    from echo_rnn.devices import check_fits, rnn_bytes
+
+    c = config
+    need = (rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
+            + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2)  # evaluation keeps no graph
+    reason = check_fits(need, device, f"B={c.batch_size}, T={c.seq_len}, H={c.hidden_size}, "
+                                      f"val_size={c.val_size}")
+    if reason:
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        culprit = max(_SIZE_FIELDS, key=lambda n: getattr(c, n) / defaults[n])
+        raise ConfigError(f"{flag(culprit)}: too large: {reason}", culprit)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -37,3 +41,52 @@ def resolve_device(name: str) -> torch.device:
 
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory a run on ``device`` can use at most: the GPU's total memory, or on the CPU
+    the machine's physical memory, capped by a cgroup limit where one is set (containers)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**29 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def rnn_bytes(B: int, T: int, H: int, I: int = 1, itemsize: int = 4) -> int:
+    """A generous estimate of the memory one training step of the echo RNN needs: the
+    autograd graph keeps about four (B, T, H) tensors, the gradient check on the same batch
+    as many again, plus the inputs, the targets and the weights with their optimizer state."""
+    return itemsize * (8 * B * T * H + 4 * B * T * (I + 1) + 4 * H * (H + I + 2))
+
+
+def check_fits(need: int, device: torch.device, what: str) -> str | None:
+    """None if ``need`` bytes fit on ``device``, else the reason in words, starting with
+    ``what`` (the sizes that ask for it)."""
+    have = memory_bytes(device)
+    if need <= have:
+        return None
+    where = "this GPU has" if device.type == "cuda" else "this machine has"
+    return f"{what} would need about {gib(need)} of memory; {where} {gib(have)}"
+
+
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(n)`` and put the caller's count back afterwards: the
+    curve depends on the count, and a library call must not change the process's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -23,6 +23,8 @@ class EchoRNN(nn.Module):
             (default: init_std).
         orthogonal_gain: U is drawn as this multiple of a random orthogonal matrix instead
             (every singular value equal to the gain; default: U is normal like the rest).
+        generator: where the initial parameters are drawn from (default: the global RNG,
+            as ``torch.nn`` layers do; pass one to leave the global RNG untouched).
         backend: ``"autograd"`` runs the recurrence as ordinary tensor ops and lets autograd
             differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.bptt.BPTTFunction`,
             whose backward is the hand-written kernel. Both give the same outputs and gradients.
@@ -39,6 +41,8 @@ class EchoRNN(nn.Module):
         backend: str = "autograd",
         input_init_std: float | None = None,
         orthogonal_gain: float | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("input_size", input_size)):
@@ -62,7 +66,7 @@ class EchoRNN(nn.Module):
         self.V = nn.Parameter(torch.empty(hidden_size, input_size))
         self.w = nn.Parameter(torch.empty(hidden_size))
         self.b = nn.Parameter(torch.empty(hidden_size)) if bias else None
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
     @property
     def bias(self) -> bool:
@@ -210,3 +214,13 @@ def random_orthogonal(like: torch.Tensor, generator: torch.Generator | None = No
     a = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
     q, r = torch.linalg.qr(a)
     return q * torch.sign(torch.diagonal(r))
+
+
+def model_from_config(config, seed: int | None = None) -> EchoRNN:
+    """The :class:`EchoRNN` a :class:`~echo_rnn.config.TrainConfig` describes (I = 1), drawn
+    on the CPU from ``seed`` (default: the config's), so that a seed gives the same weights on
+    every device; the global RNG is not touched."""
+    gen = torch.Generator().manual_seed(config.seed if seed is None else seed)
+    return EchoRNN(config.hidden_size, 1, bias=config.bias, init_std=config.init_std,
+                   backend=config.backend, input_init_std=config.input_init_std,
+                   orthogonal_gain=config.orthogonal_gain, generator=gen)

@@ -8,7 +8,7 @@ import torch
 
 from echo_rnn.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig
-from echo_rnn.model import EchoRNN
+from echo_rnn.model import EchoRNN, model_from_config
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[EchoRNN, TrainConfig]:
@@ -18,7 +18,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ec
         config = TrainConfig.from_dict(state["config"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
-    model = EchoRNN(config.hidden_size, 1, bias=config.bias, init_std=config.init_std)
+    model = model_from_config(config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -16,7 +16,10 @@ import shutil
 import signal
 import statistics
 import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,12 @@ from tqdm import tqdm
 
 from echo_rnn import distributed
 from echo_rnn.checkpoint import checkpoint_path
-from echo_rnn.config import ConfigError, TrainConfig
+from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, flag
+from echo_rnn.signals import stop_requests
 from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, resume_changes, train
+
+# Far more than a machine runs in a day; stops a typo from building a grid of 10^8 configs.
+MAX_POINTS = 100_000
 
 RESULT_FIELDS = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "val_accuracy",
                  "val_loss", "step", "wall_time_s", "stopped", "run_dir")
@@ -62,6 +69,11 @@ def parse_int_list(text: str, flag: str, H: int | None = None) -> list[int]:
         except ValueError:
             raise ConfigError(f"argument {flag}: must be a list like 1-8, 2,4,6 or 1-H+1, "
                               f"got {text!r}") from None
+        if hi > MAX_SEED:
+            raise ConfigError(f"argument {flag}: values must be at most {MAX_SEED}, got {hi}")
+        if hi - lo + 1 + len(out) > MAX_POINTS:  # checked before the range is built
+            raise ConfigError(f"argument {flag}: at most {MAX_POINTS} values, got "
+                              f"{hi - lo + 1 + len(out)} or more in {text!r}")
         out.update(range(lo, hi + 1))
     return sorted(out)
 
@@ -75,10 +87,19 @@ def point_name(config: TrainConfig) -> str:
     return f"k{config.echo_step}-H{config.hidden_size}-s{config.seed}"
 
 
+# The sweep's own flags for the settings its grid sets: an error names what the user typed.
+GRID_FLAGS = {"echo_step": "--echo-steps", "hidden_size": "--hidden-sizes", "seed": "--seeds",
+              "run_name": "--name"}
+
+
 def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
          sweep_dir: Path) -> list[TrainConfig]:
     """One config per (H, k, seed), k from ``echo_steps[H]``, each validated; raises
-    ConfigError for a bad point."""
+    ConfigError for a bad point (or too many), naming the sweep's flag."""
+    total = sum(len(ks) for ks in echo_steps.values()) * len(seeds)
+    if total > MAX_POINTS:
+        raise ConfigError(f"argument --seeds: the grid has {total} points; a sweep runs at most "
+                          f"{MAX_POINTS}")
     configs = []
     for H, ks in echo_steps.items():
         for k in ks:
@@ -86,7 +107,14 @@ def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
                 c = replace(base, echo_step=k, hidden_size=H, seed=seed, logdir=str(sweep_dir),
                             run_name=None)
                 c = replace(c, run_name=point_name(c))
-                c.validate()
+                try:
+                    c.validate()
+                except ConfigError as exc:
+                    own = GRID_FLAGS.get(exc.setting)
+                    if own is None:
+                        raise
+                    msg = str(exc).replace(flag(exc.setting), f"argument {own}", 1)
+                    raise ConfigError(f"{msg} (at H={H}, k={k}, seed={seed})", exc.setting) from None
                 configs.append(c)
     return configs
 
@@ -97,9 +125,19 @@ _stop = None  # a multiprocessing Event in workers: set once the sweep is told t
 def _worker_init(stop) -> None:
     global _stop
     _stop = stop
-    import torch
+    # Ctrl-C reaches every process of the terminal's group. A worker between points has
+    # nothing to save and leaves stopping to the parent (a KeyboardInterrupt there would
+    # break the pool); a worker inside a point handles it itself (train's own handlers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
-    torch.set_num_threads(1)  # the sweep's parallelism is its processes
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (kill -9 leaves no chance to stop it) exits too, instead
+    of training on for nobody and holding the output pipe open."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
@@ -142,8 +180,9 @@ def run_point(config: TrainConfig) -> dict[str, Any] | None:
         resume = run_dir if checkpoint_path(run_dir).exists() else None
         if resume is None and run_dir.exists():
             shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
+        stop = _stop.is_set if _stop is not None else None
         try:
-            train(config, resume=resume, verbose=False, data_parallel=False)
+            train(config, resume=resume, verbose=False, data_parallel=False, stop=stop)
         except NonFiniteLoss:
             pass  # a result like any other: the point diverged, summary.json says so
         except Exception:
@@ -165,23 +204,28 @@ class SweepOutcome:
     interrupted: int | None = None  # the signal number, if stopped by one
 
 
+def _verdict(row: dict[str, Any]) -> str:
+    if row["solved"]:
+        return f"solved at step {row['solved_step']}"
+    if row["stopped"] == "diverged":
+        return f"diverged at step {row['step']}"
+    return f"not solved in {row['step']} steps, val_acc {row['val_accuracy']:.4f}"
+
+
 def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOutcome:
     """Run ``configs`` in ``workers`` processes, with a progress bar; on SIGINT/SIGTERM stop
     starting points, let running ones checkpoint, and return what finished."""
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(configs), unit="point", desc=label, file=sys.stderr,
                disable=not sys.stderr.isatty(), dynamic_ncols=True)
-    received: list[int] = []
 
     def record(row):
         if row is not None:
             rows.append(row)
             bar.update(1)
             bar.set_postfix(solved=sum(r["solved"] for r in rows))
-            verdict = (f"solved at step {row['solved_step']}" if row["solved"]
-                       else f"{row['stopped']}, val_acc {row['val_accuracy']:.4f}")
             tqdm.write(f"{label}k={row['echo_step']} H={row['hidden_size']} "
-                       f"seed={row['seed']}: {verdict}", file=sys.stdout)
+                       f"seed={row['seed']}: {_verdict(row)}", file=sys.stdout)
 
     pool = None
     stop = None
@@ -191,51 +235,40 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOut
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                    initargs=(stop,))
 
-    def on_signal(signum, frame):
-        # Stop starting points; a point that is training finishes its step and checkpoints
-        # (its run handles the signals it receives itself). A terminal's Ctrl-C reaches the
-        # workers already; SIGTERM from kill or torchrun reaches this process alone, so it is
-        # passed on (a second signal would make a run quit at once).
-        received.append(signum)
-        if stop is not None:
-            stop.set()
-        if pool is not None and signum == signal.SIGTERM:
-            for proc in list((pool._processes or {}).values()):
-                if proc.is_alive():
-                    os.kill(proc.pid, signum)
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, on_signal)
-    try:
-        if pool is None:
-            _worker_init(None)
-            for c in configs:
-                if received:
-                    break
-                try:
-                    record(run_point(c))
-                except TrainingInterrupted as exc:
-                    received.append(exc.signum)
-        else:
-            pending = {pool.submit(run_point, c) for c in configs}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
+    # A signal stops the starting of points; a point that is training sees the event (or,
+    # from a terminal, the signal itself), finishes its step and checkpoints.
+    on_signal = (lambda signum: stop.set()) if stop is not None else None
+    with stop_requests(on_signal, insist=False) as received:
+        try:
+            if pool is None:
+                for c in configs:
+                    if received:
+                        break
                     try:
-                        record(f.result())
-                    except TrainingInterrupted:
-                        pass  # checkpointed; the next run of the sweep resumes it
-    except BaseException:
-        if stop is not None:
-            stop.set()  # a point failed: start no more, let the running ones finish
-        raise
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for s, h in previous.items():
-            signal.signal(s, h)
-        bar.close()
+                        record(run_point(c))
+                    except TrainingInterrupted as exc:
+                        received.append(exc.signum)
+            else:
+                pending = {pool.submit(run_point, c) for c in configs}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        try:
+                            record(f.result())
+                        except TrainingInterrupted:
+                            pass  # checkpointed; the next run of the sweep resumes it
+                        except BrokenProcessPool:
+                            if not received:  # not a signal: a worker was killed
+                                raise
+                            pending = set()  # a worker hit by the signal while starting
+        except BaseException:
+            if stop is not None:
+                stop.set()  # a point failed: start no more, let the running ones finish
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
     return SweepOutcome(rows, len(rows), len(configs), received[0] if received else None)
 
 
@@ -246,13 +279,21 @@ def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[i
     d = distributed.current()
     sweep_dir = Path(base.logdir) / name
     configs = grid(base, echo_steps, seeds, sweep_dir)
-    if workers is None:
-        workers = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if workers is None:  # the cores, shared by torchrun's local ranks and each run's threads
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        workers = max(1, (os.cpu_count() or 1) // (local * base.threads))
     if d.is_main:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         spec = {"echo_steps": {str(H): ks for H, ks in echo_steps.items()}, "seeds": seeds,
                 "base": base.to_dict(), "points": len(configs)}
-        (sweep_dir / "sweep.json").write_text(json.dumps(spec, indent=2) + "\n")
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / "sweep.json").write_text(json.dumps(spec, indent=2) + "\n")
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"argument --logdir: {sweep_dir} cannot be created: a file is in "
+                              "the way", "logdir") from None
+        except OSError as exc:
+            raise ConfigError(f"argument --logdir: cannot create {sweep_dir}: "
+                              f"{exc.strerror or exc}", "logdir") from None
     distributed.barrier()
     mine = configs[d.rank::d.world_size]
     label = f"[rank {d.rank}] " if d.enabled else ""
@@ -264,7 +305,7 @@ def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[i
     rows = [r for part, _ in gathered for r in part]
     interrupted = next((sig for _, sig in gathered if sig is not None), None)
     outcome = SweepOutcome(rows, len(rows), len(configs), interrupted)
-    if interrupted is None and len(rows) == len(configs):
+    if len(rows) == len(configs):  # also when a signal came after the last point
         all_ks = sorted({k for ks in echo_steps.values() for k in ks})
         write_results(sweep_dir, rows, all_ks, list(echo_steps))
     return outcome

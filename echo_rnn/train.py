@@ -10,17 +10,18 @@ device.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -28,12 +29,14 @@ from tqdm import tqdm
 
 from echo_rnn import distributed
 from echo_rnn.bptt import manual_grads
-from echo_rnn.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
+                                 save_checkpoint)
 from echo_rnn.compare import autograd_grads
 from echo_rnn.config import ConfigError, TrainConfig
 from echo_rnn.data import echo_targets, make_echo_batch
-from echo_rnn.devices import resolve_device
-from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
+from echo_rnn.devices import cpu_threads, resolve_device
+from echo_rnn.signals import stop_requests
+from echo_rnn.model import bit_accuracy, echo_loss, model_from_config
 from echo_rnn.tblog import heatmap_rgb, sequence_rgb, write_hparams
 
 # The held-out set comes from its own generator, seeded apart from the training stream, so
@@ -59,13 +62,20 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
+class StorageError(RuntimeError):
+    """Writing the run failed (disk full, file system gone read-only); the checkpoints
+    already written stay as they were."""
+
+
 class TrainingInterrupted(Exception):
     """SIGINT or SIGTERM arrived; the step finished and a checkpoint was written."""
 
     def __init__(self, signum: int, step: int, run_dir: Path) -> None:
         self.signum, self.step, self.run_dir = signum, step, run_dir
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after step {step}; checkpoint saved in {run_dir}")
+        super().__init__(f"stopped by {name} after step {step}; checkpoint saved in {run_dir}"
+                         if step >= 0 else f"stopped by {name} before the run started; "
+                         "nothing was written")
 
     def __reduce__(self):  # crosses process boundaries in a sweep's worker pool
         return (type(self), (self.signum, self.step, self.run_dir))
@@ -78,50 +88,45 @@ class _NullWriter:
         return lambda *args, **kwargs: None
 
 
-@contextmanager
-def _stop_on_signals() -> Iterator[list[int]]:
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current step; a second
-    one acts as usual. Yields a list that holds the signal number once one arrived."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        if received:  # the user insists
-            signal.signal(signum, previous[signum])
-            signal.raise_signal(signum)
-        received.append(signum)
-
-    for s in previous:
-        signal.signal(s, handler)
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def default_run_name(config: TrainConfig) -> str:
+    """What the run is first, then when it started: TensorBoard lists runs by name, and a
+    name cut short should still say which task, size, backend and seed it trained."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-k{config.echo_step}-H{config.hidden_size}-{config.backend}-s{config.seed}"
+    return f"k{config.echo_step}-H{config.hidden_size}-{config.backend}-s{config.seed}-{stamp}"
 
 
-def _new_run_dir(config: TrainConfig) -> Path:
+def _create_run_dir(config: TrainConfig) -> Path:
+    """Create the run's directory atomically (mkdir, which fails if the name is taken), so
+    that two runs started at once never share one: an explicit ``run_name`` that exists is
+    refused, a default name gets a suffix."""
     logdir = Path(config.logdir)
-    if config.run_name is not None:
-        run_dir = logdir / config.run_name
-        if run_dir.exists():
-            raise ConfigError(
-                f"argument --run-name: {run_dir} already exists; choose another name, or "
-                f"continue it with --resume {run_dir}")
-    else:
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        if config.run_name is not None:
+            run_dir = logdir / config.run_name
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                raise ConfigError(
+                    f"argument --run-name: {run_dir} already exists; choose another name, or "
+                    f"continue it with --resume {run_dir}", "run_name") from None
+            return run_dir
         base = default_run_name(config)
-        run_dir, n = logdir / base, 1
-        while run_dir.exists():
-            run_dir, n = logdir / f"{base}-{n}", n + 1
-    return run_dir
+        for n in range(1000):
+            run_dir = logdir / (base if n == 0 else f"{base}-{n}")
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                continue
+        raise ConfigError(f"argument --logdir: {logdir} holds too many runs named {base}-N",
+                          "logdir")
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"argument --logdir: {logdir} is not a directory (a file is in the "
+                          "way)", "logdir") from None
+    except OSError as exc:
+        raise ConfigError(f"argument --logdir: cannot create a run directory in {logdir}: "
+                          f"{exc.strerror or exc}", "logdir") from None
 
 
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
@@ -144,12 +149,7 @@ class _Trainer:
         # trains on its own contiguous share: the data equal a single process's.
         share = c.batch_size // self.dist.world_size
         self.share = slice(self.dist.rank * share, (self.dist.rank + 1) * share)
-        self.model = EchoRNN(c.hidden_size, 1, bias=c.bias, init_std=c.init_std, backend=c.backend,
-                             input_init_std=c.input_init_std,
-                             orthogonal_gain=c.orthogonal_gain)
-        # Initialised on the CPU from the seed, so the same seed gives the same weights anywhere.
-        self.model.reset_parameters(generator=torch.Generator().manual_seed(c.seed))
-        self.model.to(device)
+        self.model = model_from_config(c).to(device)
         self.net = self.model
         if self.dist.enabled:  # averages the gradients of the ranks' shares
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -305,30 +305,45 @@ class _Trainer:
         steps_lrs = [(s, lr) for s, _, _, lr in self.pending]
         self.pending.clear()
         for (s, lr), (loss, norm) in zip(steps_lrs, values):
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(self._diverged_message(s, loss))
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                raise NonFiniteLoss(self._diverged_message(
+                    s, loss if not math.isfinite(loss) else f"gradient norm became {norm}"))
             writer.add_scalar("loss/train", loss, s)
             writer.add_scalar("grad/norm", norm, s)
             writer.add_scalar("lr", lr, s)
         self.last_train_loss, self.last_grad_norm = values[-1]
 
-    def _diverged_message(self, step: int, loss: float) -> str:
+    def _diverged_message(self, step: int, what: float | str) -> str:
         c = self.config
         ckpt = checkpoint_path(self.run_dir)
         remedy = f"lower --lr (now {c.lr:g})"
         remedy += " or add --grad-clip 1.0" if c.grad_clip is None else f" or --grad-clip (now {c.grad_clip:g})"
+        if c.init_std > 1 or (c.input_init_std or 0) > 1:
+            remedy += " or a smaller --init-std / --input-init-std"
         saved = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
-        return f"loss became {loss} at step {step}; stopped, {saved}; try {remedy}"
+        what = f"loss became {what}" if isinstance(what, float) else f"{what}"
+        return f"{what} at step {step}; stopped, {saved}; try {remedy}"
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss if a weight is NaN or infinite: such a model is never
+        evaluated, logged or checkpointed (a histogram of it would fail, a checkpoint of it
+        would not be a good one). One host sync."""
+        ok = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        if not ok.item():
+            raise NonFiniteLoss(self._diverged_message(self.step, "non-finite weights"))
 
     @torch.no_grad()
     def evaluate(self, writer: SummaryWriter, elapsed: float) -> None:
         c, model, step = self.config, self.model, self.step
+        self.check_finite()
         vx, vy = self.val
         y_hat, _ = model(vx)
         metrics = torch.stack([echo_loss(y_hat, vy), bit_accuracy(y_hat, vy, c.echo_step)])
         if self.dist.enabled:  # rank 0's verdict, so that every rank stops at the same step
             torch.distributed.broadcast(metrics, src=0)
         val_loss, val_acc = metrics.tolist()
+        if not math.isfinite(val_loss):
+            raise NonFiniteLoss(self._diverged_message(step, f"held-out loss {val_loss}"))
         self.last_eval = {"step": step, "val_loss": val_loss, "val_accuracy": val_acc}
         writer.add_scalar("loss/val", val_loss, step)
         writer.add_scalar("accuracy/val", val_acc, step)
@@ -339,16 +354,20 @@ class _Trainer:
             writer.add_image(f"weights/{name}", heatmap_rgb(p), step, dataformats="HWC")
         writer.add_image("sequence/val0 (input, target, prediction)",
                          sequence_rgb(vx[0], vy[0], y_hat[0]), step, dataformats="HWC")
+        if val_acc >= c.target_accuracy and self.solved_step is None:
+            self.solved_step = step
+        # The kernel is compared with autograd at the first evaluation that has a batch, every
+        # compare_every evaluations, and at the last: a short run gets a point or two too.
         evals_done = step // c.eval_every
-        if self.batch is not None and evals_done % c.compare_every == 0 and self.dist.is_main:
+        last = self.solved_step == step or step >= c.steps
+        if (self.batch is not None and self.dist.is_main
+                and (evals_done <= 1 or evals_done % c.compare_every == 0 or last)):
             x, y = self.batch
             with torch.enable_grad():
                 ours = manual_grads(model, x, y, truncate=c.truncate)
                 ref = autograd_grads(model, x, y, truncate=c.truncate)
             diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
             writer.add_scalar("grad/manual_vs_autograd", diff, step)
-        if val_acc >= c.target_accuracy and self.solved_step is None:
-            self.solved_step = step
         if self.k < c.echo_step:  # the curriculum moves on once the current k is solved
             # the prediction does not depend on k, only the targets do
             acc_k = bit_accuracy(y_hat, echo_targets(vx, self.k), self.k)
@@ -362,12 +381,16 @@ class _Trainer:
         if self.verbose:
             tl = "    -   " if self.last_train_loss is None else f"{self.last_train_loss:.5f}"
             gn = "   -  " if self.last_grad_norm is None else f"{self.last_grad_norm:.4f}"
+            epoch = f"epoch {step // c.seq_len:>5d} | " if c.schedule == "notebook" else ""
             tqdm.write(
-                f"step {step:>7d} | train_loss {tl} | val_loss {val_loss:.5f} | "
+                f"step {step:>7d} | {epoch}train_loss {tl} | val_loss {val_loss:.5f} | "
                 f"val_acc {val_acc:.4f} | grad_norm {gn} | {self.wall_before + elapsed:7.1f}s",
                 file=sys.stdout)
 
     def checkpoint(self, writer: SummaryWriter, elapsed: float) -> None:
+        """Save the state (finite weights only: the last checkpoint is always a good one)
+        and flush the events written so far."""
+        self.check_finite()
         if self.dist.is_main:
             save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
         writer.flush()
@@ -399,114 +422,220 @@ def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path)
     return config
 
 
+def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
+    """(run directory, checkpoint file) of what ``--resume`` names: a run directory or the
+    ``checkpoints/last.pt`` inside one. A loose checkpoint file elsewhere is refused: the
+    resumed run would have to be written somewhere the user did not name."""
+    path = Path(resume)
+    if path.is_dir():
+        return path, checkpoint_path(path)
+    run_dir = path.parent.parent
+    if path.parent.name != CHECKPOINT_DIR or not (run_dir / "config.json").is_file():
+        raise CheckpointError(
+            f"{path} is not inside a run directory (RUN/{CHECKPOINT_DIR}/last.pt with "
+            "RUN/config.json); a resumed run is written into its own run directory, so resume "
+            "from that directory")
+    return run_dir, path
+
+
 def train(
     config: TrainConfig,
     *,
     resume: str | Path | None = None,
     verbose: bool = True,
     data_parallel: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train an :class:`EchoRNN` on the echo task as ``config`` says.
 
     Args:
         config: the run's settings; validated first, before anything is written.
-        resume: a run directory or checkpoint to continue. ``config`` must equal the config
-            the run was started with, except ``steps`` and where the run is kept (``logdir``,
-            ``run_name``: the run continues in the directory ``resume`` names).
+        resume: a run directory (or its ``checkpoints/last.pt``) to continue. ``config`` must
+            equal the config the run was started with, except ``steps`` and where the run is
+            kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
+            names).
         verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
         data_parallel: under torchrun, train one model on all ranks with DDP; False trains
             in this process alone (as the sweep does with each of its points).
+        stop: polled after every step; once it returns True the run stops as on SIGTERM
+            (the sweep's workers learn of a signal to their parent this way).
+
+    Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
+    From the moment the run directory exists, SIGINT and SIGTERM are held until the first
+    checkpoint is written: an interrupted run always leaves a directory it can resume from,
+    or none at all.
 
     Raises:
         ConfigError, CheckpointError: before anything is written.
-        NonFiniteLoss: the loss became NaN or infinite; the last good checkpoint stays.
+        NonFiniteLoss: the loss or the weights became NaN or infinite; the last good
+            checkpoint stays.
+        StorageError: the run could not be written (disk full); what was saved stays.
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written after the current step.
     """
     config.validate()
+    with cpu_threads(config.threads), stop_requests() as received:
+        return _train(config, resume, verbose, data_parallel, received, stop)
+
+
+def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
+           received: list[int], external_stop: Callable[[], bool] | None) -> TrainResult:
     device = resolve_device(config.device)
     d = distributed.current() if data_parallel else distributed.Dist()
     if d.enabled:
         if config.batch_size % d.world_size:
             raise ConfigError(
                 f"argument --batch-size: must be divisible by the {d.world_size} processes, "
-                f"got {config.batch_size}")
+                f"got {config.batch_size}", "batch_size")
         if config.cuda_graph:
-            raise ConfigError("argument --cuda-graph: not supported under torchrun")
+            raise ConfigError("argument --cuda-graph: not supported under torchrun", "cuda_graph")
         if device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
     saved = None
     if resume is not None:
-        saved = load_checkpoint(resume)
-        ckpt_file = Path(resume) if Path(resume).is_file() else checkpoint_path(resume)
+        run_dir, ckpt_file = run_dir_of_checkpoint(resume)
+        saved = load_checkpoint(ckpt_file)
         _check_resume_config(config, saved["config"], ckpt_file)
-        run_dir = ckpt_file.parent.parent
     else:
-        run_dir = _new_run_dir(config) if d.is_main else None
-        run_dir = distributed.broadcast_object(run_dir) if d.enabled else run_dir
-
-    trainer = _Trainer(config, run_dir, device, verbose, d)
-    if saved is not None:
-        trainer.load(saved, ckpt_file)
-    if config.cuda_graph:
-        trainer.capture_graph()
-    if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if saved is None:
-            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        run_dir, error = None, None
+        if d.is_main:
+            try:
+                run_dir = _create_run_dir(config)
+            except ConfigError as exc:
+                error = exc
+        if d.enabled:  # every rank learns the directory, or the reason there is none
+            run_dir, error = distributed.broadcast_object((run_dir, error))
+        if error is not None:
+            raise error
+    if received:  # a signal before anything was written: leave nothing behind
+        if saved is None and d.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise TrainingInterrupted(received[0], -1, run_dir)
 
     start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - start  # noqa: E731
-    # purge_step drops events a crashed session logged after the checkpoint it resumes from.
-    writer = (SummaryWriter(str(run_dir), purge_step=trainer.step + 1 if saved else None)
-              if d.is_main else _NullWriter())
-    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", file=sys.stderr,
-               disable=not (verbose and sys.stderr.isatty()), dynamic_ncols=True)
+    writer = bar = trainer = None
     try:
+        trainer = _Trainer(config, run_dir, device, verbose, d)
+        if saved is not None:
+            trainer.load(saved, ckpt_file)
+            if trainer.verbose:
+                print(f"resuming {run_dir.name} from step {trainer.step}", file=sys.stderr)
+        if config.cuda_graph:
+            trainer.capture_graph()
+        if d.is_main and saved is None:
+            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        # purge_step drops events a crashed session logged after the checkpoint it resumes from.
+        writer = (SummaryWriter(str(run_dir), purge_step=trainer.step + 1 if saved else None)
+                  if d.is_main else _NullWriter())
         if saved is None:
             writer.add_text("config", "\n".join(
                 f"    {k} = {v!r}" for k, v in config.to_dict().items()), 0)
             trainer.evaluate(writer, elapsed())
             trainer.checkpoint(writer, elapsed())
-        with _stop_on_signals() as received:
-            while trainer.step < config.steps and trainer.solved_step is None:
-                trainer.train_step()
-                s = trainer.step
-                is_eval = s % config.eval_every == 0 or s == config.steps
-                stop = bool(received)
-                # Under torchrun every rank flushes at the same steps (a collective), and
-                # learns there whether any rank was signalled.
-                if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
-                    n_new = len(trainer.pending)
-                    trainer.flush_scalars(writer)
-                    if d.enabled:
-                        stop = distributed.all_reduce_max(float(stop), device) > 0
-                    bar.update(n_new)
-                    bar.set_postfix(loss=f"{trainer.last_train_loss:.4f}",
-                                    acc=f"{trainer.last_eval.get('val_accuracy', 0):.3f}")
-                else:
-                    stop = False
-                if is_eval:
-                    trainer.evaluate(writer, elapsed())
-                    trainer.checkpoint(writer, elapsed())
-                if stop:
-                    trainer.checkpoint(writer, elapsed())
-                    raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
-                                              run_dir)
+    except BaseException as exc:
+        if writer is not None:
+            _close_quietly(writer)
+        if d.is_main:
+            if saved is None and not checkpoint_path(run_dir).exists():
+                # nothing resumable was written: the new run's directory goes, whole
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                _remove_empty_event_files(run_dir)
+        error = _storage_error(exc, trainer, run_dir)
+        if error is not None:
+            raise error from None
+        raise
+
+    start_step = trainer.step
+    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", file=sys.stderr,
+               disable=not (verbose and trainer.verbose and sys.stderr.isatty()),
+               dynamic_ncols=True)
+    try:
+        while trainer.step < config.steps and trainer.solved_step is None and not received:
+            trainer.train_step()
+            s = trainer.step
+            is_eval = s % config.eval_every == 0 or s == config.steps
+            stop = bool(received) or (external_stop is not None and external_stop())
+            # Under torchrun every rank flushes at the same steps (a collective), and
+            # learns there whether any rank was signalled.
+            if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
+                n_new = len(trainer.pending)
+                trainer.flush_scalars(writer)
+                if d.enabled:
+                    stop = distributed.all_reduce_max(float(stop), device) > 0
+                bar.update(n_new)
+            else:
+                stop = False
+            if is_eval:
+                trainer.evaluate(writer, elapsed())
+                trainer.checkpoint(writer, elapsed())
+            if is_eval or s % config.log_every == 0:
+                bar.set_postfix(loss=f"{trainer.last_train_loss:.4f}",
+                                acc=f"{trainer.last_eval.get('val_accuracy', 0):.3f}")
+            if stop:
+                trainer.checkpoint(writer, elapsed())
+                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
+                                          run_dir)
+        if received:  # arrived during start-up; the first checkpoint is written
+            trainer.checkpoint(writer, elapsed())
+            raise TrainingInterrupted(received[0], trainer.step, run_dir)
         if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
             trainer.evaluate(writer, elapsed())
         trainer.checkpoint(writer, elapsed())
-        return _finish(trainer, writer, "solved" if trainer.solved_step is not None else "steps",
-                       elapsed())
+        stopped = "solved" if trainer.solved_step is not None else "steps"
+        return _finish(trainer, writer, stopped, elapsed(), ran=saved is None or trainer.step > start_step)
     except NonFiniteLoss:
-        _finish(trainer, writer, "diverged", elapsed())
+        _finish(trainer, writer, "diverged", elapsed(), ran=True)
         raise
+    except OSError as exc:
+        raise _storage_error(exc, trainer, run_dir) from None
     finally:
         bar.close()
+        _close_quietly(writer)
+
+
+def _close_quietly(writer) -> None:
+    """Close the event writer; on a full disk its last flush fails too, and that failure
+    is already being reported."""
+    try:
         writer.close()
+    except OSError:
+        pass
 
 
-def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: float) -> TrainResult:
-    """Write summary.json and the hparams; return the result."""
+def _remove_empty_event_files(run_dir: Path) -> None:
+    for f in run_dir.glob("events.out.tfevents.*"):
+        try:
+            if f.stat().st_size == 0:
+                f.unlink()
+        except OSError:
+            pass
+
+
+def _storage_error(exc: BaseException | None, trainer: _Trainer | None,
+                   run_dir: Path) -> StorageError | None:
+    """A StorageError saying what could not be written and what is kept, for an OSError
+    from writing the run; None for anything else."""
+    if not isinstance(exc, OSError):
+        return None
+    reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
+        exc.strerror or str(exc))
+    ckpt = checkpoint_path(run_dir)
+    if ckpt.exists():
+        try:
+            step = load_checkpoint(ckpt)["step"]
+            kept = f"the last good checkpoint is {ckpt} (step {step})"
+        except CheckpointError:
+            kept = f"the checkpoint {ckpt} could not be read back"
+    else:
+        kept = "no checkpoint was written"
+    return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
+
+
+def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: float,
+            ran: bool = True) -> TrainResult:
+    """Write summary.json and, if this session trained, the hparams; return the result.
+    A resume with nothing left to do logs nothing again (no duplicate steps)."""
     ev = trainer.last_eval
     result = TrainResult(
         run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
@@ -517,8 +646,9 @@ def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: flo
         return result
     summary = asdict(result)
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-               "solved_step": float(result.solved_step if result.solved_step is not None else -1),
-               "steps": float(result.step)}
-    write_hparams(writer, trainer.config.to_dict(), metrics, trainer.step)
+    if ran:
+        metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+                   "solved_step": float(result.solved_step if result.solved_step is not None else -1),
+                   "steps": float(result.step)}
+        write_hparams(writer, trainer.config.to_dict(), metrics, trainer.step)
     return result

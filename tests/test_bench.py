@@ -61,13 +61,42 @@ def test_a_backend_whose_gradients_disagree_is_not_reported(monkeypatch):
     assert {r.backend for r in report.rows} == {"nn.RNN", "autograd"}
 
 
-def test_bench_cli_json_and_markdown(tmp_path):
+def test_bench_cli_json_output_and_markdown(tmp_path):
     out = tmp_path / "b.json"
-    proc = cli("bench", "--shape", "t=2,8,3", "--min-reps", "3", "--budget", "0.01",
-               "--warmup", "1", "--json", out, "--markdown")
+    quick = ["--shape", "t=2,8,3", "--min-reps", "3", "--budget", "0.01", "--warmup", "1"]
+    proc = cli("bench", *quick, "--output", out, "--markdown")
     assert proc.returncode == 0, proc.stderr
     assert "| t | 2 | 8 | 3 | bptt |" in proc.stdout
     data = json.loads(out.read_text())
     assert data["threads"] == 1 and len(data["rows"]) == 3
-    proc = cli("bench", "--shape", "nope")
-    assert proc.returncode == 2 and "unknown shape 'nope'" in proc.stderr
+    # --json prints, as gradcheck --json and predict --json do
+    proc = cli("bench", *quick, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["rows"]) == 3
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--shape", "nope"], "unknown shape 'nope'"),
+    (["--output", "."], "argument --output: . is a directory"),
+    (["--output", "no/such/dir/b.json"], "argument --output: directory no/such/dir does not exist"),
+    (["--shape", "big=10000000,10,4"], "must have B, T <= 1000000"),
+    (["--shape", "big=1000000,100000,64"], "argument --shape: too large: shape big"),
+    (["--seed", "9223372036854775808"], "argument --seed: must be an integer in [0, 9223372036854775807]"),
+    (["--json", "--markdown"], "argument --markdown: not with --json"),
+])
+def test_bench_usage_errors_before_any_timing(tmp_path, monkeypatch, capsys, args, needle):
+    from helpers import run_main
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main("bench", *args, capsys=capsys)
+    assert code == 2 and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "timing" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_benchmark_leaves_threads_and_rng_as_they_were():
+    before_threads, before_rng = torch.get_num_threads(), torch.random.get_rng_state()
+    run_benchmark({"tiny": (2, 6, 3)}, torch.device("cpu"), threads=before_threads + 1,
+                  min_reps=1, budget_s=0, warmup=0)
+    assert torch.get_num_threads() == before_threads
+    assert torch.equal(torch.random.get_rng_state(), before_rng)

@@ -190,9 +190,22 @@ def test_torchrun_sweep_equals_single_process(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--echo-steps", "x", "--hidden-sizes", "2"], "argument --echo-steps: must be a list"),
-    (["--echo-steps", "1-20", "--hidden-sizes", "2"], "argument --echo-step: must be in [0, seq_len)"),
-    (["--echo-steps", "1", "--hidden-sizes", "0"], "argument --hidden-size: must be a positive"),
+    (["--echo-steps", "1-20", "--hidden-sizes", "2"], "argument --echo-steps: must be in [0, seq_len)"),
+    (["--echo-steps", "1", "--hidden-sizes", "0"], "argument --hidden-sizes: must be a positive"),
+    (["--echo-steps", "1", "--hidden-sizes", "100000"], "argument --hidden-sizes: must be a positive integer up to 4096"),
     (["--echo-steps", "1", "--hidden-sizes", "2", "--lr", "-1"], "argument --lr"),
+    # a prefix of --seeds is not taken for it
+    (["--echo-steps", "1", "--hidden-sizes", "2", "--seed", "3"], "unrecognized arguments: --seed"),
+    (["--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "9223372036854775808"],
+     "argument --seeds: values must be at most 9223372036854775807"),
+    (["--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "0-100000000"],
+     "argument --seeds: at most 100000 values"),
+    (["--echo-steps", "1-10", "--hidden-sizes", "10-19", "--seeds", "0-9999", "--seq-len", "50"],
+     "argument --seeds: the grid has 1000000 points; a sweep runs at most 100000"),
+    (["--echo-steps", "1", "--hidden-sizes", "2", "--batch-size", "1000000", "--seq-len", "100000"],
+     "argument --batch-size: too large"),
+    (["--echo-steps", "1", "--hidden-sizes", "2", "--name", "n" * 300],
+     "argument --name: must be a directory name of at most 255 bytes"),
 ])
 def test_bad_sweep_arguments(tmp_path, capsys, args, needle):
     code, _, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s", *FIXED, *args,
