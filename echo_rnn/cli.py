@@ -1,6 +1,8 @@
 """The ``echo-rnn`` command: one subcommand per job, each a thin layer over the library.
 
 Usage errors print one line naming the argument and what is valid, and exit with status 2.
+This module imports nothing heavy at the top (no torch): ``main`` installs its signal
+handling first, so that Ctrl-C or SIGTERM while torch loads is one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from echo_rnn.devices import DEVICE_HELP, DTYPES, resolve_device
 
 EXIT_USAGE = 2
 
@@ -71,6 +72,8 @@ unit_float = _typed(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def device_arg(text: str):
+    from echo_rnn.devices import resolve_device
+
     try:
         return resolve_device(text)
     except ValueError as exc:
@@ -81,6 +84,8 @@ def device_arg(text: str):
 
 
 def add_gradcheck(sub) -> None:
+    from echo_rnn.devices import DEVICE_HELP, DTYPES
+
     p = sub.add_parser(
         "gradcheck",
         help="compare the hand-written BPTT gradients with autograd and finite differences",
@@ -125,7 +130,7 @@ def add_gradcheck(sub) -> None:
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from echo_rnn.compare import format_rows, gradcheck_report, make_problem
-    from echo_rnn.devices import check_fits, rnn_bytes
+    from echo_rnn.devices import DTYPES, check_fits, rnn_bytes
 
     if args.echo_step >= args.seq_len:
         raise UsageError(
@@ -394,6 +399,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_predict(sub) -> None:
+    from echo_rnn.devices import DEVICE_HELP, DTYPES
+
     p = sub.add_parser(
         "predict",
         help="run a trained model on a bit string",
@@ -469,6 +476,7 @@ def shape_arg(text: str) -> tuple[str, tuple[int, int, int]]:
 
 def add_bench(sub) -> None:
     from echo_rnn.bench import SHAPES
+    from echo_rnn.devices import DEVICE_HELP
 
     p = sub.add_parser(
         "bench",
@@ -616,13 +624,12 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     from echo_rnn.signals import Terminated, exit_status, terminate_raises
 
-    parser = build_parser()
     command = "echo-rnn"
     # SIGTERM as an exception while the command runs (Ctrl-C already is one): a signal that
-    # arrives outside a training loop, at start-up say, ends in one line, not a traceback.
+    # arrives outside a training loop, while torch loads say, ends in one line, not a traceback.
     with terminate_raises():
         try:
-            args = parser.parse_args(argv)
+            args = build_parser().parse_args(argv)
             command = f"echo-rnn {args.command}"
             return args.func(args)
         except UsageError as exc:

@@ -221,7 +221,12 @@ class _Trainer:
         c = self.config
         norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:  # an update too large for the dtype (--lr 1e38)
+            if "overflow" not in str(exc):
+                raise
+            raise NonFiniteLoss(self._diverged_message(self.step + 1, "the update overflowed")) from None
         return norm.detach()
 
     def _batch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

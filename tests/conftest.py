@@ -1,5 +1,13 @@
+import os
+import signal
+
 import pytest
 import torch
+
+# torch imports torch._dynamo lazily (an optimizer's first step does), and that import sets
+# TORCHINDUCTOR_CACHE_DIR in the environment: torch's own side effect, once per process.
+# Importing it here, first, keeps it from being charged to whichever test comes first.
+import torch._dynamo  # noqa: E402,F401
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA is not available on this machine"
@@ -11,3 +19,42 @@ DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+def _global_state() -> dict:
+    return {
+        "torch threads": torch.get_num_threads(),
+        "default dtype": torch.get_default_dtype(),
+        "SIGINT handler": signal.getsignal(signal.SIGINT),
+        "SIGTERM handler": signal.getsignal(signal.SIGTERM),
+        "cwd": os.getcwd(),
+        # pytest itself sets PYTEST_CURRENT_TEST for each phase of a test
+        "environment": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_global_state(request):
+    """Fail, by name, a test that leaves the process's global state changed (and put it back,
+    so that the next test is not the one that fails). Tests then pass in any order. The
+    global RNG is restored silently: constructing a torch.nn layer draws from it, as
+    documented, and no test may depend on what an earlier one drew."""
+    before = _global_state()
+    rng = torch.random.get_rng_state()
+    yield
+    after = _global_state()
+    leaked = [k for k in before if before[k] != after[k]]
+    torch.set_num_threads(before["torch threads"])
+    torch.set_default_dtype(before["default dtype"])
+    signal.signal(signal.SIGINT, before["SIGINT handler"])
+    signal.signal(signal.SIGTERM, before["SIGTERM handler"])
+    os.chdir(before["cwd"])
+    if after["environment"] != before["environment"]:
+        for k in set(after["environment"]) - set(before["environment"]):
+            del os.environ[k]
+        os.environ.update(before["environment"])
+    torch.random.set_rng_state(rng)
+    if leaked:
+        details = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" for k in leaked
+                            if k != "environment") or "environment changed"
+        pytest.fail(f"{request.node.name} leaked global state: {details}", pytrace=False)

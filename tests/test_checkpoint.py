@@ -90,3 +90,84 @@ def test_resolve_accepts_run_dir_or_file(run):
     assert load_checkpoint(run.run_dir)["step"] == load_checkpoint(path)["step"] == 10
     with pytest.raises(CheckpointError, match="without checkpoints/last.pt"):
         load_checkpoint(path.parent)
+
+
+def _variant(tmp_path, run, change, name="bad.pt"):
+    state = load_checkpoint(run.run_dir)
+    change(state)
+    path = tmp_path / name
+    torch.save(state, path)  # with format and version: only the contents are wrong
+    return path
+
+
+def _set(key, value):
+    def change(state):
+        where, _, leaf = key.rpartition(".")
+        target = state
+        for part in filter(None, where.split(".")):
+            target = target[part]
+        target[leaf] = value
+    return change
+
+
+@pytest.mark.parametrize("change, needle", [
+    (_set("config", "a string"), "its config is a str"),
+    (_set("step", "abc"), "step must be an integer"),
+    (_set("step", -1), "step must be an integer"),
+    (_set("progress", "x"), "its progress is a str"),
+    (_set("progress.train_loss", float("nan")), "its train_loss must be a finite number"),
+    (_set("model", [1, 2]), "its model must hold U, V, w"),
+    (_set("config.hidden_size", -1), "argument --hidden-size: must be a positive integer"),
+    (_set("config.hidden_size", 10**6), "argument --hidden-size: must be a positive integer up to 4096"),
+    (_set("config.seed", 2**64), "argument --seed: must be an integer in"),
+    (_set("model.U", torch.full((4, 4), float("nan"))), "its weight U holds NaN or infinite values"),
+    (_set("model.w", torch.full((4,), float("inf"))), "its weight w holds NaN or infinite values"),
+    (_set("rng", {"train": "x"}), "its rng state is not a byte tensor"),
+])
+def test_malformed_contents_are_refused_before_anything_is_built(tmp_path, run, change, needle):
+    # Before: these crashed (KeyError, TypeError, ...), tried to allocate terabytes, or were
+    # accepted: NaN weights were predicted with (exit 0) and resumed as "solved".
+    bad = _variant(tmp_path, run, change)
+    with pytest.raises(CheckpointError, match="not a valid echo-rnn checkpoint") as info:
+        load_checkpoint(bad)
+    assert needle in str(info.value)
+    proc = cli("predict", "--checkpoint", bad, "0101") if "NaN" in needle else None
+    if proc is not None:
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["text", "symlink"])
+def test_a_text_file_or_a_link_to_one_is_one_line(tmp_path, capsys, kind):
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 20)
+    path = text
+    if kind == "symlink":
+        path = tmp_path / "link.pt"
+        path.symlink_to(text)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    from helpers import run_main
+
+    code, _, err = run_main("predict", "--checkpoint", path, "0101", capsys=capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_zip_bomb_is_refused_before_it_inflates(tmp_path, run):
+    import zipfile
+
+    good = ckpt.checkpoint_path(run.run_dir)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():  # the same checkpoint, its entries deflated
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+        # and one that would inflate to 300 MB from a few hundred kilobytes
+        dst.writestr("archive/data/99", b"\0" * (300 * 2**20), compress_type=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2 * 2**20
+    with pytest.raises(CheckpointError, match="compressed entries"):
+        load_checkpoint(bomb)
+    big = tmp_path / "big.pt"
+    with open(big, "wb") as fh:
+        fh.truncate(ckpt.MAX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(CheckpointError, match="at most 256 MiB"):
+        load_checkpoint(big)
+

@@ -60,7 +60,13 @@ def test_gradcheck_exits_1_when_a_gradient_disagrees(monkeypatch, capsys):
     "args, needle",
     [
         (["--hidden-size", "-1"], "argument --hidden-size: must be a positive integer"),
-        (["--seq-len", "abc"], "argument --seq-len: must be a positive integer, got 'abc'"),
+        (["--seq-len", "abc"], "argument --seq-len: must be a positive integer up to 1000000, got 'abc'"),
+        (["--seq-len", "1000000000000"], "argument --seq-len: must be a positive integer up to 1000000"),
+        (["--hidden-size", "100000"], "argument --hidden-size: must be a positive integer up to 4096"),
+        (["--hidden-size", "4096", "--batch-size", "100000", "--seq-len", "1000"],
+         "argument --batch-size: too large: B=100000, T=1000, H=4096, I=1 would need about"),
+        (["--seed", "99999999999999999999"], "argument --seed: must be an integer in [0, 9223372036854775807]"),
+        (["--see", "1"], "unrecognized arguments: --see"),  # no prefix matching
         (["--echo-step", "50"], "argument --echo-step: must be below --seq-len (50)"),
         (["--truncate", "0"], "argument --truncate: must be a positive integer"),
         (["--dtype", "float16"], "argument --dtype: invalid choice"),
@@ -82,7 +88,7 @@ def test_a_usage_error_in_a_real_process():
     proc = run_cli("gradcheck", "--hidden-size", "-1")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == ("echo-rnn gradcheck: error: argument --hidden-size: must be a positive "
-                           "integer, got '-1' (see echo-rnn gradcheck --help)\n")
+                           "integer up to 4096, got '-1' (see echo-rnn gradcheck --help)\n")
 
 
 def test_cuda_without_cuda_is_a_usage_error():
@@ -107,3 +113,16 @@ def test_help_explains():
     proc = run_cli("gradcheck", "--help")
     assert proc.returncode == 0
     assert "finite differences" in proc.stdout and "--truncate" in proc.stdout
+
+
+def test_version():
+    from echo_rnn import __version__
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"echo-rnn {__version__} (torch ")
+
+
+def test_help_descriptions_are_wrapped():
+    proc = run_cli("train", "--help")
+    assert proc.returncode == 0
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
