@@ -1,9 +1,12 @@
 """Sweeps: the grid, the tables, skipping finished points, resuming, and torchrun."""
 
 import csv
+import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -213,3 +216,92 @@ def test_bad_sweep_arguments(tmp_path, capsys, args, needle):
     assert code == 2 and needle in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def _children(pid):
+    """PIDs of the live processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    # Before: kill -9 of the sweep left its workers (and the resource tracker) training on
+    # forever, holding the output pipe open.
+    proc = sweep(tmp_path, "--echo-steps", "5-6", "--hidden-sizes", "3", "--seeds", "0-3",
+                 "--workers", "2", steps=100000, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "runs" / "s").glob("k*/checkpoints/last.pt")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    children = _children(proc.pid)
+    assert len(children) >= 2  # the workers (and the resource tracker)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [c for c in children if _alive(c)]
+    for c in left:
+        os.kill(c, signal.SIGKILL)
+    assert left == []
+
+
+@pytest.mark.parametrize("delay", [1.0, 3.5])
+def test_a_signal_as_the_pool_starts_is_the_usual_stop(tmp_path, delay):
+    # Before: a signal in the first seconds gave BrokenProcessPool, 81 lines and exit 1.
+    proc = sweep(tmp_path, "--echo-steps", "5-6", "--hidden-sizes", "3", "--seeds", "0-3",
+                 "--workers", "2", steps=100000, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "BrokenProcessPool" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_signal_after_the_last_point_still_writes_the_tables(tmp_path, monkeypatch):
+    # Before: a SIGTERM after every point had finished skipped writing the tables.
+    import echo_rnn.sweep as sweep_mod
+    from echo_rnn.config import build_config
+
+    real = sweep_mod._run_local
+
+    def then_a_signal(configs, workers, label):
+        outcome = real(configs, workers, label)
+        outcome.interrupted = signal.SIGTERM
+        return outcome
+
+    monkeypatch.setattr(sweep_mod, "_run_local", then_a_signal)
+    base = build_config(overrides={"logdir": str(tmp_path / "runs"), "steps": 10,
+                                   "seq_len": 16, "val_size": 8, "batch_size": 4,
+                                   "eval_every": 5, "device": "cpu"})
+    outcome = sweep_mod.run_sweep(base, {2: [1]}, [0, 1], "s", workers=1)
+    assert outcome.interrupted == signal.SIGTERM and outcome.done == 2
+    assert len(read_csv(tmp_path / "runs" / "s" / "results.csv")) == 2
+
+
+def test_the_console_line_says_how_a_point_ended():
+    from echo_rnn.sweep import _verdict
+
+    row = {"solved": False, "solved_step": None, "stopped": "steps", "step": 300,
+           "val_accuracy": 0.6721}
+    assert _verdict(row) == "not solved in 300 steps, val_acc 0.6721"
+    assert _verdict({**row, "stopped": "diverged", "step": 12}) == "diverged at step 12"
+    assert _verdict({**row, "solved": True, "solved_step": 40}) == "solved at step 40"
