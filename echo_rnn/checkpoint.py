@@ -148,7 +148,7 @@ def _structure_problem(state: dict[str, Any]) -> str | None:
     if not isinstance(state["config"], dict):
         return f"its config is a {type(state['config']).__name__}, not a table of settings"
     try:
-        config = TrainConfig.from_dict(state["config"])
+        config = TrainConfig.from_dict(state["config"], recorded=True)
         # where it was trained does not matter for reading it
         dataclasses.replace(config, device="cpu", cuda_graph=False).validate()
     except (ConfigError, TypeError) as exc:

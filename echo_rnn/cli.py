@@ -242,7 +242,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"given with it, got {' '.join(given)}")
             try:
                 saved = load_checkpoint(args.resume)["config"]
-                config = TrainConfig.from_dict({**saved, **overrides})
+                config = TrainConfig.from_dict({**saved, **overrides}, recorded=True)
                 config.validate()
             except (ConfigError, CheckpointError, TypeError) as exc:
                 raise UsageError(f"argument --resume: {exc}") from None

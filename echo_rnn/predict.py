@@ -15,7 +15,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ec
     """The model a checkpoint holds, in eval mode, with the config it was trained with."""
     state = load_checkpoint(path)
     try:
-        config = TrainConfig.from_dict(state["config"])
+        config = TrainConfig.from_dict(state["config"], recorded=True)
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
     model = model_from_config(config)

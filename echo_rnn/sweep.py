@@ -152,6 +152,7 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
     try:
         old = json.loads(spec.read_text())["base"]
         old_steps = int(old["steps"])
+        old = TrainConfig.from_dict(old, recorded=True).to_dict()
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"argument --name: {spec} is not a readable sweep record; choose "
                           "another --name") from None
@@ -379,28 +380,48 @@ def results_markdown(summary: list[dict[str, Any]], echo_steps: list[int],
 
 def heatmap_image(summary: list[dict[str, Any]], echo_steps: list[int],
                   hidden_sizes: list[int]) -> np.ndarray:
-    """Solve rate over k (columns) and H (rows) as an RGB uint8 image, each cell labelled
-    "solved/seeds"; white is 0, green is 1, grey is a cell not in the sweep."""
-    from PIL import Image, ImageDraw
+    """Solve rate over k (columns) and H (rows) as an RGB uint8 image drawn with matplotlib:
+    each cell labelled "solved/seeds" and the median steps to solve, a colour bar, named
+    axes; a cell the sweep did not run is hatched grey. Uses matplotlib's object interface
+    with the Agg canvas, so no global backend or pyplot state is touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     by = {(s["echo_step"], s["hidden_size"]): s for s in summary}
-    cw, ch, left, top = 56, 36, 56, 48
-    img = Image.new("RGB", (left + cw * len(echo_steps) + 8, top + ch * len(hidden_sizes) + 8),
-                    "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((4, 4), "solve rate (seeds solved / seeds)", fill="black")
-    for j, k in enumerate(echo_steps):
-        draw.text((left + j * cw + 18, top - 16), f"k={k}", fill="black")
+    rate = np.full((len(hidden_sizes), len(echo_steps)), np.nan)
     for i, H in enumerate(hidden_sizes):
-        draw.text((6, top + i * ch + 12), f"H={H}", fill="black")
+        for j, k in enumerate(echo_steps):
+            if (k, H) in by:
+                rate[i, j] = by[(k, H)]["solve_rate"]
+    fig = Figure(figsize=(1.2 + 0.75 * len(echo_steps), 1.4 + 0.6 * len(hidden_sizes)), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_facecolor("#d9d9d9")  # cells not in the sweep
+    im = ax.imshow(np.ma.masked_invalid(rate), cmap="viridis", vmin=0, vmax=1, aspect="auto",
+                   origin="lower")
+    for i, H in enumerate(hidden_sizes):
         for j, k in enumerate(echo_steps):
             s = by.get((k, H))
-            box = (left + j * cw, top + i * ch, left + (j + 1) * cw - 2, top + (i + 1) * ch - 2)
             if s is None:
-                draw.rectangle(box, fill=(200, 200, 200))
+                ax.add_patch(_hatched_cell(j, i))
                 continue
-            r = s["solve_rate"]
-            draw.rectangle(box, fill=(int(255 * (1 - r)), int(255 - 95 * r), int(255 * (1 - r))))
-            draw.text((box[0] + 14, box[1] + 12), f"{s['solved']}/{s['seeds']}",
-                      fill="white" if r > 0.6 else "black")
-    return np.asarray(img)
+            med = s["median_steps_to_solve"]
+            text = f"{s['solved']}/{s['seeds']}" + ("" if med is None else f"\n{med:g}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="black" if s["solve_rate"] > 0.6 else "white")
+    ax.set_xticks(range(len(echo_steps)), [str(k) for k in echo_steps])
+    ax.set_yticks(range(len(hidden_sizes)), [str(H) for H in hidden_sizes])
+    ax.set_xlabel("echo step k")
+    ax.set_ylabel("hidden size H")
+    ax.set_title("seeds solved (median steps to solve)", fontsize=9)
+    fig.colorbar(im, ax=ax, label="solve rate", fraction=0.05, pad=0.03)
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+
+
+def _hatched_cell(j: int, i: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="#999999",
+                     linewidth=0)

@@ -110,8 +110,37 @@ def test_tensorboard_contents(tmp_path):
     assert diffs and max(diffs) < 1e-6
     # one evaluation at step 0, then every eval_every steps
     assert [s for s, _ in scalar_series(result.run_dir, "accuracy/val")] == [0, 10, 20, 30, 40]
-    img = acc.Images("weights/U")[-1]
-    assert (img.width, img.height) == (4 * 16, 4 * 16)
+    # square 16 px cells with a colour bar beside them, on a canvas no card stretches
+    for name, rows in (("U", 4), ("V", 4), ("w", 1)):
+        img = acc.Images(f"weights/{name}")[-1]
+        assert img.width >= 200 and img.height == max(rows * 16, 64) + 8, name
+    seq = acc.Images("sequence/val0 (input, target, prediction)")[-1]
+    assert seq.width > 20 * 8 and seq.height >= 3 * 14
+
+
+def test_hparams_are_typed_ordered_and_named_after_the_run(tmp_path):
+    from tensorboard.plugins.hparams import metadata
+
+    result = train(small_config(tmp_path, run_name="k2-trial", bias=True, steps=20),
+                   verbose=False)
+    content = events(result.run_dir).PluginTagToContent("hparams")
+    exp = metadata.parse_experiment_plugin_data(content["_hparams_/experiment"])
+    names = [h.name for h in exp.hparam_infos]
+    assert names[:5] == ["echo_step", "hidden_size", "seq_len", "bias", "lr"]
+    start = metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
+    assert start.group_name == "k2-trial"
+    # a bool is a bool (torch's add_hparams shows it as 0.0000), a string a string
+    assert start.hparams["bias"].WhichOneof("kind") == "bool_value" and start.hparams["bias"].bool_value
+    assert start.hparams["optimizer"].string_value == "adam"
+    assert start.hparams["hidden_size"].number_value == 4
+
+
+def test_a_short_run_still_compares_the_kernel_with_autograd(tmp_path):
+    # Before: grad/manual_vs_autograd every 4th evaluation only: none for a run solved
+    # before step 100, one point for the default run.
+    result = train(small_config(tmp_path, run_name="s", steps=30), verbose=False)
+    steps = [s for s, _ in scalar_series(result.run_dir, "grad/manual_vs_autograd")]
+    assert steps == [10, 30]  # the first evaluation with a batch, and the last
 
 
 def test_cli_end_to_end_and_summary_lines(tmp_path):
