@@ -261,6 +261,30 @@ def _run_benchmark(shapes, device, *, threads, warmup, min_reps, budget_s, cuda_
     return report
 
 
+def time_adam(H: int, device: torch.device, *, reps: int = 300, threads: int = 1,
+              seed: int = 0) -> dict[str, float]:
+    """Median seconds of one Adam step over EchoRNN's parameters, fused (one kernel for the
+    whole update, the trainer's default) and unfused (per-tensor ops), interleaved."""
+    with cpu_threads(threads):
+        gen = torch.Generator().manual_seed(seed)
+        params = [torch.randn(shape, generator=gen).to(device).requires_grad_()
+                  for shape in ((H, H), (H, 1), (H,))]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen).to(device)
+        opts = {"fused": torch.optim.Adam(params, lr=1e-9, fused=True),
+                "unfused": torch.optim.Adam(params, lr=1e-9)}
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        times: dict[str, list[float]] = {k: [] for k in opts}
+        for i in range(reps + 10):
+            for name, opt in opts.items():
+                t0 = time.perf_counter()
+                opt.step()
+                sync()
+                if i >= 10:  # the first steps create the state
+                    times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def scaling(report: BenchReport) -> dict[str, float]:
     """Per backend, ms per step at the ``long`` shape over ``long-500``: 4.0 is linear in T."""
     short, long_ = SCALING

@@ -525,7 +525,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from echo_rnn.bench import (SHAPES, format_markdown, format_scaling, format_table,
-                                run_benchmark, scaling)
+                                run_benchmark, scaling, time_adam)
     from echo_rnn.devices import check_fits, rnn_bytes
 
     if args.cuda_graph and args.device.type != "cuda":
@@ -550,7 +550,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         shapes, args.device, threads=args.threads, warmup=args.warmup, min_reps=args.min_reps,
         budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
         progress=lambda s: print(f"timing {s} ...", file=sys.stderr, flush=True))
-    data = {**report.to_dict(), "scaling_in_T": scaling(report)}
+    adam = time_adam(6, args.device, threads=args.threads, seed=args.seed)
+    data = {**report.to_dict(), "scaling_in_T": scaling(report), "adam_step_s": adam}
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -561,6 +562,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scaling_line = format_scaling(report)
         if scaling_line:
             print(scaling_line)
+        print(f"Adam step at H=6 (the trainer's optimizer): fused {adam['fused'] * 1e6:.1f} us, "
+              f"unfused {adam['unfused'] * 1e6:.1f} us ({adam['unfused'] / adam['fused']:.2f}x)")
     for line in report.refused:
         print(f"not reported: {line}", file=sys.stderr)
     if out is not None:

@@ -524,6 +524,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
     writer = bar = trainer = None
     try:
         trainer = _Trainer(config, run_dir, device, verbose, d)
+        start = time.perf_counter()  # the clock of the run, not of building it
         if saved is not None:
             trainer.load(saved, ckpt_file)
             if trainer.verbose:

@@ -126,3 +126,19 @@ def test_help_descriptions_are_wrapped():
     proc = run_cli("train", "--help")
     assert proc.returncode == 0
     assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+
+
+def test_gpu_check_lists_every_cuda_path_and_refuses_without_cuda():
+    import torch
+
+    script = ROOT / "scripts" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--print-commands", "--out", "o"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "-k cuda" in text and "bench --device cuda --output" in text
+    assert "bench --device cuda --cuda-graph" in text
+    assert text.count("train --device cuda --cuda-graph") == 2 and "--backend bptt" in text
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        assert proc.returncode == 2 and "CUDA is not available" in proc.stderr

@@ -47,3 +47,20 @@ def test_config_round_trips_through_a_dict():
     c = build_config("notebook")
     assert TrainConfig.from_dict(c.to_dict()) == c
     assert set(PRESETS["notebook"]) <= set(c.to_dict())
+
+
+def test_the_example_config_is_the_frontier_recipe():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "frontier.toml"
+    c = build_config(file=example)
+    frontier = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6,
+                                                   "bias": True})
+    assert c == frontier and c.preset == "frontier" and c.threads == 1
+
+
+def test_preset_is_recorded_but_sets_nothing_itself():
+    assert build_config("notebook").preset == "notebook"
+    assert build_config().preset is None
+    with pytest.raises(ConfigError, match="--preset: must be one of"):
+        build_config(overrides={"preset": "nope"})

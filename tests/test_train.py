@@ -376,3 +376,17 @@ def test_curriculum_patience_moves_on_from_an_unsolved_k(tmp_path):
                 verbose=False)
     k = dict(scalar_series(run.run_dir, "curriculum/k"))
     assert [k[s] for s in (0, 10, 20, 30, 40, 50)] == [1, 1, 2, 2, 3, 3]
+
+
+def test_presets_say_what_they_change(tmp_path, capsys):
+    code, out, err = run_main("train", *small_flags(tmp_path), "--preset", "frontier",
+                              "--run-name", "f", "--steps", "2", "--eval-every", "1",
+                              capsys=capsys)
+    assert code == 0, err
+    assert "--preset frontier: trains with the bptt backend" in err
+    code, out, err = run_main("train", *small_flags(tmp_path), "--preset", "notebook",
+                              "--run-name", "n", "--seq-len", "10", "--steps", "20",
+                              "--eval-every", "10", "--echo-step", "9", capsys=capsys)
+    assert code == 0, err
+    assert "step      20 | epoch     2 |" in out
+    assert "not solved after 20 steps (2 epochs)" in out
