@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 # Imported on first use, not with the package: ``echo-rnn`` reaches its signal handling
 # before torch (a second or two to import) is loaded.
 _WHERE = {"EchoRNN": "model", "bit_accuracy": "model", "echo_loss": "model",
-          "make_echo_batch": "data", "manual_grads": "bptt"}
+          "make_echo_batch": "data", "manual_grads": "compare"}
 
 
 def __getattr__(name: str):

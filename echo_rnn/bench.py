@@ -16,12 +16,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch import nn
 
 from echo_rnn.compare import compare_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import cpu_threads
-from echo_rnn.model import EchoRNN, echo_loss
+from echo_rnn.model import EchoRNN, echo_loss, to_nn_rnn
 
 SHAPES: dict[str, tuple[int, int, int]] = {  # name: (B, T, H)
     "notebook": (1, 50, 6),
@@ -121,12 +120,7 @@ def make_candidates(B: int, T: int, H: int, device: torch.device, seed: int = 0,
         fwd = lambda: echo_loss(m(x)[0], y)  # noqa: E731
         return Candidate(backend, _step(fwd, params), lambda: _named(m), fwd, params)
 
-    rnn = nn.RNN(1, H, nonlinearity="tanh", bias=False, batch_first=True).to(device)
-    lin = nn.Linear(H, 1, bias=False).to(device)
-    with torch.no_grad():
-        rnn.weight_hh_l0.copy_(ref.U)
-        rnn.weight_ih_l0.copy_(ref.V)
-        lin.weight.copy_(ref.w.unsqueeze(0))
+    rnn, lin = to_nn_rnn(ref)
     x3 = x.unsqueeze(-1)  # (B, T, 1)
 
     def rnn_fwd():

@@ -1,4 +1,9 @@
-r"""Hand-written backpropagation through time for the echo RNN. No autograd inside.
+r"""The fast hand-written BPTT kernel: what ``--backend bptt`` trains with. No autograd inside,
+and no import from the rest of the package.
+
+It computes exactly what :mod:`echo_rnn.reference` computes (read that module for the
+math, one step at a time); this one is written for speed, and says below what each trick
+buys. Its own notation is column vectors and 0-indexed buffers, summarised here:
 
 Forward, for t = 1..T (steps are 0-indexed in the code: ``hs[t]`` holds h_{t+1}; h_0 is ``h0``)::
 
@@ -43,13 +48,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 from torch.autograd.function import once_differentiable
-
-if TYPE_CHECKING:
-    from echo_rnn.model import EchoRNN
 
 
 @dataclass
@@ -105,6 +105,13 @@ class _Workspace(threading.local):
 
 
 _workspace = _Workspace()
+
+
+def workspace_buffers() -> tuple | None:
+    """This thread's backward workspace (delta and tanh', with their views), or None before
+    the first backward. A CUDA graph captured around ``bptt_backward`` writes into these
+    buffers on every replay: its owner keeps a reference so they are never freed."""
+    return getattr(_workspace, "buffers", None)
 
 
 def bptt_forward(
@@ -237,45 +244,3 @@ class BPTTFunction(torch.autograd.Function):
             need_b=ctx.has_b and need[5],
         )
         return grads.x, grads.h0, grads.U, grads.V, grads.w, grads.b, None
-
-
-def manual_grads(
-    model: EchoRNN,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    h0: torch.Tensor | None = None,
-    truncate: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Gradients of ``echo_loss(model(x, h0)[0], y)`` from the hand-written kernel.
-
-    Args:
-        model: an :class:`~echo_rnn.model.EchoRNN` (its backend does not matter).
-        x: ``(B, T)`` or ``(B, T, I)``; y: ``(B, T)``.
-        h0: ``(B, H)`` or None.
-        truncate: window length of truncated BPTT, or None.
-
-    Returns:
-        ``{name: grad}`` keyed like ``model.named_parameters()``, plus ``"h0"`` when ``h0``
-        is given.
-    """
-    from echo_rnn.model import check_truncate  # model imports this module
-
-    x3, h0 = model.check_inputs(x, h0)
-    truncate = check_truncate(truncate)
-    B, T, _ = x3.shape
-    if tuple(y.shape) != (B, T):
-        raise ValueError(f"y must have shape (B, T) = {(B, T)}, got {tuple(y.shape)}")
-    with torch.no_grad():
-        params = {n: p.detach() for n, p in model.named_parameters()}
-        y_hat, _, cache = bptt_forward(
-            x3, params["U"], params["V"], params["w"], params.get("b"), h0
-        )
-        # d/dyhat of mean_b sum_t (yhat - y)^2 / (2T)
-        dy_hat = (y_hat - y) / (B * T)
-        grads = bptt_backward(
-            dy_hat, cache, truncate=truncate, need_h0=h0 is not None, need_b="b" in params
-        )
-    out = {name: getattr(grads, name) for name in params}
-    if h0 is not None:
-        out["h0"] = grads.h0
-    return out

@@ -6,15 +6,16 @@ agrees); the tests assert on them and ``echo-rnn gradcheck`` prints them as a ta
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
-from echo_rnn.bptt import BPTTFunction, manual_grads
+from echo_rnn import reference
+from echo_rnn import bptt
+from echo_rnn.bptt import BPTTFunction
 from echo_rnn.data import make_echo_batch
-from echo_rnn.model import EchoRNN, echo_loss
+from echo_rnn.model import EchoRNN, check_truncate, echo_loss
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,54 @@ def compare_grads(
     return rows
 
 
+KERNELS = ("reference", "fast")
+
+
+def manual_grads(
+    model: EchoRNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    truncate: int | None = None,
+    kernel: str = "reference",
+) -> dict[str, torch.Tensor]:
+    """Gradients of ``echo_loss(model(x, h0)[0], y)`` from a hand-written kernel.
+
+    Args:
+        model: an :class:`~echo_rnn.model.EchoRNN` (its backend does not matter).
+        x: ``(B, T)`` or ``(B, T, I)``; y: ``(B, T)``.
+        h0: ``(B, H)`` or None.
+        truncate: window length of truncated BPTT, or None.
+        kernel: ``"reference"`` (:mod:`echo_rnn.reference`, written to be read) or ``"fast"``
+            (:mod:`echo_rnn.bptt`, what ``--backend bptt`` trains with).
+
+    Returns:
+        ``{name: grad}`` keyed like ``model.named_parameters()``, plus ``"h0"`` when ``h0``
+        is given.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    x3, h0 = model.check_inputs(x, h0)
+    truncate = check_truncate(truncate)
+    B, T, _ = x3.shape
+    if tuple(y.shape) != (B, T):
+        raise ValueError(f"y must have shape (B, T) = {(B, T)}, got {tuple(y.shape)}")
+    with torch.no_grad():
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        U, V, w, b = params["U"], params["V"], params["w"], params.get("b")
+        if kernel == "reference":
+            y_hat, _, caches = reference.forward(x3, U, V, w, b, h0)
+            grads = reference.backward((y_hat - y) / (B * T), caches, w, truncate)
+        else:
+            y_hat, _, cache = bptt.bptt_forward(x3, U, V, w, b, h0)
+            grads = bptt.bptt_backward((y_hat - y) / (B * T), cache, truncate=truncate,
+                                       need_h0=h0 is not None, need_b=b is not None)
+    out = {name: getattr(grads, name) for name in params}
+    if h0 is not None:
+        out["h0"] = grads.h0
+    return out
+
+
 def autograd_grads(
     model: EchoRNN,
     x: torch.Tensor,
@@ -71,11 +120,14 @@ def autograd_grads(
     h0: torch.Tensor | None = None,
     truncate: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The gradients :func:`~echo_rnn.bptt.manual_grads` computes, from autograd on the
+    """The gradients :func:`manual_grads` computes, from autograd on the
     ``"autograd"`` backend, keyed the same way."""
-    ref = copy.deepcopy(model)  # the same weights, and no draw from the global RNG
-    ref.backend = "autograd"
-    ref.requires_grad_(True)
+    # A fresh module, not a deepcopy: the model may carry DDP's gradient hooks, which must
+    # not fire for this side computation. Its throwaway generator spares the global RNG.
+    ref = EchoRNN(model.hidden_size, model.input_size, model.bias, model.init_std,
+                  backend="autograd", generator=torch.Generator())
+    ref.to(device=model.U.device, dtype=model.U.dtype)
+    ref.load_state_dict(model.state_dict())
     h0_ = h0.detach().clone().requires_grad_(True) if h0 is not None else None
     loss = echo_loss(ref(x, h0_, truncate=truncate)[0], y)
     names = [n for n, _ in ref.named_parameters()]
@@ -84,14 +136,35 @@ def autograd_grads(
     return dict(zip(names + (["h0"] if h0_ is not None else []), grads))
 
 
+class ReferenceFunction(torch.autograd.Function):
+    """The reference kernel as an autograd Function, so that finite differences can witness
+    it as they do the fast one: ``apply(x, h0, U, V, w, b) -> (y_hat, h_T)``."""
+
+    @staticmethod
+    def forward(ctx, x, h0, U, V, w, b):
+        y_hat, h_T, caches = reference.forward(x, U, V, w, b, h0)
+        ctx.caches, ctx.w, ctx.has_h0, ctx.has_b = caches, w, h0 is not None, b is not None
+        return y_hat, h_T
+
+    @staticmethod
+    def backward(ctx, dy_hat, dh_T):
+        if dy_hat is None:
+            dy_hat = torch.zeros(ctx.caches[0].h.shape[0], len(ctx.caches),
+                                 dtype=ctx.w.dtype, device=ctx.w.device)
+        g = reference.backward(dy_hat, ctx.caches, ctx.w, dh_T=dh_T)
+        return (g.x, g.h0 if ctx.has_h0 else None, g.U, g.V, g.w, g.b if ctx.has_b else None)
+
+
 def run_gradcheck(
     model: EchoRNN,
     x: torch.Tensor,
     h0: torch.Tensor | None = None,
     fast_mode: bool | None = None,
+    kernel: str = "fast",
 ) -> tuple[bool, bool, str]:
-    """``torch.autograd.gradcheck`` (finite differences, float64) on :class:`BPTTFunction`
-    over x, h0 and every parameter, with full BPTT.
+    """``torch.autograd.gradcheck`` (finite differences, float64) on the kernel's autograd
+    Function (:class:`BPTTFunction` for ``"fast"``, :class:`ReferenceFunction` for
+    ``"reference"``) over x, h0 and every parameter, with full BPTT.
 
     Truncated BPTT is deliberately not the derivative of the forward, so finite differences
     can only witness the untruncated kernel; truncation is checked against autograd on a
@@ -116,6 +189,8 @@ def run_gradcheck(
         fast_mode = numel * x3.shape[1] > 20_000
 
     def fn(x_, h0_, U, V, w, b):
+        if kernel == "reference":
+            return ReferenceFunction.apply(x_, h0_, U, V, w, b)
         return BPTTFunction.apply(x_, h0_, U, V, w, b, None)
 
     try:
@@ -127,10 +202,13 @@ def run_gradcheck(
 
 @dataclass
 class GradcheckReport:
+    """One kernel's check: its rows against autograd, and finite differences on it."""
+
     rows: list[GradRow]
     gradcheck_passed: bool
     gradcheck_fast_mode: bool
     gradcheck_message: str
+    kernel: str = "fast"
 
     @property
     def agrees(self) -> bool:
@@ -187,13 +265,13 @@ def gradcheck_report(
     y: torch.Tensor,
     h0: torch.Tensor | None = None,
     truncate: int | None = None,
+    kernel: str = "fast",
 ) -> GradcheckReport:
-    """Kernel vs autograd rows, plus finite differences on the kernel's Function."""
-    rows = compare_grads(
-        manual_grads(model, x, y, h0, truncate), autograd_grads(model, x, y, h0, truncate)
-    )
-    passed, fast, message = run_gradcheck(model, x, h0)
-    return GradcheckReport(rows, passed, fast, message)
+    """One kernel vs autograd rows, plus finite differences on the kernel's Function."""
+    rows = compare_grads(manual_grads(model, x, y, h0, truncate, kernel=kernel),
+                         autograd_grads(model, x, y, h0, truncate))
+    passed, fast, message = run_gradcheck(model, x, h0, kernel=kernel)
+    return GradcheckReport(rows, passed, fast, message, kernel)
 
 
 def format_rows(rows: list[GradRow]) -> str:

@@ -405,6 +405,15 @@ def check_dir_name(name: str, setting: str, flag_name: str | None = None) -> Non
                           f"bytes, got {shown}", setting)
 
 
+def logdir_error(exc: OSError, where: Path | str) -> ConfigError:
+    """The one line for a run or sweep directory that cannot be created under --logdir."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a file is in the way"
+    else:
+        reason = exc.strerror or str(exc)
+    return ConfigError(f"argument --logdir: cannot create {where}: {reason}", "logdir")
+
+
 # The sizes that decide a run's memory, with the defaults they are compared with to name the
 # one the user most likely raised.
 _SIZE_FIELDS = ("batch_size", "seq_len", "val_size", "hidden_size")

@@ -224,3 +224,22 @@ def model_from_config(config, seed: int | None = None) -> EchoRNN:
     return EchoRNN(config.hidden_size, 1, bias=config.bias, init_std=config.init_std,
                    backend=config.backend, input_init_std=config.input_init_std,
                    orthogonal_gain=config.orthogonal_gain, generator=gen)
+
+
+def to_nn_rnn(model: EchoRNN) -> tuple[nn.RNN, nn.Linear]:
+    """``torch.nn.RNN(tanh, batch_first=True)`` and a bias-free ``nn.Linear(H, 1)`` readout
+    holding ``model``'s weights (U -> weight_hh_l0, V -> weight_ih_l0, b -> bias_ih_l0 with
+    bias_hh_l0 = 0, w -> the readout's row), on its device and in its dtype: the same
+    function, computed by PyTorch's own RNN (cuDNN on a GPU)."""
+    like = {"device": model.U.device, "dtype": model.U.dtype}
+    rnn = nn.RNN(model.input_size, model.hidden_size, nonlinearity="tanh", bias=model.bias,
+                 batch_first=True, **like)
+    lin = nn.Linear(model.hidden_size, 1, bias=False, **like)
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(model.U)
+        rnn.weight_ih_l0.copy_(model.V)
+        lin.weight.copy_(model.w.unsqueeze(0))
+        if model.bias:
+            rnn.bias_ih_l0.copy_(model.b)
+            rnn.bias_hh_l0.zero_()
+    return rnn, lin

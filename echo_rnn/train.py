@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -28,11 +27,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from echo_rnn import distributed
-from echo_rnn.bptt import manual_grads
+from echo_rnn.bptt import workspace_buffers
 from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
                                  save_checkpoint)
-from echo_rnn.compare import autograd_grads
-from echo_rnn.config import ConfigError, TrainConfig
+from echo_rnn.compare import autograd_grads, manual_grads
+from echo_rnn.config import ConfigError, TrainConfig, logdir_error
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.signals import stop_requests
@@ -121,12 +120,8 @@ def _create_run_dir(config: TrainConfig) -> Path:
                 continue
         raise ConfigError(f"argument --logdir: {logdir} holds too many runs named {base}-N",
                           "logdir")
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"argument --logdir: {logdir} is not a directory (a file is in the "
-                          "way)", "logdir") from None
     except OSError as exc:
-        raise ConfigError(f"argument --logdir: cannot create a run directory in {logdir}: "
-                          f"{exc.strerror or exc}", "logdir") from None
+        raise logdir_error(exc, logdir / (config.run_name or "RUN")) from None
 
 
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
@@ -266,8 +261,7 @@ class _Trainer:
         with torch.cuda.graph(self.graph):
             self.static_out = self._batch_step(self.static_x, self.static_y)
         # The graph writes into the kernel's backward workspace; keep it from being freed.
-        from echo_rnn.bptt import _workspace
-        self.graph_keepalive = getattr(_workspace, "buffers", None)
+        self.graph_keepalive = workspace_buffers()
 
     def train_step(self) -> None:
         c = self.config
@@ -372,7 +366,7 @@ class _Trainer:
                 and (evals_done <= 1 or evals_done % c.compare_every == 0 or last)):
             x, y = self.batch
             with torch.enable_grad():
-                ours = manual_grads(model, x, y, truncate=c.truncate)
+                ours = manual_grads(model, x, y, truncate=c.truncate, kernel="fast")
                 ref = autograd_grads(model, x, y, truncate=c.truncate)
             diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
             writer.add_scalar("grad/manual_vs_autograd", diff, step)

@@ -58,3 +58,23 @@ def no_leaked_global_state(request):
         details = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" for k in leaked
                             if k != "environment") or "environment changed"
         pytest.fail(f"{request.node.name} leaked global state: {details}", pytrace=False)
+
+
+# The test tiers. A test that starts a process (through helpers.python / cli, or a file's
+# helper built on them) is marked ``subprocess``; those and the ``distributed`` ones are
+# ``slow`` too, as are long trainings marked by hand. ``pytest -m "not slow"`` is the quick
+# tier; plain ``pytest`` runs everything.
+PROCESS_HELPERS = {"cli", "python", "torchrun", "sweep"}
+
+
+def _calls_a_process_helper(function) -> bool:
+    code = getattr(function, "__code__", None)
+    return code is not None and bool(PROCESS_HELPERS & set(code.co_names))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _calls_a_process_helper(getattr(item, "function", None)):
+            item.add_marker(pytest.mark.subprocess)
+        if item.get_closest_marker("subprocess") or item.get_closest_marker("distributed"):
+            item.add_marker(pytest.mark.slow)

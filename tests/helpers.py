@@ -48,9 +48,19 @@ def run_main(*args, capsys):
     return code, out, err
 
 
-def cli(*args, cwd=None, **popen):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "echo_rnn", *map(str, args)]
+def python(*args, cwd=None, env=None, input=None, timeout=300, **popen):
+    """The one way the tests start a process: ``python ARGS``, run to the end (a
+    CompletedProcess, text output captured, ``input`` on its stdin), or, given Popen's
+    keywords (stdout=PIPE, ...), started and returned as a Popen. ``env`` adds to this
+    process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = [sys.executable, *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, **popen)
-    return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, input=input,
+                          timeout=timeout)
+
+
+def cli(*args, **kwargs):
+    """``echo-rnn ARGS`` in a subprocess (see :func:`python`)."""
+    return python("-m", "echo_rnn", *args, **kwargs)

@@ -7,7 +7,8 @@ import torch
 
 import echo_rnn.bptt as bptt
 from conftest import DEVICES
-from echo_rnn.bptt import BPTTFunction, manual_grads
+from echo_rnn.bptt import BPTTFunction
+from echo_rnn.compare import manual_grads
 from echo_rnn.compare import autograd_grads, compare_grads, run_gradcheck
 from echo_rnn.model import EchoRNN
 
@@ -49,14 +50,25 @@ def _problem(B, T, H, I, bias, with_h0, seed=0, device="cpu"):
     return m, x, y, h0
 
 
+# The two kernels against each other: the same sums, in float64, differing only in the
+# order of a few additions, so they agree to 1e-12 of each tensor's scale.
+KERNELS_RTOL = 1e-12
+
+
 @pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
-def test_manual_grads_equal_autograd(B, T, H, I, bias, with_h0, truncate):
+def test_both_kernels_equal_autograd_and_each_other(B, T, H, I, bias, with_h0, truncate):
     m, x, y, h0 = _problem(B, T, H, I, bias, with_h0)
-    ours = manual_grads(m, x, y, h0, truncate)
     ref = autograd_grads(m, x, y, h0, truncate)
-    assert list(ours) == [n for n, _ in m.named_parameters()] + (["h0"] if with_h0 else [])
+    got = {k: manual_grads(m, x, y, h0, truncate, kernel=k) for k in ("reference", "fast")}
+    for kernel, ours in got.items():
+        assert list(ours) == [n for n, _ in m.named_parameters()] + (["h0"] if with_h0 else [])
+        for name in ref:
+            assert_grad_close(ours[name], ref[name], f"{kernel} {name}")
     for name in ref:
-        assert_grad_close(ours[name], ref[name], name)
+        fast, reading = got["fast"][name], got["reference"][name]
+        scale = max(reading.abs().max().item(), 1e-300)
+        torch.testing.assert_close(fast, reading, rtol=KERNELS_RTOL, atol=KERNELS_RTOL * scale,
+                                   msg=lambda s: f"fast vs reference {name}: {s}")
 
 
 @pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
@@ -107,10 +119,26 @@ def test_witnesses_catch_a_wrong_kernel(monkeypatch):
         return grads
 
     monkeypatch.setattr(bptt, "bptt_backward", flipped)
-    rows = compare_grads(manual_grads(m, x, y), autograd_grads(m, x, y))
+    rows = compare_grads(manual_grads(m, x, y, kernel="fast"), autograd_grads(m, x, y))
     assert [r.name for r in rows if not r.agrees] == ["U"]
     assert run_gradcheck(m, x, fast_mode=False)[0] is False
     assert run_gradcheck(m, x, fast_mode=True)[0] is False
+
+
+def test_witnesses_catch_a_wrong_reference_step(monkeypatch):
+    """The reference kernel with tanh' missing fails autograd and finite differences."""
+    import echo_rnn.reference as reference
+
+    m, x, y, h0 = _problem(2, 6, 4, 1, True, False)
+
+    def no_tanh_derivative(dh, cache):
+        return reference.StepGrads(x=dh @ cache.V, h_prev=dh @ cache.U, U=dh.T @ cache.h_prev,
+                                   V=dh.T @ cache.x, b=dh.sum(0))
+
+    monkeypatch.setattr(reference, "step_backward", no_tanh_derivative)
+    rows = compare_grads(manual_grads(m, x, y, kernel="reference"), autograd_grads(m, x, y))
+    assert {r.name for r in rows if not r.agrees} == {"U", "V", "b"}  # w needs no tanh'
+    assert run_gradcheck(m, x, kernel="reference", fast_mode=False)[0] is False
 
 
 def test_truncate_at_or_beyond_T_is_full_bptt():
@@ -144,13 +172,14 @@ def test_manual_grads_rejects_wrong_target_shape():
 def test_kernel_on_device(device, dtype, truncate):
     m, x, y, h0 = _problem(3, 20, 8, 2, True, True, device=device)
     m, x, y, h0 = m.to(dtype), x.to(dtype), y.to(dtype), h0.to(dtype)
-    ours = manual_grads(m, x, y, h0, truncate)
     ref = autograd_grads(m, x, y, h0, truncate)
-    for name in ref:
-        assert ours[name].device.type == device
+    for kernel in ("reference", "fast"):
+        ours = manual_grads(m, x, y, h0, truncate, kernel=kernel)
+        for name in ref:
+            assert ours[name].device.type == device
+            if dtype == torch.float64:
+                assert_grad_close(ours[name], ref[name], f"{kernel} {name}")
+            else:
+                torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-6)
         if dtype == torch.float64:
-            assert_grad_close(ours[name], ref[name], name)
-        else:
-            torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-6)
-    if dtype == torch.float64:
-        assert run_gradcheck(m, x, h0, fast_mode=True)[0]
+            assert run_gradcheck(m, x, h0, kernel=kernel, fast_mode=True)[0]

@@ -1,31 +1,35 @@
 """The ``echo-rnn`` command line: exit codes, output formats, usage errors."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import echo_rnn.compare as compare
 from echo_rnn.cli import main
+from helpers import cli, python
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "echo_rnn", *args], capture_output=True, text=True, cwd=cwd
-    )
 
 
-def test_gradcheck_notebook_shape_agrees(capsys):
+def test_gradcheck_notebook_shape_agrees_for_both_kernels(capsys):
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line[:2] in ("U ", "V ", "w ")]
-    assert [r[0] for r in rows] == ["U", "V", "w"]
+    assert [r[0] for r in rows] == ["U", "V", "w"] * 2  # the reference kernel's, the fast one's
     assert all(r[-1] == "yes" for r in rows)
-    assert "finite differences, float64, full Jacobian" in out and ": passed" in out
+    assert "reference kernel, vs autograd" in out and "fast kernel, vs autograd" in out
+    assert "gradcheck on ReferenceFunction" in out and "gradcheck on BPTTFunction" in out
+    assert out.count("finite differences, float64, full Jacobian, full BPTT): passed") == 2
+
+
+@pytest.mark.parametrize("kernel", ["reference", "fast"])
+def test_gradcheck_one_kernel(capsys, kernel):
+    assert main(["gradcheck", "--kernel", kernel, "--json", "--seq-len", "9"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["kernels"]) == [kernel] and report["config"]["kernel"] == kernel
 
 
 def test_gradcheck_json_for_the_large_shape(capsys):
@@ -39,6 +43,8 @@ def test_gradcheck_json_for_the_large_shape(capsys):
         "U": [64, 64], "V": [64, 3], "w": [64], "b": [64], "h0": [32, 64]}
     assert all(r["max_rel_diff"] < 1e-10 for r in report["rows"])
     assert report["gradcheck"] == {"passed": True, "fast_mode": True, "message": "passed"}
+    assert set(report["kernels"]) == {"reference", "fast"}
+    assert all(k["agrees"] for k in report["kernels"].values())
 
 
 def test_gradcheck_exits_1_when_a_gradient_disagrees(monkeypatch, capsys):
@@ -85,7 +91,7 @@ def test_usage_errors_are_one_line_exit_2(args, needle, capsys):
 
 
 def test_a_usage_error_in_a_real_process():
-    proc = run_cli("gradcheck", "--hidden-size", "-1")
+    proc = cli("gradcheck", "--hidden-size", "-1")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == ("echo-rnn gradcheck: error: argument --hidden-size: must be a positive "
                            "integer up to 4096, got '-1' (see echo-rnn gradcheck --help)\n")
@@ -96,21 +102,18 @@ def test_cuda_without_cuda_is_a_usage_error():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = run_cli("gradcheck", "--device", "cuda")
+    proc = cli("gradcheck", "--device", "cuda")
     assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
 
 
 def test_script_is_the_same_command():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "compare_grads.py"), "--json", "--seq-len", "9"],
-        capture_output=True, text=True,
-    )
+    proc = python(ROOT / "scripts" / "compare_grads.py", "--json", "--seq-len", "9")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["config"]["seq_len"] == 9
 
 
 def test_help_explains():
-    proc = run_cli("gradcheck", "--help")
+    proc = cli("gradcheck", "--help")
     assert proc.returncode == 0
     assert "finite differences" in proc.stdout and "--truncate" in proc.stdout
 
@@ -118,12 +121,12 @@ def test_help_explains():
 def test_version():
     from echo_rnn import __version__
 
-    proc = run_cli("--version")
+    proc = cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith(f"echo-rnn {__version__} (torch ")
 
 
 def test_help_descriptions_are_wrapped():
-    proc = run_cli("train", "--help")
+    proc = cli("train", "--help")
     assert proc.returncode == 0
     assert max(len(line) for line in proc.stdout.splitlines()) <= 100
 
@@ -132,13 +135,12 @@ def test_gpu_check_lists_every_cuda_path_and_refuses_without_cuda():
     import torch
 
     script = ROOT / "scripts" / "gpu_check.py"
-    proc = subprocess.run([sys.executable, str(script), "--print-commands", "--out", "o"],
-                          capture_output=True, text=True)
+    proc = python(script, "--print-commands", "--out", "o")
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "-k cuda" in text and "bench --device cuda --output" in text
     assert "bench --device cuda --cuda-graph" in text
     assert text.count("train --device cuda --cuda-graph") == 2 and "--backend bptt" in text
     if not torch.cuda.is_available():
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        proc = python(script)
         assert proc.returncode == 2 and "CUDA is not available" in proc.stderr

@@ -1,7 +1,5 @@
 """Data-parallel training under torchrun (2 CPU ranks, gloo) against one process."""
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -10,17 +8,17 @@ import torch
 
 from echo_rnn.checkpoint import load_checkpoint
 from echo_rnn.model import EchoRNN
-from helpers import cli, scalar_series, small_flags
+from helpers import cli, python, scalar_series, small_flags
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
-                                reason="torch.distributed is not available")
+pytestmark = [pytest.mark.distributed,
+              pytest.mark.skipif(not torch.distributed.is_available(),
+                                 reason="torch.distributed is not available")]
 
 
 def torchrun(*args, cwd=None, program=("-m", "echo_rnn")):
     """2 CPU ranks of ``program`` (the CLI unless a script is given) with ``args``."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           *program, *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    return python("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                  *program, *args, cwd=cwd)
 
 
 @pytest.mark.parametrize("backend", ["autograd", "bptt"])

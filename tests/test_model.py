@@ -1,9 +1,8 @@
 import pytest
 import torch
-from torch import nn
 
 from conftest import DEVICES
-from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, random_orthogonal
+from echo_rnn.model import to_nn_rnn, EchoRNN, bit_accuracy, echo_loss, random_orthogonal
 
 
 def test_parameter_names_shapes_and_init():
@@ -70,18 +69,7 @@ def test_bit_accuracy_skips_the_first_k_positions():
 
 
 def _nn_rnn_copy(m: EchoRNN):
-    rnn = nn.RNN(m.input_size, m.hidden_size, nonlinearity="tanh", bias=m.bias, batch_first=True)
-    lin = nn.Linear(m.hidden_size, 1, bias=False)
-    rnn = rnn.to(m.U.dtype)
-    lin = lin.to(m.U.dtype)
-    with torch.no_grad():
-        rnn.weight_hh_l0.copy_(m.U)
-        rnn.weight_ih_l0.copy_(m.V)
-        lin.weight.copy_(m.w.unsqueeze(0))
-        if m.bias:
-            rnn.bias_ih_l0.copy_(m.b)
-            rnn.bias_hh_l0.zero_()
-    return rnn, lin
+    return to_nn_rnn(m)
 
 
 @pytest.mark.parametrize("backend", ["autograd", "bptt"])

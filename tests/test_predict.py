@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -27,8 +25,7 @@ def test_trained_model_echoes_the_bits(tmp_path):
     out = json.loads(proc.stdout)
     assert out["echo"][2:] == bits[:-2] and out["expected"] == "00" + bits[:-2]
     assert len(out["output"]) == len(bits)
-    proc = subprocess.run([sys.executable, "-m", "echo_rnn", "predict", "--checkpoint",
-                           run.run_dir, "-"], input=bits + "\n", capture_output=True, text=True)
+    proc = cli("predict", "--checkpoint", run.run_dir, "-", input=bits + "\n")
     assert proc.returncode == 0
     assert proc.stdout.splitlines()[0] == f"input      {bits}"
     assert proc.stdout.splitlines()[1] == f"echo (k=2) 00{bits[:-2]}"

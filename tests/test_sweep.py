@@ -4,7 +4,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import Image
 
 from echo_rnn.config import ConfigError
 from echo_rnn.sweep import echo_steps_for, parse_int_list
-from helpers import cli, events, run_main, scalar_series
+from helpers import cli, events, python, run_main, scalar_series
 
 FIXED = ["--seq-len", "16", "--val-size", "32", "--batch-size", "8", "--eval-every", "10",
          "--device", "cpu"]
@@ -169,14 +168,14 @@ def test_a_failing_point_starts_no_queued_point(tmp_path):
     assert steps["k5-H3-s2"] == steps["k5-H3-s3"] == 20, steps  # queued: never started
 
 
+@pytest.mark.distributed
 def test_torchrun_sweep_equals_single_process(tmp_path):
     grid = ["--echo-steps", "1-2", "--hidden-sizes", "2,3", "--seeds", "0-1", "--workers", "1"]
     one = sweep(tmp_path, *grid, name="one")
     assert one.returncode == 0, one.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "echo_rnn", "sweep", "--logdir", str(tmp_path / "runs"), "--name", "two",
-           "--steps", "40", *FIXED, *grid]
-    two = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    two = python("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                 "-m", "echo_rnn", "sweep", "--logdir", tmp_path / "runs", "--name", "two",
+                 "--steps", "40", *FIXED, *grid)
     assert two.returncode == 0, two.stderr[-2000:]
     a = read_csv(tmp_path / "runs" / "one" / "results.csv")
     b = read_csv(tmp_path / "runs" / "two" / "results.csv")

@@ -4,7 +4,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,9 +14,10 @@ from conftest import requires_cuda
 from echo_rnn.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig, build_config
 from echo_rnn.train import NonFiniteLoss, train
-from helpers import cli, events, run_main, scalar_series, small_config, small_flags
+from helpers import cli, events, python, run_main, scalar_series, small_config, small_flags
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["autograd", "bptt"])
 @pytest.mark.parametrize("seed", range(5))
 def test_default_run_solves_within_500_steps(tmp_path, backend, seed):
@@ -28,6 +28,7 @@ def test_default_run_solves_within_500_steps(tmp_path, backend, seed):
     assert result.solved_step <= 500 and result.stopped == "solved"
 
 
+@pytest.mark.slow
 def test_notebook_preset_reaches_full_accuracy(tmp_path):
     config = build_config("notebook", overrides={"logdir": str(tmp_path), "backend": "bptt",
                                                  "device": "cpu"})
@@ -158,8 +159,7 @@ def test_script_and_config_file(tmp_path):
     toml.write_text(f'hidden-size = 3\nlr = 0.05\nlogdir = "{tmp_path / "runs"}"\nsteps = 10\n'
                     'seq_len = 12\nval_size = 8\ndevice = "cpu"\n')
     script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
-    proc = subprocess.run([sys.executable, str(script), "--config", str(toml), "--lr", "0.01",
-                           "--run-name", "f"], capture_output=True, text=True)
+    proc = python(script, "--config", toml, "--lr", "0.01", "--run-name", "f")
     assert proc.returncode == 0, proc.stderr
     config = json.loads((tmp_path / "runs" / "f" / "config.json").read_text())
     assert (config["hidden_size"], config["lr"], config["steps"]) == (3, 0.01, 10)
@@ -322,6 +322,7 @@ def test_cuda_graph_needs_cuda_and_the_batch_schedule(tmp_path):
             small_config(tmp_path, device="cuda", cuda_graph=True, schedule="notebook").validate()
 
 
+@pytest.mark.slow
 def test_curriculum_walks_k_up_to_the_echo_step(tmp_path):
     result = train(small_config(tmp_path, run_name="c", curriculum=True, echo_step=3,
                                 hidden_size=6, batch_size=32, steps=1500, lr=0.02,

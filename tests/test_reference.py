@@ -1,0 +1,66 @@
+"""The reference kernel: its step functions against autograd, and what it may import."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from echo_rnn import reference
+
+PACKAGE = Path(__file__).resolve().parents[1] / "echo_rnn"
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add((node.module or "").split(".")[0])
+    return names
+
+
+def test_reference_imports_only_torch_and_the_standard_library():
+    assert _imports("reference") <= {"__future__", "dataclasses", "torch"}
+
+
+def test_the_fast_kernel_imports_nothing_from_the_package():
+    # so that model.py, which builds on it, and bptt.py form no import cycle
+    assert "echo_rnn" not in _imports("bptt")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_step_backward_is_the_derivative_of_one_step_forward(bias):
+    g = torch.Generator().manual_seed(0)
+    B, I, H = 3, 2, 4
+    kw = {"dtype": torch.float64, "generator": g}
+    x, h_prev = torch.randn(B, I, **kw), torch.randn(B, H, **kw)
+    U, V = torch.randn(H, H, **kw), torch.randn(H, I, **kw)
+    b = torch.randn(H, **kw) if bias else None
+    dh = torch.randn(B, H, **kw)  # a random upstream gradient, as llm.c checks its layers
+    leaves = [t.clone().requires_grad_() for t in (x, h_prev, U, V)]
+    b_leaf = b.clone().requires_grad_() if bias else None
+    h, cache = reference.step_forward(*leaves, b_leaf)
+    (h * dh).sum().backward()
+    ours = reference.step_backward(dh, cache)
+    for name, leaf in zip(("x", "h_prev", "U", "V"), leaves):
+        torch.testing.assert_close(getattr(ours, name), leaf.grad, rtol=1e-13, atol=1e-13)
+    if bias:
+        torch.testing.assert_close(ours.b, b_leaf.grad, rtol=1e-13, atol=1e-13)
+
+
+def test_truncation_carries_nothing_into_a_new_window():
+    g = torch.Generator().manual_seed(1)
+    kw = {"dtype": torch.float64, "generator": g}
+    x, U, V, w = (torch.randn(2, 6, 1, **kw), torch.randn(3, 3, **kw), torch.randn(3, 1, **kw),
+                  torch.randn(3, **kw))
+    _, _, caches = reference.forward(x, U, V, w)
+    dy = torch.zeros(2, 6, dtype=torch.float64)
+    dy[:, 2] = 1.0  # only step 3's loss: with k = 2 it reaches steps 3 and nothing before
+    grads = reference.backward(dy, caches, w, truncate=2)
+    assert grads.x[:, 2].abs().sum() > 0
+    assert grads.x[:, :2].abs().sum() == 0 and grads.h0.abs().sum() == 0
+    full = reference.backward(dy, caches, w)
+    assert full.x[:, :2].abs().sum() > 0 and full.h0.abs().sum() > 0
