@@ -16,11 +16,13 @@ import math
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -475,8 +477,32 @@ def train(
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written after the current step.
     """
     config.validate()
-    with cpu_threads(config.threads), stop_requests() as received:
+    with (cpu_threads(config.threads), stop_requests() as received,
+          _writer_thread_errors_reported_by_the_run()):
         return _train(config, resume, verbose, data_parallel, received, stop)
+
+
+@contextmanager
+def _writer_thread_errors_reported_by_the_run() -> Iterator[None]:
+    """TensorBoard writes events from a thread of its own; on a full disk that thread dies
+    printing a traceback, and the next flush raises the same error in the run, which reports
+    it in one line (StorageError). While the run lasts, the thread's traceback is dropped;
+    the previous threading.excepthook is back afterwards."""
+    previous = threading.excepthook
+
+    def hook(args):
+        tb, from_writer = args.exc_traceback, False
+        while tb is not None:
+            from_writer |= "tensorboard" in tb.tb_frame.f_code.co_filename
+            tb = tb.tb_next
+        if not (from_writer and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,

@@ -1,5 +1,6 @@
 import os
 import signal
+import threading
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ def _global_state() -> dict:
         "SIGINT handler": signal.getsignal(signal.SIGINT),
         "SIGTERM handler": signal.getsignal(signal.SIGTERM),
         "cwd": os.getcwd(),
+        "threading.excepthook": threading.excepthook,
         # pytest itself sets PYTEST_CURRENT_TEST for each phase of a test
         "environment": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
     }
@@ -49,6 +51,7 @@ def no_leaked_global_state(request):
     signal.signal(signal.SIGINT, before["SIGINT handler"])
     signal.signal(signal.SIGTERM, before["SIGTERM handler"])
     os.chdir(before["cwd"])
+    threading.excepthook = before["threading.excepthook"]
     if after["environment"] != before["environment"]:
         for k in set(after["environment"]) - set(before["environment"]):
             del os.environ[k]

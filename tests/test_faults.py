@@ -258,3 +258,34 @@ def test_divergence_is_the_divergence_message(tmp_path, capsys, flags):
     if ckpt.exists():  # a checkpoint, if any, is a good one
         state = load_checkpoint(ckpt)
         assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 600 KiB tmpfs: a real full disk. Needs root and mount rights; skipped without."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:80]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_really_full_disk_is_one_line_then_and_on_resume(tiny_disk):
+    # Before: 8 chained tracebacks (one from TensorBoard's writer thread), and a resume while
+    # still full left a 0-byte events file.
+    flags = ["--logdir", tiny_disk / "runs", "--run-name", "a", "--steps", "5000",
+             "--echo-step", "9", "--hidden-size", "16", "--device", "cpu"]
+    for args in (flags, ["--resume", tiny_disk / "runs" / "a", "--steps", "6000"]):
+        proc = cli("train", *args)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and "the disk is full" in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("echo-rnn train: error: could not")
+        assert "the last good checkpoint is" in proc.stderr
+    run = tiny_disk / "runs" / "a"
+    assert all(f.stat().st_size > 0 for f in run.glob("events*"))
+    assert load_checkpoint(run)["step"] > 0
