@@ -237,9 +237,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from echo_rnn import distributed
-    from echo_rnn.checkpoint import CheckpointError, load_checkpoint
-    from echo_rnn.config import PRESETS, ConfigError, TrainConfig, build_config, config_overrides
-    from echo_rnn.train import NonFiniteLoss, StorageError, TrainingInterrupted, train
+    import dataclasses
+
+    from echo_rnn.checkpoint import CheckpointError
+    from echo_rnn.config import PRESETS, ConfigError, build_config, config_overrides
+    from echo_rnn.train import NonFiniteLoss, StorageError, TrainingInterrupted, open_run, train
 
     overrides = config_overrides(args)
     try:
@@ -252,12 +254,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"argument --resume: a resumed run keeps its config; only --steps may be "
                     f"given with it, got {' '.join(given)}")
             try:
-                saved = load_checkpoint(args.resume)["config"]
-                config = TrainConfig.from_dict({**saved, **overrides}, recorded=True)
+                resume = open_run(args.resume)  # read once, here; train continues from it
+                config = dataclasses.replace(resume.config, **overrides)
                 config.validate()
-            except (ConfigError, CheckpointError, TypeError) as exc:
+            except (ConfigError, CheckpointError) as exc:
                 raise UsageError(f"argument --resume: {exc}") from None
         else:
+            resume = None
             config = build_config(args.preset, args.config, overrides)
     except (ConfigError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -269,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"--preset {args.preset}: trains with the {preset_backend} backend (the "
                   "hand-written kernel); --backend autograd to change it", file=sys.stderr)
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, resume=resume)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except CheckpointError as exc:

@@ -239,6 +239,13 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def resume_changes(self, recorded: TrainConfig) -> list[str]:
+        """The settings in which this config differs from ``recorded`` (a run's own) other
+        than those a resume may change (RESUME_FREE): a resumed run or a re-run sweep must
+        have none, since its curve must be the one it started."""
+        mine, theirs = self.to_dict(), recorded.to_dict()
+        return sorted(k for k in mine if k not in RESUME_FREE and theirs[k] != mine[k])
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config",
                   recorded: bool = False) -> TrainConfig:
@@ -256,6 +263,10 @@ class TrainConfig:
             values[name] = value
         return cls(**values)
 
+
+# What a resumed run may change: where it is kept (a run directory can be moved), how far
+# it runs, and the preset's name (a label). Everything else decides the curve.
+RESUME_FREE = ("logdir", "run_name", "steps", "preset")
 
 # What a run recorded before a setting existed was made with: Adam unfused. (threads: the
 # count those runs used was the environment's, unknown; they resume on 1.)

@@ -29,7 +29,7 @@ from echo_rnn.checkpoint import checkpoint_path
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, flag, logdir_error
 from echo_rnn.signals import stop_requests
 from echo_rnn.tables import write_results
-from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, resume_changes, train
+from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
 
 # Far more than a machine runs in a day; stops a typo from building a grid of 10^8 configs.
 MAX_POINTS = 100_000
@@ -146,18 +146,16 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
     if not spec.exists():
         return
     try:
-        old = json.loads(spec.read_text())["base"]
-        old_steps = int(old["steps"])
-        old = TrainConfig.from_dict(old, recorded=True).to_dict()
+        recorded = TrainConfig.from_dict(json.loads(spec.read_text())["base"], recorded=True)
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"argument --name: {spec} is not a readable sweep record; choose "
                           "another --name") from None
-    new = json.loads(json.dumps(base.to_dict()))  # compare as the record stores it
-    diff = resume_changes(new, old)
-    if new["steps"] < old_steps:
+    diff = base.resume_changes(recorded)
+    if base.steps < recorded.steps:
         diff.append("steps")
     if diff:
-        changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        old, new = recorded.to_dict(), base.to_dict()
+        changes = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff)
         raise ConfigError(
             f"argument --name: the sweep in {sweep_dir} was run with other settings ({changes}); "
             "re-run it with the same settings (--steps may only be raised) or choose another "

@@ -400,30 +400,33 @@ class _Trainer:
         writer.flush()
 
 
-# What a resumed run may change: where it is kept (a run directory can be moved) and how far
-# it runs. Everything else decides the curve, and a resumed curve must be the same one.
-RESUME_FREE = ("logdir", "run_name", "steps", "preset")
+@dataclass
+class Resumed:
+    """A run to continue, read once: its directory, its checkpoint file, the state in it and
+    the config it was started with."""
+
+    run_dir: Path
+    checkpoint: Path
+    state: dict[str, Any]
+    config: TrainConfig
 
 
-def resume_changes(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """The settings, other than those in RESUME_FREE, in which the config dicts ``mine`` and
-    ``theirs`` differ (a key ``theirs`` lacks counts as a difference)."""
-    return sorted(k for k in mine if k not in RESUME_FREE and theirs.get(k) != mine[k])
+def open_run(resume: str | Path) -> Resumed:
+    """Read the run that ``resume`` names (its directory, or the ``checkpoints/last.pt`` in
+    it). Raises CheckpointError naming the file and what is wrong."""
+    state = load_checkpoint(resume)  # what it is comes first: refused, damaged, ...
+    run_dir, ckpt_file = run_dir_of_checkpoint(resume)  # then where it is
+    return Resumed(run_dir, ckpt_file, state, TrainConfig.from_dict(state["config"], recorded=True))
 
 
-def _check_resume_config(config: TrainConfig, saved: dict[str, Any], path: Path) -> TrainConfig:
-    try:
-        saved_config = TrainConfig.from_dict(saved, recorded=True)
-        saved_config.validate()
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{path} has a config this echo-rnn cannot use: {exc}") from None
-    theirs = saved_config.to_dict()
-    diff = resume_changes(config.to_dict(), theirs)
+def _check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
+    diff = config.resume_changes(resumed.config)
     if diff:
+        theirs = resumed.config.to_dict()
         raise CheckpointError(
-            f"{path} was made with a different config ({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); "
-            "a resumed run keeps the config it was started with, only --steps may change")
-    return config
+            f"{resumed.checkpoint} was made with a different config "
+            f"({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); a resumed run keeps the "
+            "config it was started with, only --steps may change")
 
 
 def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
@@ -433,6 +436,8 @@ def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
     path = Path(resume)
     if path.is_dir():
         return path, checkpoint_path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such run directory or checkpoint file: {path}")
     run_dir = path.parent.parent
     if path.parent.name != CHECKPOINT_DIR or not (run_dir / "config.json").is_file():
         raise CheckpointError(
@@ -445,7 +450,7 @@ def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
 def train(
     config: TrainConfig,
     *,
-    resume: str | Path | None = None,
+    resume: str | Path | Resumed | None = None,
     verbose: bool = True,
     data_parallel: bool = True,
     stop: Callable[[], bool] | None = None,
@@ -454,7 +459,8 @@ def train(
 
     Args:
         config: the run's settings; validated first, before anything is written.
-        resume: a run directory (or its ``checkpoints/last.pt``) to continue. ``config`` must
+        resume: a run directory (or its ``checkpoints/last.pt``, or what :func:`open_run`
+            read from one) to continue. ``config`` must
             equal the config the run was started with, except ``steps`` and where the run is
             kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
             names).
@@ -520,9 +526,9 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             device = torch.device("cuda", d.local_rank)
     saved = None
     if resume is not None:
-        run_dir, ckpt_file = run_dir_of_checkpoint(resume)
-        saved = load_checkpoint(ckpt_file)
-        _check_resume_config(config, saved["config"], ckpt_file)
+        resumed = resume if isinstance(resume, Resumed) else open_run(resume)
+        _check_resume_config(config, resumed)
+        run_dir, ckpt_file, saved = resumed.run_dir, resumed.checkpoint, resumed.state
     else:
         run_dir, error = None, None
         if d.is_main:
