@@ -638,25 +638,43 @@ def build_parser() -> Parser:
     return parser
 
 
+# What each command imports before it runs (torch among it): loaded while signals wait.
+COMMAND_MODULES = {"train": "echo_rnn.train", "sweep": "echo_rnn.sweep",
+                   "gradcheck": "echo_rnn.compare", "predict": "echo_rnn.predict",
+                   "bench": "echo_rnn.bench"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from echo_rnn.signals import Terminated, exit_status, terminate_raises
+    import importlib
+
+    from echo_rnn.signals import Terminated, exit_status, stop_requests, terminate_raises
 
     command = "echo-rnn"
-    # SIGTERM as an exception while the command runs (Ctrl-C already is one): a signal that
-    # arrives outside a training loop, while torch loads say, ends in one line, not a traceback.
-    with terminate_raises():
-        try:
+
+    def stopped(signum: int) -> int:
+        print(f"{command}: stopped by {signal.Signals(signum).name}; what was saved is kept",
+              file=sys.stderr)
+        return exit_status(signum)
+
+    try:
+        # Signals wait while torch and the command's modules load: an import cut in half
+        # can leave a module broken (numpy without its functions), and the command fail
+        # with an unrelated error. A second signal acts at once.
+        with stop_requests() as held:
             args = build_parser().parse_args(argv)
             command = f"echo-rnn {args.command}"
+            importlib.import_module(COMMAND_MODULES[args.command])
+        if held:
+            return stopped(held[0])
+        # While the command runs, SIGTERM is an exception as Ctrl-C is: a signal outside a
+        # training loop ends in one line, not a traceback.
+        with terminate_raises():
             return args.func(args)
-        except UsageError as exc:
-            print(f"{command}: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except (KeyboardInterrupt, Terminated) as exc:
-            signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-            print(f"{command}: stopped by {signal.Signals(signum).name}; what was saved is kept",
-                  file=sys.stderr)
-            return exit_status(signum)
-        except BrokenPipeError:  # output piped into `head` and the like
-            sys.stderr.close()
-            return 0
+    except UsageError as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, Terminated) as exc:
+        return stopped(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0

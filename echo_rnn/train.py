@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from echo_rnn import distributed
 from echo_rnn.bptt import workspace_buffers
@@ -37,8 +35,9 @@ from echo_rnn.config import ConfigError, TrainConfig, logdir_error
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.signals import stop_requests
+from echo_rnn.curriculum import Curriculum
 from echo_rnn.model import bit_accuracy, echo_loss, model_from_config
-from echo_rnn.tblog import heatmap_rgb, sequence_rgb, write_hparams
+from echo_rnn.runlog import RunLog
 
 # The held-out set comes from its own generator, seeded apart from the training stream, so
 # that it is the same set for a seed whatever the training does.
@@ -80,13 +79,6 @@ class TrainingInterrupted(Exception):
 
     def __reduce__(self):  # crosses process boundaries in a sweep's worker pool
         return (type(self), (self.signum, self.step, self.run_dir))
-
-
-class _NullWriter:
-    """What ranks other than 0 log to under torchrun: nothing."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
 
 
 def default_run_name(config: TrainConfig) -> str:
@@ -162,9 +154,7 @@ class _Trainer:
         val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
         self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device)
         self.step = 0
-        # The k trained on now, and the step at which training on it began.
-        self.k = min(1, c.echo_step) if c.curriculum else c.echo_step
-        self.k_since = 0
+        self.curriculum = Curriculum.from_config(c)
         self.solved_step: int | None = None
         self.wall_before = 0.0  # seconds spent in earlier sessions of this run
         # (step, loss, grad norm, lr) of the steps not yet logged
@@ -183,7 +173,7 @@ class _Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"train": self.gen.get_state()},
-            "curriculum": {"k": self.k, "k_since": self.k_since},
+            "curriculum": self.curriculum.state_dict(),
             "progress": {
                 "solved_step": self.solved_step,
                 "wall_time_s": self.wall_before + elapsed,
@@ -201,9 +191,7 @@ class _Trainer:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path} does not fit its own config: {first}") from None
         self.step = int(state["step"])
-        cur = state.get("curriculum", {})
-        self.k = int(cur.get("k", self.k))
-        self.k_since = int(cur.get("k_since", 0))
+        self.curriculum.load_state_dict(state.get("curriculum", {}))
         progress = state.get("progress", {})
         self.solved_step = progress.get("solved_step")
         self.wall_before = float(progress.get("wall_time_s", 0.0))
@@ -268,7 +256,7 @@ class _Trainer:
     def train_step(self) -> None:
         c = self.config
         if c.schedule == "batch":
-            x, y = make_echo_batch(c.batch_size, c.seq_len, self.k,
+            x, y = make_echo_batch(c.batch_size, c.seq_len, self.curriculum.k,
                                    generator=self.gen, device=self.device)
             x, y = x[self.share], y[self.share]
             if c.cuda_graph:
@@ -290,32 +278,31 @@ class _Trainer:
         self.batch = (x, y)
         self.step += 1
         self.pending.append((self.step, loss, norm, self.optimizer.param_groups[0]["lr"]))
-        since = self.step - self.k_since
-        if c.lr_halve_every and self.k == c.echo_step and since % c.lr_halve_every == 0:
+        since = self.step - self.curriculum.since
+        if c.lr_halve_every and self.curriculum.at_last and since % c.lr_halve_every == 0:
             for group in self.optimizer.param_groups:
                 group["lr"] /= 2
 
     # --- logging ------------------------------------------------------------------------
 
-    def flush_scalars(self, writer: SummaryWriter) -> None:
-        """Read the pending per-step scalars off the device (one sync) and log them."""
+    def take_scalars(self) -> list[tuple[int, float, float, float]]:
+        """The per-step (step, loss, grad norm, lr) not yet logged, read off the device in
+        one sync; raises NonFiniteLoss at the first non-finite loss or norm."""
         if not self.pending:
-            return
+            return []
         values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending])  # (n, 2)
         # Under torchrun each rank has the loss of its share; their mean is the global batch's.
         if self.dist.enabled:
             values = distributed.all_reduce_mean_(values)
-        values = values.tolist()
-        steps_lrs = [(s, lr) for s, _, _, lr in self.pending]
+        rows = [(s, loss, norm, lr) for (s, _, _, lr), (loss, norm)
+                in zip(self.pending, values.tolist())]
         self.pending.clear()
-        for (s, lr), (loss, norm) in zip(steps_lrs, values):
+        for s, loss, norm, _ in rows:
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise NonFiniteLoss(self._diverged_message(
                     s, loss if not math.isfinite(loss) else f"gradient norm became {norm}"))
-            writer.add_scalar("loss/train", loss, s)
-            writer.add_scalar("grad/norm", norm, s)
-            writer.add_scalar("lr", lr, s)
-        self.last_train_loss, self.last_grad_norm = values[-1]
+        self.last_train_loss, self.last_grad_norm = rows[-1][1], rows[-1][2]
+        return rows
 
     def _diverged_message(self, step: int, what: float | str) -> str:
         c = self.config
@@ -337,67 +324,55 @@ class _Trainer:
             raise NonFiniteLoss(self._diverged_message(self.step, "non-finite weights"))
 
     @torch.no_grad()
-    def evaluate(self, writer: SummaryWriter, elapsed: float) -> None:
-        c, model, step = self.config, self.model, self.step
+    def evaluate(self) -> tuple[dict[str, float], torch.Tensor]:
+        """Held-out loss, bit accuracy, and accuracy at the curriculum's current k; and the
+        prediction (val_size, T). Logs nothing, changes nothing."""
+        c = self.config
         self.check_finite()
         vx, vy = self.val
-        y_hat, _ = model(vx)
-        metrics = torch.stack([echo_loss(y_hat, vy), bit_accuracy(y_hat, vy, c.echo_step)])
+        y_hat, _ = self.model(vx)
+        k = self.curriculum.k
+        # the prediction does not depend on k, only the targets do
+        metrics = torch.stack([echo_loss(y_hat, vy), bit_accuracy(y_hat, vy, c.echo_step),
+                               bit_accuracy(y_hat, echo_targets(vx, k), k)])
         if self.dist.enabled:  # rank 0's verdict, so that every rank stops at the same step
             torch.distributed.broadcast(metrics, src=0)
-        val_loss, val_acc = metrics.tolist()
+        val_loss, val_acc, acc_k = metrics.tolist()
         if not math.isfinite(val_loss):
-            raise NonFiniteLoss(self._diverged_message(step, f"held-out loss {val_loss}"))
-        self.last_eval = {"step": step, "val_loss": val_loss, "val_accuracy": val_acc}
-        writer.add_scalar("loss/val", val_loss, step)
-        writer.add_scalar("accuracy/val", val_acc, step)
-        for name, p in model.named_parameters():
-            writer.add_histogram(f"params/{name}", p, step)
-            if p.grad is not None:
-                writer.add_histogram(f"grads/{name}", p.grad, step)
-            writer.add_image(f"weights/{name}", heatmap_rgb(p), step, dataformats="HWC")
-        writer.add_image("sequence/val0 (input, target, prediction)",
-                         sequence_rgb(vx[0], vy[0], y_hat[0]), step, dataformats="HWC")
-        if val_acc >= c.target_accuracy and self.solved_step is None:
-            self.solved_step = step
-        # The kernel is compared with autograd at the first evaluation that has a batch, every
-        # compare_every evaluations, and at the last: a short run gets a point or two too.
-        evals_done = step // c.eval_every
-        last = self.solved_step == step or step >= c.steps
-        if (self.batch is not None and self.dist.is_main
-                and (evals_done <= 1 or evals_done % c.compare_every == 0 or last)):
-            x, y = self.batch
-            with torch.enable_grad():
-                ours = manual_grads(model, x, y, truncate=c.truncate, kernel="fast")
-                ref = autograd_grads(model, x, y, truncate=c.truncate)
-            diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
-            writer.add_scalar("grad/manual_vs_autograd", diff, step)
-        if self.k < c.echo_step:  # the curriculum moves on once the current k is solved
-            # the prediction does not depend on k, only the targets do
-            acc_k = bit_accuracy(y_hat, echo_targets(vx, self.k), self.k)
-            if self.dist.enabled:
-                torch.distributed.broadcast(acc_k, src=0)
-            patience_out = c.curriculum_patience and step - self.k_since >= c.curriculum_patience
-            if acc_k.item() >= c.curriculum_advance or patience_out:
-                self.k += 1
-                self.k_since = step
-        writer.add_scalar("curriculum/k", self.k, step)
-        if self.verbose:
-            tl = "    -   " if self.last_train_loss is None else f"{self.last_train_loss:.5f}"
-            gn = "   -  " if self.last_grad_norm is None else f"{self.last_grad_norm:.4f}"
-            epoch = f"epoch {step // c.seq_len:>5d} | " if c.schedule == "notebook" else ""
-            tqdm.write(
-                f"step {step:>7d} | {epoch}train_loss {tl} | val_loss {val_loss:.5f} | "
-                f"val_acc {val_acc:.4f} | grad_norm {gn} | {self.wall_before + elapsed:7.1f}s",
-                file=sys.stdout)
+            raise NonFiniteLoss(self._diverged_message(self.step, f"held-out loss {val_loss}"))
+        return {"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k}, y_hat
 
-    def checkpoint(self, writer: SummaryWriter, elapsed: float) -> None:
-        """Save the state (finite weights only: the last checkpoint is always a good one)
-        and flush the events written so far."""
+    def record(self, metrics: dict[str, float]) -> None:
+        """What an evaluation decides: solved, and whether the curriculum moves on."""
+        self.last_eval = {"step": self.step, "val_loss": metrics["val_loss"],
+                          "val_accuracy": metrics["val_accuracy"]}
+        if metrics["val_accuracy"] >= self.config.target_accuracy and self.solved_step is None:
+            self.solved_step = self.step
+        self.curriculum.observe(self.step, metrics["accuracy_at_k"])
+
+    def compare_due(self) -> bool:
+        """The kernel is compared with autograd at the first evaluation that has a batch,
+        every compare_every evaluations, and at the last: a short run gets a point too."""
+        c = self.config
+        evals_done = self.step // c.eval_every
+        last = self.solved_step == self.step or self.step >= c.steps
+        return (self.batch is not None and self.dist.is_main
+                and (evals_done <= 1 or evals_done % c.compare_every == 0 or last))
+
+    def kernel_vs_autograd(self) -> float:
+        """The largest difference between the fast kernel's gradients and autograd's on the
+        last training batch."""
+        x, y = self.batch
+        ours = manual_grads(self.model, x, y, truncate=self.config.truncate, kernel="fast")
+        ref = autograd_grads(self.model, x, y, truncate=self.config.truncate)
+        return max((ours[n] - ref[n]).abs().max().item() for n in ref)
+
+    def checkpoint(self, elapsed: float) -> None:
+        """Save the state; finite weights only, so that the last checkpoint is always a
+        good one."""
         self.check_finite()
         if self.dist.is_main:
             save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
-        writer.flush()
 
 
 @dataclass
@@ -547,7 +522,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
 
     start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - start  # noqa: E731
-    writer = bar = trainer = None
+    log = trainer = None
     try:
         trainer = _Trainer(config, run_dir, device, verbose, d)
         start = time.perf_counter()  # the clock of the run, not of building it
@@ -559,17 +534,16 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             trainer.capture_graph()
         if d.is_main and saved is None:
             (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        # purge_step drops events a crashed session logged after the checkpoint it resumes from.
-        writer = (SummaryWriter(str(run_dir), purge_step=trainer.step + 1 if saved else None)
-                  if d.is_main else _NullWriter())
+        log = RunLog(run_dir, config, main=d.is_main, verbose=verbose,
+                     resumed_at=trainer.step if saved is not None else None,
+                     wall_before=trainer.wall_before)
         if saved is None:
-            writer.add_text("config", "\n".join(
-                f"    {k} = {v!r}" for k, v in config.to_dict().items()), 0)
-            trainer.evaluate(writer, elapsed())
-            trainer.checkpoint(writer, elapsed())
+            log.config_text()
+            _evaluate(trainer, log, elapsed())
+            _checkpoint(trainer, log, elapsed())
     except BaseException as exc:
-        if writer is not None:
-            _close_quietly(writer)
+        if log is not None:
+            log.close()
         if d.is_main:
             if saved is None and not checkpoint_path(run_dir).exists():
                 # nothing resumable was written: the new run's directory goes, whole
@@ -581,10 +555,10 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             raise error from None
         raise
 
+    # The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
+    # every eval_every, and a stop after any step once a signal (or the sweep) asks.
     start_step = trainer.step
-    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", file=sys.stderr,
-               disable=not (verbose and trainer.verbose and sys.stderr.isatty()),
-               dynamic_ncols=True)
+    log.open_bar()
     try:
         while trainer.step < config.steps and trainer.solved_step is None and not received:
             trainer.train_step()
@@ -594,48 +568,53 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             # Under torchrun every rank flushes at the same steps (a collective), and
             # learns there whether any rank was signalled.
             if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
-                n_new = len(trainer.pending)
-                trainer.flush_scalars(writer)
+                log.steps(trainer.take_scalars())
                 if d.enabled:
                     stop = distributed.all_reduce_max(float(stop), device) > 0
-                bar.update(n_new)
+                log.progress(trainer.last_train_loss, trainer.last_eval.get("val_accuracy"))
             else:
                 stop = False
             if is_eval:
-                trainer.evaluate(writer, elapsed())
-                trainer.checkpoint(writer, elapsed())
-            if is_eval or s % config.log_every == 0:
-                bar.set_postfix(loss=f"{trainer.last_train_loss:.4f}",
-                                acc=f"{trainer.last_eval.get('val_accuracy', 0):.3f}")
+                _evaluate(trainer, log, elapsed())
+                _checkpoint(trainer, log, elapsed())
             if stop:
-                trainer.checkpoint(writer, elapsed())
+                _checkpoint(trainer, log, elapsed())
                 raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
                                           run_dir)
         if received:  # arrived during start-up; the first checkpoint is written
-            trainer.checkpoint(writer, elapsed())
+            _checkpoint(trainer, log, elapsed())
             raise TrainingInterrupted(received[0], trainer.step, run_dir)
         if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
-            trainer.evaluate(writer, elapsed())
-        trainer.checkpoint(writer, elapsed())
+            _evaluate(trainer, log, elapsed())
+        _checkpoint(trainer, log, elapsed())
         stopped = "solved" if trainer.solved_step is not None else "steps"
-        return _finish(trainer, writer, stopped, elapsed(), ran=saved is None or trainer.step > start_step)
+        return _finish(trainer, log, stopped, elapsed(),
+                       ran=saved is None or trainer.step > start_step)
     except NonFiniteLoss:
-        _finish(trainer, writer, "diverged", elapsed(), ran=True)
+        _finish(trainer, log, "diverged", elapsed(), ran=True)
         raise
     except OSError as exc:
         raise _storage_error(exc, trainer, run_dir) from None
     finally:
-        bar.close()
-        _close_quietly(writer)
+        log.close()
 
 
-def _close_quietly(writer) -> None:
-    """Close the event writer; on a full disk its last flush fails too, and that failure
-    is already being reported."""
-    try:
-        writer.close()
-    except OSError:
-        pass
+def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
+    """Evaluate, let the run decide what follows from it, and show it."""
+    metrics, y_hat = trainer.evaluate()
+    trainer.record(metrics)
+    vx, vy = trainer.val
+    log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
+                   trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
+                   elapsed)
+    if trainer.compare_due():
+        log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
+
+
+def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
+    """A checkpoint, and the events up to it on disk."""
+    trainer.checkpoint(elapsed)
+    log.flush()
 
 
 def _remove_empty_event_files(run_dir: Path) -> None:
@@ -667,7 +646,7 @@ def _storage_error(exc: BaseException | None, trainer: _Trainer | None,
     return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
 
 
-def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: float,
+def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float,
             ran: bool = True) -> TrainResult:
     """Write summary.json and, if this session trained, the hparams; return the result.
     A resume with nothing left to do logs nothing again (no duplicate steps)."""
@@ -682,9 +661,7 @@ def _finish(trainer: _Trainer, writer: SummaryWriter, stopped: str, elapsed: flo
     summary = asdict(result)
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if ran:
-        metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-                   "solved_step": float(result.solved_step if result.solved_step is not None else -1),
-                   "steps": float(result.step)}
-        write_hparams(writer, trainer.config.to_dict(), metrics, trainer.step,
-                      trial=trainer.run_dir.name)
+        log.hparams({"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+                     "solved_step": float(-1 if result.solved_step is None else result.solved_step),
+                     "steps": float(result.step)}, trainer.step)
     return result

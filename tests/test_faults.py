@@ -57,7 +57,7 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, sig):
     # death by signal (-15), and either could leave a directory with config and events but
     # no checkpoint, which --resume and a re-run both refused.
     flags = [*small_flags(tmp_path), "--steps", "100000", "--echo-step", "9", "--seq-len", "40"]
-    for i, delay in enumerate((0.4, 2.5)):
+    for i, delay in enumerate((0.4, 1.2, 2.8)):  # torch loading, then the run starting
         proc = cli("train", *flags, "--run-name", f"r{i}", stdout=subprocess.PIPE,
                    stderr=subprocess.PIPE)
         time.sleep(delay)
@@ -227,16 +227,16 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
 def test_resuming_on_a_full_disk_leaves_no_empty_event_file(tmp_path, monkeypatch):
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
     before = sorted(p.name for p in Path(run.run_dir).iterdir())
-    real = train_mod.SummaryWriter
+    import torch.utils.tensorboard as tb
 
     def full(logdir, **kwargs):
         (Path(logdir) / "events.out.tfevents.0.full").touch()  # created, then nothing fits
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(train_mod, "SummaryWriter", full)
+    monkeypatch.setattr(tb, "SummaryWriter", full)
     with pytest.raises(StorageError, match=r"the disk is full; the last good checkpoint is .*\(step 10\)"):
         train(small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir, verbose=False)
-    monkeypatch.setattr(train_mod, "SummaryWriter", real)
+    monkeypatch.undo()
     assert sorted(p.name for p in Path(run.run_dir).iterdir()) == before
 
 
