@@ -14,6 +14,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from echo_rnn.errors import ConfigError
+
 
 EXIT_USAGE = 2
 
@@ -60,15 +62,7 @@ def _typed(convert: Callable[[str], object], ok: Callable[[object], bool], what:
 
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
-# The bounds TrainConfig declares, for the commands whose flags are not config fields.
-_MAX_SIZE, _MAX_HIDDEN, _MAX_SEED = 1_000_000, 4096, 2**63 - 1
-size_int = _typed(int, lambda v: 0 < v <= _MAX_SIZE, f"a positive integer up to {_MAX_SIZE}")
-hidden_int = _typed(int, lambda v: 0 < v <= _MAX_HIDDEN, f"a positive integer up to {_MAX_HIDDEN}")
-seed_int = _typed(int, lambda v: 0 <= v <= _MAX_SEED, f"an integer in [0, {_MAX_SEED}]")
-threads_int = _typed(int, lambda v: 0 < v <= 1024, "a positive integer up to 1024")
 positive_float = _typed(float, lambda v: v > 0 and v != float("inf"), "a positive number")
-nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
-unit_float = _typed(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def device_arg(text: str):
@@ -84,6 +78,7 @@ def device_arg(text: str):
 
 
 def add_gradcheck(sub) -> None:
+    from echo_rnn.config import bounded_arg
     from echo_rnn.devices import DEVICE_HELP, DTYPES
 
     p = sub.add_parser(
@@ -104,26 +99,29 @@ def add_gradcheck(sub) -> None:
         ),
     )
     g = p.add_argument_group("problem")
-    g.add_argument("--hidden-size", type=hidden_int, default=6, help="H (default: 6)")
-    g.add_argument("--input-size", type=hidden_int, default=1,
+    g.add_argument("--hidden-size", type=bounded_arg("hidden_size"), default=6,
+                   help="H (default: 6)")
+    g.add_argument("--input-size", type=bounded_arg("hidden_size"), default=1,
                    help="I; channel 0 carries the echo task, others random bits (default: 1)")
-    g.add_argument("--batch-size", type=size_int, default=1, help="B (default: 1)")
-    g.add_argument("--seq-len", type=size_int, default=50, help="T (default: 50)")
+    g.add_argument("--batch-size", type=bounded_arg("batch_size"), default=1,
+                   help="B (default: 1)")
+    g.add_argument("--seq-len", type=bounded_arg("seq_len"), default=50, help="T (default: 50)")
     g.add_argument("--echo-step", type=nonneg_int, default=2,
                    help="k, the delay, below --seq-len (default: 2)")
     g.add_argument("--bias", action="store_true", help="give the model the bias b")
     g.add_argument("--h0", action="store_true",
                    help="start from a random initial state and check its gradient too")
-    g.add_argument("--truncate", type=size_int, default=None,
+    g.add_argument("--truncate", type=bounded_arg("truncate"), default=None,
                    help="window length k of truncated BPTT (default: full BPTT)")
-    g.add_argument("--init-std", type=nonneg_float, default=0.1,
+    g.add_argument("--init-std", type=bounded_arg("init_std"), default=0.1,
                    help="parameters drawn from N(0, init_std^2) (default: 0.1)")
     r = p.add_argument_group("run")
     r.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
                    help="dtype of the comparison; gradcheck itself always uses float64 "
                         "(default: float64)")
     r.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
-    r.add_argument("--seed", type=seed_int, default=0, help="seed of weights and data (default: 0)")
+    r.add_argument("--seed", type=bounded_arg("seed"), default=0,
+                   help="seed of weights and data (default: 0)")
     r.add_argument("--kernel", choices=("both", "reference", "fast"), default="both",
                    help="which hand-written kernel to check: reference (echo_rnn/reference.py, "
                         "written to be read), fast (echo_rnn/bptt.py, what --backend bptt trains "
@@ -236,34 +234,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     import shlex
     from pathlib import Path
 
-    from echo_rnn import distributed
     import dataclasses
 
+    from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError
-    from echo_rnn.config import PRESETS, ConfigError, build_config, config_overrides
+    from echo_rnn.config import PRESETS, build_config, config_overrides
     from echo_rnn.train import NonFiniteLoss, StorageError, TrainingInterrupted, open_run, train
 
     overrides = config_overrides(args)
-    try:
-        if args.resume is not None:
-            extra = sorted(set(overrides) - {"steps"})
-            if extra or args.config or args.preset:
-                given = [f"--{k.replace('_', '-')}" for k in extra]
-                given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
-                raise UsageError(
-                    f"argument --resume: a resumed run keeps its config; only --steps may be "
-                    f"given with it, got {' '.join(given)}")
-            try:
-                resume = open_run(args.resume)  # read once, here; train continues from it
-                config = dataclasses.replace(resume.config, **overrides)
-                config.validate()
-            except (ConfigError, CheckpointError) as exc:
-                raise UsageError(f"argument --resume: {exc}") from None
-        else:
-            resume = None
-            config = build_config(args.preset, args.config, overrides)
-    except (ConfigError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+    if args.resume is not None:
+        extra = sorted(set(overrides) - {"steps"})
+        if extra or args.config or args.preset:
+            given = [f"--{k.replace('_', '-')}" for k in extra]
+            given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
+            raise UsageError(
+                f"argument --resume: a resumed run keeps its config; only --steps may be "
+                f"given with it, got {' '.join(given)}")
+        try:
+            resume = open_run(args.resume)  # read once, here; train continues from it
+            config = dataclasses.replace(resume.config, **overrides)
+            config.validate()
+        except (ConfigError, CheckpointError) as exc:
+            raise UsageError(f"argument --resume: {exc}") from None
+    else:
+        resume = None
+        config = build_config(args.preset, args.config, overrides)
 
     d = distributed.init(config.device)  # joins torchrun's process group, if launched by it
     if args.preset and d.is_main and args.resume is None:
@@ -273,8 +268,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                   "hand-written kernel); --backend autograd to change it", file=sys.stderr)
     try:
         result = train(config, resume=resume)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
     except CheckpointError as exc:
         raise UsageError(f"argument --resume: {exc}") from None
     except (NonFiniteLoss, StorageError) as exc:
@@ -359,28 +352,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError
-    from echo_rnn.config import ConfigError, build_config, check_dir_name, config_overrides
-    from echo_rnn.sweep import echo_steps_for, parse_int_list, run_sweep
+    from echo_rnn.config import build_config, check_dir_name, config_overrides
+    from echo_rnn.sweep import check_rerun, echo_steps_for, grid, parse_int_list, run_sweep
     from echo_rnn.tables import results_markdown, summarize
 
-    try:
-        hs = parse_int_list(args.hidden_sizes, "--hidden-sizes")
-        ks = echo_steps_for(args.echo_steps, hs)
-        seeds = parse_int_list(args.seeds, "--seeds")
-        check_dir_name(args.name, "run_name", "argument --name")
-        base = build_config(args.preset, args.config, config_overrides(args))
-        from echo_rnn.sweep import check_rerun, grid
-
-        grid(base, ks, seeds, Path(base.logdir) / args.name)  # every point valid, up front
-        check_rerun(Path(base.logdir) / args.name, base)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    hs = parse_int_list(args.hidden_sizes, "hidden_sizes")
+    ks = echo_steps_for(args.echo_steps, hs)
+    seeds = parse_int_list(args.seeds, "seeds")
+    check_dir_name(args.name, "name")
+    base = build_config(args.preset, args.config, config_overrides(args))
+    grid(base, ks, seeds, Path(base.logdir) / args.name)  # every point valid, up front
+    check_rerun(Path(base.logdir) / args.name, base)
 
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
         outcome = run_sweep(base, ks, seeds, args.name, args.workers)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         print(f"echo-rnn sweep: {exc}; the finished points are kept", file=sys.stderr)
         return 1
@@ -482,14 +468,17 @@ def shape_arg(text: str) -> tuple[str, tuple[int, int, int]]:
         raise argparse.ArgumentTypeError(f"must be NAME=B,T,H with three integers, got {text!r}") from None
     if not name or min(B, T, H) <= 0:
         raise argparse.ArgumentTypeError(f"must be NAME=B,T,H with a name and B, T, H >= 1, got {text!r}")
-    if max(B, T) > _MAX_SIZE or H > _MAX_HIDDEN:
+    from echo_rnn.config import MAX_HIDDEN, MAX_SIZE
+
+    if max(B, T) > MAX_SIZE or H > MAX_HIDDEN:
         raise argparse.ArgumentTypeError(
-            f"must have B, T <= {_MAX_SIZE} and H <= {_MAX_HIDDEN}, got {text!r}")
+            f"must have B, T <= {MAX_SIZE} and H <= {MAX_HIDDEN}, got {text!r}")
     return name, (B, T, H)
 
 
 def add_bench(sub) -> None:
     from echo_rnn.bench import SHAPES
+    from echo_rnn.config import bounded_arg
     from echo_rnn.devices import DEVICE_HELP
 
     p = sub.add_parser(
@@ -517,7 +506,7 @@ def add_bench(sub) -> None:
                    help="a shape to run (repeatable; default: all built-in shapes)")
     p.add_argument("--add-shape", type=shape_arg, action="append", default=[],
                    metavar="NAME=B,T,H", help="run this shape besides the selected ones")
-    p.add_argument("--threads", type=threads_int, default=1,
+    p.add_argument("--threads", type=bounded_arg("threads"), default=1,
                    help="torch.set_num_threads for the whole run (default: 1)")
     p.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
     p.add_argument("--cuda-graph", action="store_true",
@@ -527,7 +516,8 @@ def add_bench(sub) -> None:
     p.add_argument("--budget", type=positive_float, default=2.0, metavar="SECONDS",
                    help="keep timing each shape at least this long (default: 2.0)")
     p.add_argument("--warmup", type=nonneg_int, default=5, help="untimed rounds first (default: 5)")
-    p.add_argument("--seed", type=seed_int, default=0, help="seed of weights and data (default: 0)")
+    p.add_argument("--seed", type=bounded_arg("seed"), default=0,
+                   help="seed of weights and data (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--output", metavar="FILE.json", default=None,
                    help="also write the results as JSON to this file")
@@ -672,6 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.func(args)
     except UsageError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:  # the library names the setting; here it becomes the flag
+        print(f"{command}: error: {exc.for_cli()}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyboardInterrupt, Terminated) as exc:
         return stopped(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)

@@ -16,16 +16,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from echo_rnn.devices import DEVICE_HELP, resolve_device
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the message names the flag and what is valid. ``setting`` is the
-    field's name (None for a problem of no single field), so that a caller with flags of
-    its own (the sweep's ``--hidden-sizes``) can name them instead."""
-
-    def __init__(self, message: str, setting: str | None = None) -> None:
-        super().__init__(message)
-        self.setting = setting
+from echo_rnn.errors import ConfigError
 
 
 # The largest seed torch.Generator.manual_seed takes without overflow.
@@ -203,37 +194,32 @@ class TrainConfig:
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True
             if not ok:
-                raise ConfigError(f"{flag(f.name)}: must be {kind.__name__}, got {value!r}",
-                                  f.name)
+                raise ConfigError(f.name, f"must be {kind.__name__}, got {value!r}")
             if m["choices"] and value not in m["choices"]:
-                raise ConfigError(
-                    f"{flag(f.name)}: must be one of {', '.join(m['choices'])}, got {value!r}",
-                    f.name)
+                raise ConfigError(f.name, f"must be one of {', '.join(m['choices'])}, got {value!r}")
             bounds = m["bounds"]
             if bounds is not None and not bounds.holds(value):
                 what = bounds.describe(kind) + (" or none" if m["optional"] else "")
-                raise ConfigError(f"{flag(f.name)}: must be {what}, got {value}", f.name)
+                raise ConfigError(f.name, f"must be {what}, got {value}")
         if self.echo_step < 0 or self.echo_step >= self.seq_len:
-            raise ConfigError(
-                f"{flag('echo_step')}: must be in [0, seq_len) = [0, {self.seq_len}), "
-                f"got {self.echo_step}", "echo_step")
+            raise ConfigError("echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), "
+                f"got {self.echo_step}")
         if self.preset is not None and self.preset not in PRESETS:
-            raise ConfigError(f"{flag('preset')}: must be one of {', '.join(PRESETS)}, got "
-                              f"{self.preset!r}", "preset")
+            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got "
+                              f"{self.preset!r}")
         if self.curriculum and self.schedule != "batch":
-            raise ConfigError(f"{flag('curriculum')}: needs --schedule batch", "curriculum")
+            raise ConfigError("curriculum", "needs --schedule batch")
         if self.run_name is not None:
             check_dir_name(self.run_name, "run_name")
         try:
             device = resolve_device(self.device)
         except ValueError as exc:
-            raise ConfigError(f"{flag('device')}: {exc}", "device") from None
+            raise ConfigError("device", str(exc)) from None
         if self.cuda_graph and device.type != "cuda":
-            raise ConfigError(f"{flag('cuda_graph')}: needs a CUDA device, got {self.device!r}",
-                              "cuda_graph")
+            raise ConfigError("cuda_graph", f"needs a CUDA device, got {self.device!r}")
         if self.cuda_graph and self.schedule != "batch":
-            raise ConfigError(f"{flag('cuda_graph')}: needs --schedule batch (the notebook "
-                              "schedule changes the step's shape every step)", "cuda_graph")
+            raise ConfigError("cuda_graph", "needs --schedule batch (the notebook schedule "
+                                            "changes the step's shape every step)")
         check_memory(self, device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,7 +243,8 @@ class TrainConfig:
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in known:
-                raise ConfigError(f"{source}: unknown setting {key!r}; valid are {', '.join(sorted(known))}")
+                raise ConfigError(source, f"unknown setting {key!r}; valid are "
+                                          f"{', '.join(sorted(known))}")
             if isinstance(value, str) and value.lower() == "none" and fields_by_name()[name].metadata["optional"]:
                 value = None
             values[name] = value
@@ -277,8 +264,6 @@ def fields_by_name() -> dict[str, Any]:
     return {f.name: f for f in fields(TrainConfig)}
 
 
-def flag(name: str) -> str:
-    return "argument --" + name.replace("_", "-")
 
 
 # A preset is a named set of settings applied before the config file and the flags.
@@ -313,18 +298,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"argument --config: no such file: {path}") from None
+        raise ConfigError("config", f"no such file: {path}") from None
     except IsADirectoryError:
-        raise ConfigError(f"argument --config: {path} is a directory, not a TOML file") from None
+        raise ConfigError("config", f"{path} is a directory, not a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"argument --config: {path} is not valid TOML: {exc}") from None
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"argument --config: {path} is not UTF-8 text, so not a TOML file") from None
+        raise ConfigError("config", f"{path} is not UTF-8 text, so not a TOML file") from None
     except NotADirectoryError:
-        raise ConfigError(f"argument --config: no such file: {path} (a part of the path is a "
+        raise ConfigError("config", f"no such file: {path} (a part of the path is a "
                           "file)") from None
     except OSError as exc:
-        raise ConfigError(f"argument --config: cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
     if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
         data = data["train"]  # a [train] table is accepted too
     return data
@@ -341,11 +326,11 @@ def build_config(
         preset = from_file["preset"]  # a file may name its preset
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"argument --preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
+            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
         values.update(PRESETS[preset], preset=preset)
     values.update(from_file)
     values.update(overrides or {})
-    config = TrainConfig.from_dict(values, source=f"argument --config ({file})" if file else "config")
+    config = TrainConfig.from_dict(values, source="config")
     config.validate()
     return config
 
@@ -368,6 +353,27 @@ def _parser_for(f) -> Any:
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
 
+    return parse
+
+
+def bounded_arg(setting: str):
+    """An argparse type for a flag of another command (gradcheck, bench) that takes the
+    same values as the TrainConfig field ``setting``: its type and its declared bounds,
+    with the same words."""
+    f = fields_by_name()[setting]
+    kind, bounds = f.metadata["kind"], f.metadata["bounds"]
+    what = bounds.describe(kind)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not bounds.holds(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
     return parse
 
 
@@ -404,16 +410,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 MAX_NAME_BYTES = 255
 
 
-def check_dir_name(name: str, setting: str, flag_name: str | None = None) -> None:
+def check_dir_name(name: str, setting: str) -> None:
     """A name for one directory: not empty, no path separator, not . or .., at most 255
-    bytes. Raises ConfigError naming ``flag_name`` (default: the setting's flag)."""
-    where = flag_name or flag(setting)
+    bytes. Raises ConfigError naming ``setting``."""
     shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
     if (not name or "/" in name or "\\" in name or "\0" in name or name in (".", "..")):
-        raise ConfigError(f"{where}: must be a plain directory name, got {shown}", setting)
+        raise ConfigError(setting, f"must be a plain directory name, got {shown}")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise ConfigError(f"{where}: must be a directory name of at most {MAX_NAME_BYTES} "
-                          f"bytes, got {shown}", setting)
+        raise ConfigError(setting, f"must be a directory name of at most {MAX_NAME_BYTES} "
+                                   f"bytes, got {shown}")
 
 
 def logdir_error(exc: OSError, where: Path | str) -> ConfigError:
@@ -422,7 +427,7 @@ def logdir_error(exc: OSError, where: Path | str) -> ConfigError:
         reason = "a file is in the way"
     else:
         reason = exc.strerror or str(exc)
-    return ConfigError(f"argument --logdir: cannot create {where}: {reason}", "logdir")
+    return ConfigError("logdir", f"cannot create {where}: {reason}")
 
 
 # The sizes that decide a run's memory, with the defaults they are compared with to name the
@@ -442,4 +447,4 @@ def check_memory(config: TrainConfig, device) -> None:
     if reason:
         defaults = {f.name: f.default for f in fields(TrainConfig)}
         culprit = max(_SIZE_FIELDS, key=lambda n: getattr(c, n) / defaults[n])
-        raise ConfigError(f"{flag(culprit)}: too large: {reason}", culprit)
+        raise ConfigError(culprit, f"too large: {reason}")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from echo_rnn import distributed
 from echo_rnn.checkpoint import checkpoint_path
-from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, flag, logdir_error
+from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, logdir_error
 from echo_rnn.signals import stop_requests
 from echo_rnn.tables import write_results
 from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
@@ -41,7 +41,7 @@ MAX_POINTS = 100_000
 _PART = re.compile(r"(\d+|H(?:[+-]\d+)?)(?:-(\d+|H(?:[+-]\d+)?))?")
 
 
-def parse_int_list(text: str, flag: str, H: int | None = None) -> list[int]:
+def parse_int_list(text: str, setting: str, H: int | None = None) -> list[int]:
     """``"1-8"``, ``"2,4,6"`` or ``"0-2,7"`` -> sorted distinct integers. With ``H`` given, a
     bound may be written relative to it: ``"1-H+1"`` is 1..H+1 for each hidden size."""
 
@@ -63,12 +63,12 @@ def parse_int_list(text: str, flag: str, H: int | None = None) -> list[int]:
             if lo > hi:
                 raise ValueError
         except ValueError:
-            raise ConfigError(f"argument {flag}: must be a list like 1-8, 2,4,6 or 1-H+1, "
-                              f"got {text!r}") from None
+            raise ConfigError(setting, f"must be a list like 1-8, 2,4,6 or 1-H+1, got "
+                                       f"{text!r}") from None
         if hi > MAX_SEED:
-            raise ConfigError(f"argument {flag}: values must be at most {MAX_SEED}, got {hi}")
+            raise ConfigError(setting, f"values must be at most {MAX_SEED}, got {hi}")
         if hi - lo + 1 + len(out) > MAX_POINTS:  # checked before the range is built
-            raise ConfigError(f"argument {flag}: at most {MAX_POINTS} values, got "
+            raise ConfigError(setting, f"at most {MAX_POINTS} values, got "
                               f"{hi - lo + 1 + len(out)} or more in {text!r}")
         out.update(range(lo, hi + 1))
     return sorted(out)
@@ -76,7 +76,7 @@ def parse_int_list(text: str, flag: str, H: int | None = None) -> list[int]:
 
 def echo_steps_for(text: str, hidden_sizes: list[int]) -> dict[int, list[int]]:
     """The echo steps of ``--echo-steps`` for each hidden size (they may depend on H)."""
-    return {H: parse_int_list(text, "--echo-steps", H) for H in hidden_sizes}
+    return {H: parse_int_list(text, "echo_steps", H) for H in hidden_sizes}
 
 
 def point_name(config: TrainConfig) -> str:
@@ -84,8 +84,8 @@ def point_name(config: TrainConfig) -> str:
 
 
 # The sweep's own flags for the settings its grid sets: an error names what the user typed.
-GRID_FLAGS = {"echo_step": "--echo-steps", "hidden_size": "--hidden-sizes", "seed": "--seeds",
-              "run_name": "--name"}
+GRID_FLAGS = {"echo_step": "echo_steps", "hidden_size": "hidden_sizes", "seed": "seeds",
+              "run_name": "name"}
 
 
 def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
@@ -94,7 +94,7 @@ def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
     ConfigError for a bad point (or too many), naming the sweep's flag."""
     total = sum(len(ks) for ks in echo_steps.values()) * len(seeds)
     if total > MAX_POINTS:
-        raise ConfigError(f"argument --seeds: the grid has {total} points; a sweep runs at most "
+        raise ConfigError("seeds", f"the grid has {total} points; a sweep runs at most "
                           f"{MAX_POINTS}")
     configs = []
     for H, ks in echo_steps.items():
@@ -109,8 +109,7 @@ def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
                     own = GRID_FLAGS.get(exc.setting)
                     if own is None:
                         raise
-                    msg = str(exc).replace(flag(exc.setting), f"argument {own}", 1)
-                    raise ConfigError(f"{msg} (at H={H}, k={k}, seed={seed})", exc.setting) from None
+                    raise ConfigError(own, f"{exc.detail} (at H={H}, k={k}, seed={seed})") from None
                 configs.append(c)
     return configs
 
@@ -148,7 +147,7 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
     try:
         recorded = TrainConfig.from_dict(json.loads(spec.read_text())["base"], recorded=True)
     except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"argument --name: {spec} is not a readable sweep record; choose "
+        raise ConfigError("name", f"{spec} is not a readable sweep record; choose "
                           "another --name") from None
     diff = base.resume_changes(recorded)
     if base.steps < recorded.steps:
@@ -156,8 +155,7 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
     if diff:
         old, new = recorded.to_dict(), base.to_dict()
         changes = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff)
-        raise ConfigError(
-            f"argument --name: the sweep in {sweep_dir} was run with other settings ({changes}); "
+        raise ConfigError("name", f"the sweep in {sweep_dir} was run with other settings ({changes}); "
             "re-run it with the same settings (--steps may only be raised) or choose another "
             "--name")
 

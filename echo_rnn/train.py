@@ -100,9 +100,8 @@ def _create_run_dir(config: TrainConfig) -> Path:
             try:
                 run_dir.mkdir()
             except FileExistsError:
-                raise ConfigError(
-                    f"argument --run-name: {run_dir} already exists; choose another name, or "
-                    f"continue it with --resume {run_dir}", "run_name") from None
+                raise ConfigError("run_name", f"{run_dir} already exists; choose another name, or "
+                    f"continue it with --resume {run_dir}") from None
             return run_dir
         base = default_run_name(config)
         for n in range(1000):
@@ -112,8 +111,7 @@ def _create_run_dir(config: TrainConfig) -> Path:
                 return run_dir
             except FileExistsError:
                 continue
-        raise ConfigError(f"argument --logdir: {logdir} holds too many runs named {base}-N",
-                          "logdir")
+        raise ConfigError("logdir", f"{logdir} holds too many runs named {base}-N")
     except OSError as exc:
         raise logdir_error(exc, logdir / (config.run_name or "RUN")) from None
 
@@ -492,11 +490,10 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
     d = distributed.current() if data_parallel else distributed.Dist()
     if d.enabled:
         if config.batch_size % d.world_size:
-            raise ConfigError(
-                f"argument --batch-size: must be divisible by the {d.world_size} processes, "
-                f"got {config.batch_size}", "batch_size")
+            raise ConfigError("batch_size", f"must be divisible by the {d.world_size} processes, "
+                f"got {config.batch_size}")
         if config.cuda_graph:
-            raise ConfigError("argument --cuda-graph: not supported under torchrun", "cuda_graph")
+            raise ConfigError("cuda_graph", "not supported under torchrun")
         if device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
     saved = None

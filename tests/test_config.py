@@ -22,18 +22,21 @@ def test_train_table_is_accepted(tmp_path):
 @pytest.mark.parametrize(
     "values, match",
     [
-        ({"hidden_size": 2.5}, "--hidden-size: must be int"),
-        ({"bias": "yes"}, "--bias: must be bool"),
-        ({"steps": True}, "--steps: must be int"),
-        ({"run_name": "a/b"}, "--run-name: must be a plain directory name"),
-        ({"schedule": "weekly"}, "--schedule: must be one of batch, notebook"),
-        ({"init_std": float("nan")}, "--init-std: must be a number >= 0"),
-        ({"orthogonal_gain": 0.0}, "--orthogonal-gain: must be a positive number or none"),
+        ({"hidden_size": 2.5}, "^hidden_size: must be int"),
+        ({"bias": "yes"}, "^bias: must be bool"),
+        ({"steps": True}, "^steps: must be int"),
+        ({"run_name": "a/b"}, "^run_name: must be a plain directory name"),
+        ({"schedule": "weekly"}, "^schedule: must be one of batch, notebook"),
+        ({"init_std": float("nan")}, "^init_std: must be a number >= 0"),
+        ({"orthogonal_gain": 0.0}, "^orthogonal_gain: must be a positive number or none"),
     ],
 )
-def test_invalid_values_name_the_flag(values, match):
-    with pytest.raises(ConfigError, match=match):
+def test_invalid_values_name_the_setting_and_the_cli_the_flag(values, match):
+    # the library names the setting; only the command line turns it into "argument --x"
+    with pytest.raises(ConfigError, match=match) as info:
         build_config(overrides=values)
+    setting = match[1:].split(":")[0]
+    assert info.value.for_cli().startswith(f"argument --{setting.replace('_', '-')}: must be")
 
 
 def test_none_is_accepted_for_optional_fields(tmp_path):
@@ -62,5 +65,5 @@ def test_the_example_config_is_the_frontier_recipe():
 def test_preset_is_recorded_but_sets_nothing_itself():
     assert build_config("notebook").preset == "notebook"
     assert build_config().preset is None
-    with pytest.raises(ConfigError, match="--preset: must be one of"):
+    with pytest.raises(ConfigError, match="^preset: must be one of"):
         build_config(overrides={"preset": "nope"})

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from conftest import DEVICES
+from echo_rnn.compare import TOLERANCES
 from echo_rnn.model import to_nn_rnn, EchoRNN, bit_accuracy, echo_loss, random_orthogonal
 
 
@@ -97,7 +98,9 @@ def test_matches_torch_nn_rnn_outputs_and_gradients(backend, bias, I, with_h0):
     if bias:
         pairs.append((m.b, rnn.bias_ih_l0))
     for ours, theirs in pairs:
-        torch.testing.assert_close(ours.grad, theirs.grad.reshape(ours.shape), rtol=1e-10, atol=1e-13)
+        tol = TOLERANCES[torch.float64]
+        torch.testing.assert_close(ours.grad, theirs.grad.reshape(ours.shape), rtol=tol.rtol,
+                                   atol=tol.atol)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +145,7 @@ def test_backends_agree_on_device(device, dtype):
     y = torch.rand(4, 30, device=device, dtype=dtype)
     for m in (a, b):
         echo_loss(m(x)[0], y).backward()
-    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-6}
+    tol = {"rtol": TOLERANCES[dtype].rtol, "atol": TOLERANCES[dtype].atol}
     torch.testing.assert_close(a(x)[0], b(x)[0], **tol)
     for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(pb.grad, pa.grad, **tol, msg=lambda s: f"{n}: {s}")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from echo_rnn import reference
+from echo_rnn.compare import KERNELS_REL_F64
 
 PACKAGE = Path(__file__).resolve().parents[1] / "echo_rnn"
 
@@ -46,9 +47,9 @@ def test_one_step_backward_is_the_derivative_of_one_step_forward(bias):
     (h * dh).sum().backward()
     ours = reference.step_backward(dh, cache)
     for name, leaf in zip(("x", "h_prev", "U", "V"), leaves):
-        torch.testing.assert_close(getattr(ours, name), leaf.grad, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(getattr(ours, name), leaf.grad, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64)
     if bias:
-        torch.testing.assert_close(ours.b, b_leaf.grad, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(ours.b, b_leaf.grad, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64)
 
 
 def test_truncation_carries_nothing_into_a_new_window():

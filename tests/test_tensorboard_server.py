@@ -3,25 +3,22 @@
 import json
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
 from echo_rnn.train import train
-from helpers import scalar_series, small_config
+from helpers import python, scalar_series, small_config
 
 
 def test_tensorboard_server_serves_the_trained_curve(tmp_path):
     run = train(small_config(tmp_path, run_name="served", steps=30), verbose=False)
     want = scalar_series(run.run_dir, "loss/train")
     assert len(want) == 30
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "runs"),
-         "--host", "127.0.0.1", "--port", "0", "--load_fast", "false",
-         "--reload_interval", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = python("-m", "tensorboard.main", "--logdir", tmp_path / "runs", "--host", "127.0.0.1",
+                  "--port", "0", "--load_fast", "false", "--reload_interval", "1",
+                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         port = None
         deadline = time.monotonic() + 60

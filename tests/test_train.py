@@ -315,7 +315,7 @@ def test_cuda_graph_training_follows_the_eager_curve(tmp_path, backend):
 
 def test_cuda_graph_needs_cuda_and_the_batch_schedule(tmp_path):
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--cuda-graph: needs a CUDA device"):
+        with pytest.raises(ConfigError, match="^cuda_graph: needs a CUDA device"):
             small_config(tmp_path, device="cpu", cuda_graph=True).validate()
     else:
         with pytest.raises(ConfigError, match="needs --schedule batch"):
