@@ -203,10 +203,10 @@ class TrainConfig:
                 raise ConfigError(f.name, f"must be {what}, got {value}")
         if self.echo_step < 0 or self.echo_step >= self.seq_len:
             raise ConfigError("echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), "
-                f"got {self.echo_step}")
+                                           f"got {self.echo_step}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got "
-                              f"{self.preset!r}")
+                                        f"{self.preset!r}")
         if self.curriculum and self.schedule != "batch":
             raise ConfigError("curriculum", "needs --schedule batch")
         if self.run_name is not None:
@@ -307,7 +307,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("config", f"{path} is not UTF-8 text, so not a TOML file") from None
     except NotADirectoryError:
         raise ConfigError("config", f"no such file: {path} (a part of the path is a "
-                          "file)") from None
+                                    "file)") from None
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
     if "train" in data and isinstance(data["train"], dict) and len(data) == 1:

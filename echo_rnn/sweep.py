@@ -69,7 +69,7 @@ def parse_int_list(text: str, setting: str, H: int | None = None) -> list[int]:
             raise ConfigError(setting, f"values must be at most {MAX_SEED}, got {hi}")
         if hi - lo + 1 + len(out) > MAX_POINTS:  # checked before the range is built
             raise ConfigError(setting, f"at most {MAX_POINTS} values, got "
-                              f"{hi - lo + 1 + len(out)} or more in {text!r}")
+                                       f"{hi - lo + 1 + len(out)} or more in {text!r}")
         out.update(range(lo, hi + 1))
     return sorted(out)
 
@@ -95,7 +95,7 @@ def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
     total = sum(len(ks) for ks in echo_steps.values()) * len(seeds)
     if total > MAX_POINTS:
         raise ConfigError("seeds", f"the grid has {total} points; a sweep runs at most "
-                          f"{MAX_POINTS}")
+                                   f"{MAX_POINTS}")
     configs = []
     for H, ks in echo_steps.items():
         for k in ks:
@@ -148,16 +148,17 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
         recorded = TrainConfig.from_dict(json.loads(spec.read_text())["base"], recorded=True)
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError("name", f"{spec} is not a readable sweep record; choose "
-                          "another --name") from None
+                                  "another --name") from None
     diff = base.resume_changes(recorded)
     if base.steps < recorded.steps:
         diff.append("steps")
     if diff:
         old, new = recorded.to_dict(), base.to_dict()
         changes = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff)
-        raise ConfigError("name", f"the sweep in {sweep_dir} was run with other settings ({changes}); "
-            "re-run it with the same settings (--steps may only be raised) or choose another "
-            "--name")
+        raise ConfigError(
+            "name", f"the sweep in {sweep_dir} was run with other settings ({changes}); "
+                    "re-run it with the same settings (--steps may only be raised) or choose "
+                    "another --name")
 
 
 def run_point(config: TrainConfig) -> dict[str, Any] | None:

@@ -20,8 +20,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -32,12 +32,12 @@ from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_pat
                                  save_checkpoint)
 from echo_rnn.compare import autograd_grads, manual_grads
 from echo_rnn.config import ConfigError, TrainConfig, logdir_error
+from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
-from echo_rnn.signals import stop_requests
-from echo_rnn.curriculum import Curriculum
 from echo_rnn.model import bit_accuracy, echo_loss, model_from_config
 from echo_rnn.runlog import RunLog
+from echo_rnn.signals import stop_requests
 
 # The held-out set comes from its own generator, seeded apart from the training stream, so
 # that it is the same set for a seed whatever the training does.
@@ -100,8 +100,9 @@ def _create_run_dir(config: TrainConfig) -> Path:
             try:
                 run_dir.mkdir()
             except FileExistsError:
-                raise ConfigError("run_name", f"{run_dir} already exists; choose another name, or "
-                    f"continue it with --resume {run_dir}") from None
+                raise ConfigError("run_name", f"{run_dir} already exists; choose another "
+                                              f"name, or continue it with --resume {run_dir}"
+                                  ) from None
             return run_dir
         base = default_run_name(config)
         for n in range(1000):
@@ -433,8 +434,8 @@ def train(
     Args:
         config: the run's settings; validated first, before anything is written.
         resume: a run directory (or its ``checkpoints/last.pt``, or what :func:`open_run`
-            read from one) to continue. ``config`` must
-            equal the config the run was started with, except ``steps`` and where the run is
+            read from one) to continue. ``config`` must equal the config the run was started
+            with, except what ``config.RESUME_FREE`` lists: ``steps``, and where the run is
             kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
             names).
         verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
@@ -490,8 +491,8 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
     d = distributed.current() if data_parallel else distributed.Dist()
     if d.enabled:
         if config.batch_size % d.world_size:
-            raise ConfigError("batch_size", f"must be divisible by the {d.world_size} processes, "
-                f"got {config.batch_size}")
+            raise ConfigError("batch_size", f"must be divisible by the {d.world_size} "
+                                            f"processes, got {config.batch_size}")
         if config.cuda_graph:
             raise ConfigError("cuda_graph", "not supported under torchrun")
         if device.type == "cuda":

@@ -65,3 +65,28 @@ def test_truncation_carries_nothing_into_a_new_window():
     assert grads.x[:, :2].abs().sum() == 0 and grads.h0.abs().sum() == 0
     full = reference.backward(dy, caches, w)
     assert full.x[:, :2].abs().sum() > 0 and full.h0.abs().sum() > 0
+
+
+def test_the_package_has_no_import_cycle():
+    """Module-level imports between echo_rnn's modules form no cycle (imports inside
+    functions are the deliberate lazy ones)."""
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        deps = set()
+        for node in tree.body:  # module level only
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("echo_rnn"):
+                mod = node.module.split(".")[1] if "." in node.module else None
+                deps.update([mod] if mod else [a.name for a in node.names])
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names
+                            if a.name.startswith("echo_rnn."))
+        graph[path.stem] = deps & {p.stem for p in PACKAGE.glob("*.py")}
+
+    def visit(node, stack):
+        assert node not in stack, f"import cycle: {' -> '.join([*stack, node])}"
+        for dep in graph.get(node, ()):
+            visit(dep, [*stack, node])
+
+    for module in graph:
+        visit(module, [])

@@ -13,6 +13,7 @@ import torch
 from conftest import requires_cuda
 from echo_rnn.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig, build_config
+from echo_rnn.model import EchoRNN
 from echo_rnn.train import NonFiniteLoss, train
 from helpers import cli, events, python, run_main, scalar_series, small_config, small_flags
 
@@ -391,3 +392,20 @@ def test_presets_say_what_they_change(tmp_path, capsys):
     assert code == 0, err
     assert "step      20 | epoch     2 |" in out
     assert "not solved after 20 steps (2 epochs)" in out
+
+
+def test_the_progress_bar_shows_the_evaluation_just_made(tmp_path):
+    # Before: the bar's accuracy was set before the evaluation, so it showed the one before.
+    from echo_rnn.runlog import RunLog
+
+    class Bar:
+        def set_postfix(self, **kw):
+            self.postfix = kw
+
+    config = small_config(tmp_path)
+    log = RunLog(tmp_path, config, main=False, verbose=False, resumed_at=None)
+    log.bar = Bar()
+    m = EchoRNN(4)
+    x = torch.zeros(20)
+    log.evaluation(10, {"val_loss": 0.1, "val_accuracy": 0.75}, m, (x, x, x), 2, 0.2, 0.3, 1.0)
+    assert log.bar.postfix == {"loss": "0.2000", "acc": "0.750"}
