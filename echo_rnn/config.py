@@ -109,8 +109,8 @@ class TrainConfig:
     optimizer: str = field(default="adam", metadata=_opt(
         "optimizer", "optimization", str, ("sgd", "adam")))
     fused: bool = field(default=True, metadata=_opt(
-        "Adam as torch's fused kernel: one kernel updates every parameter, about 3x faster "
-        "per step at these sizes and the same update up to rounding (so a different curve "
+        "Adam as torch's fused kernel: one kernel updates every parameter, about twice as "
+        "fast per step at these sizes and the same update up to rounding (so a different curve "
         "than --no-fused; runs recorded before this option resume unfused)", "optimization",
         bool))
     lr: float = field(default=0.02, metadata=_opt("learning rate", "optimization", float,
