@@ -1,9 +1,9 @@
-"""Sweeps over echo step x hidden size x seed (the tables they write: :mod:`echo_rnn.tables`). Each grid point is an ordinary run directory
+"""Sweeps over echo step x hidden size x seed. Each grid point is an ordinary run directory
 under ``LOGDIR/SWEEP_NAME/``. A finished point (one with ``summary.json``) is read back, not
 run again, unless it ran out of steps unsolved and the sweep is re-run with more ``--steps``:
-then it continues to the new budget. An interrupted point resumes from its checkpoint. Points run
-in ``--workers`` local processes and, under ``torchrun``, are shared out over the ranks, rank 0
-gathering the results and writing the tables."""
+then it continues to the new budget. An interrupted point resumes from its checkpoint. Points
+run in ``--workers`` local processes and, under ``torchrun``, are shared out over the ranks,
+rank 0 gathering the results and writing the tables (:mod:`echo_rnn.tables`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
 
 # Far more than a machine runs in a day; stops a typo from building a grid of 10^8 configs.
 MAX_POINTS = 100_000
-
 
 
 # A bound is a number, or H with an optional offset (H, H+1, H-2); a part is a bound or a
