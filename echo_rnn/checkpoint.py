@@ -8,8 +8,9 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -40,22 +41,29 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new one,
-    never a torn one (temp file in the same directory, fsync, ``os.replace``)."""
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fh)`` on a temp file beside ``path``, then put it in place: a crash leaves
+    the old file or the new one, never a torn one (temp file in the same directory, fsync,
+    ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    write_atomically(path, lambda fh: torch.save(payload, fh))
 
 
 # Ours are kilobytes; the largest model the config allows (H = 4096) with Adam's state is

@@ -530,6 +530,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from echo_rnn.bench import (SHAPES, format_markdown, format_scaling, format_table,
                                 run_benchmark, scaling, time_adam)
+    from echo_rnn.checkpoint import write_atomically
     from echo_rnn.devices import check_fits, rnn_bytes
 
     if args.cuda_graph and args.device.type != "cuda":
@@ -571,30 +572,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for line in report.refused:
         print(f"not reported: {line}", file=sys.stderr)
     if out is not None:
-        write_text_atomic(out, json.dumps(data, indent=2) + "\n", "--output")
-    return 1 if report.refused else 0
-
-
-def write_text_atomic(path, text: str, flag: str) -> None:
-    """Write a whole file or none of it (a temp file beside it, then a rename)."""
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        text = (json.dumps(data, indent=2) + "\n").encode()
         try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise UsageError(f"argument {flag}: cannot write {path}: {exc.strerror or exc}") from None
-
-
-# --- entry point -------------------------------------------------------------------------
+            write_atomically(out, lambda fh: fh.write(text))
+        except OSError as exc:
+            raise UsageError(f"argument --output: cannot write {out}: "
+                             f"{exc.strerror or exc}") from None
+    return 1 if report.refused else 0
 
 
 def _torch_version() -> str:
