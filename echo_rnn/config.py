@@ -338,10 +338,15 @@ def build_config(
 # --- command-line flags derived from the dataclass -------------------------------------
 
 
-def _parser_for(f) -> Any:
+def _parser_for(f, check_bounds: bool = False) -> Any:
+    """The argparse type of a TrainConfig field: its kind, 'none' where it is optional, and
+    with ``check_bounds`` its declared bounds too, in the words validation uses."""
     m = f.metadata
-    kind, optional = m["kind"], m["optional"]
-    what = {int: "an integer", float: "a number", str: "a string"}[kind]
+    kind, optional, bounds = m["kind"], m["optional"], m["bounds"]
+    if check_bounds and bounds is not None:
+        what = bounds.describe(kind)
+    else:
+        what = {int: "an integer", float: "a number", str: "a string"}[kind]
     if optional:
         what += " or none"
 
@@ -349,32 +354,21 @@ def _parser_for(f) -> Any:
         if optional and text.lower() == "none":
             return None
         try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-
-    return parse
-
-
-def bounded_arg(setting: str):
-    """An argparse type for a flag of another command (gradcheck, bench) that takes the
-    same values as the TrainConfig field ``setting``: its type and its declared bounds,
-    with the same words."""
-    f = fields_by_name()[setting]
-    kind, bounds = f.metadata["kind"], f.metadata["bounds"]
-    what = bounds.describe(kind)
-
-    def parse(text: str):
-        try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not bounds.holds(value):
+        if check_bounds and bounds is not None and not bounds.holds(value):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return value
 
     parse.__name__ = what
     return parse
+
+
+def bounded_arg(setting: str):
+    """An argparse type for a flag of another command (gradcheck, bench) that takes the
+    same values as the TrainConfig field ``setting``: its type and its declared bounds."""
+    return _parser_for(fields_by_name()[setting], check_bounds=True)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
