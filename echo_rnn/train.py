@@ -155,6 +155,8 @@ class _Trainer:
         self.step = 0
         self.curriculum = Curriculum.from_config(c)
         self.solved_step: int | None = None
+        self.saved_step: int | None = None  # the step of the last checkpoint written or read
+        self._finite_at: int | None = None  # the step whose weights were last found finite
         self.wall_before = 0.0  # seconds spent in earlier sessions of this run
         # (step, loss, grad norm, lr) of the steps not yet logged
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
@@ -189,7 +191,7 @@ class _Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path} does not fit its own config: {first}") from None
-        self.step = int(state["step"])
+        self.step = self.saved_step = int(state["step"])
         self.curriculum.load_state_dict(state.get("curriculum", {}))
         progress = state.get("progress", {})
         self.solved_step = progress.get("solved_step")
@@ -317,10 +319,14 @@ class _Trainer:
     def check_finite(self) -> None:
         """Raise NonFiniteLoss if a weight is NaN or infinite: such a model is never
         evaluated, logged or checkpointed (a histogram of it would fail, a checkpoint of it
-        would not be a good one). One host sync."""
+        would not be a good one). One host sync per step at most: the evaluation and the
+        checkpoint of a step share it."""
+        if self._finite_at == self.step:
+            return
         ok = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
         if not ok.item():
             raise NonFiniteLoss(self._diverged_message(self.step, "non-finite weights"))
+        self._finite_at = self.step
 
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, float], torch.Tensor]:
@@ -372,6 +378,7 @@ class _Trainer:
         self.check_finite()
         if self.dist.is_main:
             save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
+        self.saved_step = self.step
 
 
 @dataclass
@@ -548,7 +555,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
                 shutil.rmtree(run_dir, ignore_errors=True)
             else:
                 _remove_empty_event_files(run_dir)
-        error = _storage_error(exc, trainer, run_dir)
+        error = _storage_error(exc, trainer.saved_step if trainer else None, run_dir)
         if error is not None:
             raise error from None
         raise
@@ -576,7 +583,8 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
                 _evaluate(trainer, log, elapsed())
                 _checkpoint(trainer, log, elapsed())
             if stop:
-                _checkpoint(trainer, log, elapsed())
+                if not is_eval:  # an evaluation step was checkpointed just above
+                    _checkpoint(trainer, log, elapsed())
                 raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
                                           run_dir)
         if received:  # arrived during start-up; the first checkpoint is written
@@ -592,7 +600,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
         _finish(trainer, log, "diverged", elapsed(), ran=True)
         raise
     except OSError as exc:
-        raise _storage_error(exc, trainer, run_dir) from None
+        raise _storage_error(exc, trainer.saved_step, run_dir) from None
     finally:
         log.close()
 
@@ -624,23 +632,18 @@ def _remove_empty_event_files(run_dir: Path) -> None:
             pass
 
 
-def _storage_error(exc: BaseException | None, trainer: _Trainer | None,
+def _storage_error(exc: BaseException | None, saved_step: int | None,
                    run_dir: Path) -> StorageError | None:
-    """A StorageError saying what could not be written and what is kept, for an OSError
-    from writing the run; None for anything else."""
+    """A StorageError saying what could not be written and what is kept (the checkpoint of
+    ``saved_step``, the last one written or read), for an OSError from writing the run;
+    None for anything else."""
     if not isinstance(exc, OSError):
         return None
     reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
         exc.strerror or str(exc))
     ckpt = checkpoint_path(run_dir)
-    if ckpt.exists():
-        try:
-            step = load_checkpoint(ckpt)["step"]
-            kept = f"the last good checkpoint is {ckpt} (step {step})"
-        except CheckpointError:
-            kept = f"the checkpoint {ckpt} could not be read back"
-    else:
-        kept = "no checkpoint was written"
+    kept = (f"the last good checkpoint is {ckpt} (step {saved_step})"
+            if saved_step is not None and ckpt.exists() else "no checkpoint was written")
     return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
 
 
