@@ -69,6 +69,11 @@ THREADS_AROUND_TRAIN = textwrap.dedent("""
     def threads():  # native threads only: tqdm's monitor is a Python thread, and harmless
         return len(os.listdir("/proc/self/task")) - threading.active_count()
 
+    # The intra-op (OpenMP) pool starts its workers at the first parallel op and keeps them:
+    # start it here, so that only the process group's threads can make a difference (with
+    # OMP_NUM_THREADS=2 a rank's first 2-thread op would otherwise count as a leak).
+    import torch
+    (torch.ones(1 << 20) * 2).sum()
     before = threads()
     code = main(sys.argv[1:])
     # a file per rank: the ranks share one stdout, where their lines can interleave
