@@ -81,6 +81,7 @@ class BPTTGrads:
     b: torch.Tensor | None = None
     x: torch.Tensor | None = None  # (B, T, I)
     h0: torch.Tensor | None = None  # (B, H)
+    h: torch.Tensor | None = None  # (B, T, H): dL/dh_t for t = 1..T
 
 
 class _Workspace(threading.local):
@@ -164,6 +165,7 @@ def bptt_backward(
     need_x: bool = False,
     need_h0: bool = False,
     need_b: bool = False,
+    need_h: bool = False,
 ) -> BPTTGrads:
     """Walk time in reverse and return the gradients (see the module docstring).
 
@@ -173,6 +175,7 @@ def bptt_backward(
         dh_n: ``dL/dh_n``, ``(B, H)``, or None for zero.
         truncate: window length k of truncated BPTT, or None for full BPTT.
         need_x, need_h0, need_b: also compute these gradients.
+        need_h: also return dL/dh_t for every step (what the gradient flow plots show).
     """
     x, h0, hs, U, V, w = cache.x, cache.h0, cache.hs, cache.U, cache.V, cache.w
     T, B, H = hs.shape
@@ -207,6 +210,17 @@ def bptt_backward(
         grads.x = (delta2 @ V).view(T, B, I).transpose(0, 1)  # (B, T, I)
     if need_h0:
         grads.h0 = delta[0] @ U
+    if need_h:
+        # dL/dh_t = g_t w^T + delta_{t+1} U, rebuilt after the loop with one matmul rather
+        # than kept in it: the loop overwrites dL/dh_t with dL/dz_t in place.
+        dh = (g * w.view(1, H)).view(T, B, H)
+        carried = (delta[1:].reshape((T - 1) * B, H) @ U).view(T - 1, B, H)
+        if truncate is not None:  # nothing carried into a window's last step
+            carried[truncate - 1::truncate] = 0
+        dh[:-1] += carried
+        if dh_n is not None:
+            dh[T - 1] += dh_n
+        grads.h = dh.transpose(0, 1)  # (B, T, H)
     return grads
 
 

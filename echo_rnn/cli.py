@@ -83,19 +83,23 @@ def add_gradcheck(sub) -> None:
 
     p = sub.add_parser(
         "gradcheck",
-        help="compare the hand-written BPTT gradients with autograd and finite differences",
+        help="check BPTT gradients against autograd: echo-rnn's kernels, or your own (--grads)",
         description=(
             "Build a seeded model and echo batch, compute the gradients of the echo cost with "
             "the hand-written BPTT kernel and with autograd, and print one row per parameter. "
             "Then run torch.autograd.gradcheck (finite differences, float64) on the kernel's "
-            "autograd Function. Exit status 0 when everything agrees, 1 when anything "
-            "disagrees."
+            "autograd Function. With --grads, check your own BPTT function instead: each "
+            "gradient that disagrees is matched against a catalogue of classic BPTT mistakes, "
+            "and the mistake and its fix are named (README: \"Check your own BPTT\"). "
+            "Exit status 0 when everything agrees, 1 when anything disagrees."
         ),
         epilog=(
             "examples:\n"
             "  echo-rnn gradcheck                      # the notebook's shape, B=1 T=50 H=6\n"
             "  echo-rnn gradcheck --batch-size 32 --seq-len 200 --hidden-size 64 "
-            "--input-size 3 --bias --h0 --truncate 25 --json"
+            "--input-size 3 --bias --h0 --truncate 25 --json\n"
+            "  echo-rnn gradcheck --grads examples/my_bptt.py:bptt    # your own BPTT\n"
+            "  echo-rnn gradcheck --per-step --plot flow.png          # dJ/dh_t step by step"
         ),
     )
     g = p.add_argument_group("problem")
@@ -112,41 +116,89 @@ def add_gradcheck(sub) -> None:
     g.add_argument("--h0", action="store_true",
                    help="start from a random initial state and check its gradient too")
     g.add_argument("--truncate", type=bounded_arg("truncate"), default=None,
-                   help="window length k of truncated BPTT (default: full BPTT)")
+                   help="window length k of truncated BPTT (default: full BPTT; not with --grads)")
     g.add_argument("--init-std", type=bounded_arg("init_std"), default=0.1,
                    help="parameters drawn from N(0, init_std^2) (default: 0.1)")
     r = p.add_argument_group("run")
-    r.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
+    r.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="dtype of the comparison; gradcheck itself always uses float64 "
-                        "(default: float64)")
-    r.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
-    r.add_argument("--seed", type=bounded_arg("seed"), default=0,
-                   help="seed of weights and data (default: 0)")
-    r.add_argument("--kernel", choices=("both", "reference", "fast"), default="both",
+                        "(default: float64, the only one with --grads)")
+    r.add_argument("--device", type=device_arg, default="cpu",
+                   help=f"{DEVICE_HELP} (default: cpu; --grads runs on the cpu)")
+    r.add_argument("--seed", type=bounded_arg("seed"), default=None,
+                   help="seed of weights and data (default: 0; 7 with --grads, the seed that "
+                        "keeps the catalogue's mistakes furthest apart)")
+    r.add_argument("--kernel", choices=("both", "reference", "fast"), default=None,
                    help="which hand-written kernel to check: reference (echo_rnn/reference.py, "
                         "written to be read), fast (echo_rnn/bptt.py, what --backend bptt trains "
                         "with) or both (default: both)")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    y = p.add_argument_group("your own BPTT")
+    y.add_argument("--grads", metavar="PATH.py:FUNCTION", default=None,
+                   help="check this function instead of echo-rnn's kernels: it is called with "
+                        "U (H, H), V (H, I), w (H,), x, y (and b, h0 with --bias, --h0) and "
+                        "returns a dict of the gradients of J keyed like them, optionally with "
+                        "'dh', dJ/dh_t per step; x and y are (T,) when B = I = 1, else "
+                        "(B, T, I) and (B, T)")
+    y.add_argument("--arrays", choices=("numpy", "torch"), default=None,
+                   help="what --grads passes: float64 numpy arrays or float64 torch tensors "
+                        "(default: numpy)")
+    f = p.add_argument_group("gradient flow through time")
+    f.add_argument("--per-step", action="store_true",
+                   help="print ||dJ/dh_t|| for every step t, from the kernel (or your 'dh') and "
+                        "from autograd, and the norm of their difference")
+    f.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="draw ||dJ/dh_t|| against t on a log scale into FILE (.png, .pdf or .svg)")
     p.set_defaults(func=cmd_gradcheck)
 
 
-def cmd_gradcheck(args: argparse.Namespace) -> int:
-    from echo_rnn.compare import format_rows, gradcheck_report, make_problem
-    from echo_rnn.devices import DTYPES, check_fits, rnn_bytes
+def _check_gradcheck_args(args: argparse.Namespace) -> None:
+    """The combinations argparse cannot refuse; fills in the mode-dependent defaults."""
+    from echo_rnn.learner import DEFAULT_SEED
 
     if args.echo_step >= args.seq_len:
         raise UsageError(
             f"argument --echo-step: must be below --seq-len ({args.seq_len}), got {args.echo_step}"
         )
+    if args.grads is None:
+        if args.arrays is not None:
+            raise UsageError("argument --arrays: only with --grads (what your function is given)")
+        args.dtype, args.kernel = args.dtype or "float64", args.kernel or "both"
+        args.seed = 0 if args.seed is None else args.seed
+        return
+    # --grads: the learner's function computes the full-BPTT gradient of J in float64 on
+    # the CPU; the settings that say otherwise are refused rather than ignored
+    for flag, bad in (("--truncate", args.truncate is not None),
+                      ("--kernel", args.kernel is not None),
+                      ("--dtype", args.dtype not in (None, "float64")),
+                      ("--device", str(args.device) != "cpu")):
+        if bad:
+            raise UsageError(f"argument {flag}: not with --grads, which checks your function's "
+                             "full-BPTT float64 gradients on the cpu")
+    args.arrays, args.dtype = args.arrays or "numpy", "float64"
+    args.seed = DEFAULT_SEED if args.seed is None else args.seed
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from echo_rnn.compare import format_rows, gradcheck_report, make_problem
+    from echo_rnn.devices import DTYPES, check_fits, rnn_bytes
+    from echo_rnn.flow import check_plot_path
+
+    _check_gradcheck_args(args)
+    if args.plot is not None:
+        check_plot_path(args.plot)
     dtype = DTYPES[args.dtype]
     B, T, H, I = args.batch_size, args.seq_len, args.hidden_size, args.input_size
-    # the comparison's two graphs, and gradcheck's float64 copies beside them
+    # the comparison's two graphs, and gradcheck's float64 copies beside them (with --grads,
+    # the catalogue's variations instead)
     reason = check_fits(3 * rnn_bytes(B, T, H, I, itemsize=8), args.device,
                         f"B={B}, T={T}, H={H}, I={I}")
     if reason:
         biggest = max((("--batch-size", B), ("--seq-len", T / 50), ("--hidden-size", H / 6)),
                       key=lambda kv: kv[1])[0]
         raise UsageError(f"argument {biggest}: too large: {reason}")
+    if args.grads is not None:
+        return _gradcheck_learner(args)
     model, x, y, h0 = make_problem(
         hidden_size=args.hidden_size, input_size=args.input_size, batch_size=args.batch_size,
         seq_len=args.seq_len, echo_step=args.echo_step, bias=args.bias, h0=args.h0,
@@ -161,12 +213,21 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         "h0": args.h0, "truncate": args.truncate, "init_std": args.init_std,
         "dtype": args.dtype, "device": str(args.device), "seed": args.seed,
     }
+    flow = None
+    if args.per_step or args.plot:
+        from echo_rnn.compare import autograd_hidden_grads, kernel_hidden_grads
+        from echo_rnn.flow import per_step
+
+        flow = per_step({k: kernel_hidden_grads(model, x, y, h0, kernel=k) for k in kernels},
+                        autograd_hidden_grads(model, x, y, h0))
     if args.json:
         # "rows" and "gradcheck" are the last kernel's (the fast one's unless --kernel
         # reference), as before --kernel existed; "kernels" has each.
-        print(json.dumps({"config": {**config, "kernel": args.kernel}, **reports[-1].to_dict(),
-                          "agrees": agrees,
-                          "kernels": {r.kernel: r.to_dict() for r in reports}}, indent=2))
+        out = {"config": {**config, "kernel": args.kernel}, **reports[-1].to_dict(),
+               "agrees": agrees, "kernels": {r.kernel: r.to_dict() for r in reports}}
+        if args.per_step:
+            out["per_step"] = flow
+        print(json.dumps(out, indent=2))
     else:
         print("echo-rnn gradcheck: " + " ".join(f"{k}={v}" for k, v in config.items()))
         function = {"reference": "ReferenceFunction", "fast": "BPTTFunction"}
@@ -177,8 +238,89 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                     else "full Jacobian")
             print(f"torch.autograd.gradcheck on {function[report.kernel]} (finite differences, "
                   f"float64, {mode}, full BPTT): {report.gradcheck_message}")
+        if args.truncate is not None and flow is not None:
+            print(f"(the gradient flow below is full BPTT's, not truncated at {args.truncate})")
+        _show_flow(args, flow, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}")
         print("all gradients agree" if agrees else "GRADIENTS DISAGREE")
+    if args.json and args.plot:
+        _show_flow(args, flow, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}", quiet=True)
     return 0 if agrees else 1
+
+
+def _show_flow(args: argparse.Namespace, flow: dict | None, problem: str,
+               quiet: bool = False) -> None:
+    """The --per-step table and the --plot file, when asked for."""
+    from echo_rnn.flow import format_per_step, plot_flow
+
+    if flow is None:
+        return
+    if args.per_step and not quiet:
+        print("gradient flow through time, ||dJ/dh_t|| per step (full BPTT):")
+        print(format_per_step(flow))
+    if args.plot:
+        curves = {n: v for n, v in flow.items() if n != "t" and not n.endswith(" diff")}
+        plot_flow(args.plot, curves, f"gradient flow through time, {problem}")
+        if not quiet:
+            print(f"plot: {args.plot}")
+
+
+def _gradcheck_learner(args: argparse.Namespace) -> int:
+    """--grads: the learner's function against autograd, with the diagnosis."""
+    from echo_rnn.learner import BadReturn, LearnerCodeError, load_function, make_learner_problem
+    from echo_rnn.learner import report_for
+
+    try:
+        fn, where = load_function(args.grads)
+        problem = make_learner_problem(
+            hidden_size=args.hidden_size, input_size=args.input_size, batch_size=args.batch_size,
+            seq_len=args.seq_len, echo_step=args.echo_step, bias=args.bias, h0=args.h0,
+            seed=args.seed, init_std=args.init_std)
+        report = report_for(fn, problem, where, arrays=args.arrays)
+    except LearnerCodeError as exc:
+        _print_their_traceback(exc.error)
+        print(f"echo-rnn gradcheck: {exc.where} raised {type(exc.error).__name__} "
+              "(the traceback above is your code's)", file=sys.stderr)
+        return 1
+    except BadReturn as exc:
+        print(f"echo-rnn gradcheck: what {where} returned cannot be checked:", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    flow = None
+    if args.per_step or args.plot:
+        from echo_rnn.compare import autograd_hidden_grads
+        from echo_rnn.flow import per_step
+
+        mine = {"yours": report.dh} if report.dh is not None else {}
+        flow = per_step(mine, autograd_hidden_grads(problem.model, problem.x, problem.y,
+                                                    problem.h0))
+    if args.json:
+        out = report.to_dict()
+        if args.per_step:
+            out["per_step"] = flow
+        print(json.dumps(out, indent=2))
+    else:
+        print(report.format())
+        if flow is not None and report.dh is None:
+            print("(your function returned no 'dh': the gradient flow is autograd's alone)")
+    label = f"{where}, B={problem.B} T={problem.T} H={problem.H} seed={problem.seed}"
+    _show_flow(args, flow, label, quiet=args.json)
+    return 0 if report.agrees else 1
+
+
+def _print_their_traceback(error: BaseException) -> None:
+    """The traceback of an exception raised in the learner's code, without echo-rnn's own
+    frames (nor importlib's) around it: it is their code that they need to read."""
+    import traceback
+    from pathlib import Path
+
+    ours = str(Path(__file__).resolve().parent)
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith(ours) and not f.filename.startswith("<frozen")]
+    lines = (["Traceback (most recent call last):\n"] + traceback.format_list(frames)
+             if frames else [])
+    lines += traceback.format_exception_only(type(error), error)
+    sys.stderr.write("".join(lines))
 
 
 # --- train -----------------------------------------------------------------------------

@@ -146,6 +146,48 @@ def autograd_grads(
     return dict(zip(names + (["h0"] if h0_ is not None else []), grads))
 
 
+def autograd_hidden_grads(
+    model: EchoRNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Autograd's dJ/dh_t for every step, ``(B, T, H)``: the recurrence run as plain tensor
+    operations (the reference forward), each h_t's gradient retained, one backward pass.
+    Full BPTT; nothing of the model's is changed (its parameters are detached copies)."""
+    x3, h0 = model.check_inputs(x, h0)
+    with torch.enable_grad():
+        U, V, w = (p.detach().requires_grad_(True) for p in (model.U, model.V, model.w))
+        b = model.b.detach() if model.b is not None else None
+        y_hat, _, caches = reference.forward(x3, U, V, w, b, h0)
+        for c in caches:
+            c.h.retain_grad()
+        echo_loss(y_hat, y).backward()
+    return torch.stack([c.h.grad for c in caches], dim=1)
+
+
+def kernel_hidden_grads(
+    model: EchoRNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    kernel: str = "reference",
+) -> torch.Tensor:
+    """dJ/dh_t for every step, ``(B, T, H)``, from a hand-written kernel (full BPTT)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    x3, h0 = model.check_inputs(x, h0)
+    B, T, _ = x3.shape
+    with torch.no_grad():
+        U, V, w, b = (p.detach() if p is not None else None
+                      for p in (model.U, model.V, model.w, model.b))
+        if kernel == "reference":
+            y_hat, _, caches = reference.forward(x3, U, V, w, b, h0)
+            return reference.backward((y_hat - y) / (B * T), caches, w).h
+        y_hat, _, cache = bptt.bptt_forward(x3, U, V, w, b, h0)
+        return bptt.bptt_backward((y_hat - y) / (B * T), cache, need_h=True).h
+
+
 class ReferenceFunction(torch.autograd.Function):
     """The reference kernel as an autograd Function, so that finite differences can witness
     it as they do the fast one: ``apply(x, h0, U, V, w, b) -> (y_hat, h_T)``."""

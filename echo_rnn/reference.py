@@ -72,7 +72,9 @@ class StepGrads:
 
 @dataclass
 class Grads:
-    """dJ/d of every parameter (U, V, w, b) and of the inputs x (B, T, I) and h_0 (B, H)."""
+    """dJ/d of every parameter (U, V, w, b), of the inputs x (B, T, I) and h_0 (B, H), and of
+    every hidden state: h (B, T, H) holds dJ/dh_t = local_t + carried_t for t = 1..T (what
+    ``echo-rnn gradcheck --per-step`` shows)."""
 
     U: torch.Tensor
     V: torch.Tensor
@@ -80,6 +82,7 @@ class Grads:
     b: torch.Tensor
     x: torch.Tensor
     h0: torch.Tensor
+    h: torch.Tensor
 
 
 def step_forward(x_t: torch.Tensor, h_prev: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
@@ -146,19 +149,21 @@ def backward(dy_hat: torch.Tensor, caches: list[StepCache], w: torch.Tensor,
         dh_T: dJ/dh_T (B, H) when the final state feeds something else too; else None.
 
     Returns:
-        The gradients of every parameter and of x and h_0 (b's even if the forward had none).
+        The gradients of every parameter, of x and h_0 (b's even if the forward had none),
+        and of every hidden state h_1..h_T.
     """
     T = len(caches)
     U, V = caches[0].U, caches[0].V
     dU, dV, dw = torch.zeros_like(U), torch.zeros_like(V), torch.zeros_like(w)
     db = torch.zeros_like(w)
-    dx = [None] * T
+    dx, dh = [None] * T, [None] * T
     # beyond step T there is only what the caller did with h_T, usually nothing
     carried = dh_T if dh_T is not None else torch.zeros_like(caches[-1].h)
     for t in range(T, 0, -1):
         cache = caches[t - 1]
         local = dy_hat[:, t - 1, None] * w  # (B, 1) * (H,) -> (B, H): dJ/dyhat_t w^T
-        g = step_backward(local + carried, cache)  # dJ/dh_t = local_t + carried_t
+        dh[t - 1] = local + carried  # dJ/dh_t = local_t + carried_t
+        g = step_backward(dh[t - 1], cache)
         dU, dV, db = dU + g.U, dV + g.V, db + g.b
         dw = dw + cache.h.T @ dy_hat[:, t - 1]
         dx[t - 1] = g.x
@@ -167,4 +172,5 @@ def backward(dy_hat: torch.Tensor, caches: list[StepCache], w: torch.Tensor,
             carried = torch.zeros_like(g.h_prev)
         else:
             carried = g.h_prev
-    return Grads(U=dU, V=dV, w=dw, b=db, x=torch.stack(dx, dim=1), h0=carried)
+    return Grads(U=dU, V=dV, w=dw, b=db, x=torch.stack(dx, dim=1), h0=carried,
+                 h=torch.stack(dh, dim=1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from echo_rnn.tblog import heatmap_rgb, sequence_rgb, write_hparams
+from echo_rnn.tblog import FLOW_TAG, flow_rgb, heatmap_rgb, sequence_rgb, write_hparams
 
 
 class _NullWriter:
@@ -72,10 +72,11 @@ class RunLog:
 
     def evaluation(self, step: int, metrics: dict[str, float], model: torch.nn.Module,
                    sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor], k: int,
-                   train_loss: float | None, grad_norm: float | None, elapsed: float) -> None:
+                   train_loss: float | None, grad_norm: float | None, elapsed: float,
+                   flow: torch.Tensor | None = None) -> None:
         """Everything an evaluation shows: held-out loss and accuracy, the weights (as
-        histograms and pictures), one held-out sequence, the curriculum's k, and a console
-        line."""
+        histograms and pictures), one held-out sequence, the gradient flow through time
+        (``flow``, ||dJ/dh_t|| for t = 1..T), the curriculum's k, and a console line."""
         c, w = self.config, self.writer
         w.add_scalar("loss/val", metrics["val_loss"], step)
         w.add_scalar("accuracy/val", metrics["val_accuracy"], step)
@@ -86,6 +87,8 @@ class RunLog:
             w.add_image(f"weights/{name}", heatmap_rgb(p), step, dataformats="HWC")
         w.add_image("sequence/val0 (input, target, prediction)", sequence_rgb(*sample), step,
                     dataformats="HWC")
+        if flow is not None:
+            w.add_image(FLOW_TAG, flow_rgb(flow), step, dataformats="HWC")
         w.add_scalar("curriculum/k", k, step)
         if self.verbose:
             tl = "    -   " if train_loss is None else f"{train_loss:.5f}"

@@ -3,6 +3,7 @@ hparams written into the run's own directory."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,48 @@ def sequence_rgb(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> np.nd
     draw.text((left, ty), "t = 0", fill="black", font=font)
     end = f"t = {T - 1}"
     draw.text((left + T * cw - 6 * len(end), ty), end, fill="black", font=font)
+    return np.asarray(img)
+
+
+FLOW_TAG = "gradient flow through time"
+
+
+def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 150) -> np.ndarray:
+    """||dJ/dh_t|| against t = 1..T on a log scale, as an ``(height, width, 3)`` uint8 image:
+    the curve, the decades it spans marked on the left, t = 1 and t = T below. Drawn with
+    PIL, not matplotlib: it is logged at every evaluation and must stay light (the plot a
+    person reads, ``gradcheck --plot``, is matplotlib's: :func:`echo_rnn.flow.plot_flow`)."""
+    from PIL import Image, ImageDraw
+
+    v = torch.as_tensor(norms).detach().to("cpu", torch.float64)
+    T = v.numel()
+    pos = v[v > 0]
+    img = Image.new("RGB", (width, height), "white")
+    draw, font = ImageDraw.Draw(img), _font()
+    left, right, top, bottom = 48, width - 8, 16, height - 18
+    draw.text((left, 2), "||dJ/dh_t|| (log scale)", fill="black", font=font)
+    draw.rectangle((left, top, right, bottom), outline=(160, 160, 160))
+    draw.text((left, bottom + 3), "t = 1", fill="black", font=font)
+    end = f"t = {T}"
+    draw.text((right - 6 * len(end), bottom + 3), end, fill="black", font=font)
+    if pos.numel() == 0:
+        return np.asarray(img)
+    lo, hi = math.floor(pos.min().log10().item()), math.ceil(pos.max().log10().item())
+    hi = max(hi, lo + 1)
+
+    def xy(t: int, value: float) -> tuple[float, float]:  # t = 1..T, value > 0
+        x = left + (right - left) * ((t - 1) / max(T - 1, 1))
+        return x, bottom - (bottom - top) * (math.log10(value) - lo) / (hi - lo)
+
+    for decade in (lo, hi):
+        y = xy(1, 10.0 ** decade)[1]
+        draw.text((2, y - 5), f"1e{decade}", fill="black", font=font)
+    points = [xy(t + 1, val) for t, val in enumerate(v.tolist()) if val > 0]
+    if len(points) == 1:
+        draw.ellipse((points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2),
+                     fill=(31, 119, 180))
+    else:
+        draw.line(points, fill=(31, 119, 180), width=2)
     return np.asarray(img)
 
 

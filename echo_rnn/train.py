@@ -30,11 +30,12 @@ from echo_rnn import distributed
 from echo_rnn.bptt import workspace_buffers
 from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
                                  save_checkpoint)
-from echo_rnn.compare import autograd_grads, manual_grads
+from echo_rnn.compare import autograd_grads, kernel_hidden_grads, manual_grads
 from echo_rnn.config import ConfigError, TrainConfig, logdir_error
 from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
+from echo_rnn.flow import step_norms
 from echo_rnn.model import bit_accuracy, echo_loss, model_from_config
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
@@ -372,6 +373,18 @@ class _Trainer:
         ref = autograd_grads(self.model, x, y, truncate=self.config.truncate)
         return max((ours[n] - ref[n]).abs().max().item() for n in ref)
 
+    # The gradient flow is drawn from this many held-out sequences: the same ones at every
+    # evaluation, so that the curve changes only as the model does, at a fraction of an
+    # evaluation's cost.
+    FLOW_SEQUENCES = 32
+
+    def gradient_flow(self) -> torch.Tensor:
+        """||dJ/dh_t|| for t = 1..T (T,), on the first held-out sequences, from the fast
+        kernel (full BPTT; whatever the run's backend, the numbers are the same)."""
+        vx, vy = self.val
+        n = self.FLOW_SEQUENCES
+        return step_norms(kernel_hidden_grads(self.model, vx[:n], vy[:n], kernel="fast"))
+
     def checkpoint(self, elapsed: float) -> None:
         """Save the state; finite weights only, so that the last checkpoint is always a
         good one."""
@@ -612,7 +625,7 @@ def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
     vx, vy = trainer.val
     log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
                    trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
-                   elapsed)
+                   elapsed, flow=trainer.gradient_flow() if trainer.dist.is_main else None)
     if trainer.compare_due():
         log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
 
