@@ -48,7 +48,7 @@ def format_per_step(figures: dict[str, list[float]], most: int = 60) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *body]]
     if every > 1:
-        lines.append(f"(every {every}th step of {T}; --json has them all)")
+        lines.append(f"(one step in {every} of {T} shown, and t = 1; --json has them all)")
     return "\n".join(lines)
 
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import echo_rnn.bptt as bptt
+from echo_rnn import reference
 from conftest import DEVICES
 from echo_rnn.bptt import BPTTFunction
-from echo_rnn.compare import manual_grads
+from echo_rnn.compare import autograd_hidden_grads, kernel_hidden_grads, manual_grads
 from echo_rnn.compare import (KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads,
                               compare_grads, run_gradcheck)
 from echo_rnn.model import EchoRNN
@@ -178,3 +179,55 @@ def test_kernel_on_device(device, dtype, truncate):
                 torch.testing.assert_close(ours[name], ref[name], rtol=tol.rtol, atol=tol.atol)
         if dtype == torch.float64:
             assert run_gradcheck(m, x, h0, kernel=kernel, fast_mode=True)[0]
+
+
+def _retained_dh(m, x, y, h0=None, truncate=None):
+    """Autograd's dJ/dh_t, from a loop written here (not the package's forward): every h_t
+    retains its gradient; with truncate, the state is detached where a window starts."""
+    B, T, _ = x.shape
+    h = h0 if h0 is not None else x.new_zeros(B, m.hidden_size)
+    hs = []
+    for t in range(T):
+        if truncate is not None and t > 0 and t % truncate == 0:
+            h = h.detach()
+        pre = h @ m.U.T + x[:, t] @ m.V.T + (m.b if m.b is not None else 0)
+        h = torch.tanh(pre)
+        h.retain_grad()
+        hs.append(h)
+    y_hat = torch.stack([s @ m.w for s in hs], dim=1)
+    ((y_hat - y) ** 2).sum(1).div(2 * T).mean().backward()
+    return torch.stack([s.grad for s in hs], dim=1)
+
+
+@pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
+def test_both_kernels_give_dJ_dh_t_of_every_step(B, T, H, I, bias, with_h0, truncate):
+    m, x, y, h0 = _problem(B, T, H, I, bias, with_h0)
+    retained = _retained_dh(m, x, y, h0, truncate)
+    with torch.no_grad():
+        p = dict(m.named_parameters())
+        y_hat, _, caches = reference.forward(x, p["U"], p["V"], p["w"], p.get("b"), h0)
+        dy = (y_hat - y) / (B * T)
+        reading = reference.backward(dy, caches, p["w"], truncate).h
+        _, _, cache = bptt.bptt_forward(x, p["U"], p["V"], p["w"], p.get("b"), h0)
+        fast = bptt.bptt_backward(dy, cache, truncate=truncate, need_h=True).h
+    assert reading.shape == fast.shape == (B, T, H)
+    assert_grad_close(reading, retained, "reference dh")
+    assert_grad_close(fast, retained, "fast dh")
+    if truncate is None:  # the package's helpers: full BPTT only
+        assert_grad_close(kernel_hidden_grads(m, x, y, h0, kernel="fast"), retained, "helper")
+        assert_grad_close(autograd_hidden_grads(m, x, y, h0), retained, "autograd helper")
+
+
+def test_dJ_dh_t_takes_the_final_states_upstream_gradient():
+    m, x, y, h0 = _problem(2, 6, 3, 1, False, True)
+    dh_n = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        p = dict(m.named_parameters())
+        y_hat, _, caches = reference.forward(x, p["U"], p["V"], p["w"], None, h0)
+        dy = (y_hat - y) / 12
+        reading = reference.backward(dy, caches, p["w"], dh_T=dh_n).h
+        _, _, cache = bptt.bptt_forward(x, p["U"], p["V"], p["w"], None, h0)
+        fast = bptt.bptt_backward(dy, cache, dh_n, need_h=True).h
+    torch.testing.assert_close(fast, reading, rtol=KERNELS_REL_F64, atol=1e-15)
+    without = reference.backward(dy, caches, p["w"]).h
+    torch.testing.assert_close(reading[:, -1] - without[:, -1], dh_n)

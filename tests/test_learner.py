@@ -1,0 +1,419 @@
+"""Checking a learner's own BPTT (echo_rnn/learner.py, echo_rnn/mistakes.py and
+``echo-rnn gradcheck --grads``).
+
+The learner-style functions here are written the way a learner writes BPTT, in numpy with
+column vectors and explicit loops, independently of the catalogue's torch variations: a
+planted mistake is a line of learner code, and the test checks that the catalogue names it.
+"""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from echo_rnn import learner
+from echo_rnn.compare import autograd_hidden_grads
+from echo_rnn.learner import (DEFAULT_SEPARATION, MATCH_REL, BadReturn, LearnerCodeError,
+                              check_grads, make_learner_problem, separation)
+from echo_rnn.mistakes import CATALOGUE, VARIATIONS, named_factors
+from tests.helpers import run_main
+
+
+def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
+    """A learner's BPTT, column vectors, for one sequence or a batch, with ``mistake``
+    planted (a catalogue code, or "code/variant") and the error dJ/dyhat_t multiplied by
+    ``error_factor`` (-1: the sign mistake; T: a sum where J takes the mean)."""
+
+    def bptt(U, V, w, x, y, b=None, h0=None):
+        single = x.ndim == 1
+        X = x.reshape(1, -1, 1) if single else x  # (B, T, I)
+        Y = y.reshape(1, -1) if single else y
+        B, T, _ = X.shape
+        H = len(w)
+        hs = np.zeros((B, T + 1, H))  # hs[:, 0] is h_0, hs[:, t] is h_t
+        if h0 is not None:
+            hs[:, 0] = h0.reshape(B, H)
+        for t in range(1, T + 1):
+            z = hs[:, t - 1] @ U.T + X[:, t - 1] @ V.T + (b if b is not None else 0)
+            hs[:, t] = np.tanh(z)
+        yhat = hs[:, 1:] @ w  # (B, T)
+
+        dU, dV, dw, db = np.zeros_like(U), np.zeros_like(V), np.zeros_like(w), np.zeros(H)
+        dh_all = np.zeros((B, T, H))
+        dh_next = np.zeros((B, H))
+        for t in range(T, 0, -1):
+            err = (yhat[:, t - 1] - Y[:, t - 1]) / (B * T) * error_factor  # (B,)
+            if mistake == "last-step-only" and t < T:
+                err = np.zeros(B)
+            h_w = hs[:, t]
+            if mistake == "off-by-one/w":
+                h_w = hs[:, t - 1]
+            dw += h_w.T @ err
+            dh = err[:, None] * w[None, :] + dh_next
+            dh_all[:, t - 1] = dh
+            if mistake == "no-tanh-derivative":
+                dz = dh
+            elif mistake == "tanh-derivative-wrong-step/previous":
+                dz = dh * (1 - hs[:, t - 1] ** 2)
+            elif mistake == "tanh-derivative-wrong-step/wrapped":  # a list of h_1..h_T only
+                states = hs[:, 1:]
+                dz = dh * (1 - states[:, t - 2] ** 2)  # index -1 at t = 1: h_T
+            elif mistake == "tanh-derivative-wrong-step/next":
+                dz = dh * (1 - (hs[:, t + 1] if t < T else 0) ** 2)
+            else:
+                dz = dh * (1 - hs[:, t] ** 2)
+            h_prev = hs[:, t] if mistake == "off-by-one/U" else hs[:, t - 1]
+            if mistake == "inner-product":
+                dU += np.sum(dz * h_prev)  # a scalar into every entry
+            elif mistake == "transposed":
+                dU += h_prev.T @ dz
+            else:
+                dU += dz.T @ h_prev
+            x_t = X[:, t - 2] if mistake == "off-by-one/V" else X[:, t - 1]  # -1 wraps to x_T
+            dV += dz.T @ x_t
+            db += dz.sum(0)
+            if mistake == "no-carry":
+                dh_next = np.zeros((B, H))
+            elif mistake == "carry-transposed":
+                dh_next = dz @ U.T
+            else:
+                dh_next = dz @ U
+        out = {"U": dU, "V": dV, "w": dw, "dh": dh_all[0] if single else dh_all}
+        if inner_scalar:
+            out["U"] = float(dU[0, 0])
+        if b is not None:
+            out["b"] = db
+        return out
+
+    return bptt
+
+
+PLANTED = ["inner-product", "transposed", "carry-transposed", "no-carry", "no-tanh-derivative",
+           "tanh-derivative-wrong-step/previous", "tanh-derivative-wrong-step/wrapped",
+           "tanh-derivative-wrong-step/next", "off-by-one/w", "off-by-one/U", "off-by-one/V",
+           "last-step-only"]
+
+
+def test_every_code_of_the_catalogue_is_planted_here():
+    assert {m.split("/")[0] for m in PLANTED} | {"sign", "scale"} == set(CATALOGUE)
+    assert {v.code for v in VARIATIONS} == set(CATALOGUE) - {"sign", "scale"}
+
+
+def _codes(report):
+    return {r.name: report.diagnoses[r.name].codes for r in report.rows if not r.agrees}
+
+
+@pytest.mark.parametrize("mistake", PLANTED)
+def test_a_planted_mistake_alone_is_named(mistake):
+    code = mistake.split("/")[0]
+    report = check_grads(learner_bptt(mistake))
+    codes = _codes(report)
+    assert codes, "the planted mistake changed no gradient"
+    assert all(c == [code] for c in codes.values()), codes
+
+
+@pytest.mark.parametrize("factor,name", [(-1.0, None), (50.0, "T"), (-50.0, "T"),
+                                         (2.0, "2"), (-0.5, "1/2"), (-100.0, "2T"),
+                                         (1 / 50, "1/T")])
+@pytest.mark.parametrize("mistake", PLANTED)
+def test_a_planted_mistake_with_sign_and_scale_is_named(mistake, factor, name):
+    code = mistake.split("/")[0]
+    report = check_grads(learner_bptt(mistake, error_factor=factor))
+    expected = [code] + (["sign"] if factor < 0 else []) + (["scale"] if name else [])
+    rows = {r.name: r for r in report.rows}
+    for row_name, codes in _codes(report).items():
+        d = report.diagnoses[row_name]
+        # a gradient the mistake does not touch is off by the sign and the scale alone
+        assert codes in (expected, expected[1:]), (row_name, codes)
+        if name:
+            assert d.factor_name == name and d.factor == pytest.approx(abs(factor), rel=1e-9)
+    assert any(c == expected for c in _codes(report).values())
+    assert not any(r.agrees for r in rows.values())
+
+
+def test_the_notebooks_three_mistakes_are_named():
+    """The notebook's backward: the error y - yhat for U and V, a scalar np.dot for dU, h_{t-1}
+    in dw, each step's gradient summed over t without the 1/T (written here as a learner
+    would, not copied)."""
+
+    def notebook_style(U, V, w, x, y):
+        T = len(x)
+        good = learner_bptt(error_factor=-T)(U, V, w, x, y)
+        bad_w = learner_bptt("off-by-one/w", error_factor=T)(U, V, w, x, y)
+        inner = learner_bptt("inner-product", error_factor=-T)(U, V, w, x, y)
+        return {"U": inner["U"][0, 0], "V": good["V"].ravel(), "w": bad_w["w"]}
+
+    report = check_grads(notebook_style)
+    codes = _codes(report)
+    assert codes == {"U": ["inner-product", "sign", "scale"], "V": ["sign", "scale"],
+                     "w": ["off-by-one", "scale"]}
+    assert all(report.diagnoses[n].factor_name == "T" for n in codes)
+    assert any("differ only by dimensions of size 1" in n for n in report.notes)  # V (6,)
+
+
+def test_a_correct_function_agrees_for_every_layout():
+    for problem in ({}, {"batch_size": 3, "input_size": 2, "bias": True, "h0": True},
+                    {"batch_size": 2}, {"input_size": 3, "seq_len": 7}):
+        report = check_grads(learner_bptt(), **problem)
+        assert report.agrees, (problem, report.format())
+        assert {r.name for r in report.rows} >= {"U", "V", "w", "dh"}
+
+
+def test_random_numbers_get_no_diagnosis():
+    rng = np.random.default_rng(1)
+
+    def noise(U, V, w, x, y):
+        return {"U": rng.normal(size=U.shape), "V": rng.normal(size=V.shape),
+                "w": rng.normal(size=w.shape), "dh": rng.normal(size=(len(x), len(w)))}
+
+    for _ in range(5):
+        report = check_grads(noise)
+        assert not report.agrees
+        assert all(c == [] for c in _codes(report).values()), _codes(report)
+        assert report.departure["step"] == 50  # counting back from T, it departs at once
+
+
+def test_the_default_problem_keeps_the_mistakes_apart():
+    worst, where = separation(make_learner_problem())
+    assert worst >= DEFAULT_SEPARATION, where
+    assert DEFAULT_SEPARATION > 1e4 * MATCH_REL
+
+
+def test_named_factors():
+    f = named_factors(B=4, T=50)
+    assert f[50.0] == "T" and f[4.0] == "B" and f[2.0] == "2" and f[0.5] == "1/2"
+    assert f[100.0] == "2T" and f[1 / 200] == "1/(BT)"
+    assert "B" not in "".join(named_factors(B=1, T=50).values())  # B = 1 says nothing
+
+
+def test_unexplained_row_with_dh_names_the_step_where_it_departs():
+    """A mistake outside the catalogue (the carry doubled from step 30 back) is not named;
+    the report names step 30 as the first, counting back from T, where dJ/dh_t departs."""
+
+    def doubled_carry(U, V, w, x, y):
+        right = learner_bptt()(U, V, w, x, y)
+        T = len(x)
+        hs = np.zeros((T + 1, len(w)))
+        for t in range(1, T + 1):
+            hs[t] = np.tanh(U @ hs[t - 1] + V[:, 0] * x[t - 1])
+        dh = right["dh"].copy()
+        dh[29] *= 2  # dJ/dh_30 wrong
+        return {**right, "dh": dh, "U": right["U"] * (1 + np.eye(len(w)) * 1e-3)}
+
+    report = check_grads(doubled_carry)
+    assert set(report.unexplained) == {"U", "dh"}
+    assert report.departure["step"] == 30
+    p = make_learner_problem()
+    right = autograd_hidden_grads(p.model, p.x, p.y)[0, 29]
+    np.testing.assert_allclose(report.departure["autograd"], right.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(report.departure["yours"], 2 * right.numpy(), rtol=1e-9)
+    text = report.format()
+    assert "no mistake of the catalogue reproduces it" in text
+    assert "first at t = 30, counting back from T = 50" in text
+
+
+def test_dh_agreeing_points_past_dh():
+    def bad_U_only(U, V, w, x, y):
+        out = learner_bptt()(U, V, w, x, y)
+        out["U"] = out["U"] + 1e-3 * np.arange(out["U"].size).reshape(out["U"].shape)
+        return out
+
+    report = check_grads(bad_U_only)
+    assert report.unexplained == ["U"] and report.departure is None
+    assert "agrees with autograd's at every step" in report.format()
+
+
+def test_a_scalar_for_U_is_the_inner_product_whatever_its_value():
+    report = check_grads(learner_bptt("inner-product", inner_scalar=True))
+    assert report.diagnoses["U"].codes == ["inner-product"]
+
+    def wrong_scalar(U, V, w, x, y):
+        return {**learner_bptt()(U, V, w, x, y), "U": 0.123}
+
+    report = check_grads(wrong_scalar)
+    assert report.diagnoses["U"].codes == ["inner-product"]
+    assert "look for a second mistake" in report.diagnoses["U"].says[0]
+
+
+def test_arrays_torch_passes_float64_tensors():
+    seen = {}
+
+    def fn(U, V, w, x, y):
+        seen.update({k: (type(v), v.dtype) for k, v in dict(U=U, V=V, w=w, x=x, y=y).items()})
+        out = learner_bptt()(*(t.numpy() for t in (U, V, w, x, y)))
+        return {k: torch.from_numpy(np.asarray(v)) for k, v in out.items()}
+
+    assert check_grads(fn, arrays="torch").agrees
+    assert all(t is torch.Tensor and d == torch.float64 for t, d in seen.values())
+    check_grads(learner_bptt())
+    with pytest.raises(ValueError, match="arrays"):
+        check_grads(fn, arrays="jax")
+
+
+def test_the_function_gets_the_documented_layout():
+    seen = {}
+
+    def fn(**kw):
+        seen.update({k: v.shape for k, v in kw.items()})
+        return learner_bptt()(**kw)
+
+    check_grads(fn)
+    assert seen == {"U": (6, 6), "V": (6, 1), "w": (6,), "x": (50,), "y": (50,)}
+    check_grads(fn, batch_size=3, input_size=2, seq_len=9, bias=True, h0=True)
+    assert seen == {"U": (6, 6), "V": (6, 2), "w": (6,), "x": (3, 9, 2), "y": (3, 9),
+                    "b": (6,), "h0": (3, 6)}
+
+
+@pytest.mark.parametrize("returned,needles", [
+    (lambda g: [g["U"]], ["returned list, expected a dict"]),
+    (lambda g: {"U": g["U"], "V": g["V"]}, ["key 'w' missing: expected dJ/dw of shape (6,)"]),
+    (lambda g: {**g, "q": 1}, ["key 'q' is not expected"]),
+    (lambda g: {**g, "b": g["w"]}, ["key 'b' is not expected (this problem has no b; --bias"]),
+    (lambda g: {**g, "V": np.zeros(3)}, ["key 'V': expected shape (6, 1), got (3,)"]),
+    (lambda g: {**g, "w": "abc"}, ["key 'w': expected an array of shape (6,), got str"]),
+    (lambda g: {**g, "w": list(g["w"])}, ["got list (wrap it in np.array)"]),
+    (lambda g: {**g, "dh": g["dh"].T}, ["key 'dh': expected shape (50, 6), got (6, 50) "
+                                        "(its transpose has the right shape)"]),
+    (lambda g: {**g, "w": g["w"].astype(complex)}, ["an array of complex128"]),
+    (lambda g: {"V": np.zeros(2), "w": None},
+     ["key 'U' missing", "key 'V': expected shape", "key 'w': expected an array"]),
+])
+def test_a_bad_return_names_the_key_the_expected_shape_and_what_came_back(returned, needles):
+    def fn(**kw):
+        return returned(learner_bptt()(**kw))
+
+    with pytest.raises(BadReturn) as info:
+        check_grads(fn)
+    for needle in needles:
+        assert any(needle in line for line in info.value.problems), (needle, info.value.problems)
+
+
+def test_singleton_dimensions_are_accepted_and_noted():
+    def fn(**kw):
+        g = learner_bptt()(**kw)
+        return {**g, "V": g["V"].T, "w": g["w"][:, None]}  # (1, 6) and (6, 1)
+
+    report = check_grads(fn)
+    assert report.agrees
+    assert sorted(n.split()[0] for n in report.notes) == ["V", "w"]
+
+
+def test_an_exception_in_the_function_is_theirs():
+    def fn(**kw):
+        raise ZeroDivisionError("their bug")
+
+    with pytest.raises(LearnerCodeError) as info:
+        check_grads(fn)
+    assert isinstance(info.value.error, ZeroDivisionError)
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+EXAMPLE = "examples/my_bptt.py:bptt"
+FIXED = "examples/my_bptt_fixed.py:bptt"
+
+
+def test_the_planted_example_names_both_mistakes_and_the_fix(capsys):
+    code, out, _ = run_main("gradcheck", "--grads", EXAMPLE, capsys=capsys)
+    assert code == 1
+    assert "U, V and dh disagree: carry-transposed" in out
+    assert "w disagrees: off-by-one" in out
+    assert "fix: carry dJ/dh_{t-1} = U.T @ dz_t" in out
+    assert "fix: dw += (yhat_t - y_t) / T * h_t" in out
+    code, out, _ = run_main("gradcheck", "--grads", FIXED, capsys=capsys)
+    assert code == 0 and out.strip().endswith("all gradients agree")
+
+
+def test_json_carries_the_diagnosis_per_row(tmp_path, capsys):
+    f = tmp_path / "nb.py"
+    f.write_text("import numpy as np\n"
+                 "from tests.test_learner import learner_bptt\n"
+                 "def grads(U, V, w, x, y):\n"
+                 "    return learner_bptt('no-carry', error_factor=-2.0)(U, V, w, x, y)\n")
+    code, out, _ = run_main("gradcheck", "--grads", f"{f}:grads", "--json", capsys=capsys)
+    assert code == 1
+    rows = {r["name"]: r for r in json.loads(out)["rows"]}
+    assert rows["U"]["diagnosis"] == ["no-carry", "sign", "scale"]
+    assert rows["U"]["factor"] == pytest.approx(2.0) and rows["U"]["factor_name"] == "2"
+    assert rows["w"]["diagnosis"] == ["sign", "scale"]  # no-carry leaves dw alone
+    code, out, _ = run_main("gradcheck", "--grads", f"{FIXED}", "--json", capsys=capsys)
+    assert code == 0 and all(r["diagnosis"] == [] and r["agrees"] for r in json.loads(out)["rows"])
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("examples/my_bptt.py", "must be PATH.py:FUNCTION"),
+    ("examples/nothere.py:bptt", "no such file: examples/nothere.py"),
+    ("examples/my_bptt.py:nothere", "defines no function 'nothere' (it defines: bptt)"),
+    ("examples/my_bptt.py:np", "'np' is not a function but module"),
+    ("examples:bptt", "is a directory"),
+])
+def test_a_bad_spec_is_one_line_exit_2(spec, needle, capsys):
+    code, out, err = run_main("gradcheck", "--grads", spec, capsys=capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("echo-rnn gradcheck: error: argument --grads: ") and needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--truncate", "5"], "argument --truncate: not with --grads"),
+    (["--dtype", "float32"], "argument --dtype: not with --grads"),
+    (["--kernel", "fast"], "argument --kernel: not with --grads"),
+])
+def test_settings_grads_cannot_honour_are_refused(flags, needle, capsys):
+    code, _, err = run_main("gradcheck", "--grads", FIXED, *flags, capsys=capsys)
+    assert code == 2 and needle in err
+
+
+def test_arrays_without_grads_is_refused(capsys):
+    code, _, err = run_main("gradcheck", "--arrays", "torch", capsys=capsys)
+    assert code == 2 and "argument --arrays: only with --grads" in err
+
+
+def test_a_bad_return_on_the_command_line_exits_1(tmp_path, capsys):
+    f = tmp_path / "g.py"
+    f.write_text("def g(U, V, w, x, y):\n    return {'U': U, 'V': V}\n")
+    code, out, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)
+    assert code == 1 and out == ""
+    assert "what g.py:g returned cannot be checked" in err and "key 'w' missing" in err
+    assert "Traceback" not in err
+
+
+def test_their_exception_shows_their_traceback_exit_1(tmp_path, capsys):
+    f = tmp_path / "g.py"
+    f.write_text("def helper(U):\n    return U[99]\n\ndef g(U, V, w, x, y):\n"
+                 "    return helper(U)\n")
+    code, out, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)
+    assert code == 1
+    assert "Traceback (most recent call last)" in err
+    assert 'g.py", line 5, in g' in err and 'g.py", line 2, in helper' in err
+    assert "IndexError" in err and "echo_rnn" not in err
+    assert err.strip().endswith("g.py:g raised IndexError (the traceback above is your code's)")
+
+
+def test_an_error_while_loading_their_file_is_theirs_too(tmp_path, capsys):
+    f = tmp_path / "g.py"
+    f.write_text("import numpy as np\nx = 1 / 0\n")
+    code, _, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)
+    assert code == 1 and 'g.py", line 2, in <module>' in err and "ZeroDivisionError" in err
+    f.write_text("def g(:\n")
+    code, _, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)
+    assert code == 1 and "SyntaxError" in err and "importlib" not in err
+
+
+def test_loading_their_file_leaves_the_import_state_as_it_was(tmp_path, capsys):
+    f = tmp_path / "g.py"
+    f.write_text("import helper_next_to_it\n"
+                 "def g(U, V, w, x, y):\n    return helper_next_to_it.grads(U, V, w, x, y)\n")
+    (tmp_path / "helper_next_to_it.py").write_text(
+        "from tests.test_learner import learner_bptt\ngrads = learner_bptt()\n")
+    path, modules = list(sys.path), set(sys.modules)
+    try:
+        fn, where = learner.load_function(f"{f}:g")
+        assert where == "g.py:g" and check_grads(fn).agrees  # its neighbour imported
+        assert sys.path == path
+        assert set(sys.modules) - modules == {"helper_next_to_it"}
+    finally:
+        sys.modules.pop("helper_next_to_it", None)
