@@ -14,13 +14,14 @@ The recurrence, for t = 1..T with h_0 given (zeros by default)::
 and the cost ``sum_t (yhat_t - y_t)^2 / (2T)``, averaged over the batch.
 """
 
-__all__ = ["EchoRNN", "bit_accuracy", "echo_loss", "make_echo_batch", "manual_grads"]
+__all__ = ["EchoRNN", "bit_accuracy", "check_grads", "echo_loss", "make_echo_batch",
+           "manual_grads"]
 __version__ = "0.1.0"
 
 # Imported on first use, not with the package: ``echo-rnn`` reaches its signal handling
 # before torch (a second or two to import) is loaded.
 _WHERE = {"EchoRNN": "model", "bit_accuracy": "model", "echo_loss": "model",
-          "make_echo_batch": "data", "manual_grads": "compare"}
+          "make_echo_batch": "data", "manual_grads": "compare", "check_grads": "learner"}
 
 
 def __getattr__(name: str):

@@ -330,16 +330,19 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
     alone and times a constant."""
     factors = named_factors(B, T)
     matches: list[tuple[Variation | None, float]] = []
-    for v, candidate in [(None, right)] + [(v, g[name]) for v, g in varied]:
-        if v is not None and _close(candidate, right):
-            continue  # this mistake does not touch this gradient
-        c = _fit(got, candidate)
-        if c is None or (v is None and abs(c - 1) <= MATCH_REL):
-            continue
-        one_value = candidate.numel() > 1 and bool((candidate == candidate.flatten()[0]).all())
-        if one_value and abs(abs(c) - 1) > MATCH_REL and _factor_name(c, factors) is None:
-            continue  # any constant fits a constant: only a named factor says something
-        matches.append((v, c))
+    if got.abs().max().item() == 0:  # zero is every candidate times 0: only a mistake
+        matches = [(v, 1.0) for v, g in varied if g[name].abs().max().item() == 0]  # giving 0
+    else:
+        for v, candidate in [(None, right)] + [(v, g[name]) for v, g in varied]:
+            if v is not None and _close(candidate, right):
+                continue  # this mistake does not touch this gradient
+            c = _fit(got, candidate)
+            if c is None or (v is None and abs(c - 1) <= MATCH_REL):
+                continue
+            one_value = candidate.numel() > 1 and bool((candidate == candidate.flatten()[0]).all())
+            if one_value and abs(abs(c) - 1) > MATCH_REL and _factor_name(c, factors) is None:
+                continue  # any constant fits a constant: only a named factor says something
+            matches.append((v, c))
     if one_number:  # one number where a matrix belongs is the inner product whatever it is
         ip = [(v, c) for v, c in matches if v is not None and v.code == "inner-product"]
         matches = ip or [(next(v for v in VARIATIONS if v.code == "inner-product"), None)]

@@ -183,10 +183,12 @@ def variation_grads(
         dy_hat = torch.cat([torch.zeros_like(dy_hat[:, :-1]), dy_hat[:, -1:]], dim=1)
     hs = [h0 if h0 is not None else torch.zeros_like(caches[0].h)] + [c.h for c in caches]
 
-    def h_at(t: int) -> torch.Tensor:  # h_t, t = 0..T; beyond T zeros; h_0 or h_T (wrap)
+    # A lookup the mistake shifts reads h_T / x_T before the first step when v.wrap; the
+    # lookups it leaves alone read h_0 as the right kernel does.
+    def h_at(t: int, shifted: bool) -> torch.Tensor:  # h_t, t = 0..T; beyond T zeros
         if t > T:
             return torch.zeros_like(hs[0])
-        return hs[T] if (t == 0 and v.wrap) else hs[t]
+        return hs[T] if (t == 0 and v.wrap and shifted) else hs[t]
 
     def x_at(t: int) -> torch.Tensor:  # x_t, t = 1..T; outside zeros, or x_T (wrap)
         if t == 0 and v.wrap:
@@ -198,11 +200,12 @@ def variation_grads(
     carried = torch.zeros_like(hs[0])
     for t in range(T, 0, -1):
         dh[t - 1] = dy_hat[:, t - 1, None] * w + carried  # local_t + carried_t
-        dz = dh[t - 1] if v.tanh_at is None else dh[t - 1] * (1 - h_at(t + v.tanh_at) ** 2)
-        dU = dU + dz.T @ h_at(t + v.U_at)
+        dz = dh[t - 1] if v.tanh_at is None else \
+            dh[t - 1] * (1 - h_at(t + v.tanh_at, v.tanh_at != 0) ** 2)
+        dU = dU + dz.T @ h_at(t + v.U_at, v.U_at != -1)
         dV = dV + dz.T @ x_at(t + v.V_at)
         db = db + dz.sum(0)
-        dw = dw + h_at(t + v.w_at).T @ dy_hat[:, t - 1]
+        dw = dw + h_at(t + v.w_at, v.w_at != 0).T @ dy_hat[:, t - 1]
         carried = {"U": dz @ U, "U^T": dz @ U.T, "none": torch.zeros_like(dz)}[v.carry]
     grads = {"U": dU, "V": dV, "w": dw, "b": db, "h0": carried, "dh": torch.stack(dh, dim=1)}
     if v.after == "transpose":

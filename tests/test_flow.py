@@ -2,6 +2,7 @@
 the TensorBoard image a training run logs at each evaluation."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tests.helpers import events, run_main, small_config
 from tests.test_bptt import _retained_dh
 
 PNG = b"\x89PNG\r\n\x1a\n"
+EXAMPLE = f"{Path(__file__).resolve().parents[1] / 'examples' / 'my_bptt.py'}:bptt"
 
 
 def _norms(dh):  # (B, T, H) -> (T,): written here, not the package's step_norms
@@ -45,7 +47,7 @@ def test_per_step_matches_autograds_retained_gradients(flags, capsys):
 
 
 def test_per_step_of_a_learner_shows_its_own_dh_and_the_difference(capsys):
-    code, out, _ = run_main("gradcheck", "--grads", "examples/my_bptt.py:bptt", "--per-step",
+    code, out, _ = run_main("gradcheck", "--grads", EXAMPLE, "--per-step",
                             "--json", capsys=capsys)
     assert code == 1
     flow = json.loads(out)["per_step"]
@@ -72,7 +74,7 @@ def test_plot_writes_an_image(tmp_path, capsys):
     code, out, _ = run_main("gradcheck", "--plot", path, capsys=capsys)
     assert code == 0 and f"plot: {path}" in out
     assert path.read_bytes().startswith(PNG)
-    code, _, _ = run_main("gradcheck", "--grads", "examples/my_bptt.py:bptt", "--plot",
+    code, _, _ = run_main("gradcheck", "--grads", EXAMPLE, "--plot",
                           tmp_path / "flow.svg", "--json", capsys=capsys)
     assert code == 1 and b"<svg" in (tmp_path / "flow.svg").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.png", "flow.svg"]  # no temp files

@@ -8,6 +8,7 @@ planted mistake is a line of learner code, and the test checks that the catalogu
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +86,8 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
             out["U"] = float(dU[0, 0])
         if b is not None:
             out["b"] = db
+        if h0 is not None:
+            out["h0"] = dh_next[0] if single else dh_next  # what step 1 carried back
         return out
 
     return bptt
@@ -112,6 +115,16 @@ def test_a_planted_mistake_alone_is_named(mistake):
     codes = _codes(report)
     assert codes, "the planted mistake changed no gradient"
     assert all(c == [code] for c in codes.values()), codes
+
+
+@pytest.mark.parametrize("mistake", PLANTED)
+def test_a_planted_mistake_is_named_in_b_and_h0_too(mistake):
+    code = mistake.split("/")[0]
+    report = check_grads(learner_bptt(mistake), bias=True, h0=True, batch_size=2)
+    codes = _codes(report)
+    assert all(c == [code] for c in codes.values()), codes
+    if code in ("carry-transposed", "no-carry", "no-tanh-derivative", "last-step-only"):
+        assert {"b", "h0"} <= set(codes)  # h0's gradient is zero under no-carry: named too
 
 
 @pytest.mark.parametrize("factor,name", [(-1.0, None), (50.0, "T"), (-50.0, "T"),
@@ -314,6 +327,13 @@ def test_an_exception_in_the_function_is_theirs():
 
 EXAMPLE = "examples/my_bptt.py:bptt"
 FIXED = "examples/my_bptt_fixed.py:bptt"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _in_the_repository(monkeypatch):
+    """The examples are named as the README names them, from the repository's root."""
+    monkeypatch.chdir(ROOT)
 
 
 def test_the_planted_example_names_both_mistakes_and_the_fix(capsys):
@@ -414,6 +434,37 @@ def test_loading_their_file_leaves_the_import_state_as_it_was(tmp_path, capsys):
         fn, where = learner.load_function(f"{f}:g")
         assert where == "g.py:g" and check_grads(fn).agrees  # its neighbour imported
         assert sys.path == path
-        assert set(sys.modules) - modules == {"helper_next_to_it"}
+        assert "helper_next_to_it" in set(sys.modules) - modules
+        assert not [m for m in sys.modules if m.startswith("_echo_rnn_learner")]
     finally:
         sys.modules.pop("helper_next_to_it", None)
+
+
+# --- what the README promises -------------------------------------------------------------
+
+
+README = ROOT / "README.md"
+
+
+def test_the_readme_table_is_the_catalogue():
+    text = README.read_text()
+    section = text[text.index("### Common BPTT mistakes"):]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    rows = rows[:len(CATALOGUE)]
+    assert rows == [f"| `{m.code}` | {m.mistake} | {m.fix} |" for m in CATALOGUE.values()]
+
+
+def test_the_readme_walkthrough_is_what_the_command_prints(capsys):
+    text = README.read_text()
+    start = text.index("What the command prints:\n\n```\n") + len("What the command prints:\n\n```\n")
+    block = text[start:text.index("```", start)]
+    _, out, _ = run_main("gradcheck", "--grads", EXAMPLE, capsys=capsys)
+    assert out == block
+    fixed = Path(FIXED.split(":")[0]).read_text()
+    assert "dw += dyhat * h[t]" in fixed and "dh_next = U.T @ dz" in fixed
+    assert check_grads(learner.load_function(FIXED)[0]).agrees
+
+
+def test_the_default_seed_is_the_best_of_the_first_twenty():
+    seps = [separation(make_learner_problem(seed=s))[0] for s in range(20)]
+    assert max(range(20), key=seps.__getitem__) == learner.DEFAULT_SEED
