@@ -98,6 +98,10 @@ class Variation:
 
 _PREV_WRAP = ("at the first step it reads h_T, index -1 of an array that holds h_1..h_T "
               "without h_0")
+_OFF_BY_ONE_FIX = {
+    "w": "dw += (yhat_t - y_t) / T * h_t, the state the prediction was read from",
+    "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
+    "V": "dV += np.outer(dz_t, x_t), the input of the same step"}
 VARIATIONS = (
     Variation("inner-product", after="inner-product", says={
         "*": "it is one number, or a matrix with every entry equal: the inner product "
@@ -131,25 +135,19 @@ VARIATIONS = (
         "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
         "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
         "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t"},
-        fix={"w": "dw += (yhat_t - y_t) / T * h_t, the state the prediction was read from",
-             "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
-             "V": "dV += np.outer(dz_t, x_t), the input of the same step"}),
+        fix=_OFF_BY_ONE_FIX),
     Variation("off-by-one", w_at=-1, U_at=0, V_at=-1, wrap=True, says={
         "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); yhat_t = w . h_t "
              "needs h_t",
         "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
         "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
              "z_t = U h_{t-1} + V x_t needs x_t"},
-        fix={"w": "dw += (yhat_t - y_t) / T * h_t, the state the prediction was read from",
-             "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
-             "V": "dV += np.outer(dz_t, x_t), the input of the same step"}),
+        fix=_OFF_BY_ONE_FIX),
     Variation("off-by-one", w_at=1, U_at=0, V_at=1, says={
         "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
         "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
         "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t"},
-        fix={"w": "dw += (yhat_t - y_t) / T * h_t, the state the prediction was read from",
-             "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
-             "V": "dV += np.outer(dz_t, x_t), the input of the same step"}),
+        fix=_OFF_BY_ONE_FIX),
     Variation("last-step-only", last_only=True, says={
         "*": "only the last step's loss is differentiated; J sums the loss of every step"}),
 )
