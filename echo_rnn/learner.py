@@ -199,12 +199,11 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
 @dataclass
 class Returned:
     """The learner's gradients, checked: float64 CPU tensors in this package's layout
-    (h0 (B, H), dh (B, T, H)), what was accepted with a note, and which gradients came back
-    as one number (or a matrix of one number) where a matrix belongs."""
+    (h0 (B, H), dh (B, T, H); one number where U or V belongs spread over the matrix), and
+    what was accepted with a note."""
 
     grads: dict[str, torch.Tensor]
     notes: list[str] = field(default_factory=list)
-    one_number: set[str] = field(default_factory=set)
 
 
 def _as_tensor(value: Any) -> torch.Tensor | str:
@@ -264,8 +263,7 @@ def check_return(out: Any, problem: Problem) -> Returned:
         if got == expected:
             pass
         elif value.numel() == 1 and key in ("U", "V") and int(np.prod(expected)) > 1:
-            value = value.reshape(()).expand(expected)
-            result.one_number.add(key)
+            value = value.reshape(()).expand(expected)  # its diagnosis: inner-product
         elif [n for n in got if n != 1] == [n for n in expected if n != 1]:
             result.notes.append(f"{key} came back with shape {got}, expected {expected}: "
                                 "accepted, they differ only by dimensions of size 1")
@@ -325,9 +323,10 @@ def _factor_name(c: float, factors: dict[float, str]) -> str | None:
 
 def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
              varied: list[tuple[Variation, dict[str, torch.Tensor]]], B: int, T: int,
-             one_number: bool = False) -> Diagnosis:
+             one_value: bool = False) -> Diagnosis:
     """Match gradient ``name`` (``got``; autograd's is ``right``) against every variation,
-    alone and times a constant."""
+    alone and times a constant. ``one_value``: ``got`` is one number where a matrix
+    belongs, which is the inner product whatever its value."""
     factors = named_factors(B, T)
     matches: list[tuple[Variation | None, float]] = []
     if got.abs().max().item() == 0:  # zero is every candidate times 0: only a mistake
@@ -343,7 +342,7 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
             if one_value and abs(abs(c) - 1) > MATCH_REL and _factor_name(c, factors) is None:
                 continue  # any constant fits a constant: only a named factor says something
             matches.append((v, c))
-    if one_number:  # one number where a matrix belongs is the inner product whatever it is
+    if one_value:
         ip = [(v, c) for v, c in matches if v is not None and v.code == "inner-product"]
         matches = ip or [(next(v for v in VARIATIONS if v.code == "inner-product"), None)]
     d = Diagnosis(codes=[], says=[], fixes=[])
@@ -371,7 +370,7 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
         else:
             d.says.append(f"it is {c:.6g} times the right size")
             d.fixes.append("look for a constant: dJ/dyhat_t = (yhat_t - y_t) / (B T)")
-    if one_number and matches[0][1] is None:
+    if one_value and matches[0][1] is None:
         d.says[0] += (" (its value is not that sum times 1, T, B, 2 or their inverses either: "
                       "look for a second mistake)")
     return d
@@ -549,8 +548,10 @@ def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
         if varied is None:  # computed once, and only for a gradient that needs it
             varied = [(v, variation_grads(v, problem.x, problem.y, p["U"], p["V"], p["w"],
                                           p.get("b"), problem.h0)) for v in VARIATIONS]
-        diagnoses[r.name] = diagnose(r.name, returned.grads[r.name], right[r.name], varied,
-                                     problem.B, problem.T, r.name in returned.one_number)
+        got = returned.grads[r.name]
+        one_value = r.name in ("U", "V") and got.numel() > 1 and bool((got == got.flatten()[0]).all())
+        diagnoses[r.name] = diagnose(r.name, got, right[r.name], varied, problem.B, problem.T,
+                                     one_value)
     unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows)
     dep = departure(returned.grads["dh"], right["dh"]) \
         if unexplained and "dh" in returned.grads else None

@@ -245,9 +245,13 @@ def test_a_scalar_for_U_is_the_inner_product_whatever_its_value():
     def wrong_scalar(U, V, w, x, y):
         return {**learner_bptt()(U, V, w, x, y), "U": 0.123}
 
-    report = check_grads(wrong_scalar)
-    assert report.diagnoses["U"].codes == ["inner-product"]
-    assert "look for a second mistake" in report.diagnoses["U"].says[0]
+    def wrong_matrix(U, V, w, x, y):
+        return {**learner_bptt()(U, V, w, x, y), "U": np.full((6, 6), 0.123)}
+
+    for fn in (wrong_scalar, wrong_matrix):
+        report = check_grads(fn)
+        assert report.diagnoses["U"].codes == ["inner-product"]
+        assert "look for a second mistake" in report.diagnoses["U"].says[0]
 
 
 def test_arrays_torch_passes_float64_tensors():
