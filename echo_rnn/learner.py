@@ -38,8 +38,9 @@ from echo_rnn.mistakes import VARIATIONS, Variation, factor_meaning, named_facto
 
 # A variation reproduces a gradient when, times the best constant, it is within this of it
 # relative to the gradient's largest entry. A float64 backward pass in any summation order
-# lands within ~1e-13 of the exact variation, while two different variations stay at least
-# 1e-3 apart on the default problem (tests/test_learner.py measures it): 1e-8 sits between.
+# lands within rounding error of the variation it makes (~1e-16 of the scale, as a correct
+# function's rows show), while two different variations stay DEFAULT_SEPARATION apart on
+# the default problem: 1e-8 sits far from both.
 MATCH_REL = 1e-8
 
 # The default problem keeps the notebook's weights, N(0, 0.1^2): a learner checks the problem

@@ -19,7 +19,7 @@ from echo_rnn.compare import autograd_hidden_grads
 from echo_rnn.learner import (DEFAULT_SEPARATION, MATCH_REL, BadReturn, LearnerCodeError,
                               check_grads, make_learner_problem, separation)
 from echo_rnn.mistakes import CATALOGUE, VARIATIONS, named_factors
-from tests.helpers import run_main
+from helpers import run_main
 
 
 def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
@@ -354,7 +354,7 @@ def test_the_planted_example_names_both_mistakes_and_the_fix(capsys):
 def test_json_carries_the_diagnosis_per_row(tmp_path, capsys):
     f = tmp_path / "nb.py"
     f.write_text("import numpy as np\n"
-                 "from tests.test_learner import learner_bptt\n"
+                 "from test_learner import learner_bptt\n"
                  "def grads(U, V, w, x, y):\n"
                  "    return learner_bptt('no-carry', error_factor=-2.0)(U, V, w, x, y)\n")
     code, out, _ = run_main("gradcheck", "--grads", f"{f}:grads", "--json", capsys=capsys)
@@ -432,7 +432,7 @@ def test_loading_their_file_leaves_the_import_state_as_it_was(tmp_path, capsys):
     f.write_text("import helper_next_to_it\n"
                  "def g(U, V, w, x, y):\n    return helper_next_to_it.grads(U, V, w, x, y)\n")
     (tmp_path / "helper_next_to_it.py").write_text(
-        "from tests.test_learner import learner_bptt\ngrads = learner_bptt()\n")
+        "from test_learner import learner_bptt\ngrads = learner_bptt()\n")
     path, modules = list(sys.path), set(sys.modules)
     try:
         fn, where = learner.load_function(f"{f}:g")
@@ -472,3 +472,13 @@ def test_the_readme_walkthrough_is_what_the_command_prints(capsys):
 def test_the_default_seed_is_the_best_of_the_first_twenty():
     seps = [separation(make_learner_problem(seed=s))[0] for s in range(20)]
     assert max(range(20), key=seps.__getitem__) == learner.DEFAULT_SEED
+
+
+def test_the_readme_bad_return_example(tmp_path, capsys):
+    f = tmp_path / "g.py"
+    f.write_text("import numpy as np\n"
+                 "def g(U, V, w, x, y):\n    return {'U': U, 'V': np.zeros(3)}\n")
+    code, _, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)
+    text = README.read_text()
+    start = text.index("echo-rnn gradcheck: what g.py:g returned cannot be checked:")
+    assert code == 1 and err == text[start:text.index("```", start)]
