@@ -213,7 +213,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         "h0": args.h0, "truncate": args.truncate, "init_std": args.init_std,
         "dtype": args.dtype, "device": str(args.device), "seed": args.seed,
     }
-    flow = None
+    flow, label = None, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}"
     if args.per_step or args.plot:
         from echo_rnn.compare import autograd_hidden_grads, kernel_hidden_grads
         from echo_rnn.flow import per_step
@@ -228,6 +228,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         if args.per_step:
             out["per_step"] = flow
         print(json.dumps(out, indent=2))
+        _show_flow(args, flow, label, quiet=True)
     else:
         print("echo-rnn gradcheck: " + " ".join(f"{k}={v}" for k, v in config.items()))
         function = {"reference": "ReferenceFunction", "fast": "BPTTFunction"}
@@ -240,10 +241,8 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                   f"float64, {mode}, full BPTT): {report.gradcheck_message}")
         if args.truncate is not None and flow is not None:
             print(f"(the gradient flow below is full BPTT's, not truncated at {args.truncate})")
-        _show_flow(args, flow, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}")
+        _show_flow(args, flow, label)
         print("all gradients agree" if agrees else "GRADIENTS DISAGREE")
-    if args.json and args.plot:
-        _show_flow(args, flow, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}", quiet=True)
     return 0 if agrees else 1
 
 

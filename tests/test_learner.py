@@ -482,3 +482,21 @@ def test_the_readme_bad_return_example(tmp_path, capsys):
     text = README.read_text()
     start = text.index("echo-rnn gradcheck: what g.py:g returned cannot be checked:")
     assert code == 1 and err == text[start:text.index("```", start)]
+
+
+def test_arrays_torch_on_the_command_line(tmp_path, capsys):
+    f = tmp_path / "t.py"
+    f.write_text("import torch\n"
+                 "def g(U, V, w, x, y):\n"
+                 "    assert isinstance(x, torch.Tensor) and x.dtype == torch.float64\n"
+                 "    U, V, w = (t.clone().requires_grad_(True) for t in (U, V, w))\n"
+                 "    h, J = torch.zeros(len(w), dtype=torch.float64), 0\n"
+                 "    for t in range(len(x)):\n"
+                 "        h = torch.tanh(U @ h + V[:, 0] * x[t])\n"
+                 "        J = J + (w @ h - y[t]) ** 2 / (2 * len(x))\n"
+                 "    J.backward()\n"
+                 "    return {'U': U.grad, 'V': V.grad, 'w': w.grad}\n")
+    code, out, err = run_main("gradcheck", "--grads", f"{f}:g", "--arrays", "torch", capsys=capsys)
+    assert code == 0 and out.strip().endswith("all gradients agree"), err
+    code, _, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)  # numpy arrays
+    assert code == 1 and "AssertionError" in err
