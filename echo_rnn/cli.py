@@ -279,11 +279,17 @@ def _gradcheck_learner(args: argparse.Namespace) -> int:
         _print_their_traceback(exc.error)
         print(f"echo-rnn gradcheck: {exc.where} raised {type(exc.error).__name__} "
               "(the traceback above is your code's)", file=sys.stderr)
+        if args.json:  # a script still gets its one object, saying why there are no rows
+            print(json.dumps({"grads": exc.where, "agrees": False, "rows": [],
+                              "raised": f"{type(exc.error).__name__}: {exc.error}"}, indent=2))
         return 1
     except BadReturn as exc:
         print(f"echo-rnn gradcheck: what {where} returned cannot be checked:", file=sys.stderr)
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"grads": where, "agrees": False, "rows": [],
+                              "return_problems": exc.problems}, indent=2))
         return 1
     flow = None
     if args.per_step or args.plot:

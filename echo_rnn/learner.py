@@ -34,6 +34,7 @@ import torch
 from echo_rnn.compare import (GradRow, autograd_grads, autograd_hidden_grads, compare_grads,
                               format_rows, make_problem)
 from echo_rnn.errors import ConfigError
+from echo_rnn.model import EchoRNN
 from echo_rnn.mistakes import VARIATIONS, Variation, factor_meaning, named_factors, variation_grads
 
 # A variation reproduces a gradient when, times the best constant, it is within this of it
@@ -81,7 +82,7 @@ class Problem:
     """The seeded problem a learner's function is called on, as float64 CPU tensors: x
     (B, T, I), y (B, T), U, V, w, b (or None), h0 (B, H) or None."""
 
-    model: Any  # the EchoRNN holding U, V, w, b
+    model: EchoRNN  # holds U, V, w, b
     x: torch.Tensor
     y: torch.Tensor
     h0: torch.Tensor | None

@@ -403,6 +403,10 @@ def test_a_bad_return_on_the_command_line_exits_1(tmp_path, capsys):
     assert code == 1 and out == ""
     assert "what g.py:g returned cannot be checked" in err and "key 'w' missing" in err
     assert "Traceback" not in err
+    code, out, _ = run_main("gradcheck", "--grads", f"{f}:g", "--json", capsys=capsys)
+    report = json.loads(out)
+    assert code == 1 and report["agrees"] is False and report["rows"] == []
+    assert report["return_problems"] == ["key 'w' missing: expected dJ/dw of shape (6,)"]
 
 
 def test_their_exception_shows_their_traceback_exit_1(tmp_path, capsys):
@@ -415,6 +419,8 @@ def test_their_exception_shows_their_traceback_exit_1(tmp_path, capsys):
     assert 'g.py", line 5, in g' in err and 'g.py", line 2, in helper' in err
     assert "IndexError" in err and "echo_rnn" not in err
     assert err.strip().endswith("g.py:g raised IndexError (the traceback above is your code's)")
+    code, out, _ = run_main("gradcheck", "--grads", f"{f}:g", "--json", capsys=capsys)
+    assert code == 1 and json.loads(out)["raised"].startswith("IndexError")
 
 
 def test_an_error_while_loading_their_file_is_theirs_too(tmp_path, capsys):
