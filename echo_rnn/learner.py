@@ -54,6 +54,13 @@ DEFAULT_SEED = 7
 DEFAULT_SEPARATION = 5e-3
 
 ORDER = ("U", "V", "w", "b", "h0", "dh")
+
+
+def _inner_product_fits(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether an inner product can stand where gradient ``name`` belongs: a sum of outer
+    products of two vectors of one length, as U's always is (dz_t, h_{t-1}) and V's is
+    when I = H (dz_t, x_t)."""
+    return (name == "U" or (name == "V" and shape[0] == shape[1])) and shape[0] > 1
 ARRAYS = ("numpy", "torch")
 
 
@@ -230,8 +237,8 @@ def check_return(out: Any, problem: Problem) -> Returned:
     layout.
 
     A shape that differs from the expected one only by dimensions of size 1 is accepted
-    with a note; one number where the matrix U or V belongs is accepted too (its diagnosis
-    is ``inner-product``).
+    with a note; one number where the matrix U (or a square V) belongs is accepted too (its
+    diagnosis is ``inner-product``).
 
     Raises:
         BadReturn: every missing key, extra key, wrong type and wrong shape, each naming the
@@ -264,7 +271,7 @@ def check_return(out: Any, problem: Problem) -> Returned:
         got = tuple(value.shape)
         if got == expected:
             pass
-        elif value.numel() == 1 and key in ("U", "V") and int(np.prod(expected)) > 1:
+        elif value.numel() == 1 and _inner_product_fits(key, expected):
             value = value.reshape(()).expand(expected)  # its diagnosis: inner-product
         elif [n for n in got if n != 1] == [n for n in expected if n != 1]:
             result.notes.append(f"{key} came back with shape {got}, expected {expected}: "
@@ -372,6 +379,8 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
         else:
             d.says.append(f"it is {c:.6g} times the right size")
             d.fixes.append("look for a constant: dJ/dyhat_t = (yhat_t - y_t) / (B T)")
+    if not d.codes and got.abs().max().item() == 0:
+        d.says.append("it is zero everywhere: is it computed, and returned, at all?")
     if one_value and matches[0][1] is None:
         d.says[0] += (" (its value is not that sum times 1, T, B, 2 or their inverses either: "
                       "look for a second mistake)")
@@ -485,6 +494,7 @@ class LearnerReport:
                 if near:
                     lines.append("  it is close (max rel diff under 1e-4) but not to float64 "
                                  "precision: does your code compute in float32?")
+                lines += [f"  {says}" for says in says_]
                 continue
             d = self.diagnoses[names[0]]
             named = f" = {d.factor_name}" if d.factor_name else ""
@@ -551,7 +561,8 @@ def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
             varied = [(v, variation_grads(v, problem.x, problem.y, p["U"], p["V"], p["w"],
                                           p.get("b"), problem.h0)) for v in VARIATIONS]
         got = returned.grads[r.name]
-        one_value = r.name in ("U", "V") and got.numel() > 1 and bool((got == got.flatten()[0]).all())
+        one_value = (_inner_product_fits(r.name, tuple(got.shape)) and bool(got.any())
+                     and bool((got == got.flatten()[0]).all()))
         diagnoses[r.name] = diagnose(r.name, got, right[r.name], varied, problem.B, problem.T,
                                      one_value)
     unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows)

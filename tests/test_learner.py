@@ -506,3 +506,21 @@ def test_arrays_torch_on_the_command_line(tmp_path, capsys):
     assert code == 0 and out.strip().endswith("all gradients agree"), err
     code, _, err = run_main("gradcheck", "--grads", f"{f}:g", capsys=capsys)  # numpy arrays
     assert code == 1 and "AssertionError" in err
+
+
+def test_zeros_are_said_to_be_zero_and_float32_to_be_close():
+    def zeros(U, V, w, x, y):
+        return {"U": np.zeros_like(U), "V": np.zeros_like(V), "w": np.zeros_like(w)}
+
+    report = check_grads(zeros)
+    assert all(c == [] for c in _codes(report).values())
+    assert "U, V and w disagree: no mistake" in report.format()
+    assert "it is zero everywhere" in report.format()
+
+    def in_float32(U, V, w, x, y):
+        g = learner_bptt()(*(a.astype(np.float32) for a in (U, V, w, x, y)))
+        return {k: v.astype(np.float32) for k, v in g.items()}
+
+    report = check_grads(in_float32)
+    assert not report.agrees and all(c == [] for c in _codes(report).values())
+    assert "does your code compute in float32?" in report.format()
