@@ -55,12 +55,6 @@ DEFAULT_SEPARATION = 5e-3
 
 ORDER = ("U", "V", "w", "b", "h0", "dh")
 
-
-def _inner_product_fits(name: str, shape: tuple[int, ...]) -> bool:
-    """Whether an inner product can stand where gradient ``name`` belongs: a sum of outer
-    products of two vectors of one length, as U's always is (dz_t, h_{t-1}) and V's is
-    when I = H (dz_t, x_t)."""
-    return (name == "U" or (name == "V" and shape[0] == shape[1])) and shape[0] > 1
 ARRAYS = ("numpy", "torch")
 
 
@@ -203,6 +197,13 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
 
 
 # --- what came back -------------------------------------------------------------------
+
+
+def _inner_product_fits(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether an inner product can stand where gradient ``name`` belongs: a sum of outer
+    products of two vectors of one length, as U's always is (dz_t, h_{t-1}) and V's is
+    when I = H (dz_t, x_t)."""
+    return (name == "U" or (name == "V" and shape[0] == shape[1])) and shape[0] > 1
 
 
 @dataclass
