@@ -54,7 +54,6 @@ DEFAULT_SEED = 7
 DEFAULT_SEPARATION = 5e-3
 
 ORDER = ("U", "V", "w", "b", "h0", "dh")
-
 ARRAYS = ("numpy", "torch")
 
 
