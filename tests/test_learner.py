@@ -524,3 +524,17 @@ def test_zeros_are_said_to_be_zero_and_float32_to_be_close():
     report = check_grads(in_float32)
     assert not report.agrees and all(c == [] for c in _codes(report).values())
     assert "does your code compute in float32?" in report.format()
+
+
+@pytest.mark.parametrize("factor,codes,name", [(-1.0, ["sign"], None), (50.0, ["scale"], "T"),
+                                               (-2.0, ["sign", "scale"], "2"),
+                                               (0.37, ["scale"], None)])
+def test_sign_and_scale_alone(factor, codes, name):
+    report = check_grads(learner_bptt(error_factor=factor))
+    assert _codes(report) == {n: codes for n in ("U", "V", "w", "dh")}
+    d = report.diagnoses["U"]
+    assert d.factor_name == name
+    if "scale" in codes:
+        assert d.factor == pytest.approx(abs(factor), rel=1e-9)
+    if factor == 0.37:
+        assert "0.37 times the right size" in report.format()
