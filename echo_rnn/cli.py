@@ -215,11 +215,11 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     }
     flow, label = None, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}"
     if args.per_step or args.plot:
-        from echo_rnn.compare import autograd_hidden_grads, kernel_hidden_grads
+        from echo_rnn.compare import autograd_hidden_grads, manual_grads
         from echo_rnn.flow import per_step
 
-        flow = per_step({k: kernel_hidden_grads(model, x, y, h0, kernel=k) for k in kernels},
-                        autograd_hidden_grads(model, x, y, h0))
+        flow = per_step({k: manual_grads(model, x, y, h0, kernel=k, hidden=True)["dh"]
+                         for k in kernels}, autograd_hidden_grads(model, x, y, h0))
     if args.json:
         # "rows" and "gradcheck" are the last kernel's (the fast one's unless --kernel
         # reference), as before --kernel existed; "kernels" has each.
@@ -293,12 +293,10 @@ def _gradcheck_learner(args: argparse.Namespace) -> int:
         return 1
     flow = None
     if args.per_step or args.plot:
-        from echo_rnn.compare import autograd_hidden_grads
         from echo_rnn.flow import per_step
 
-        mine = {"yours": report.dh} if report.dh is not None else {}
-        flow = per_step(mine, autograd_hidden_grads(problem.model, problem.x, problem.y,
-                                                    problem.h0))
+        flow = per_step({"yours": report.dh} if report.dh is not None else {},
+                        report.autograd_dh)
     if args.json:
         out = report.to_dict()
         if args.per_step:

@@ -85,6 +85,7 @@ def manual_grads(
     h0: torch.Tensor | None = None,
     truncate: int | None = None,
     kernel: str = "reference",
+    hidden: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Gradients of ``echo_loss(model(x, h0)[0], y)`` from a hand-written kernel.
 
@@ -95,10 +96,12 @@ def manual_grads(
         truncate: window length of truncated BPTT, or None.
         kernel: ``"reference"`` (:mod:`echo_rnn.reference`, written to be read) or ``"fast"``
             (:mod:`echo_rnn.bptt`, what ``--backend bptt`` trains with).
+        hidden: also return dJ/dh_t for every step as ``"dh"``, ``(B, T, H)`` (the gradient
+            flow through time).
 
     Returns:
         ``{name: grad}`` keyed like ``model.named_parameters()``, plus ``"h0"`` when ``h0``
-        is given.
+        is given and ``"dh"`` with ``hidden``.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
@@ -116,10 +119,13 @@ def manual_grads(
         else:
             y_hat, _, cache = bptt.bptt_forward(x3, U, V, w, b, h0)
             grads = bptt.bptt_backward((y_hat - y) / (B * T), cache, truncate=truncate,
-                                       need_h0=h0 is not None, need_b=b is not None)
+                                       need_h0=h0 is not None, need_b=b is not None,
+                                       need_h=hidden)
     out = {name: getattr(grads, name) for name in params}
     if h0 is not None:
         out["h0"] = grads.h0
+    if hidden:
+        out["dh"] = grads.h
     return out
 
 
@@ -164,28 +170,6 @@ def autograd_hidden_grads(
             c.h.retain_grad()
         echo_loss(y_hat, y).backward()
     return torch.stack([c.h.grad for c in caches], dim=1)
-
-
-def kernel_hidden_grads(
-    model: EchoRNN,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    h0: torch.Tensor | None = None,
-    kernel: str = "reference",
-) -> torch.Tensor:
-    """dJ/dh_t for every step, ``(B, T, H)``, from a hand-written kernel (full BPTT)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    x3, h0 = model.check_inputs(x, h0)
-    B, T, _ = x3.shape
-    with torch.no_grad():
-        U, V, w, b = (p.detach() if p is not None else None
-                      for p in (model.U, model.V, model.w, model.b))
-        if kernel == "reference":
-            y_hat, _, caches = reference.forward(x3, U, V, w, b, h0)
-            return reference.backward((y_hat - y) / (B * T), caches, w).h
-        y_hat, _, cache = bptt.bptt_forward(x3, U, V, w, b, h0)
-        return bptt.bptt_backward((y_hat - y) / (B * T), cache, need_h=True).h
 
 
 class ReferenceFunction(torch.autograd.Function):

@@ -387,17 +387,27 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
     return d
 
 
+def _autograd(problem: Problem) -> dict[str, torch.Tensor]:
+    """Autograd's answer on ``problem``: every gradient, and dJ/dh_t as "dh"."""
+    right = autograd_grads(problem.model, problem.x, problem.y, problem.h0)
+    right["dh"] = autograd_hidden_grads(problem.model, problem.x, problem.y, problem.h0)
+    return right
+
+
+def _variations(problem: Problem) -> list[tuple[Variation, dict[str, torch.Tensor]]]:
+    """What every variation of the catalogue gives on ``problem``."""
+    p = problem.params()
+    return [(v, variation_grads(v, problem.x, problem.y, p["U"], p["V"], p["w"], p.get("b"),
+                                problem.h0)) for v in VARIATIONS]
+
+
 def separation(problem: Problem) -> tuple[float, str]:
     """How far apart the catalogue's variations are on ``problem``: the smallest relative
     residual, max |a - c b| / max |a| with the best constant c, over every gradient and every
     two candidates a, b of different mistakes (autograd's own gradient among them, as the
     candidate of ``sign`` and ``scale``), with where it occurs. A match is only unambiguous
     when this is far above MATCH_REL."""
-    p = problem.params()
-    right = autograd_grads(problem.model, problem.x, problem.y, problem.h0)
-    right["dh"] = autograd_hidden_grads(problem.model, problem.x, problem.y, problem.h0)
-    varied = [(v, variation_grads(v, problem.x, problem.y, p["U"], p["V"], p["w"], p.get("b"),
-                                  problem.h0)) for v in VARIATIONS]
+    right, varied = _autograd(problem), _variations(problem)
     worst, where = float("inf"), ""
     for name in right:
         cands = [("right", right[name])] + [(v.code, g[name]) for v, g in varied
@@ -446,6 +456,7 @@ class LearnerReport:
     notes: list[str]
     departure: dict[str, Any] | None
     config: dict[str, Any]
+    autograd_dh: torch.Tensor  # autograd's dJ/dh_t (B, T, H)
     dh: torch.Tensor | None = None  # the learner's dJ/dh_t (B, T, H), when returned
 
     @property
@@ -545,21 +556,18 @@ def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
     except Exception as exc:
         raise LearnerCodeError(where or getattr(fn, "__name__", "the function"), exc) from exc
     returned = check_return(out, problem)
-    right = autograd_grads(problem.model, problem.x, problem.y, problem.h0)
-    right["dh"] = autograd_hidden_grads(problem.model, problem.x, problem.y, problem.h0)
+    right = _autograd(problem)
     names = [k for k in ORDER if k in returned.grads]
     shapes = problem.expected_shapes()  # the rows show the learner's layout, not ours
     rows = [replace(r, shape=shapes[r.name]) for r in
             compare_grads({k: returned.grads[k] for k in names}, {k: right[k] for k in names})]
-    p = problem.params()
     diagnoses: dict[str, Diagnosis] = {}
     varied = None
     for r in rows:
         if r.agrees:
             continue
         if varied is None:  # computed once, and only for a gradient that needs it
-            varied = [(v, variation_grads(v, problem.x, problem.y, p["U"], p["V"], p["w"],
-                                          p.get("b"), problem.h0)) for v in VARIATIONS]
+            varied = _variations(problem)
         got = returned.grads[r.name]
         one_value = (_inner_product_fits(r.name, tuple(got.shape)) and bool(got.any())
                      and bool((got == got.flatten()[0]).all()))
@@ -573,7 +581,7 @@ def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
               "bias": problem.model.b is not None, "h0": problem.h0 is not None,
               "seed": problem.seed, "init_std": problem.model.init_std, "arrays": arrays}
     return LearnerReport(where or getattr(fn, "__name__", "function"), rows, diagnoses,
-                         returned.notes, dep, config, returned.grads.get("dh"))
+                         returned.notes, dep, config, right["dh"], returned.grads.get("dh"))
 
 
 def check_grads(fn: Callable[..., Any], *, arrays: str = "numpy", **problem: Any) -> LearnerReport:

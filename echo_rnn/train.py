@@ -30,7 +30,7 @@ from echo_rnn import distributed
 from echo_rnn.bptt import workspace_buffers
 from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
                                  save_checkpoint)
-from echo_rnn.compare import autograd_grads, kernel_hidden_grads, manual_grads
+from echo_rnn.compare import autograd_grads, manual_grads
 from echo_rnn.config import ConfigError, TrainConfig, logdir_error
 from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
@@ -383,7 +383,8 @@ class _Trainer:
         kernel (full BPTT; whatever the run's backend, the numbers are the same)."""
         vx, vy = self.val
         n = self.FLOW_SEQUENCES
-        return step_norms(kernel_hidden_grads(self.model, vx[:n], vy[:n], kernel="fast"))
+        return step_norms(manual_grads(self.model, vx[:n], vy[:n], kernel="fast",
+                                       hidden=True)["dh"])
 
     def checkpoint(self, elapsed: float) -> None:
         """Save the state; finite weights only, so that the last checkpoint is always a

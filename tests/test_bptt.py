@@ -9,7 +9,7 @@ import echo_rnn.bptt as bptt
 from echo_rnn import reference
 from conftest import DEVICES
 from echo_rnn.bptt import BPTTFunction
-from echo_rnn.compare import autograd_hidden_grads, kernel_hidden_grads, manual_grads
+from echo_rnn.compare import autograd_hidden_grads, manual_grads
 from echo_rnn.compare import (KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads,
                               compare_grads, run_gradcheck)
 from echo_rnn.model import EchoRNN
@@ -213,8 +213,10 @@ def test_both_kernels_give_dJ_dh_t_of_every_step(B, T, H, I, bias, with_h0, trun
     assert reading.shape == fast.shape == (B, T, H)
     assert_grad_close(reading, retained, "reference dh")
     assert_grad_close(fast, retained, "fast dh")
-    if truncate is None:  # the package's helpers: full BPTT only
-        assert_grad_close(kernel_hidden_grads(m, x, y, h0, kernel="fast"), retained, "helper")
+    for kernel in ("reference", "fast"):
+        helper = manual_grads(m, x, y, h0, truncate, kernel=kernel, hidden=True)["dh"]
+        assert_grad_close(helper, retained, f"manual_grads {kernel} dh")
+    if truncate is None:  # autograd's helper: full BPTT only
         assert_grad_close(autograd_hidden_grads(m, x, y, h0), retained, "autograd helper")
 
 
