@@ -310,16 +310,20 @@ class Diagnosis:
     factor_name: str | None = None
 
 
+def _best_constant(got: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
+    """(c, r): the least-squares constant c for got ~ c * candidate (candidate not zero),
+    and what is left, max |got - c * candidate| relative to max |got|."""
+    c = (got * candidate).sum().item() / (candidate * candidate).sum().item()
+    r = (got - c * candidate).abs().max().item() / max(got.abs().max().item(), 1e-300)
+    return c, r
+
+
 def _fit(got: torch.Tensor, candidate: torch.Tensor) -> float | None:
     """The constant c with got = c * candidate to MATCH_REL, or None."""
-    denom = (candidate * candidate).sum().item()
-    if denom == 0.0 or not torch.isfinite(got).all():
+    if not candidate.any() or not torch.isfinite(got).all():
         return None
-    c = (got * candidate).sum().item() / denom
-    scale = got.abs().max().item()
-    if c == 0.0 or (got - c * candidate).abs().max().item() > MATCH_REL * scale:
-        return None
-    return c
+    c, r = _best_constant(got, candidate)
+    return None if c == 0.0 or r > MATCH_REL else c
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -418,8 +422,7 @@ def separation(problem: Problem) -> tuple[float, str]:
                 if code_a == code_b:
                     continue
                 for x, y in ((a, b), (b, a)):
-                    c = (x * y).sum().item() / max((y * y).sum().item(), 1e-300)
-                    r = (x - c * y).abs().max().item() / max(x.abs().max().item(), 1e-300)
+                    r = _best_constant(x, y)[1]
                     if r < worst:
                         worst, where = r, f"{name}: {code_a} vs {code_b}"
     return worst, where
