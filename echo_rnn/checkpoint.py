@@ -141,6 +141,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+# Far beyond what any run writes (a 40000-step run writes a few MB); a bound, so that a
+# crafted size cannot ask for an absurd truncation.
+MAX_EVENT_BYTES = 2**40
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -198,6 +203,11 @@ def _structure_problem(state: dict[str, Any]) -> str | None:
         v = progress.get(key)
         if v is not None and not _is_number(v):
             return f"its {key} must be a finite number, got {v!r}"
+    events = state.get("events", {})
+    if not (isinstance(events, dict) and set(events) <= {"", "train", "val"}
+            and all(_is_int(v) and 0 <= v <= MAX_EVENT_BYTES for v in events.values())):
+        return ("its event-file sizes must be a table of byte counts for '', 'train' and "
+                f"'val', got {str(events)[:80]}")
     last_eval = progress.get("last_eval", {})
     if not isinstance(last_eval, dict) or not all(_is_number(v) for v in last_eval.values()):
         return f"its last evaluation must be a table of finite numbers, got {last_eval!r}"

@@ -158,9 +158,11 @@ class TrainConfig:
     compare_every: int = field(default=4, metadata=_opt(
         "log grad/manual_vs_autograd at the first evaluation after step 0, then every N "
         "evaluations, and at the last", "evaluation", int, bounds=COUNT))
-    log_every: int = field(default=10, metadata=_opt(
-        "read per-step scalars off the device every N steps (the only host sync between "
-        "evaluations)", "evaluation", int, bounds=COUNT))
+    log_every: int = field(default=1, metadata=_opt(
+        "a point on the curves every N steps: the training loss averaged over them, held-out "
+        "loss and accuracy measured there (one host sync and one held-out forward per point; "
+        "every step by default, so that a short run's held-out curve reaches what it reached "
+        "under TensorBoard's smoothing)", "evaluation", int, bounds=COUNT))
     # --- run
     device: str = field(default="auto", metadata=_opt(DEVICE_HELP, "run", str))
     threads: int = field(default=1, metadata=_opt(

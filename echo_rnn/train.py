@@ -4,7 +4,7 @@ A run lives in ``LOGDIR/RUN_NAME/``: TensorBoard event files, ``config.json``,
 ``checkpoints/last.pt`` (every evaluation and at the end) and, at the end, ``summary.json``.
 
 Host syncs: per-step loss and gradient norm stay on the device and are read every
-``log_every`` steps, and the held-out metrics at each evaluation; nothing else waits for the
+``log_every`` steps, with the held-out metrics measured there; nothing else waits for the
 device.
 """
 
@@ -16,13 +16,11 @@ import math
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -366,12 +364,17 @@ class _Trainer:
                 and (evals_done <= 1 or evals_done % c.compare_every == 0 or last))
 
     def kernel_vs_autograd(self) -> float:
-        """The largest difference between the fast kernel's gradients and autograd's on the
-        last training batch."""
+        """How far the fast kernel's gradients are from autograd's on the last training
+        batch, in rounding units: the largest difference over the largest gradient entry
+        times the dtype's epsilon. Rounding gives a few units, a wrong kernel thousands
+        and more; a raw difference (1e-8) would read as 0 on TensorBoard's cards."""
         x, y = self.batch
         ours = manual_grads(self.model, x, y, truncate=self.config.truncate, kernel="fast")
         ref = autograd_grads(self.model, x, y, truncate=self.config.truncate)
-        return max((ours[n] - ref[n]).abs().max().item() for n in ref)
+        diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
+        scale = max(ref[n].abs().max().item() for n in ref)
+        eps = torch.finfo(ref["U"].dtype).eps
+        return diff / (eps * scale) if scale > 0 else (0.0 if diff == 0 else math.inf)
 
     # The gradient flow is drawn from this many held-out sequences: the same ones at every
     # evaluation, so that the curve changes only as the model does, at a fraction of an
@@ -386,12 +389,13 @@ class _Trainer:
         return step_norms(manual_grads(self.model, vx[:n], vy[:n], kernel="fast",
                                        hidden=True)["dh"])
 
-    def checkpoint(self, elapsed: float) -> None:
-        """Save the state; finite weights only, so that the last checkpoint is always a
-        good one."""
+    def checkpoint(self, elapsed: float, events: dict[str, int]) -> None:
+        """Save the state, with the event files' sizes (``events``); finite weights only,
+        so that the last checkpoint is always a good one."""
         self.check_finite()
         if self.dist.is_main:
-            save_checkpoint(checkpoint_path(self.run_dir), self.state(elapsed))
+            save_checkpoint(checkpoint_path(self.run_dir), {**self.state(elapsed),
+                                                             "events": events})
         self.saved_step = self.step
 
 
@@ -478,32 +482,8 @@ def train(
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written after the current step.
     """
     config.validate()
-    with (cpu_threads(config.threads), stop_requests() as received,
-          _writer_thread_errors_reported_by_the_run()):
+    with cpu_threads(config.threads), stop_requests() as received:
         return _train(config, resume, verbose, data_parallel, received, stop)
-
-
-@contextmanager
-def _writer_thread_errors_reported_by_the_run() -> Iterator[None]:
-    """TensorBoard writes events from a thread of its own; on a full disk that thread dies
-    printing a traceback, and the next flush raises the same error in the run, which reports
-    it in one line (StorageError). While the run lasts, the thread's traceback is dropped;
-    the previous threading.excepthook is back afterwards."""
-    previous = threading.excepthook
-
-    def hook(args):
-        tb, from_writer = args.exc_traceback, False
-        while tb is not None:
-            from_writer |= "tensorboard" in tb.tb_frame.f_code.co_filename
-            tb = tb.tb_next
-        if not (from_writer and isinstance(args.exc_value, OSError)):
-            previous(args)
-
-    threading.excepthook = hook
-    try:
-        yield
-    finally:
-        threading.excepthook = previous
 
 
 def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
@@ -555,6 +535,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         log = RunLog(run_dir, config, main=d.is_main, verbose=verbose,
                      resumed_at=trainer.step if saved is not None else None,
+                     event_sizes=saved.get("events") if saved is not None else None,
                      wall_before=trainer.wall_before)
         if saved is None:
             log.config_text()
@@ -576,7 +557,6 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
 
     # The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
     # every eval_every, and a stop after any step once a signal (or the sweep) asks.
-    start_step = trainer.step
     log.open_bar()
     try:
         while trainer.step < config.steps and trainer.solved_step is None and not received:
@@ -587,7 +567,9 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             # Under torchrun every rank flushes at the same steps (a collective), and
             # learns there whether any rank was signalled.
             if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
-                log.steps(trainer.take_scalars())
+                # held-out metrics at every point (an evaluation step logs its own below), so
+                # that the held-out curves are as fine as the training ones
+                log.steps(trainer.take_scalars(), None if is_eval else trainer.evaluate()[0])
                 if d.enabled:
                     stop = distributed.all_reduce_max(float(stop), device) > 0
                 log.progress(trainer.last_train_loss, trainer.last_eval.get("val_accuracy"))
@@ -608,10 +590,9 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             _evaluate(trainer, log, elapsed())
         _checkpoint(trainer, log, elapsed())
         stopped = "solved" if trainer.solved_step is not None else "steps"
-        return _finish(trainer, log, stopped, elapsed(),
-                       ran=saved is None or trainer.step > start_step)
+        return _finish(trainer, log, stopped, elapsed())
     except NonFiniteLoss:
-        _finish(trainer, log, "diverged", elapsed(), ran=True)
+        _finish(trainer, log, "diverged", elapsed())
         raise
     except OSError as exc:
         raise _storage_error(exc, trainer.saved_step, run_dir) from None
@@ -624,21 +605,23 @@ def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
     metrics, y_hat = trainer.evaluate()
     trainer.record(metrics)
     vx, vy = trainer.val
+    last = trainer.solved_step is not None or trainer.step >= trainer.config.steps
     log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
                    trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
-                   elapsed, flow=trainer.gradient_flow() if trainer.dist.is_main else None)
+                   elapsed, flow=trainer.gradient_flow() if trainer.dist.is_main else None,
+                   last=last)
     if trainer.compare_due():
         log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
 
 
 def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
-    """A checkpoint, and the events up to it on disk."""
-    trainer.checkpoint(elapsed)
-    log.flush()
+    """The events up to now on their way to disk, then a checkpoint that records how far
+    they reach (a resume from it cuts off what was logged after it)."""
+    trainer.checkpoint(elapsed, events=log.sizes())
 
 
 def _remove_empty_event_files(run_dir: Path) -> None:
-    for f in run_dir.glob("events.out.tfevents.*"):
+    for f in run_dir.rglob("events.out.tfevents.*"):
         try:
             if f.stat().st_size == 0:
                 f.unlink()
@@ -661,10 +644,10 @@ def _storage_error(exc: BaseException | None, saved_step: int | None,
     return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
 
 
-def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float,
-            ran: bool = True) -> TrainResult:
-    """Write summary.json and, if this session trained, the hparams; return the result.
-    A resume with nothing left to do logs nothing again (no duplicate steps)."""
+def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> TrainResult:
+    """Write summary.json and the hparams; return the result. They come after the last
+    checkpoint, so a resume (with nothing left to do, or more steps) cuts them off and
+    writes them again: once, with the run's last settings."""
     ev = trainer.last_eval
     result = TrainResult(
         run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
@@ -675,8 +658,6 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float,
         return result
     summary = asdict(result)
     (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if ran:
-        log.hparams({"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-                     "solved_step": float(-1 if result.solved_step is None else result.solved_step),
-                     "steps": float(result.step)}, trainer.step)
+    log.finish(result.solved_step, trainer.step)
+    log.flush()
     return result

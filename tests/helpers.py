@@ -31,8 +31,24 @@ def events(run_dir) -> EventAccumulator:
     return acc
 
 
-def scalar_series(run_dir, tag):
-    return [(e.step, e.value) for e in events(run_dir).Scalars(tag)]
+# Where a run writes each of its series (echo_rnn.runlog): (TensorBoard run under the run
+# directory, tag).
+SERIES = {
+    "train loss": ("train", "loss"),
+    "val loss": ("val", "loss"),
+    "val accuracy": ("val", "accuracy"),
+    "grad norm": ("", "training/gradient norm"),
+    "lr": ("", "training/lr"),
+    "curriculum k": ("", "training/curriculum k"),
+    "kernel vs autograd": ("", "training/kernel vs autograd (rounding units)"),
+    "solved step": ("", "solved_step"),
+}
+
+
+def scalar_series(run_dir, name):
+    """[(step, value)] of the series ``name`` (a key of SERIES) in a run directory."""
+    sub, tag = SERIES[name]
+    return [(e.step, e.value) for e in events(Path(run_dir) / sub).Scalars(tag)]
 
 
 def run_main(*args, capsys):

@@ -31,7 +31,7 @@ def test_curve_does_not_depend_on_the_environments_thread_count(tmp_path):
     ours = train(small_config(tmp_path, run_name="here", hidden_size=16, batch_size=64),
                  verbose=False)
     assert json.loads((tmp_path / "runs" / "env2" / "config.json").read_text())["threads"] == 1
-    for tag in ("loss/train", "loss/val"):
+    for tag in ("train loss", "val loss"):
         assert scalar_series(tmp_path / "runs" / "env2", tag) == scalar_series(ours.run_dir, tag)
 
 
@@ -86,8 +86,8 @@ def test_a_signal_during_the_first_evaluation_leaves_a_resumable_run(tmp_path, m
     resumed = train(small_config(tmp_path, run_name="r", steps=20), resume=tmp_path / "runs" / "r",
                     verbose=False)
     whole = train(small_config(tmp_path, run_name="whole", steps=20), verbose=False)
-    assert (scalar_series(resumed.run_dir, "loss/train")
-            == scalar_series(whole.run_dir, "loss/train"))
+    assert (scalar_series(resumed.run_dir, "train loss")
+            == scalar_series(whole.run_dir, "train loss"))
 
 
 def test_a_signal_before_the_run_exists_writes_nothing(tmp_path):
@@ -179,10 +179,58 @@ def test_resuming_a_finished_run_logs_nothing_twice(tmp_path):
         again = train(small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir,
                       verbose=False)
         assert again.step == 20
-    acc = events(run.run_dir)
-    for tag in acc.Tags()["scalars"]:
-        steps = [e.step for e in acc.Scalars(tag)]
-        assert len(steps) == len(set(steps)), (tag, steps)
+    for sub in ("", "train", "val"):
+        acc = events(Path(run.run_dir) / sub)
+        for tag in acc.Tags()["scalars"]:
+            steps = [e.step for e in acc.Scalars(tag)]
+            assert len(steps) == len(set(steps)), (sub, tag, steps)
+    # the hparams were written again, once: the resumes cut them off with what came after
+    # the last checkpoint
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    starts = [e for e in EventFileLoader(str(_event_file(Path(run.run_dir)))).Load()
+              if any(v.tag == "_hparams_/session_start_info" for v in e.summary.value)]
+    assert len(starts) == 1
+
+
+def _event_file(directory: Path) -> Path:
+    (f,) = directory.glob("events.out.tfevents.*")
+    return f
+
+
+def test_kill_9_between_checkpoints_then_resume_shows_each_step_once(tmp_path):
+    # Before: a resume opened a second event file, whose name could sort before the first
+    # (same second, pid.10 < pid.9) so that TensorBoard read the run out of order, and the
+    # steps the killed session logged after its last checkpoint were logged again.
+    flags = [*small_flags(tmp_path), "--steps", "2000", "--eval-every", "1000", "--log-every", "1"]
+    proc = cli("train", *flags, "--run-name", "k", stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
+    run = tmp_path / "runs" / "k"
+    try:
+        deadline = time.monotonic() + 120
+        # past the checkpoint at step 0, well into the stretch before the next one
+        while time.monotonic() < deadline:
+            if (run / "train").is_dir() and _event_file(run / "train").stat().st_size > 40_000:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run logged nothing within 120 s")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert load_checkpoint(run)["step"] == 0  # killed between checkpoints
+    logged = max(s for s, _ in scalar_series(run, "train loss"))
+    assert logged > 100  # steps logged after the checkpoint, now to be cut off
+    again = cli("train", "--resume", run, "--steps", "2000")
+    assert again.returncode == 0, again.stderr
+    whole = cli("train", *flags, "--run-name", "whole")
+    assert whole.returncode == 0, whole.stderr
+    for name in ("train loss", "val loss", "val accuracy", "grad norm"):
+        got, want = scalar_series(run, name), scalar_series(tmp_path / "runs" / "whole", name)
+        assert got == want, name
+    # one file per TensorBoard run, whatever sessions wrote it
+    for sub in ("", "train", "val"):
+        assert len(list((run / sub).glob("events.out.tfevents.*"))) == 1
 
 
 def test_resume_from_a_loose_checkpoint_file_writes_nowhere(tmp_path, capsys):
@@ -226,18 +274,18 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
 
 def test_resuming_on_a_full_disk_leaves_no_empty_event_file(tmp_path, monkeypatch):
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
-    before = sorted(p.name for p in Path(run.run_dir).iterdir())
-    import torch.utils.tensorboard as tb
+    before = sorted(str(p.relative_to(run.run_dir)) for p in Path(run.run_dir).rglob("*"))
+    import echo_rnn.runlog
 
-    def full(logdir, **kwargs):
-        (Path(logdir) / "events.out.tfevents.0.full").touch()  # created, then nothing fits
+    def full(directory, **kwargs):
+        (Path(directory) / "events.out.tfevents.0.full").touch()  # created, then nothing fits
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tb, "SummaryWriter", full)
+    monkeypatch.setattr(echo_rnn.runlog, "EventFile", full)
     with pytest.raises(StorageError, match=r"the disk is full; the last good checkpoint is .*\(step 10\)"):
         train(small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir, verbose=False)
     monkeypatch.undo()
-    assert sorted(p.name for p in Path(run.run_dir).iterdir()) == before
+    assert sorted(str(p.relative_to(run.run_dir)) for p in Path(run.run_dir).rglob("*")) == before
 
 
 @pytest.mark.parametrize("flags", [
@@ -262,10 +310,10 @@ def test_divergence_is_the_divergence_message(tmp_path, capsys, flags):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 600 KiB tmpfs: a real full disk. Needs root and mount rights; skipped without."""
+    """A 200 KiB tmpfs: a real full disk. Needs root and mount rights; skipped without."""
     where = tmp_path / "disk"
     where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(where)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:80]}")

@@ -1,10 +1,12 @@
-"""A real TensorBoard server, on 127.0.0.1, serves the curve that was trained."""
+"""A real TensorBoard server, on 127.0.0.1, serves what was trained: the curve, and an HParams
+table with one row per run, the settings that differ first."""
 
 import json
 import re
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -12,11 +14,10 @@ from echo_rnn.train import train
 from helpers import python, scalar_series, small_config
 
 
-def test_tensorboard_server_serves_the_trained_curve(tmp_path):
-    run = train(small_config(tmp_path, run_name="served", steps=30), verbose=False)
-    want = scalar_series(run.run_dir, "loss/train")
-    assert len(want) == 30
-    proc = python("-m", "tensorboard.main", "--logdir", tmp_path / "runs", "--host", "127.0.0.1",
+@contextmanager
+def tensorboard(logdir):
+    """A TensorBoard server on ``logdir``; yields its base URL."""
+    proc = python("-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
                   "--port", "0", "--load_fast", "false", "--reload_interval", "1",
                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -29,23 +30,74 @@ def test_tensorboard_server_serves_the_trained_curve(tmp_path):
             m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
             port = int(m.group(1)) if m else None
         assert port, "tensorboard did not report its address within 60 s"
-        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=served&tag=loss/train"
-        served = None
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    served = json.loads(resp.read())
-                if len(served) == len(want):
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.5)
-        assert served is not None, "no loss/train series served within 60 s"
-        # TensorBoard serves [wall_time, step, value]; values are float32 in the events
-        assert [(s, v) for _, s, v in served] == want
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def fetch(url, body=None, until=lambda _: True, timeout=60):
+    """GET (or POST ``body`` as JSON) until the answer satisfies ``until``; the last answer."""
+    deadline, answer = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            req = urllib.request.Request(url, data=data,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                answer = json.loads(resp.read())
+            if until(answer):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    return answer
+
+
+def test_tensorboard_server_serves_the_trained_curve(tmp_path):
+    run = train(small_config(tmp_path, run_name="served", steps=30), verbose=False)
+    want = scalar_series(run.run_dir, "train loss")
+    assert len(want) == 30 // 5  # a point every log_every steps
+    with tensorboard(tmp_path / "runs") as url:
+        served = fetch(f"{url}/data/plugin/scalars/scalars?run=served/train&tag=loss",
+                       until=lambda got: len(got) == len(want))
+    assert served is not None, "no training loss served within 60 s"
+    # TensorBoard serves [wall_time, step, value]; values are float32 in the events
+    assert [(s, v) for _, s, v in served] == want
+
+
+def test_hparams_one_row_per_run_and_what_differs_first(tmp_path):
+    # Before: trials were named after the run directory alone, so the same point of two
+    # sweeps was one row averaging both runs' metrics; and the columns TensorBoard shows
+    # first were backend, batch_size, bias, compare_every, cuda_graph, whatever was swept.
+    logdir = tmp_path / "runs"
+    for sweep, bias in (("plain", False), ("biased", True)):
+        for k in (1, 2):  # the biased runs solve (at a low bar), the others do not
+            train(small_config(tmp_path, logdir=str(logdir / sweep), run_name=f"k{k}-H4-s0",
+                               echo_step=k, bias=bias, steps=10,
+                               target_accuracy=0.5 if bias else 1.0), verbose=False)
+    with tensorboard(logdir) as url:
+        groups = fetch(f"{url}/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                "STATUS_RUNNING"]},
+            until=lambda got: len(got.get("sessionGroups", [])) == 4)
+        experiment = fetch(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
+    names = sorted(g["name"] for g in groups["sessionGroups"])
+    assert names == ["biased/k1-H4-s0", "biased/k2-H4-s0", "plain/k1-H4-s0", "plain/k2-H4-s0"]
+    for g in groups["sessionGroups"]:
+        assert len(g["sessions"]) == 1  # its own row, nobody else's metrics averaged in
+    hparams = [h["name"] for h in experiment["hparamInfos"]]
+    assert hparams[:2] == ["bias", "echo_step"]  # the settings that differ, first
+    assert "logdir" not in hparams and "run_name" not in hparams
+    metrics = [(m["name"].get("group", ""), m["name"]["tag"]) for m in experiment["metricInfos"]]
+    # the first five are what TensorBoard shows without a click
+    assert metrics[:5] == [("val", "accuracy"), ("train", "loss"), ("val", "loss"),
+                           ("", "solved_step"), ("", "training/gradient norm")]
+    # an unsolved run's solved step is blank, not a sentinel
+    solved = {g["name"]: [v for v in g["metricValues"] if v["name"]["tag"] == "solved_step"]
+              for g in groups["sessionGroups"]}
+    assert solved["plain/k1-H4-s0"] == [] and solved["biased/k1-H4-s0"][0]["value"] >= 0

@@ -1,0 +1,121 @@
+"""TensorBoard event files that stay true across resumes: one file per directory, appended
+to by every session of a run and cut back to the last checkpoint when the run resumes.
+
+Why not ``torch.utils.tensorboard.SummaryWriter``: it opens a new file per session, named
+``events.out.tfevents.SECONDS.HOST.PID.N``, and TensorBoard reads a directory's files in the
+order their names sort. Two sessions started in the same second by one process sort
+``...PID.10`` before ``...PID.9``, and pids sort as strings, so a resumed run could be read
+out of order; and the steps a killed session logged after its last checkpoint were logged
+again by the resume. Here the checkpoint records how long each event file was when it was
+written (:meth:`EventFile.size`), and a resume truncates the file to that length before it
+appends: every step is in the file exactly once, whatever the files' names or times.
+
+Writes are synchronous (no writer thread): an error such as a full disk is raised in the
+run itself, which reports it in one line. The summaries themselves are built by torch's
+``torch.utils.tensorboard.summary`` functions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+# Our files end with this, so that a run directory's own file is told from anything else.
+SUFFIX = ".echo-rnn"
+
+
+def event_file_in(directory: Path) -> Path | None:
+    """The event file this module writes in ``directory``, if there is one."""
+    found = sorted(directory.glob(f"events.out.tfevents.*{SUFFIX}"))
+    return found[-1] if found else None
+
+
+class EventFile:
+    """The one event file of ``directory`` (created with it if there is none).
+
+    Args:
+        directory: a TensorBoard run: the run directory or one of its ``train``/``val``.
+        truncate_to: a resume: the file's size when the checkpoint was written; what a killed
+            session wrote after that is cut off before anything is appended.
+        fresh: replace whatever event files the directory holds (a sweep's heatmap, redrawn
+            on every run of the sweep, replaces the previous one instead of stacking).
+    """
+
+    def __init__(self, directory: Path, *, truncate_to: int | None = None,
+                 fresh: bool = False) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for old in directory.glob("events.out.tfevents.*"):
+                old.unlink()
+        path = event_file_in(directory)
+        new = path is None
+        if new:
+            path = directory / (f"events.out.tfevents.{int(time.time()):010d}."
+                                f"{socket.gethostname()}{SUFFIX}")
+        elif truncate_to is not None and path.stat().st_size > truncate_to:
+            os.truncate(path, truncate_to)
+        self.path = path
+        self._fh = open(path, "ab")
+        self._records = RecordWriter(self._fh)
+        if new:
+            self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def size(self) -> int:
+        """Bytes written so far, all of them on their way to disk (flushed)."""
+        self._fh.flush()
+        return self._fh.tell()
+
+    def _write(self, event: Event) -> None:
+        self._records.write(event.SerializeToString())
+
+    def summary(self, summary: Summary, step: int) -> None:
+        self._write(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]), step)
+
+    def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        """An ``(height, width, 3)`` uint8 picture, stored as PNG."""
+        from torch.utils.tensorboard.summary import image
+
+        self.summary(image(tag, rgb, dataformats="HWC"), step)
+
+    def histogram(self, tag: str, values: Any, step: int) -> None:
+        from torch.utils.tensorboard.summary import histogram
+
+        # 30 equal bins: TensorBoard redraws them into its own; its exponential defaults are
+        # 1500 edges, most of them empty at these sizes
+        self.summary(histogram(tag, values.detach().cpu().numpy(), 30), step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        from torch.utils.tensorboard.summary import text as text_summary
+
+        self.summary(text_summary(tag, text), step)
+
+    def purge_from(self, step: int) -> None:
+        """Tell TensorBoard to drop the events at ``step`` and after that it read before
+        this one: for a run recorded before event files were cut back on resume, whose
+        older files may hold steps after its last checkpoint."""
+        self._write(Event(wall_time=time.time(), step=step,
+                          session_log=SessionLog(status=SessionLog.START)))
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class NullEventFile:
+    """What ranks other than 0 write under torchrun: nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: 0
