@@ -6,7 +6,7 @@ from pathlib import Path
 from echo_rnn.events import EventFile, event_file_in
 from echo_rnn.runlog import PICTURES_PER_RUN
 from echo_rnn.train import train
-from helpers import events, scalar_series, small_config
+from helpers import events, python, scalar_series, small_config
 
 
 def test_pictures_are_bounded_per_run_and_scalars_per_point(tmp_path):
@@ -49,3 +49,42 @@ def test_a_fresh_event_file_replaces_the_directorys_files(tmp_path):
         log.scalar("x", value, 0)
         log.close()
     assert [e.value for e in events(tmp_path).Scalars("x")] == [2.0]
+
+
+def test_the_largest_hidden_size_logs_within_bounded_memory(tmp_path):
+    # Before: the weight heatmap drew 16 px per unit: at H = 2048 a 32768 x 32768 picture
+    # and a float64 colour array of about 25 GB, and the out-of-memory killer ended the run.
+    code = ("import resource, sys; from echo_rnn.cli import main; code = main(sys.argv[1:]); "
+            "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+            "sys.exit(code)")
+    proc = python("-c", code, "train", "--hidden-size", "4096", "--seq-len", "3",
+                  "--batch-size", "2", "--val-size", "2", "--steps", "1", "--eval-every", "1",
+                  "--logdir", tmp_path, "--run-name", "big")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    maxrss_gb = int(proc.stdout.split("maxrss_kb")[-1]) / 2**20
+    assert maxrss_gb < 2.5, maxrss_gb  # the weights, Adam's state and the histograms' copies
+    acc = events(tmp_path / "big")
+    for name in ("U", "V", "w"):
+        (*_, last) = acc.Images(f"weights/{name}")
+        assert last.width <= 640 and last.height <= 640, (name, last.width, last.height)
+
+
+def tensorboard_smoothing(values, weight=0.6):
+    """TensorBoard's default smoothing: an exponential moving average, debiased."""
+    out, last = [], 0.0
+    for i, v in enumerate(values, 1):
+        last = last * weight + (1 - weight) * v
+        out.append(last / (1 - weight ** i))
+    return out
+
+
+def test_the_default_runs_held_out_accuracy_reaches_one_under_tensorboards_smoothing(tmp_path):
+    # Before: five held-out points (one per evaluation); smoothed, the last read 0.8363
+    # where the value was 1.
+    from echo_rnn.config import TrainConfig
+
+    run = train(TrainConfig(logdir=str(tmp_path)), verbose=False)
+    assert run.solved_step is not None
+    accuracy = [v for _, v in scalar_series(run.run_dir, "val accuracy")]
+    assert accuracy[-1] == 1.0
+    assert tensorboard_smoothing(accuracy)[-1] > 0.99
