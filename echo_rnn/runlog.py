@@ -11,7 +11,7 @@ What TensorBoard shows of a run ``RUN`` (the README's TensorBoard section is thi
 - ``RUN``: ``training/gradient norm`` (the largest of the steps since the last point),
   ``training/kernel vs autograd (rounding units)``, ``training/lr`` (only with a learning-rate
   schedule), ``training/curriculum k`` (only with ``--curriculum``), ``solved_step`` (one point,
-  solved runs only), histograms ``weights/*`` and ``training/dJ/d*``, images ``weights/*``,
+  solved runs only), histograms ``weights/*`` and ``training/dJ/d*``, images ``weights/* heatmap``,
   ``held-out sequence`` and ``training/gradient flow through time``, the config as text, and
   the hparams.
 
@@ -137,7 +137,8 @@ class RunLog:
                 self.run.histogram(f"weights/{name}", p, step)
                 if p.grad is not None:
                     self.run.histogram(f"training/dJ/d{name}", p.grad, step)
-                self.run.image(f"weights/{name}", heatmap_rgb(p), step)
+                # a tag belongs to one plugin in a TensorBoard run: the picture needs its own
+                self.run.image(f"weights/{name} heatmap", heatmap_rgb(p), step)
             self.run.image("held-out sequence", sequence_rgb(*sample), step)
             if flow is not None:
                 self.run.image(FLOW_TAG, flow_rgb(flow), step)

@@ -65,7 +65,7 @@ def test_the_largest_hidden_size_logs_within_bounded_memory(tmp_path):
     assert maxrss_gb < 2.5, maxrss_gb  # the weights, Adam's state and the histograms' copies
     acc = events(tmp_path / "big")
     for name in ("U", "V", "w"):
-        (*_, last) = acc.Images(f"weights/{name}")
+        (*_, last) = acc.Images(f"weights/{name} heatmap")
         assert last.width <= 640 and last.height <= 640, (name, last.width, last.height)
 
 

@@ -2,41 +2,12 @@
 table with one row per run, the settings that differ first."""
 
 import json
-import re
-import subprocess
 import time
 import urllib.request
-from contextlib import contextmanager
 
-import pytest
-
+from browser import tensorboard
 from echo_rnn.train import train
-from helpers import python, scalar_series, small_config
-
-
-@contextmanager
-def tensorboard(logdir):
-    """A TensorBoard server on ``logdir``; yields its base URL."""
-    proc = python("-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-                  "--port", "0", "--load_fast", "false", "--reload_interval", "1",
-                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail(f"tensorboard exited with {proc.returncode}")
-            m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-            port = int(m.group(1)) if m else None
-        assert port, "tensorboard did not report its address within 60 s"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from helpers import scalar_series, small_config
 
 
 def fetch(url, body=None, until=lambda _: True, timeout=60):
@@ -61,7 +32,7 @@ def test_tensorboard_server_serves_the_trained_curve(tmp_path):
     run = train(small_config(tmp_path, run_name="served", steps=30), verbose=False)
     want = scalar_series(run.run_dir, "train loss")
     assert len(want) == 30 // 5  # a point every log_every steps
-    with tensorboard(tmp_path / "runs") as url:
+    with tensorboard(tmp_path / "runs", "--load_fast", "false") as url:
         served = fetch(f"{url}/data/plugin/scalars/scalars?run=served/train&tag=loss",
                        until=lambda got: len(got) == len(want))
     assert served is not None, "no training loss served within 60 s"
@@ -79,7 +50,7 @@ def test_hparams_one_row_per_run_and_what_differs_first(tmp_path):
             train(small_config(tmp_path, logdir=str(logdir / sweep), run_name=f"k{k}-H4-s0",
                                echo_step=k, bias=bias, steps=10,
                                target_accuracy=0.5 if bias else 1.0), verbose=False)
-    with tensorboard(logdir) as url:
+    with tensorboard(logdir) as url:  # its default loader, as a person gets it
         groups = fetch(f"{url}/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",

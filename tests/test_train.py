@@ -108,8 +108,12 @@ def test_tensorboard_contents(tmp_path):
     assert result.solved_step is None
     for name in ("U", "V", "w", "b"):
         assert f"weights/{name}" in tags["histograms"] and f"training/dJ/d{name}" in tags["histograms"]
-        assert f"weights/{name}" in tags["images"]
+        assert f"weights/{name} heatmap" in tags["images"]
     assert {"held-out sequence", "training/gradient flow through time"} <= set(tags["images"])
+    # TensorBoard files a tag under one plugin per run: a tag written as a histogram and as
+    # an image showed only as the histogram
+    kinds = [set(tags[kind]) for kind in ("scalars", "images", "histograms", "tensors")]
+    assert all(not (a & b) for i, a in enumerate(kinds) for b in kinds[i + 1:])
     assert any("config" in t for t in tags["tensors"])
     # hparams as sessions only: TensorBoard computes the columns over all runs
     assert set(acc.PluginTagToContent("hparams")) == {
