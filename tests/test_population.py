@@ -1,0 +1,197 @@
+"""The population kernel against its witnesses: per member, the single-run fast kernel
+(echo_rnn.bptt) and autograd on the member's own EchoRNN."""
+
+import itertools
+
+import pytest
+import torch
+
+from echo_rnn import bptt
+from echo_rnn.compare import KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads
+from echo_rnn.data import make_echo_batch
+from echo_rnn.model import EchoRNN, echo_loss
+from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_backward,
+                                 population_forward, population_loss)
+
+R = 3  # members per population: enough for a first, a middle and a last run
+
+# test_bptt.py's covering set without h_0 (a population starts from zeros): the structure,
+# T x truncation x bias, in full; each B x H x I combination met by every T once.
+STRUCTURE = list(itertools.product([1, 2, 7, 50], [None, 1, 3], [False, True]))
+SIZES = list(itertools.product([1, 3], [1, 6, 16], [1, 3]))  # B, H, I
+GRID = [(*SIZES[(i * 5) % len(SIZES)], T, tr, bias)
+        for i, (T, tr, bias) in enumerate(STRUCTURE)]
+GRID = [(B, T, H, I, bias, tr) for B, H, I, T, tr, bias in GRID]
+GRID_IDS = [f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-tr{tr}" for b, t, h, i, bi, tr in GRID]
+
+
+def _members(B, T, H, I, bias, dtype=torch.float64):
+    """R float64 models from different seeds, each with its own data; with I == 1, each
+    member echoes at its own step k (different targets), else random targets."""
+    models, xs, ys = [], [], []
+    for r in range(R):
+        g = torch.Generator().manual_seed(10 + r)
+        m = EchoRNN(H, I, bias=bias, init_std=0.5, backend="bptt", generator=g).to(dtype)
+        if I == 1:
+            x, y = make_echo_batch(B, T, r % T, generator=g, dtype=dtype)
+            # noise on the bits, so that no input is exactly 0 and every product is exercised
+            x = (x + 0.1 * torch.randn(B, T, generator=g, dtype=dtype)).view(B, T, 1)
+        else:
+            x = torch.randn(B, T, I, generator=g, dtype=dtype)
+            y = torch.rand(B, T, generator=g, dtype=dtype)
+        models.append(m)
+        xs.append(x)
+        ys.append(y)
+    return models, torch.stack(xs), torch.stack(ys)  # x (R, B, T, I), y (R, B, T)
+
+
+def _stacked(models):
+    return {name: torch.stack([getattr(m, name).detach() for m in models])
+            for name, _ in models[0].named_parameters()}
+
+
+def _single_run_kernel(m, x, y, truncate):
+    """The fast kernel's gradients of one member's echo cost, keyed like its parameters."""
+    p = {name: t.detach() for name, t in m.named_parameters()}
+    B, T, _ = x.shape
+    y_hat, _, cache = bptt.bptt_forward(x, p["U"], p["V"], p["w"], p.get("b"))
+    grads = bptt.bptt_backward((y_hat - y) / (B * T), cache, truncate=truncate,
+                               need_b="b" in p)
+    return y_hat, {name: getattr(grads, name) for name in p}
+
+
+def _assert_close(ours, ref, rel, name):
+    scale = max(ref.abs().max().item(), 1e-300)
+    torch.testing.assert_close(ours, ref, rtol=rel, atol=max(rel, SCALE_ATOL_F64) * scale,
+                               msg=lambda s: f"{name}: {s}")
+
+
+@pytest.mark.parametrize("B, T, H, I, bias, truncate", GRID, ids=GRID_IDS)
+def test_every_member_equals_the_single_run_kernel_and_autograd(B, T, H, I, bias, truncate):
+    models, x, y = _members(B, T, H, I, bias)
+    P = _stacked(models)
+    y_hat, cache = population_forward(x, P["U"], P["V"], P["w"], P.get("b"))
+    grads = population_backward((y_hat - y) / (B * T), cache, truncate, need_b=bias)
+    assert y_hat.shape == (R, B, T)
+    for r, m in enumerate(models):
+        single_y_hat, single = _single_run_kernel(m, x[r], y[r], truncate)
+        # The same sums in the same order per member: equal up to float64 rounding.
+        _assert_close(y_hat[r], single_y_hat, KERNELS_REL_F64, f"member {r} y_hat")
+        ref = autograd_grads(m, x[r], y[r], truncate=truncate)
+        for name in single:
+            ours = getattr(grads, name)[r]
+            _assert_close(ours, single[name], KERNELS_REL_F64, f"member {r} {name} vs bptt")
+            _assert_close(ours, ref[name], TOLERANCES[torch.float64].rtol,
+                          f"member {r} {name} vs autograd")
+    # The members really differ, so a kernel that mixed runs up would fail above.
+    assert not torch.allclose(grads.w[0], grads.w[1])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("truncate", [None, 3])
+def test_function_fills_the_population_grads_with_the_single_run_kernels(bias, truncate):
+    B, T, H, I = 4, 9, 5, 1
+    models, x, y = _members(B, T, H, I, bias)
+    pop = PopulationRNN.from_models(models)
+    loss = population_loss(pop(x.squeeze(-1), truncate=truncate), y)
+    assert loss.shape == (R,)
+    loss.sum().backward()
+    for r, m in enumerate(models):
+        single_y_hat, single = _single_run_kernel(m, x[r], y[r], truncate)
+        _assert_close(loss[r].detach(), echo_loss(single_y_hat, y[r]), KERNELS_REL_F64, f"J_{r}")
+        for name, p in pop.named_parameters():
+            _assert_close(p.grad[r], single[name], KERNELS_REL_F64, f"member {r} {name}.grad")
+
+
+def test_input_gradient_equals_autograd_under_random_upstream():
+    B, T, H, I = 3, 7, 4, 2
+    models, x, _ = _members(B, T, H, I, bias=True)
+    pop = PopulationRNN.from_models(models)
+    gy = torch.randn(R, B, T, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    xs = x.clone().requires_grad_(True)
+    (dx,) = torch.autograd.grad((pop(xs, truncate=3) * gy).sum(), xs)
+    for r, m in enumerate(models):
+        m.backend = "autograd"
+        xr = x[r].clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad((m(xr, truncate=3)[0] * gy[r]).sum(), xr)
+        _assert_close(dx[r], ref, TOLERANCES[torch.float64].rtol, f"member {r} x")
+
+
+def test_from_models_and_member_round_trip_exactly():
+    models, _, _ = _members(2, 5, 4, 1, bias=True)
+    pop = PopulationRNN.from_models(models)
+    assert pop.runs == R
+    assert {n: tuple(p.shape) for n, p in pop.named_parameters()} == {
+        "U": (R, 4, 4), "V": (R, 4, 1), "w": (R, 4), "b": (R, 4)}
+    for r, m in enumerate(models):
+        back = pop.member(r)
+        for name, p in m.named_parameters():
+            assert torch.equal(getattr(back, name), p), f"member {r} {name}"
+    with pytest.raises(ValueError, match=r"models\[1\] has \(H, I, bias, dtype, device\)"):
+        PopulationRNN.from_models([models[0], EchoRNN(3, 1, bias=True).double()])
+
+
+def test_shapes_are_checked_with_their_names():
+    models, x, _ = _members(2, 5, 4, 1, bias=False)
+    P = _stacked(models)
+    with pytest.raises(ValueError, match=r"U must have shape \(3, 4, 4\)"):
+        population_forward(x, P["U"][:2], P["V"], P["w"])
+    with pytest.raises(ValueError, match=r"x must have shape \(R, B, T\) or \(R, B, T, 1\)"):
+        PopulationRNN.from_models(models)(x[:2])
+
+
+def test_per_member_clipping_equals_clip_grad_norm_of_each_member():
+    models, x, y = _members(4, 9, 5, 1, bias=True)
+    pop = PopulationRNN.from_models(models)
+    population_loss(pop(x), y).sum().backward()
+    max_norm = 0.5 * min(torch.linalg.vector_norm(torch.cat([p.grad[r].flatten() for p in
+                                                           pop.parameters()])).item()
+                         for r in range(R))  # every member is clipped
+    for r, m in enumerate(models):
+        for name, p in m.named_parameters():
+            p.grad = getattr(pop, name).grad[r].clone()
+    norms = clip_grad_norms_(pop, max_norm)
+    for r, m in enumerate(models):
+        norm = torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+        assert torch.equal(norms[r], norm), f"member {r}: {norms[r].item()} vs {norm.item()}"
+        for name, p in m.named_parameters():
+            assert torch.equal(getattr(pop, name).grad[r], p.grad), f"member {r} {name}"
+
+
+def test_frontier_training_is_bit_identical_to_single_runs():
+    """At the frontier preset's shape, in float32 on one CPU thread, R population steps
+    (unfused Adam, per-member clipping) reproduce R single runs bit for bit: every batched
+    product is, per member, the BLAS call the single-run kernel makes. (Not so below
+    B H^2 = 400, where ATen's baddbmm uses its own loop: see the module docstring.)"""
+    B, T, H, steps = 64, 50, 6, 3
+
+    def model(r):
+        return EchoRNN(H, 1, init_std=0.3, input_init_std=1.5, backend="bptt",
+                       generator=torch.Generator().manual_seed(r))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        singles = [model(r) for r in range(R)]
+        pop = PopulationRNN.from_models([model(r) for r in range(R)])
+        opts = [torch.optim.Adam(m.parameters(), lr=0.005, fused=False) for m in singles]
+        pop_opt = torch.optim.Adam(pop.parameters(), lr=0.005, fused=False)
+        gens = [torch.Generator().manual_seed(100 + r) for r in range(R)]
+        for _ in range(steps):
+            batches = [make_echo_batch(B, T, 2 + r, generator=g) for r, g in enumerate(gens)]
+            for m, opt, (x, y) in zip(singles, opts, batches):
+                opt.zero_grad()
+                echo_loss(m(x)[0], y).backward()
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+                opt.step()
+            x, y = (torch.stack(t) for t in zip(*batches))
+            pop_opt.zero_grad()
+            population_loss(pop(x), y).sum().backward()
+            clip_grad_norms_(pop, 1.0)
+            pop_opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    for r, m in enumerate(singles):
+        for name, p in m.named_parameters():
+            diff = (getattr(pop, name)[r] - p).abs().max().item()
+            assert diff == 0, f"member {r} {name}: max abs diff {diff:.3g} after {steps} steps"
