@@ -83,10 +83,20 @@ class EventFile:
         self.summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]), step)
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
-        """An ``(height, width, 3)`` uint8 picture, stored as PNG."""
-        from torch.utils.tensorboard.summary import image
+        """An ``(height, width, 3)`` uint8 picture, stored as PNG. Encoded here, with PIL's
+        fastest compression: torch's ``summary.image`` converts to float and back and
+        compresses harder, several milliseconds a picture, for files a few percent smaller."""
+        import io
 
-        self.summary(image(tag, rgb, dataformats="HWC"), step)
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG",
+                                                                        compress_level=1)
+        height, width = rgb.shape[:2]
+        picture = Summary.Image(height=height, width=width, colorspace=3,
+                                encoded_image_string=buf.getvalue())
+        self.summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
         from torch.utils.tensorboard.summary import histogram

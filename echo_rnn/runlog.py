@@ -36,7 +36,7 @@ from echo_rnn.tblog import FLOW_TAG, flow_rgb, heatmap_rgb, hparams_summaries, s
 
 # The TensorBoard runs of one run: its directory, and the two that overlay the loss.
 SUBRUNS = ("", "train", "val")
-PICTURES_PER_RUN = 50
+PICTURES_PER_RUN = 20
 
 
 class RunLog:

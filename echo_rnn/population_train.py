@@ -1,0 +1,314 @@
+"""Training a population: runs that share a shape trained together, each of them its run.
+
+``train_population(configs)`` trains R configs that differ only in ``echo_step``, ``seed`` and
+``run_name`` through one :class:`~echo_rnn.population.PopulationRNN`: one kernel call, one
+optimizer step and one held-out forward serve every member. Everything else is per member and
+is what :func:`echo_rnn.train.train` does for that config alone: its weights and data stream
+(its own generator), its gradient clipping norm, its evaluations, solved step, checkpoints
+(``train --resume`` continues them), run directory, TensorBoard events and ``summary.json``. A
+member that is solved, runs out of steps or diverges is finished and leaves the population,
+so it costs nothing afterwards; the others go on.
+
+Exact: on CPU, with one thread, a member's curve and checkpoint equal ``train``'s for the same
+config bit for bit where the population kernel's products round like the single-run kernel's
+(the frontier shape: see :mod:`echo_rnn.population`), which is why only configs for which the
+population computes what ``train`` computes may join (:func:`population_key`): the fast kernel
+(``backend = "bptt"``), a fresh random batch per step, no curriculum or learning-rate schedule
+(both would give members their own learning rate), SGD or the unfused Adam (the fused kernel
+rounds the stacked update differently), no CUDA graph.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
+from echo_rnn.compare import autograd_grads, manual_grads
+from echo_rnn.config import TrainConfig
+from echo_rnn.data import make_echo_batch
+from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
+from echo_rnn.errors import ConfigError
+from echo_rnn.flow import step_norms
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, model_from_config
+from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
+from echo_rnn.runlog import RunLog
+from echo_rnn.train import (VAL_SEED_OFFSET, TrainResult, _create_run_dir, _make_optimizer,
+                            _Trainer)
+
+# What members of one population may differ in; everything else of their configs is shared.
+MEMBER_FIELDS = ("echo_step", "seed", "run_name")
+
+
+def population_key(config: TrainConfig) -> tuple | None:
+    """What a config shares with the members of its population (configs with equal keys
+    train together), or None if it cannot join one and trains alone."""
+    c = config
+    if (c.backend != "bptt" or c.schedule != "batch" or c.curriculum or c.lr_halve_every
+            or c.cuda_graph or (c.optimizer == "adam" and c.fused)):
+        return None
+    return tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in MEMBER_FIELDS))
+
+
+def check_population_memory(configs: list[TrainConfig], device: torch.device) -> None:
+    """Refuse, before anything is written, a population that cannot fit: R members cost R
+    times one run (:func:`echo_rnn.devices.rnn_bytes`)."""
+    c = configs[0]
+    one = (rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
+           + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2)
+    reason = check_fits(one * len(configs), device,
+                        f"a population of {len(configs)} runs at B={c.batch_size}, "
+                        f"T={c.seq_len}, H={c.hidden_size}")
+    if reason:
+        raise ConfigError("population", f"too large: {reason}; a smaller --population fits")
+
+
+@dataclass
+class _Member:
+    """One run of the population: its config, directory, log, data stream and progress."""
+
+    config: TrainConfig
+    run_dir: Path
+    log: RunLog
+    gen: torch.Generator
+    val: tuple[torch.Tensor, torch.Tensor]  # (val_size, T) each
+    solved_step: int | None = None
+    last_eval: dict | None = None
+    last_train_loss: float | None = None
+    last_grad_norm: float | None = None
+    diverged: str | None = None
+
+
+def train_population(configs: list[TrainConfig]) -> list[TrainResult]:
+    """Train ``configs`` (equal :func:`population_key`) as one population; their results, in
+    order. Every config is validated and every run directory created before training."""
+    keys = {population_key(c) for c in configs}
+    if None in keys or len(keys) != 1:
+        raise ConfigError("population", "members must share every setting but echo_step, seed "
+                                        "and run_name, with backend bptt, schedule batch, no "
+                                        "curriculum or lr schedule, SGD or unfused Adam")
+    for c in configs:
+        c.validate()
+    device = resolve_device(configs[0].device)
+    check_population_memory(configs, device)
+    with cpu_threads(configs[0].threads):
+        return _train_population(configs, device)
+
+
+def _train_population(configs: list[TrainConfig], device: torch.device) -> list[TrainResult]:
+    c0 = configs[0]
+    start = time.perf_counter()
+    members: list[_Member] = []
+    models: list[EchoRNN] = []
+    for c in configs:
+        run_dir = _create_run_dir(c)
+        (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        # the order of draws is train's: weights, then the training stream, then held-out
+        models.append(model_from_config(c).to(device))
+        gen = torch.Generator(device=device).manual_seed(c.seed)
+        val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
+        val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
+                              device=device)
+        members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
+                                                  resumed_at=None), gen, val))
+    pop = PopulationRNN.from_models(models)
+    optimizer = _make_optimizer(c0, pop.parameters())
+    results: dict[int, TrainResult] = {}
+    active = list(range(len(members)))  # indices into members of the runs still training
+    for m in members:
+        m.log.config_text()
+    step = 0
+    _evaluate(pop, members, active, step, batch=None, start=start)
+    _checkpoints(pop, optimizer, members, active, step, start)
+    pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+    pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
+    while active and step < c0.steps:
+        batches = [make_echo_batch(c0.batch_size, c0.seq_len, members[i].config.echo_step,
+                                   generator=members[i].gen, device=device) for i in active]
+        x = torch.stack([b[0] for b in batches])  # (R, B, T)
+        y = torch.stack([b[1] for b in batches])
+        optimizer.zero_grad(set_to_none=False)
+        y_hat = pop(x, truncate=c0.truncate)
+        population_loss(y_hat, y).sum().backward()
+        norms = clip_grad_norms_(pop, c0.grad_clip if c0.grad_clip is not None else math.inf)
+        optimizer.step()
+        step += 1
+        # the loss each run logs is train's: echo_loss of its own batch (a sum in another
+        # order than the population's would differ in the last bit)
+        with torch.no_grad():
+            losses = torch.stack([echo_loss(y_hat[r], y[r]) for r in range(len(active))])
+        pending.append((step, losses, norms, optimizer.param_groups[0]["lr"]))
+        is_eval = step % c0.eval_every == 0 or step == c0.steps
+        if is_eval or step % c0.log_every == 0:
+            held_out = None if is_eval else _held_out(pop, members, active)
+            _log_points(members, active, pending, held_out)
+            pending.clear()
+        if is_eval:
+            _evaluate(pop, members, active, step, batch=(x, y), start=start)
+            _checkpoints(pop, optimizer, members, active, step, start)
+        pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+    for m in members:
+        m.log.close()
+    return [results[i] for i in range(len(members))]
+
+
+def _checkpoints(pop, optimizer, members, active, step, start) -> None:
+    for r, i in enumerate(active):
+        if not members[i].diverged:
+            _checkpoint(members[i], pop, optimizer, r, step, start)
+
+
+def _retire(pop, optimizer, members, active, step, start, results):
+    """Finish the members that are done (solved, out of steps, diverged) and take them out
+    of the population: from now on they cost nothing. Returns the population, its optimizer
+    and the active members that remain."""
+    c0 = members[active[0]].config if active else None
+    done = [r for r, i in enumerate(active) if members[i].diverged
+            or members[i].solved_step is not None or step >= c0.steps]
+    if not done:
+        return pop, optimizer, active
+    for r in done:
+        results[active[r]] = _finish(members[active[r]], pop, optimizer, r, step, start)
+    keep = [r for r in range(len(active)) if r not in done]
+    if keep:
+        pop, optimizer = _without(pop, optimizer, keep, c0)
+    return pop, optimizer, [active[r] for r in keep]
+
+
+@torch.no_grad()
+def _metrics(pop: PopulationRNN, members: list[_Member], active: list[int]):
+    """Every active member's held-out loss and accuracy, as train's evaluation computes them
+    (one forward for all), and the predictions (R, val_size, T)."""
+    vx = torch.stack([members[i].val[0] for i in active])
+    y_hat = pop(vx)
+    out = []
+    for r, i in enumerate(active):
+        _, vy = members[i].val
+        k = members[i].config.echo_step
+        values = torch.stack([echo_loss(y_hat[r], vy), bit_accuracy(y_hat[r], vy, k)])
+        val_loss, val_acc = values.tolist()
+        out.append({"val_loss": val_loss, "val_accuracy": val_acc})
+    return out, y_hat
+
+
+def _held_out(pop, members, active) -> list[dict[str, float]]:
+    return _metrics(pop, members, active)[0]
+
+
+def _log_points(members, active, pending, held_out) -> None:
+    """Each active member's point on the curves: its (step, loss, grad norm, lr) rows since
+    the last point; a non-finite one ends that member as diverged."""
+    values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending])  # (n, R, 2)
+    for r, i in enumerate(active):
+        m = members[i]
+        rows = [(s, *values[j, r].tolist(), lr) for j, (s, _, _, lr) in enumerate(pending)]
+        bad = next((row for row in rows if not all(map(math.isfinite, row[1:3]))), None)
+        if bad is not None:
+            m.diverged = f"loss became {bad[1]} at step {bad[0]}"
+            continue
+        m.last_train_loss, m.last_grad_norm = rows[-1][1], rows[-1][2]
+        m.log.steps(rows, None if held_out is None else held_out[r])
+
+
+def _member_model(pop: PopulationRNN, r: int) -> EchoRNN:
+    """Run r as an EchoRNN, with its gradients: what the single run logs its pictures from."""
+    model = pop.member(r)
+    for name, p in model.named_parameters():
+        grad = getattr(pop, name).grad
+        p.grad = None if grad is None else grad[r].clone()  # none before the first step
+    return model
+
+
+def _evaluate(pop, members, active, step, batch, start) -> None:
+    """What an evaluation of train does, member by member: metrics, the solved step, the
+    pictures, the kernel against autograd, a checkpoint."""
+    metrics, y_hat = _metrics(pop, members, active)
+    for r, i in enumerate(active):
+        m, c = members[i], members[i].config
+        if m.diverged:
+            continue
+        if not all(bool(torch.isfinite(getattr(pop, n)[r]).all()) for n, _ in pop.named_parameters()):
+            m.diverged = f"non-finite weights at step {step}"
+            continue
+        m.last_eval = {"step": step, **metrics[r]}
+        if metrics[r]["val_accuracy"] >= c.target_accuracy and m.solved_step is None:
+            m.solved_step = step
+        model = _member_model(pop, r)
+        vx, vy = m.val
+        n = _Trainer.FLOW_SEQUENCES
+        flow = step_norms(manual_grads(model, vx[:n], vy[:n], kernel="fast", hidden=True)["dh"])
+        last = m.solved_step is not None or step >= c.steps
+        m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], y_hat[r][0]), c.echo_step,
+                         m.last_train_loss, m.last_grad_norm, time.perf_counter() - start,
+                         flow=flow, last=last)
+        evals_done = step // c.eval_every
+        if batch is not None and (evals_done <= 1 or evals_done % c.compare_every == 0 or last):
+            x, y = batch[0][r], batch[1][r]
+            ours = manual_grads(model, x, y, truncate=c.truncate, kernel="fast")
+            ref = autograd_grads(model, x, y, truncate=c.truncate)
+            diff = max((ours[k] - ref[k]).abs().max().item() for k in ref)
+            scale = max(ref[k].abs().max().item() for k in ref)
+            eps = torch.finfo(ref["U"].dtype).eps
+            m.log.kernel_vs_autograd(step, diff / (eps * scale) if scale > 0 else 0.0)
+    for i in active:
+        members[i].log.flush()
+
+
+def _optimizer_state(optimizer, r: int) -> dict:
+    """Run r's share of the population's optimizer, as ``state_dict()`` of an optimizer
+    over one EchoRNN's parameters (U, V, w, b in that order) would hold it."""
+    full = optimizer.state_dict()
+    state = {idx: {k: (v[r].clone() if torch.is_tensor(v) and v.dim() > 0 else
+                       (v.clone() if torch.is_tensor(v) else v))
+                   for k, v in s.items()} for idx, s in full["state"].items()}
+    return {"state": state, "param_groups": full["param_groups"]}
+
+
+def _checkpoint(m: _Member, pop, optimizer, r: int, step: int, start: float) -> None:
+    model = pop.member(r)
+    save_checkpoint(checkpoint_path(m.run_dir), {
+        "config": m.config.to_dict(), "step": step, "model": model.state_dict(),
+        "optimizer": _optimizer_state(optimizer, r), "rng": {"train": m.gen.get_state()},
+        "curriculum": {"k": m.config.echo_step, "k_since": 0},
+        "progress": {"solved_step": m.solved_step, "wall_time_s": time.perf_counter() - start,
+                     "last_eval": m.last_eval or {}, "train_loss": m.last_train_loss},
+        "events": m.log.sizes()})
+
+
+def _finish(m: _Member, pop, optimizer, r: int, step: int, start: float) -> TrainResult:
+    """The member's last checkpoint, summary.json and hparams, as train ends a run."""
+    if not m.diverged:
+        _checkpoint(m, pop, optimizer, r, step, start)
+    ev = m.last_eval or {}
+    stopped = "diverged" if m.diverged else "solved" if m.solved_step is not None else "steps"
+    result = TrainResult(
+        run_dir=str(m.run_dir), step=step, train_loss=m.last_train_loss,
+        val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
+        solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
+        device=str(pop.U.device), backend=m.config.backend, stopped=stopped)
+    (m.run_dir / "summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    m.log.finish(result.solved_step, step)
+    m.log.flush()
+    return result
+
+
+def _without(pop: PopulationRNN, optimizer, keep: list[int], config: TrainConfig):
+    """The population of the members ``keep`` (their rows), with their optimizer state."""
+    idx = torch.tensor(keep, device=pop.U.device)
+    smaller = PopulationRNN(len(keep), pop.U.shape[-1], pop.V.shape[-1], pop.b is not None)
+    smaller.to(dtype=pop.U.dtype, device=pop.U.device)
+    with torch.no_grad():
+        for (name, p), q in zip(pop.named_parameters(), smaller.parameters()):
+            q.copy_(p.index_select(0, idx))
+            q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
+    new_opt = _make_optimizer(config, smaller.parameters())
+    old = optimizer.state_dict()
+    state = {pid: {k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
+                   for k, v in s.items()} for pid, s in old["state"].items()}
+    new_opt.load_state_dict({"state": state, "param_groups": old["param_groups"]})
+    return smaller, new_opt

@@ -1,0 +1,127 @@
+"""A population's members are their runs: the same curve, checkpoint and summary as
+``train`` of the same config, bit for bit on CPU at the frontier shape; a member that is done
+leaves the population; one that diverges stops alone."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import echo_rnn.population_train as pt
+from echo_rnn.checkpoint import load_checkpoint
+from echo_rnn.config import ConfigError, build_config
+from echo_rnn.population_train import population_key, train_population
+from echo_rnn.train import train
+from helpers import events, scalar_series
+
+SERIES = ("train loss", "val loss", "val accuracy", "grad norm", "kernel vs autograd")
+
+
+def frontier(tmp_path, **overrides):
+    """The frontier recipe (the capacity sweep's), shortened: the shape at which the
+    population kernel rounds like the single-run one."""
+    return build_config("frontier", overrides={"hidden_size": 6, "bias": True, "steps": 300,
+                                               "logdir": str(tmp_path), **overrides})
+
+
+def members(base, *points):
+    return [replace(base, echo_step=k, seed=s, run_name=f"k{k}-s{s}") for k, s in points]
+
+
+def assert_same_run(got, want):
+    """Two run directories hold the same run: curves, checkpoint, summary, hparams."""
+    for name in SERIES:
+        assert scalar_series(got, name) == scalar_series(want, name), name
+    a, b = load_checkpoint(got), load_checkpoint(want)
+    assert a["step"] == b["step"]
+    for key in ("model",):
+        assert all(torch.equal(a[key][n], b[key][n]) for n in b[key])
+    opt_a, opt_b = a["optimizer"], b["optimizer"]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    assert all(torch.equal(opt_a["state"][i][k], opt_b["state"][i][k])
+               for i in opt_b["state"] for k in opt_b["state"][i])
+    assert torch.equal(a["rng"]["train"], b["rng"]["train"])
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (got, want))
+    for k in ("step", "train_loss", "val_loss", "val_accuracy", "solved_step", "stopped"):
+        assert sa[k] == sb[k], k
+    hp = [events(d).PluginTagToContent("hparams")["_hparams_/session_start_info"]
+          for d in (got, want)]
+    assert hp[0] == hp[1]
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread):
+    base = frontier(tmp_path)
+    configs = members(base, (2, 0), (6, 1), (3, 2))  # two solve by step 200, one never
+    sizes = []
+    real_loss = pt.population_loss
+    monkeypatch.setattr(pt, "population_loss", lambda y_hat, y: sizes.append(y.shape[0])
+                        or real_loss(y_hat, y))
+    results = train_population(configs)
+    assert [r.stopped for r in results] == ["solved", "steps", "solved"]
+    # the solved members left at step 200: from then on the population was one run
+    assert sizes[:200] == [3] * 200 and sizes[200:] == [1] * 100
+    for c, got in zip(configs, results):
+        want = train(replace(c, run_name="single-" + c.run_name), verbose=False)
+        assert (got.step, got.solved_step) == (want.step, want.solved_step)
+        assert_same_run(tmp_path / c.run_name, tmp_path / ("single-" + c.run_name))
+
+
+def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread):
+    base = frontier(tmp_path, steps=100)
+    configs = members(base, (4, 0), (4, 1))
+    real_clip = pt.clip_grad_norms_
+    calls = []
+
+    def clip(pop, max_norm):  # member 1's gradient turns to NaN at the 5th step
+        calls.append(1)
+        if len(calls) == 5:
+            pop.U.grad[1] = float("nan")
+        return real_clip(pop, max_norm)
+
+    monkeypatch.setattr(pt, "clip_grad_norms_", clip)
+    healthy, diverged = train_population(configs)
+    assert diverged.stopped == "diverged" and healthy.stopped == "steps"
+    assert json.loads((tmp_path / "k4-s1" / "summary.json").read_text())["stopped"] == "diverged"
+    monkeypatch.undo()
+    want = train(replace(configs[0], run_name="single"), verbose=False)
+    assert_same_run(tmp_path / "k4-s0", tmp_path / "single")
+
+
+def test_train_resumes_a_member(tmp_path, one_thread):
+    base = frontier(tmp_path, steps=200)
+    (member,) = train_population(members(base, (6, 3)))
+    longer = replace(base, echo_step=6, seed=3, steps=300)
+    resumed = train(replace(longer, run_name="k6-s3"), resume=member.run_dir, verbose=False)
+    # the same two sessions as single runs (a run that ended at 200 compared the kernel with
+    # autograd at its last step, which an uninterrupted 300-step run does not)
+    alone = train(replace(base, echo_step=6, seed=3, run_name="alone"), verbose=False)
+    alone = train(replace(longer, run_name="alone"), resume=alone.run_dir, verbose=False)
+    assert resumed.step == alone.step == 300
+    assert_same_run(tmp_path / "k6-s3", tmp_path / "alone")
+
+
+def test_who_may_join_a_population(tmp_path):
+    base = frontier(tmp_path)
+    assert population_key(base) == population_key(replace(base, echo_step=5, seed=9))
+    assert population_key(base) != population_key(replace(base, lr=0.01))
+    for change in ({"backend": "autograd"}, {"curriculum": True}, {"lr_halve_every": 100},
+                   {"fused": True}, {"schedule": "notebook", "batch_size": 1}):
+        assert population_key(replace(base, **change)) is None, change
+    with pytest.raises(ConfigError, match="^population: members must share"):
+        train_population([base, replace(base, lr=0.01, run_name="other")])
+
+
+def test_a_population_that_cannot_fit_is_refused_before_anything_is_written(tmp_path):
+    base = frontier(tmp_path, hidden_size=256, batch_size=1000, seq_len=100)  # 1 GB: fits alone
+    with pytest.raises(ConfigError, match="population: too large"):
+        pt.check_population_memory([base] * 64, torch.device("cpu"))
+    assert not any(tmp_path.iterdir())
