@@ -31,9 +31,10 @@ Bit for bit. Each member's numbers are the single-run kernel's exactly (float32,
 thread, the frontier shape; ``test_frontier_training_is_bit_identical_to_single_runs``),
 because per member every product is the BLAS call ``bptt`` makes on the same layout:
 ATen's ``baddbmm_`` runs one ``addmm`` per run once ``B H^2 >= 400`` (below that it uses a
-loop of its own that rounds differently, ~1 ulp), and the one-column products (readout, dV,
-dw), which BLAS computes as gemv and a ``bmm`` does not reproduce, are loops over runs: R
-small ops each, about 7% of a step at R = 32, for training runs that reproduce single runs.
+loop of its own that rounds differently, ~1 ulp, so there the population loops over runs
+itself: :data:`SMALL_PRODUCT`), and the one-column products (readout, dV, dw), which BLAS
+computes as gemv and a ``bmm`` does not reproduce, are loops over runs: R small ops each,
+about 7% of a step at R = 32, for training runs that reproduce single runs.
 """
 
 from __future__ import annotations
@@ -80,6 +81,23 @@ class PopulationGrads:
 _workspace = _Workspace()  # bptt's scratch buffers, a set of our own: (T, R, B, H) each
 
 
+# Below this many multiply-adds per run (B * H * H), ATen's CPU baddbmm computes the products
+# with a loop of its own instead of BLAS, which rounds differently from bptt's addmm (about an
+# ulp); there the population makes bptt's addmm run by run: R ops a step, for exactness.
+SMALL_PRODUCT = 400
+
+
+def _add_products(out: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``out[r] += a[r] @ m[r]`` for every run r, in place, rounded as ``bptt``'s ``addmm_``:
+    one ``baddbmm_`` (one BLAS call per run inside), or, for products too small for ATen to
+    hand to BLAS, ``addmm_`` run by run. ``out``, ``a``: (R, B, H); ``m``: (R, H, H)."""
+    if out.shape[1] * m.shape[1] * m.shape[2] >= SMALL_PRODUCT or out.device.type != "cpu":
+        return out.baddbmm_(a, m)
+    for o, x, w in zip(out.unbind(0), a.unbind(0), m.unbind(0)):
+        o.addmm_(x, w)
+    return out
+
+
 def _by_run(a: torch.Tensor) -> torch.Tensor:
     """``(T, R, B, C)`` -> ``(R, T*B, C)``: each run's sequence, time-major as ``bptt`` lays it
     out (a copy). The weight gradients and the readout then make, per run, the same
@@ -120,7 +138,7 @@ def population_forward(
     h = hs.unbind(0)  # T slabs (R, B, H) in one call
     h[0].tanh_()  # h_1; with h_0 = 0 there is no U h_0 term
     for prev, cur in zip(h[:-1], h[1:]):
-        cur.baddbmm_(prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1}), every run
+        _add_products(cur, prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1}), every run
     # The readout is R matrix-vector products, a loop over runs rather than one bmm: bptt's
     # torch.mv is a BLAS gemv, and a one-column bmm sums in another order; the loop keeps
     # every run's y_hat, and so every gradient, bit-identical to the single-run kernel.
@@ -157,7 +175,7 @@ def population_backward(
     d[T - 1].mul_(dt[T - 1])
     for t in range(T - 2, -1, -1):
         if truncate is None or (t + 1) % truncate != 0:  # no carry across a window boundary
-            d[t].baddbmm_(d[t + 1], U)  # + dJ/dz_{t+1} U, every run
+            _add_products(d[t], d[t + 1], U)  # + dJ/dz_{t+1} U, every run
         d[t].mul_(dt[t])
 
     # Weight gradients: per run, sums over time and batch as single matrix products.

@@ -195,3 +195,28 @@ def test_frontier_training_is_bit_identical_to_single_runs():
         for name, p in m.named_parameters():
             diff = (getattr(pop, name)[r] - p).abs().max().item()
             assert diff == 0, f"member {r} {name}: max abs diff {diff:.3g} after {steps} steps"
+
+
+@pytest.mark.parametrize("B,H", [(8, 2), (8, 7), (32, 3), (64, 2), (64, 6), (32, 12)])
+def test_every_shape_rounds_like_the_single_run_kernel(B, H):
+    # Before: below B H^2 = 400 ATen's baddbmm used a loop of its own instead of BLAS and
+    # members were an ulp away from bptt's addmm (a 2-unit capacity sweep at B = 64 among them).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(B * 100 + H)
+        R, T = 3, 20
+        x = (torch.rand(R, B, T, 1, generator=g) > 0.5).float()
+        U, V = torch.randn(R, H, H, generator=g) * 0.4, torch.randn(R, H, 1, generator=g)
+        w, b, dy = torch.randn(R, H, generator=g), torch.randn(R, H, generator=g), \
+            torch.randn(R, B, T, generator=g)
+        y_hat, cache = population_forward(x, U, V, w, b)
+        grads = population_backward(dy, cache, need_b=True)
+        for r in range(R):
+            y1, _, c1 = bptt.bptt_forward(x[r], U[r], V[r], w[r], b[r])
+            g1 = bptt.bptt_backward(dy[r], c1, need_b=True)
+            assert torch.equal(y_hat[r], y1), r
+            for name in "UVwb":
+                assert torch.equal(getattr(grads, name)[r], getattr(g1, name)), (r, name)
+    finally:
+        torch.set_num_threads(before)
