@@ -310,3 +310,54 @@ def format_markdown(report: BenchReport) -> str:
         lines.append(f"| {r.shape} | {r.B} | {r.T} | {r.H} | {r.backend} | {r.ms_per_step:.3f} | "
                      f"{r.seq_per_s:,.0f} | {r.ratio_to_nn_rnn:.2f}x | {r.saved_bytes / 1024:,.1f} KiB |")
     return "\n".join(lines)
+
+
+def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 1,
+                    seed: int = 0, singles: int = 4) -> dict:
+    """Run-steps of a population of ``runs`` against single runs, at the frontier shape
+    (``--preset frontier --hidden-size 6 --bias``: B = 64, T = 50, H = 6, unfused Adam,
+    clipping), each doing everything ``train`` does (data, evaluations, TensorBoard,
+    checkpoints) into a temporary directory. k = 7 is never solved in ``steps``, so every run
+    trains every step. Population and single runs alternate ``reps`` times in this process;
+    the medians of ms per run-step are reported (single runs: ``singles`` of them a round)."""
+    import tempfile
+    from dataclasses import replace
+
+    from echo_rnn.config import build_config
+    from echo_rnn.population_train import train_population
+    from echo_rnn.train import train
+
+    base = build_config("frontier", overrides={"hidden_size": 6, "bias": True, "echo_step": 7,
+                                               "steps": steps, "threads": threads})
+    singles = min(singles, runs)
+    population_s, single_s = [], []
+    with tempfile.TemporaryDirectory() as tmp, cpu_threads(threads):
+        for rep in range(reps):
+            configs = [replace(base, seed=seed + i, logdir=f"{tmp}/pop{rep}", run_name=f"s{i}")
+                       for i in range(runs)]
+            start = time.perf_counter()
+            results = train_population(configs)
+            population_s.append((time.perf_counter() - start) / (runs * steps))
+            assert all(r.step == steps for r in results), "a member stopped early"
+            start = time.perf_counter()
+            for c in configs[:singles]:
+                train(replace(c, logdir=f"{tmp}/one{rep}"), verbose=False)
+            single_s.append((time.perf_counter() - start) / (singles * steps))
+    pop, one = statistics.median(population_s), statistics.median(single_s)
+    return {"runs": runs, "steps": steps, "reps": reps, "threads": threads,
+            "shape": {"B": base.batch_size, "T": base.seq_len, "H": base.hidden_size},
+            "ms_per_run_step_population": pop * 1e3, "ms_per_run_step_single": one * 1e3,
+            "run_steps_per_s_population": 1 / pop, "run_steps_per_s_single": 1 / one,
+            "speedup": one / pop}
+
+
+def format_population(p: dict) -> str:
+    s = p["shape"]
+    return (f"population of {p['runs']} vs single runs, B={s['B']} T={s['T']} H={s['H']}, "
+            f"{p['steps']} steps each (evaluation, TensorBoard and checkpoints included), "
+            f"threads={p['threads']}, median of {p['reps']} interleaved rounds:\n"
+            f"  population  {p['ms_per_run_step_population']:.3f} ms per run-step "
+            f"({p['run_steps_per_s_population']:.0f} run-steps/s)\n"
+            f"  single run  {p['ms_per_run_step_single']:.3f} ms per run-step "
+            f"({p['run_steps_per_s_single']:.0f} run-steps/s)\n"
+            f"  speedup     {p['speedup']:.1f}x")

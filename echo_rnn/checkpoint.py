@@ -203,6 +203,13 @@ def _structure_problem(state: dict[str, Any]) -> str | None:
         v = progress.get(key)
         if v is not None and not _is_number(v):
             return f"its {key} must be a finite number, got {v!r}"
+    window = state.get("window", [])
+    if not (isinstance(window, list) and len(window) <= config.log_every and all(
+            isinstance(row, (list, tuple)) and len(row) == 4 and _is_int(row[0])
+            and step - config.log_every < row[0] <= step
+            and all(isinstance(v, float) for v in row[1:]) for row in window)):
+        return ("its window (the steps since the last logged point) must be at most "
+                f"log_every rows [step, loss, grad norm, lr], got {str(window)[:80]}")
     events = state.get("events", {})
     if not (isinstance(events, dict) and set(events) <= {"", "train", "val"}
             and all(_is_int(v) and 0 <= v <= MAX_EVENT_BYTES for v in events.values())):

@@ -485,6 +485,13 @@ def add_sweep(sub) -> None:
     g.add_argument("--workers", type=positive_int, default=None,
                    help="local worker processes (default: the number of cores, divided among "
                         "torchrun's local ranks)")
+    g.add_argument("--population", type=positive_int, default=32, metavar="N",
+                   help="train up to N fresh points that share a shape as one population: one "
+                        "batched kernel for all, each point still its own run (the same curve "
+                        "as train, bit for bit on CPU). Points join when they train with "
+                        "--backend bptt, --schedule batch, no curriculum or lr schedule, SGD or "
+                        "--no-fused Adam (--preset frontier does); others train alone. "
+                        "1: every point alone (default: 32)")
     _add_setup_args(p)
     add_config_flags(p, exclude=SWEEP_GRID)
     p.set_defaults(func=cmd_sweep)
@@ -511,7 +518,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
-        outcome = run_sweep(base, ks, seeds, args.name, args.workers)
+        outcome = run_sweep(base, ks, seeds, args.name, args.workers, args.population)
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         print(f"echo-rnn sweep: {exc}; the finished points are kept", file=sys.stderr)
         return 1
@@ -667,6 +674,12 @@ def add_bench(sub) -> None:
     p.add_argument("--output", metavar="FILE.json", default=None,
                    help="also write the results as JSON to this file")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
+    p.add_argument("--population", type=positive_int, default=None, metavar="R",
+                   help="instead: time whole runs (data, evaluation, TensorBoard, checkpoints) "
+                        "at the frontier shape, a population of R against single runs, and "
+                        "report ms per run-step of each (see --bench-steps)")
+    p.add_argument("--bench-steps", type=positive_int, default=2000, metavar="N",
+                   help="with --population: steps of every run (default: 2000)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -692,6 +705,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"argument --output: directory {out.parent} does not exist")
         if not os.access(out.parent, os.W_OK):
             raise UsageError(f"argument --output: directory {out.parent} is not writable")
+    if args.population is not None:
+        from echo_rnn.bench import format_population, time_population
+
+        if args.device.type != "cpu" or args.cuda_graph:
+            raise UsageError("argument --population: times the CPU (without --device, "
+                             "--cuda-graph)")
+        result = time_population(args.population, args.bench_steps, threads=args.threads,
+                                 seed=args.seed)
+        text = json.dumps(result, indent=2)
+        print(text if args.json else format_population(result))
+        if out is not None:
+            write_atomically(out, lambda fh: fh.write(text.encode() + b"\n"))
+        return 0
     for name, (B, T, H) in shapes.items():
         reason = check_fits(3 * rnn_bytes(B, T, H), args.device, f"shape {name} (B={B}, T={T}, H={H})")
         if reason:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,8 +40,9 @@ from echo_rnn.flow import step_norms
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, model_from_config
 from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
 from echo_rnn.runlog import RunLog
-from echo_rnn.train import (VAL_SEED_OFFSET, TrainResult, _create_run_dir, _make_optimizer,
-                            _Trainer)
+from echo_rnn.signals import stop_requests
+from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, _create_run_dir,
+                            _make_optimizer, _Trainer)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -84,9 +87,14 @@ class _Member:
     diverged: str | None = None
 
 
-def train_population(configs: list[TrainConfig]) -> list[TrainResult]:
+def train_population(configs: list[TrainConfig], *,
+                     stop: Callable[[], bool] | None = None) -> list[TrainResult]:
     """Train ``configs`` (equal :func:`population_key`) as one population; their results, in
-    order. Every config is validated and every run directory created before training."""
+    order. Every config is validated and every run directory created before training.
+
+    ``stop`` is polled after every step; once it returns True, or SIGINT/SIGTERM arrives,
+    every member still training is checkpointed (``train --resume``, or the sweep re-run,
+    continues it) and :class:`~echo_rnn.train.TrainingInterrupted` is raised."""
     keys = {population_key(c) for c in configs}
     if None in keys or len(keys) != 1:
         raise ConfigError("population", "members must share every setting but echo_step, seed "
@@ -96,11 +104,13 @@ def train_population(configs: list[TrainConfig]) -> list[TrainResult]:
         c.validate()
     device = resolve_device(configs[0].device)
     check_population_memory(configs, device)
-    with cpu_threads(configs[0].threads):
-        return _train_population(configs, device)
+    with cpu_threads(configs[0].threads), stop_requests() as received:
+        return _train_population(configs, device, lambda: bool(received) or bool(stop and stop()),
+                                 received)
 
 
-def _train_population(configs: list[TrainConfig], device: torch.device) -> list[TrainResult]:
+def _train_population(configs: list[TrainConfig], device: torch.device,
+                      stopping: Callable[[], bool], received: list[int]) -> list[TrainResult]:
     c0 = configs[0]
     start = time.perf_counter()
     members: list[_Member] = []
@@ -152,15 +162,33 @@ def _train_population(configs: list[TrainConfig], device: torch.device) -> list[
             _evaluate(pop, members, active, step, batch=(x, y), start=start)
             _checkpoints(pop, optimizer, members, active, step, start)
         pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+        if active and stopping():
+            # as train does: the steps since the last point go into the checkpoints, unlogged
+            _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))
+            for m in members:
+                m.log.close()
+            raise TrainingInterrupted(received[0] if received else signal.SIGTERM, step,
+                                      members[active[0]].run_dir)
     for m in members:
         m.log.close()
     return [results[i] for i in range(len(members))]
 
 
-def _checkpoints(pop, optimizer, members, active, step, start) -> None:
+def _windows(pending) -> list[list[list[float]]]:
+    """Per member, the steps since the last point as train's checkpoint keeps them:
+    [step, loss, grad norm, lr] each."""
+    if not pending:
+        return []
+    values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending]).tolist()
+    return [[[s, *values[j][r], lr] for j, (s, _, _, lr) in enumerate(pending)]
+            for r in range(len(values[0]))]
+
+
+def _checkpoints(pop, optimizer, members, active, step, start, windows=None) -> None:
     for r, i in enumerate(active):
         if not members[i].diverged:
-            _checkpoint(members[i], pop, optimizer, r, step, start)
+            _checkpoint(members[i], pop, optimizer, r, step, start,
+                        windows[r] if windows else [])
 
 
 def _retire(pop, optimizer, members, active, step, start, results):
@@ -269,12 +297,13 @@ def _optimizer_state(optimizer, r: int) -> dict:
     return {"state": state, "param_groups": full["param_groups"]}
 
 
-def _checkpoint(m: _Member, pop, optimizer, r: int, step: int, start: float) -> None:
+def _checkpoint(m: _Member, pop, optimizer, r: int, step: int, start: float,
+                window: list | None = None) -> None:
     model = pop.member(r)
     save_checkpoint(checkpoint_path(m.run_dir), {
         "config": m.config.to_dict(), "step": step, "model": model.state_dict(),
         "optimizer": _optimizer_state(optimizer, r), "rng": {"train": m.gen.get_state()},
-        "curriculum": {"k": m.config.echo_step, "k_since": 0},
+        "curriculum": {"k": m.config.echo_step, "k_since": 0}, "window": window or [],
         "progress": {"solved_step": m.solved_step, "wall_time_s": time.perf_counter() - start,
                      "last_eval": m.last_eval or {}, "train_loss": m.last_train_loss},
         "events": m.log.sizes()})

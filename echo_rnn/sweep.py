@@ -27,6 +27,7 @@ from tqdm import tqdm
 from echo_rnn import distributed
 from echo_rnn.checkpoint import checkpoint_path
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, logdir_error
+from echo_rnn.population_train import population_key, train_population
 from echo_rnn.signals import stop_requests
 from echo_rnn.tables import write_results
 from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
@@ -160,6 +161,54 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
                     "another --name")
 
 
+def _fresh(config: TrainConfig) -> bool:
+    """A point with nothing saved yet (no summary, no checkpoint): it may join a population."""
+    run_dir = Path(config.logdir) / config.run_name
+    return not (run_dir / "summary.json").exists() and not checkpoint_path(run_dir).exists()
+
+
+def plan(configs: list[TrainConfig], population: int) -> list[TrainConfig | list[TrainConfig]]:
+    """The sweep's jobs: fresh points that can share a kernel (equal
+    :func:`~echo_rnn.population_train.population_key`) in populations of at most
+    ``population``, first; every other point alone (read back, resumed, extended, or a config
+    that cannot join a population)."""
+    groups: dict[tuple, list[TrainConfig]] = {}
+    alone: list[TrainConfig] = []
+    for c in configs:
+        key = population_key(c) if population > 1 and _fresh(c) else None
+        if key is None:
+            alone.append(c)
+        else:
+            groups.setdefault(key, []).append(c)
+    jobs: list[TrainConfig | list[TrainConfig]] = []
+    for members in groups.values():
+        for i in range(0, len(members), population):
+            chunk = members[i:i + population]
+            jobs.append(chunk if len(chunk) > 1 else chunk[0])
+    return jobs + alone
+
+
+def _failing_stops_the_sweep():
+    if _stop is not None:  # set here, before this worker can take the next point
+        _stop.set()
+
+
+def run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
+    """Train fresh points as one population; their rows, or None if the sweep is stopping."""
+    if _stop is not None and _stop.is_set():
+        return None
+    for c in configs:
+        run_dir = Path(c.logdir) / c.run_name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
+    try:
+        train_population(configs, stop=_stop.is_set if _stop is not None else None)
+    except Exception:
+        _failing_stops_the_sweep()
+        raise
+    return [_row(c) for c in configs]
+
+
 def run_point(config: TrainConfig) -> dict[str, Any] | None:
     """Run (or finish, or extend, or just read) one grid point; None if the sweep is
     stopping."""
@@ -179,10 +228,14 @@ def run_point(config: TrainConfig) -> dict[str, Any] | None:
         except NonFiniteLoss:
             pass  # a result like any other: the point diverged, summary.json says so
         except Exception:
-            if _stop is not None:  # set here, before this worker can take the next point
-                _stop.set()
+            _failing_stops_the_sweep()
             raise
-        done = json.loads(summary.read_text())
+    return _row(config)
+
+
+def _row(config: TrainConfig) -> dict[str, Any]:
+    """A finished point's row of results.csv, from its summary.json."""
+    done = json.loads((Path(config.logdir) / config.run_name / "summary.json").read_text())
     return {"echo_step": config.echo_step, "hidden_size": config.hidden_size,
             "seed": config.seed, "solved": done["solved_step"] is not None,
             **{k: done[k] for k in ("solved_step", "val_accuracy", "val_loss", "step",
@@ -205,14 +258,21 @@ def _verdict(row: dict[str, Any]) -> str:
     return f"not solved in {row['step']} steps, val_acc {row['val_accuracy']:.4f}"
 
 
-def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOutcome:
-    """Run ``configs`` in ``workers`` processes, with a progress bar; on SIGINT/SIGTERM stop
-    starting points, let running ones checkpoint, and return what finished."""
+def _run_local(configs: list[TrainConfig], workers: int, label: str,
+               population: int = 1) -> SweepOutcome:
+    """Run ``configs`` in ``workers`` processes (fresh points in populations of at most
+    ``population``), with a progress bar; on SIGINT/SIGTERM stop starting points, let
+    running ones checkpoint, and return what finished."""
     rows: list[dict[str, Any]] = []
+    jobs = plan(configs, population)
     bar = tqdm(total=len(configs), unit="point", desc=label, file=sys.stderr,
                disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
-    def record(row):
+    def record(done):
+        for row in done if isinstance(done, list) else [done]:
+            record_row(row)
+
+    def record_row(row):
         if row is not None:
             rows.append(row)
             bar.update(1)
@@ -234,15 +294,16 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOut
     with stop_requests(on_signal, insist=False) as received:
         try:
             if pool is None:
-                for c in configs:
+                for job in jobs:
                     if received:
                         break
                     try:
-                        record(run_point(c))
+                        record(run_population(job) if isinstance(job, list) else run_point(job))
                     except TrainingInterrupted as exc:
                         received.append(exc.signum)
             else:
-                pending = {pool.submit(run_point, c) for c in configs}
+                pending = {pool.submit(run_population if isinstance(job, list) else run_point,
+                                       job) for job in jobs}
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
@@ -266,9 +327,10 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str) -> SweepOut
 
 
 def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int], name: str,
-              workers: int | None = None) -> SweepOutcome:
+              workers: int | None = None, population: int = 1) -> SweepOutcome:
     """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables.
-    ``echo_steps`` maps each hidden size to its echo steps."""
+    ``echo_steps`` maps each hidden size to its echo steps; fresh points that can share a
+    kernel train in populations of at most ``population`` (1: each alone)."""
     d = distributed.current()
     sweep_dir = Path(base.logdir) / name
     configs = grid(base, echo_steps, seeds, sweep_dir)
@@ -286,7 +348,7 @@ def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[i
     distributed.barrier()
     mine = configs[d.rank::d.world_size]
     label = f"[rank {d.rank}] " if d.enabled else ""
-    outcome = _run_local(mine, workers, label)
+    outcome = _run_local(mine, workers, label, population)
     # Every rank reports how it ended, so that none waits for one that was interrupted.
     gathered = distributed.gather_objects((outcome.rows, outcome.interrupted))
     if not d.is_main:

@@ -163,8 +163,18 @@ class _Trainer:
         self.last_grad_norm: float | None = None
         self.last_eval: dict[str, float] = {}
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the steps since the last point that a resumed checkpoint carried, not yet logged
+        self.carried: list[tuple[int, float, float, float]] = []
 
     # --- state ------------------------------------------------------------------------
+
+    def window(self) -> list[list[float]]:
+        """The steps since the last point, [step, loss, grad norm, lr] each, read off the
+        device but not logged: a checkpoint between points carries them."""
+        if not self.pending:
+            return []
+        values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending]).tolist()
+        return [[s, loss, norm, lr] for (s, _, _, lr), (loss, norm) in zip(self.pending, values)]
 
     def state(self, elapsed: float) -> dict[str, Any]:
         return {
@@ -174,6 +184,7 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": {"train": self.gen.get_state()},
             "curriculum": self.curriculum.state_dict(),
+            "window": self.window(),
             "progress": {
                 "solved_step": self.solved_step,
                 "wall_time_s": self.wall_before + elapsed,
@@ -197,6 +208,7 @@ class _Trainer:
         self.wall_before = float(progress.get("wall_time_s", 0.0))
         self.last_eval = dict(progress.get("last_eval", {}))
         self.last_train_loss = progress.get("train_loss")
+        self.carried = [tuple(row) for row in state.get("window", [])]
 
     # --- one optimizer step -------------------------------------------------------------
 
@@ -289,14 +301,16 @@ class _Trainer:
         """The per-step (step, loss, grad norm, lr) not yet logged, read off the device in
         one sync; raises NonFiniteLoss at the first non-finite loss or norm."""
         if not self.pending:
-            return []
+            rows, self.carried = self.carried, []
+            return rows
         values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending])  # (n, 2)
         # Under torchrun each rank has the loss of its share; their mean is the global batch's.
         if self.dist.enabled:
             values = distributed.all_reduce_mean_(values)
-        rows = [(s, loss, norm, lr) for (s, _, _, lr), (loss, norm)
-                in zip(self.pending, values.tolist())]
+        rows = self.carried + [(s, loss, norm, lr) for (s, _, _, lr), (loss, norm)
+                               in zip(self.pending, values.tolist())]
         self.pending.clear()
+        self.carried = []
         for s, loss, norm, _ in rows:
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise NonFiniteLoss(self._diverged_message(
@@ -566,20 +580,23 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             stop = bool(received) or (external_stop is not None and external_stop())
             # Under torchrun every rank flushes at the same steps (a collective), and
             # learns there whether any rank was signalled.
-            if is_eval or s % config.log_every == 0 or (stop and not d.enabled):
+            if is_eval or s % config.log_every == 0:
                 # held-out metrics at every point (an evaluation step logs its own below), so
                 # that the held-out curves are as fine as the training ones
                 log.steps(trainer.take_scalars(), None if is_eval else trainer.evaluate()[0])
                 if d.enabled:
                     stop = distributed.all_reduce_max(float(stop), device) > 0
                 log.progress(trainer.last_train_loss, trainer.last_eval.get("val_accuracy"))
-            else:
+            elif d.enabled:
                 stop = False
             if is_eval:
                 _evaluate(trainer, log, elapsed())
                 _checkpoint(trainer, log, elapsed())
             if stop:
-                if not is_eval:  # an evaluation step was checkpointed just above
+                # an evaluation step was checkpointed just above; elsewhere, the steps since
+                # the last point go into the checkpoint, unlogged, so that a resumed run
+                # draws the same points as one never stopped
+                if not is_eval:
                     _checkpoint(trainer, log, elapsed())
                 raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
                                           run_dir)

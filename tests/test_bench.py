@@ -100,3 +100,20 @@ def test_benchmark_leaves_threads_and_rng_as_they_were():
                   min_reps=1, budget_s=0, warmup=0)
     assert torch.get_num_threads() == before_threads
     assert torch.equal(torch.random.get_rng_state(), before_rng)
+
+
+def test_bench_population_times_a_population_against_single_runs(capsys):
+    from helpers import run_main
+
+    code, out, err = run_main("bench", "--population", "2", "--bench-steps", "3", "--json",
+                              capsys=capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["runs"] == 2 and report["steps"] == 3
+    assert report["shape"] == {"B": 64, "T": 50, "H": 6}  # the frontier shape
+    for key in ("ms_per_run_step_population", "ms_per_run_step_single"):
+        assert report[key] > 0
+    assert report["speedup"] == pytest.approx(
+        report["ms_per_run_step_single"] / report["ms_per_run_step_population"])
+    code, _, err = run_main("bench", "--population", "2", "--device", "meta", capsys=capsys)
+    assert code == 2 and "--device" in err

@@ -285,8 +285,8 @@ def test_a_signal_after_the_last_point_still_writes_the_tables(tmp_path, monkeyp
 
     real = sweep_mod._run_local
 
-    def then_a_signal(configs, workers, label):
-        outcome = real(configs, workers, label)
+    def then_a_signal(configs, workers, label, population):
+        outcome = real(configs, workers, label, population)
         outcome.interrupted = signal.SIGTERM
         return outcome
 
@@ -307,3 +307,50 @@ def test_the_console_line_says_how_a_point_ended():
     assert _verdict(row) == "not solved in 300 steps, val_acc 0.6721"
     assert _verdict({**row, "stopped": "diverged", "step": 12}) == "diverged at step 12"
     assert _verdict({**row, "solved": True, "solved_step": 40}) == "solved at step 40"
+
+
+# --- populations: fresh points that share a shape train as one (issue 15) -------------------
+
+POPULATION = ["--preset", "frontier", "--bias", "--hidden-sizes", "3", "--seeds", "0-1",
+              "--eval-every", "100", "--workers", "1"]
+SAME = ("echo_step", "hidden_size", "seed", "solved", "solved_step", "val_accuracy",
+        "val_loss", "step", "stopped")
+
+
+def test_a_population_sweep_is_the_sweep_of_single_runs(tmp_path):
+    args = [*POPULATION, "--echo-steps", "1-3", "--steps", "300"]
+    together = cli("sweep", "--logdir", tmp_path, "--name", "pop", *args)
+    alone = cli("sweep", "--logdir", tmp_path, "--name", "one", *args, "--population", "1")
+    assert together.returncode == 0 and alone.returncode == 0, together.stderr + alone.stderr
+    a, b = read_csv(tmp_path / "pop" / "results.csv"), read_csv(tmp_path / "one" / "results.csv")
+    assert [{k: r[k] for k in SAME} for r in a] == [{k: r[k] for k in SAME} for r in b]
+    assert {r["stopped"] for r in a} == {"solved", "steps"}  # some left early, some ran out
+    for point in ("k1-H3-s0", "k3-H3-s1"):
+        for name in ("train loss", "val accuracy", "grad norm"):
+            assert (scalar_series(tmp_path / "pop" / point, name)
+                    == scalar_series(tmp_path / "one" / point, name)), (point, name)
+
+
+def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
+    args = [*POPULATION, "--echo-steps", "4", "--steps", "3000", "--log-every", "50"]
+    proc = cli("sweep", "--logdir", tmp_path, "--name", "s", *args, stdout=subprocess.PIPE,
+               stderr=subprocess.PIPE)
+    ckpt = tmp_path / "s" / "k4-H3-s1" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline:  # the members are training
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    again = cli("sweep", "--logdir", tmp_path, "--name", "s", *args)
+    assert again.returncode == 0, again.stderr
+    rows = read_csv(tmp_path / "s" / "results.csv")
+    assert len(rows) == 2
+    ref = cli("train", "--logdir", tmp_path / "ref", "--run-name", "r", "--preset", "frontier",
+              "--bias", "--hidden-size", "3", "--echo-step", "4", "--seed", "1", "--steps",
+              "3000", "--eval-every", "100", "--log-every", "50")
+    assert ref.returncode == 0, ref.stderr
+    for name in ("train loss", "val accuracy"):
+        assert (scalar_series(tmp_path / "s" / "k4-H3-s1", name)
+                == scalar_series(tmp_path / "ref" / "r", name)), name
