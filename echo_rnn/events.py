@@ -19,17 +19,33 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from crc32c import crc32c
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer.record_writer import RecordWriter
 
 # Our files end with this, so that a run directory's own file is told from anything else.
 SUFFIX = ".echo-rnn"
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of ``data``. TensorBoard's own writer computes the CRC in
+    pure Python, a fifth of a millisecond for a small picture: at a population's
+    evaluations that was a tenth of the run; the crc32c package does it in C."""
+    x = crc32c(data)
+    return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def record(data: bytes) -> bytes:
+    """``data`` framed as a TFRecord: length, its CRC, the data, its CRC (little-endian)."""
+    header = struct.pack("<Q", len(data))
+    return (header + struct.pack("<I", _masked_crc(header)) + data
+            + struct.pack("<I", _masked_crc(data)))
 
 
 def event_file_in(directory: Path) -> Path | None:
@@ -64,7 +80,6 @@ class EventFile:
             os.truncate(path, truncate_to)
         self.path = path
         self._fh = open(path, "ab")
-        self._records = RecordWriter(self._fh)
         if new:
             self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
@@ -74,7 +89,7 @@ class EventFile:
         return self._fh.tell()
 
     def _write(self, event: Event) -> None:
-        self._records.write(event.SerializeToString())
+        self._fh.write(record(event.SerializeToString()))
 
     def summary(self, summary: Summary, step: int) -> None:
         self._write(Event(wall_time=time.time(), step=step, summary=summary))

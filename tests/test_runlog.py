@@ -88,3 +88,16 @@ def test_the_default_runs_held_out_accuracy_reaches_one_under_tensorboards_smoot
     accuracy = [v for _, v in scalar_series(run.run_dir, "val accuracy")]
     assert accuracy[-1] == 1.0
     assert tensorboard_smoothing(accuracy)[-1] > 0.99
+
+
+def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
+    import io
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from echo_rnn.events import record
+
+    for data in (b"", b"x", bytes(range(256)) * 40):
+        theirs = io.BytesIO()
+        RecordWriter(theirs).write(data)
+        assert record(data) == theirs.getvalue()
