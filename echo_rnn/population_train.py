@@ -138,21 +138,15 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
-        batches = [make_echo_batch(c0.batch_size, c0.seq_len, members[i].config.echo_step,
-                                   generator=members[i].gen, device=device) for i in active]
-        x = torch.stack([b[0] for b in batches])  # (R, B, T)
-        y = torch.stack([b[1] for b in batches])
+        x, y = _batch(members, active, c0, device)
         optimizer.zero_grad(set_to_none=False)
         y_hat = pop(x, truncate=c0.truncate)
-        population_loss(y_hat, y).sum().backward()
+        losses = population_loss(y_hat, y)  # (R,): each run's echo_loss, to the bit
+        losses.sum().backward()
         norms = clip_grad_norms_(pop, c0.grad_clip if c0.grad_clip is not None else math.inf)
         optimizer.step()
         step += 1
-        # the loss each run logs is train's: echo_loss of its own batch (a sum in another
-        # order than the population's would differ in the last bit)
-        with torch.no_grad():
-            losses = torch.stack([echo_loss(y_hat[r], y[r]) for r in range(len(active))])
-        pending.append((step, losses, norms, optimizer.param_groups[0]["lr"]))
+        pending.append((step, losses.detach(), norms, optimizer.param_groups[0]["lr"]))
         is_eval = step % c0.eval_every == 0 or step == c0.steps
         if is_eval or step % c0.log_every == 0:
             held_out = None if is_eval else _held_out(pop, members, active)
@@ -182,6 +176,22 @@ def _windows(pending) -> list[list[list[float]]]:
     values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending]).tolist()
     return [[[s, *values[j][r], lr] for j, (s, _, _, lr) in enumerate(pending)]
             for r in range(len(values[0]))]
+
+
+def _batch(members, active, c0, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every active member's next training batch, (R, B, T) each: the draws are
+    :func:`~echo_rnn.data.make_echo_batch`'s, from each member's own generator (one call a
+    member), and the rest (the bits, the targets k steps behind) one op for all."""
+    R, B, T = len(active), c0.batch_size, c0.seq_len
+    u = torch.empty(R, B, T, device=device)
+    for r, i in enumerate(active):
+        torch.rand(B, T, generator=members[i].gen, device=device, out=u[r])
+    x = (u < 0.5).to(torch.float32)  # make_echo_batch's p = 0.5
+    k = torch.tensor([members[i].config.echo_step for i in active], device=device).view(R, 1, 1)
+    t = torch.arange(T, device=device).view(1, 1, T)
+    source = (t - k).clamp(min=0).expand(R, B, T)  # y_t = x_{t-k}, zeros before k
+    y = torch.where(t >= k, x.gather(2, source), torch.zeros((), device=device))
+    return x, y
 
 
 def _checkpoints(pop, optimizer, members, active, step, start, windows=None) -> None:

@@ -220,3 +220,13 @@ def test_every_shape_rounds_like_the_single_run_kernel(B, H):
                 assert torch.equal(getattr(grads, name)[r], getattr(g1, name)), (r, name)
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_runs_loss_is_echo_loss_to_the_bit():
+    # the population logs these as each run's training loss: they must be train's
+    g = torch.Generator().manual_seed(3)
+    for R, B, T in ((2, 64, 50), (32, 64, 50), (3, 8, 20), (4, 1, 7)):
+        y_hat = torch.randn(R, T, B, generator=g).transpose(1, 2)  # T-major, as the kernel's
+        y = (torch.rand(R, B, T, generator=g) > 0.5).float()
+        want = torch.stack([echo_loss(y_hat[r], y[r]) for r in range(R)])
+        assert torch.equal(population_loss(y_hat, y), want), (R, B, T)
