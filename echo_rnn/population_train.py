@@ -20,6 +20,7 @@ rounds the stacked update differently), no CUDA graph.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import signal
@@ -42,7 +43,7 @@ from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
 from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, _create_run_dir,
-                            _make_optimizer, _Trainer)
+                            StorageError, _make_optimizer, _Trainer)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -105,8 +106,14 @@ def train_population(configs: list[TrainConfig], *,
     device = resolve_device(configs[0].device)
     check_population_memory(configs, device)
     with cpu_threads(configs[0].threads), stop_requests() as received:
-        return _train_population(configs, device, lambda: bool(received) or bool(stop and stop()),
-                                 received)
+        try:
+            return _train_population(configs, device,
+                                     lambda: bool(received) or bool(stop and stop()), received)
+        except OSError as exc:  # a full disk: one line, as train says it; checkpoints stay
+            reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
+                exc.strerror or str(exc))
+            raise StorageError(f"could not write the population's runs in {configs[0].logdir}: "
+                               f"{reason}; each run keeps its last checkpoint") from None
 
 
 def _train_population(configs: list[TrainConfig], device: torch.device,
@@ -159,13 +166,16 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))
-            for m in members:
-                m.log.close()
+            _close(members)
             raise TrainingInterrupted(received[0] if received else signal.SIGTERM, step,
                                       members[active[0]].run_dir)
+    _close(members)
+    return [results[i] for i in range(len(members))]
+
+
+def _close(members: list[_Member]) -> None:
     for m in members:
         m.log.close()
-    return [results[i] for i in range(len(members))]
 
 
 def _windows(pending) -> list[list[list[float]]]:

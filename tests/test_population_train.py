@@ -92,7 +92,7 @@ def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread):
     assert diverged.stopped == "diverged" and healthy.stopped == "steps"
     assert json.loads((tmp_path / "k4-s1" / "summary.json").read_text())["stopped"] == "diverged"
     monkeypatch.undo()
-    want = train(replace(configs[0], run_name="single"), verbose=False)
+    train(replace(configs[0], run_name="single"), verbose=False)
     assert_same_run(tmp_path / "k4-s0", tmp_path / "single")
 
 
