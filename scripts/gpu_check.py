@@ -7,7 +7,9 @@
    tests, CUDA-graph training included);
 2. the GPU benchmark against cuDNN's ``torch.nn.RNN``, eager and with CUDA graphs
    (``echo-rnn bench --device cuda [--cuda-graph]``), JSON kept in ``--out``;
-3. a CUDA-graph training run of each backend (``echo-rnn train --device cuda --cuda-graph``).
+3. a CUDA-graph training run of each backend (``echo-rnn train --device cuda --cuda-graph``);
+4. a population on the GPU: a small frontier sweep whose points train as one population
+   (``echo-rnn sweep --device cuda --population 8``).
 
 Prints one summary line per step and exits 0 only if all passed; without CUDA it says so
 in one line and exits 2. ``--print-commands`` lists the commands without running them.
@@ -39,6 +41,10 @@ def commands(out: Path) -> list[tuple[str, list[str]]]:
         ("train bptt, CUDA graph", [*cli, "train", "--device", "cuda", "--cuda-graph",
                                     "--backend", "bptt", "--logdir", str(runs),
                                     "--run-name", "graph-bptt"]),
+        ("population sweep", [*cli, "sweep", "--device", "cuda", "--preset", "frontier",
+                              "--bias", "--echo-steps", "1-4", "--hidden-sizes", "6",
+                              "--seeds", "0-1", "--steps", "500", "--population", "8",
+                              "--workers", "1", "--logdir", str(runs), "--name", "population"]),
     ]
 
 

@@ -141,6 +141,7 @@ def test_gpu_check_lists_every_cuda_path_and_refuses_without_cuda():
     assert "-k cuda" in text and "bench --device cuda --output" in text
     assert "bench --device cuda --cuda-graph" in text
     assert text.count("train --device cuda --cuda-graph") == 2 and "--backend bptt" in text
+    assert "sweep --device cuda" in text and "--population 8" in text
     if not torch.cuda.is_available():
         proc = python(script)
         assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
