@@ -32,18 +32,17 @@ from pathlib import Path
 import torch
 
 from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
-from echo_rnn.compare import autograd_grads, manual_grads
 from echo_rnn.config import TrainConfig
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
-from echo_rnn.flow import step_norms
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, model_from_config
 from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
-from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, _create_run_dir,
-                            StorageError, _make_optimizer, _Trainer)
+from echo_rnn.train import (VAL_SEED_OFFSET, StorageError, TrainingInterrupted, TrainResult,
+                            _create_run_dir, _make_optimizer, compare_due, gradient_flow,
+                            kernel_vs_autograd)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -288,21 +287,13 @@ def _evaluate(pop, members, active, step, batch, start) -> None:
             m.solved_step = step
         model = _member_model(pop, r)
         vx, vy = m.val
-        n = _Trainer.FLOW_SEQUENCES
-        flow = step_norms(manual_grads(model, vx[:n], vy[:n], kernel="fast", hidden=True)["dh"])
         last = m.solved_step is not None or step >= c.steps
         m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], y_hat[r][0]), c.echo_step,
                          m.last_train_loss, m.last_grad_norm, time.perf_counter() - start,
-                         flow=flow, last=last)
-        evals_done = step // c.eval_every
-        if batch is not None and (evals_done <= 1 or evals_done % c.compare_every == 0 or last):
-            x, y = batch[0][r], batch[1][r]
-            ours = manual_grads(model, x, y, truncate=c.truncate, kernel="fast")
-            ref = autograd_grads(model, x, y, truncate=c.truncate)
-            diff = max((ours[k] - ref[k]).abs().max().item() for k in ref)
-            scale = max(ref[k].abs().max().item() for k in ref)
-            eps = torch.finfo(ref["U"].dtype).eps
-            m.log.kernel_vs_autograd(step, diff / (eps * scale) if scale > 0 else 0.0)
+                         flow=gradient_flow(model, vx, vy), last=last)
+        if batch is not None and compare_due(c, step, last):
+            units = kernel_vs_autograd(model, batch[0][r], batch[1][r], c.truncate)
+            m.log.kernel_vs_autograd(step, units)
     for i in active:
         members[i].log.flush()
 

@@ -369,39 +369,15 @@ class _Trainer:
         self.curriculum.observe(self.step, metrics["accuracy_at_k"])
 
     def compare_due(self) -> bool:
-        """The kernel is compared with autograd at the first evaluation that has a batch,
-        every compare_every evaluations, and at the last: a short run gets a point too."""
-        c = self.config
-        evals_done = self.step // c.eval_every
-        last = self.solved_step == self.step or self.step >= c.steps
+        last = self.solved_step == self.step or self.step >= self.config.steps
         return (self.batch is not None and self.dist.is_main
-                and (evals_done <= 1 or evals_done % c.compare_every == 0 or last))
+                and compare_due(self.config, self.step, last))
 
     def kernel_vs_autograd(self) -> float:
-        """How far the fast kernel's gradients are from autograd's on the last training
-        batch, in rounding units: the largest difference over the largest gradient entry
-        times the dtype's epsilon. Rounding gives a few units, a wrong kernel thousands
-        and more; a raw difference (1e-8) would read as 0 on TensorBoard's cards."""
-        x, y = self.batch
-        ours = manual_grads(self.model, x, y, truncate=self.config.truncate, kernel="fast")
-        ref = autograd_grads(self.model, x, y, truncate=self.config.truncate)
-        diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
-        scale = max(ref[n].abs().max().item() for n in ref)
-        eps = torch.finfo(ref["U"].dtype).eps
-        return diff / (eps * scale) if scale > 0 else (0.0 if diff == 0 else math.inf)
-
-    # The gradient flow is drawn from this many held-out sequences: the same ones at every
-    # evaluation, so that the curve changes only as the model does, at a fraction of an
-    # evaluation's cost.
-    FLOW_SEQUENCES = 32
+        return kernel_vs_autograd(self.model, *self.batch, self.config.truncate)
 
     def gradient_flow(self) -> torch.Tensor:
-        """||dJ/dh_t|| for t = 1..T (T,), on the first held-out sequences, from the fast
-        kernel (full BPTT; whatever the run's backend, the numbers are the same)."""
-        vx, vy = self.val
-        n = self.FLOW_SEQUENCES
-        return step_norms(manual_grads(self.model, vx[:n], vy[:n], kernel="fast",
-                                       hidden=True)["dh"])
+        return gradient_flow(self.model, *self.val)
 
     def checkpoint(self, elapsed: float, events: dict[str, int]) -> None:
         """Save the state, with the event files' sizes (``events``); finite weights only,
@@ -411,6 +387,42 @@ class _Trainer:
             save_checkpoint(checkpoint_path(self.run_dir), {**self.state(elapsed),
                                                              "events": events})
         self.saved_step = self.step
+
+
+# What an evaluation shows besides the metrics, for one model (train's, or a population
+# member's: echo_rnn.population_train uses these too).
+
+def compare_due(config: TrainConfig, step: int, last: bool) -> bool:
+    """The kernel is compared with autograd at the first evaluation that has a batch,
+    every compare_every evaluations, and at the last (``last``): a short run gets a point too."""
+    evals_done = step // config.eval_every
+    return evals_done <= 1 or evals_done % config.compare_every == 0 or last
+
+
+def kernel_vs_autograd(model, x: torch.Tensor, y: torch.Tensor, truncate: int | None) -> float:
+    """How far the fast kernel's gradients are from autograd's on a batch, in rounding units:
+    the largest difference over the largest gradient entry times the dtype's epsilon.
+    Rounding gives a few units, a wrong kernel thousands and more; a raw difference (1e-8)
+    would read as 0 on TensorBoard's cards."""
+    ours = manual_grads(model, x, y, truncate=truncate, kernel="fast")
+    ref = autograd_grads(model, x, y, truncate=truncate)
+    diff = max((ours[n] - ref[n]).abs().max().item() for n in ref)
+    scale = max(ref[n].abs().max().item() for n in ref)
+    eps = torch.finfo(ref["U"].dtype).eps
+    return diff / (eps * scale) if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+# The gradient flow is drawn from this many held-out sequences: the same ones at every
+# evaluation, so that the curve changes only as the model does, at a fraction of an
+# evaluation's cost.
+FLOW_SEQUENCES = 32
+
+
+def gradient_flow(model, vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
+    """||dJ/dh_t|| for t = 1..T (T,), on the first held-out sequences, from the fast kernel
+    (full BPTT; whatever the run's backend, the numbers are the same)."""
+    n = FLOW_SEQUENCES
+    return step_norms(manual_grads(model, vx[:n], vy[:n], kernel="fast", hidden=True)["dh"])
 
 
 @dataclass
