@@ -67,7 +67,8 @@ class RunLog:
             cut = None if resumed_at is None or event_sizes is None else event_sizes.get(name, 0)
             self.files[name] = EventFile(run_dir / name if name else run_dir, truncate_to=cut)
         if main and resumed_at is not None and event_sizes is None:
-            self.files[""].purge_from(resumed_at + 1)
+            for f in self.files.values():
+                f.purge_from(resumed_at + 1)
         self.run, self.train, self.val = (self.files[n] for n in SUBRUNS)
         self.bar = None
         self.start = resumed_at or 0

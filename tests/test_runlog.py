@@ -101,3 +101,22 @@ def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
         theirs = io.BytesIO()
         RecordWriter(theirs).write(data)
         assert record(data) == theirs.getvalue()
+
+
+def test_a_run_recorded_without_event_sizes_resumes_with_each_step_once(tmp_path):
+    # A checkpoint from before event files were cut back on resume: TensorBoard is told to
+    # drop what the killed session logged after it (a purge event in every file).
+    from echo_rnn.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    run = train(small_config(tmp_path, run_name="old", steps=40), verbose=False)
+    state = load_checkpoint(run.run_dir)
+    for key in ("events", "format", "version"):
+        state.pop(key, None)
+    state["step"] = 20  # as if killed at step 40 with its last checkpoint at 20
+    ckpt = checkpoint_path(run.run_dir)
+    save_checkpoint(ckpt, state)
+    # (the weights are those of step 40; what matters here is what TensorBoard reads)
+    train(small_config(tmp_path, run_name="old", steps=40), resume=run.run_dir, verbose=False)
+    for name in ("train loss", "val loss", "grad norm"):
+        steps = [s for s, _ in scalar_series(run.run_dir, name)]
+        assert steps == sorted(set(steps)) and steps[-1] == 40, (name, steps)
