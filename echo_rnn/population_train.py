@@ -20,19 +20,19 @@ rounds the stacked update differently), no CUDA graph.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
 from echo_rnn.config import TrainConfig
+from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
@@ -42,7 +42,7 @@ from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
 from echo_rnn.train import (VAL_SEED_OFFSET, StorageError, TrainingInterrupted, TrainResult,
                             _create_run_dir, _make_optimizer, compare_due, gradient_flow,
-                            kernel_vs_autograd)
+                            kernel_vs_autograd, run_state, storage_reason, write_outcome)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -109,10 +109,9 @@ def train_population(configs: list[TrainConfig], *,
             return _train_population(configs, device,
                                      lambda: bool(received) or bool(stop and stop()), received)
         except OSError as exc:  # a full disk: one line, as train says it; checkpoints stay
-            reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-                exc.strerror or str(exc))
             raise StorageError(f"could not write the population's runs in {configs[0].logdir}: "
-                               f"{reason}; each run keeps its last checkpoint") from None
+                               f"{storage_reason(exc)}; each run keeps its last checkpoint"
+                               ) from None
 
 
 def _train_population(configs: list[TrainConfig], device: torch.device,
@@ -310,14 +309,13 @@ def _optimizer_state(optimizer, r: int) -> dict:
 
 def _checkpoint(m: _Member, pop, optimizer, r: int, step: int, start: float,
                 window: list | None = None) -> None:
-    model = pop.member(r)
-    save_checkpoint(checkpoint_path(m.run_dir), {
-        "config": m.config.to_dict(), "step": step, "model": model.state_dict(),
-        "optimizer": _optimizer_state(optimizer, r), "rng": {"train": m.gen.get_state()},
-        "curriculum": {"k": m.config.echo_step, "k_since": 0}, "window": window or [],
-        "progress": {"solved_step": m.solved_step, "wall_time_s": time.perf_counter() - start,
-                     "last_eval": m.last_eval or {}, "train_loss": m.last_train_loss},
-        "events": m.log.sizes()})
+    state = run_state(
+        m.config, step=step, model=pop.member(r).state_dict(),
+        optimizer=_optimizer_state(optimizer, r), rng=m.gen.get_state(),
+        curriculum=Curriculum.from_config(m.config).state_dict(), window=window or [],
+        solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
+        last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
+    save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()})
 
 
 def _finish(m: _Member, pop, optimizer, r: int, step: int, start: float) -> TrainResult:
@@ -331,9 +329,7 @@ def _finish(m: _Member, pop, optimizer, r: int, step: int, start: float) -> Trai
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         device=str(pop.U.device), backend=m.config.backend, stopped=stopped)
-    (m.run_dir / "summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
-    m.log.finish(result.solved_step, step)
-    m.log.flush()
+    write_outcome(result, m.log)
     return result
 
 

@@ -57,6 +57,41 @@ class TrainResult:
     stopped: str  # "solved", "steps" or "diverged"
 
 
+def run_state(config: TrainConfig, *, step: int, model: dict, optimizer: dict,
+              rng: torch.Tensor, curriculum: dict, window: list, solved_step: int | None,
+              wall_time_s: float, last_eval: dict, train_loss: float | None) -> dict[str, Any]:
+    """What a checkpoint holds of a run, train's or a population member's alike (the
+    checkpoint adds the event files' sizes)."""
+    return {
+        "config": config.to_dict(),
+        "step": step,
+        "model": model,
+        "optimizer": optimizer,
+        "rng": {"train": rng},
+        "curriculum": curriculum,
+        "window": window,
+        "progress": {
+            "solved_step": solved_step,
+            "wall_time_s": wall_time_s,
+            "last_eval": last_eval,
+            "train_loss": train_loss,
+        },
+    }
+
+
+def write_outcome(result: TrainResult, log: RunLog) -> None:
+    """summary.json and the hparams of a run that ended (train's or a population member's)."""
+    (Path(result.run_dir) / "summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    log.finish(result.solved_step, result.step)
+    log.flush()
+
+
+def storage_reason(exc: OSError) -> str:
+    """Why writing failed, in words: "the disk is full" for ENOSPC and EDQUOT."""
+    return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
+        exc.strerror or str(exc))
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
@@ -177,21 +212,12 @@ class _Trainer:
         return [[s, loss, norm, lr] for (s, _, _, lr), (loss, norm) in zip(self.pending, values)]
 
     def state(self, elapsed: float) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {"train": self.gen.get_state()},
-            "curriculum": self.curriculum.state_dict(),
-            "window": self.window(),
-            "progress": {
-                "solved_step": self.solved_step,
-                "wall_time_s": self.wall_before + elapsed,
-                "last_eval": self.last_eval,
-                "train_loss": self.last_train_loss,
-            },
-        }
+        return run_state(
+            self.config, step=self.step, model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), rng=self.gen.get_state(),
+            curriculum=self.curriculum.state_dict(), window=self.window(),
+            solved_step=self.solved_step, wall_time_s=self.wall_before + elapsed,
+            last_eval=self.last_eval, train_loss=self.last_train_loss)
 
     def load(self, state: dict[str, Any], path: Path) -> None:
         try:
@@ -665,8 +691,7 @@ def _storage_error(exc: BaseException | None, saved_step: int | None,
     None for anything else."""
     if not isinstance(exc, OSError):
         return None
-    reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-        exc.strerror or str(exc))
+    reason = storage_reason(exc)
     ckpt = checkpoint_path(run_dir)
     kept = (f"the last good checkpoint is {ckpt} (step {saved_step})"
             if saved_step is not None and ckpt.exists() else "no checkpoint was written")
@@ -683,10 +708,6 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
         device=str(trainer.device), backend=trainer.config.backend, stopped=stopped)
-    if not trainer.dist.is_main:
-        return result
-    summary = asdict(result)
-    (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.finish(result.solved_step, trainer.step)
-    log.flush()
+    if trainer.dist.is_main:
+        write_outcome(result, log)
     return result

@@ -42,6 +42,9 @@ def assert_same_run(got, want):
     assert all(torch.equal(opt_a["state"][i][k], opt_b["state"][i][k])
                for i in opt_b["state"] for k in opt_b["state"][i])
     assert torch.equal(a["rng"]["train"], b["rng"]["train"])
+    assert (a["curriculum"], a["window"]) == (b["curriculum"], b["window"])
+    assert a["progress"]["solved_step"] == b["progress"]["solved_step"]
+    assert a["progress"]["last_eval"] == b["progress"]["last_eval"]
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (got, want))
     for k in ("step", "train_loss", "val_loss", "val_accuracy", "solved_step", "stopped"):
         assert sa[k] == sb[k], k
