@@ -316,35 +316,57 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
                     seed: int = 0, singles: int = 4) -> dict:
     """Run-steps of a population of ``runs`` against single runs, at the frontier shape
     (``--preset frontier --hidden-size 6 --bias``: B = 64, T = 50, H = 6, unfused Adam,
-    clipping), each doing everything ``train`` does (data, evaluations, TensorBoard,
-    checkpoints) into a temporary directory. k = 7 is never solved in ``steps``, so every run
-    trains every step. Population and single runs alternate ``reps`` times in this process;
-    the medians of ms per run-step are reported (single runs: ``singles`` of them a round)."""
+    clipping, 40000 steps a run), each doing everything ``train`` does (data, evaluations,
+    TensorBoard, checkpoints) into a temporary directory, stopped after its first ``steps``
+    steps (as a signal stops it: a last checkpoint each). The runs are the sweep's: a run's
+    pictures come at most ``PICTURES_PER_RUN`` times over its 40000 steps, and the window pays
+    its share of them (more than its share: the first evaluation always draws them). k = 7 is
+    never solved in ``steps``, so every run trains every step. Population and single runs
+    alternate ``reps`` times in this process; the medians of ms per run-step are reported
+    (single runs: ``singles`` of them a round)."""
     import tempfile
     from dataclasses import replace
 
     from echo_rnn.config import build_config
     from echo_rnn.population_train import train_population
-    from echo_rnn.train import train
+    from echo_rnn.train import TrainingInterrupted, train
 
     base = build_config("frontier", overrides={"hidden_size": 6, "bias": True, "echo_step": 7,
-                                               "steps": steps, "threads": threads})
+                                               "threads": threads})
+    if steps >= base.steps:
+        raise ValueError(f"steps must be below the runs' {base.steps}, got {steps}")
     singles = min(singles, runs)
     population_s, single_s = [], []
+
+    def after(n: int):
+        """A stop callback (polled after every step) that stops after ``n`` steps."""
+        done = [0]
+
+        def stop() -> bool:
+            done[0] += 1
+            return done[0] >= n
+        return stop
+
     with tempfile.TemporaryDirectory() as tmp, cpu_threads(threads):
         for rep in range(reps):
             configs = [replace(base, seed=seed + i, logdir=f"{tmp}/pop{rep}", run_name=f"s{i}")
                        for i in range(runs)]
             start = time.perf_counter()
-            results = train_population(configs)
+            try:
+                train_population(configs, stop=after(steps))
+            except TrainingInterrupted as stopped:
+                assert stopped.step == steps, f"the population stopped at {stopped.step}"
             population_s.append((time.perf_counter() - start) / (runs * steps))
-            assert all(r.step == steps for r in results), "a member stopped early"
             start = time.perf_counter()
             for c in configs[:singles]:
-                train(replace(c, logdir=f"{tmp}/one{rep}"), verbose=False)
+                try:
+                    train(replace(c, logdir=f"{tmp}/one{rep}"), verbose=False, stop=after(steps))
+                except TrainingInterrupted as stopped:
+                    assert stopped.step == steps, f"a run stopped at {stopped.step}"
             single_s.append((time.perf_counter() - start) / (singles * steps))
     pop, one = statistics.median(population_s), statistics.median(single_s)
-    return {"runs": runs, "steps": steps, "reps": reps, "threads": threads,
+    return {"runs": runs, "steps": steps, "run_steps": base.steps, "reps": reps,
+            "threads": threads,
             "shape": {"B": base.batch_size, "T": base.seq_len, "H": base.hidden_size},
             "ms_per_run_step_population": pop * 1e3, "ms_per_run_step_single": one * 1e3,
             "run_steps_per_s_population": 1 / pop, "run_steps_per_s_single": 1 / one,
@@ -354,7 +376,8 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
 def format_population(p: dict) -> str:
     s = p["shape"]
     return (f"population of {p['runs']} vs single runs, B={s['B']} T={s['T']} H={s['H']}, "
-            f"{p['steps']} steps each (evaluation, TensorBoard and checkpoints included), "
+            f"the first {p['steps']} steps of {p['run_steps']}-step runs (evaluation, TensorBoard "
+            f"and checkpoints included), "
             f"threads={p['threads']}, median of {p['reps']} interleaved rounds:\n"
             f"  population  {p['ms_per_run_step_population']:.3f} ms per run-step "
             f"({p['run_steps_per_s_population']:.0f} run-steps/s)\n"

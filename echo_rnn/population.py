@@ -55,12 +55,16 @@ class PopulationCache:
 
     Attributes:
         x: the inputs as given, ``(R, B, T, I)`` (no copy).
-        hs: hidden states h_1..h_T of every run, ``(T, R, B, H)``: the only activations kept.
+        hs: hidden states h_1..h_T of every run, ``(T, R, B, H)``, time-major for the loops.
+        hs_r: the same states run by run, ``(R, T*B, H)`` (:func:`_by_run`): the layout of the
+            readout and of the weight gradients' products. Keeping both doubles the
+            activations, and saves the backward two copies of them.
         U, V, w: the weights the forward used, ``(R, H, H)``, ``(R, H, I)``, ``(R, H)``.
     """
 
     x: torch.Tensor
     hs: torch.Tensor
+    hs_r: torch.Tensor
     U: torch.Tensor
     V: torch.Tensor
     w: torch.Tensor
@@ -142,9 +146,10 @@ def population_forward(
     # The readout is R matrix-vector products, a loop over runs rather than one bmm: bptt's
     # torch.mv is a BLAS gemv, and a one-column bmm sums in another order; the loop keeps
     # every run's y_hat, and so every gradient, bit-identical to the single-run kernel.
-    y_hat = torch.stack([torch.mv(h, v) for h, v in zip(_by_run(hs).unbind(0), w.unbind(0))])
+    hs_r = _by_run(hs)  # kept: the backward's dU and dw read it too
+    y_hat = torch.stack([torch.mv(h, v) for h, v in zip(hs_r.unbind(0), w.unbind(0))])
     y_hat = y_hat.view(R, T, B).transpose(1, 2)  # (R, T*B) -> (R, B, T)
-    return y_hat, PopulationCache(x=x, hs=hs, U=U, V=V, w=w)
+    return y_hat, PopulationCache(x=x, hs=hs, hs_r=hs_r, U=U, V=V, w=w)
 
 
 def population_backward(
@@ -162,7 +167,7 @@ def population_backward(
         truncate: window length k of truncated BPTT for every run, or None for full BPTT.
         need_b, need_x: also compute these gradients.
     """
-    x, hs, U, V, w = cache.x, cache.hs, cache.U, cache.V, cache.w
+    x, hs, hs_r, U, V, w = cache.x, cache.hs, cache.hs_r, cache.U, cache.V, cache.w
     T, R, B, H = hs.shape
     if tuple(dy_hat.shape) != (R, B, T):
         raise ValueError(f"dy_hat must have shape (R, B, T) = {(R, B, T)}, "
@@ -180,13 +185,15 @@ def population_backward(
 
     # Weight gradients: per run, sums over time and batch as single matrix products.
     delta_r = _by_run(delta)  # (R, T*B, H)
-    dU = torch.bmm(_by_run(delta[1:]).transpose(1, 2), _by_run(hs[:-1]))  # (R, H, H)
+    # Steps 2..T of delta against 1..T-1 of h: run by run, row slices of the by-run layouts,
+    # the same (T-1)*B-row matrices that bptt's dU multiplies.
+    dU = torch.bmm(delta_r[:, B:].transpose(1, 2), hs_r[:, :(T - 1) * B])  # (R, H, H)
     # dV and dw have one column (I == 1): BLAS computes bptt's products as gemv, which a bmm
     # does not reproduce bit for bit, so these are a loop over runs, as the readout is.
     xt = x.transpose(1, 2).reshape(R, T * B, -1).unbind(0)  # R x (T*B, I), time-major
     g_r = _by_run(g).view(R, T * B).unbind(0)  # R x (T*B,)
     dV = torch.stack([dz.t() @ xr for dz, xr in zip(delta_r.unbind(0), xt)])  # (R, H, I)
-    dw = torch.stack([h.t() @ gr for h, gr in zip(_by_run(hs).unbind(0), g_r)])  # (R, H)
+    dw = torch.stack([h.t() @ gr for h, gr in zip(hs_r.unbind(0), g_r)])  # (R, H)
     grads = PopulationGrads(U=dU, V=dV, w=dw)
     if need_b:
         grads.b = delta_r.sum(1)  # (R, H)
@@ -219,7 +226,7 @@ class PopulationFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, U, V, w, b, truncate):
         y_hat, cache = population_forward(x, U, V, w, b)
-        ctx.save_for_backward(x, cache.hs, U, V, w)
+        ctx.save_for_backward(x, cache.hs, cache.hs_r, U, V, w)
         ctx.truncate = truncate
         ctx.has_b = b is not None
         return y_hat
@@ -227,9 +234,9 @@ class PopulationFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy_hat):
-        x, hs, U, V, w = ctx.saved_tensors
+        x, hs, hs_r, U, V, w = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grads = population_backward(dy_hat, PopulationCache(x=x, hs=hs, U=U, V=V, w=w),
+        grads = population_backward(dy_hat, PopulationCache(x=x, hs=hs, hs_r=hs_r, U=U, V=V, w=w),
                                     ctx.truncate, need_b=ctx.has_b and need[4], need_x=need[0])
         return grads.x, grads.U, grads.V, grads.w, grads.b, None
 

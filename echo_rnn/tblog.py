@@ -3,6 +3,7 @@ hparams written into the run's own directory."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -21,6 +22,7 @@ _CURVE = (31, 119, 180)
 _ZERO = (230, 110, 0)  # zero gradient marks: orange, apart from the blue curve
 
 
+@functools.lru_cache(maxsize=None)  # loading decodes a whole TrueType font: once a size
 def _font(size: int = FONT_PX):
     from PIL import ImageFont
 
@@ -33,7 +35,14 @@ def _font(size: int = FONT_PX):
 def _text_size(draw, text: str, font) -> tuple[int, int]:
     """Width and height of ``text`` as drawn at (0, 0), offsets included, so that text placed
     with it ends where it is measured to end."""
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    return _measured(text, font)
+
+
+@functools.lru_cache(maxsize=4096)  # the same labels at every evaluation: lay each out once
+def _measured(text: str, font) -> tuple[int, int]:
+    from PIL import Image, ImageDraw
+
+    x0, y0, x1, y1 = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
     return int(math.ceil(x1)), int(math.ceil(y1))
 
 

@@ -109,7 +109,7 @@ def test_bench_population_times_a_population_against_single_runs(capsys):
                               capsys=capsys)
     assert code == 0, err
     report = json.loads(out)
-    assert report["runs"] == 2 and report["steps"] == 3
+    assert report["runs"] == 2 and report["steps"] == 3 and report["run_steps"] == 40000
     assert report["shape"] == {"B": 64, "T": 50, "H": 6}  # the frontier shape
     for key in ("ms_per_run_step_population", "ms_per_run_step_single"):
         assert report[key] > 0
@@ -117,3 +117,6 @@ def test_bench_population_times_a_population_against_single_runs(capsys):
         report["ms_per_run_step_single"] / report["ms_per_run_step_population"])
     code, _, err = run_main("bench", "--population", "2", "--device", "meta", capsys=capsys)
     assert code == 2 and "--device" in err
+    code, _, err = run_main("bench", "--population", "2", "--bench-steps", "40000",
+                            capsys=capsys)
+    assert code == 2 and "--bench-steps" in err and "40000" in err
