@@ -5,13 +5,17 @@ Shape vocabulary, used in every docstring of the package:
     B  batch size        T  sequence length (time)
     I  input size        H  hidden size
 
-The recurrence, for t = 1..T with h_0 given (zeros by default)::
+The notation, one for the whole project (code, docstrings and README): the math of one
+sequence in column vectors, steps t = 1..T, h_0 given (zeros by default)::
 
     z_t = U h_{t-1} + V x_t [+ b]      U: (H, H), V: (H, I), b: (H,)
     h_t = tanh(z_t)
     yhat_t = w . h_t                    w: (H,)
 
-and the cost ``sum_t (yhat_t - y_t)^2 / (2T)``, averaged over the batch.
+and the cost J = ``sum_t (yhat_t - y_t)^2 / (2T)``, averaged over the batch. Code holds the B
+sequences of a batch as the rows of (B, H) tensors, so ``U h_{t-1}`` is ``h_prev @ U.T`` and
+a gradient ``U^T dJ/dz_t`` is ``dz @ U``. Truncated BPTT follows one rule
+(``echo_rnn.truncation``); the mapping to ``torch.nn.RNN`` is ``echo_rnn.model.to_nn_rnn``'s.
 """
 
 __all__ = ["EchoRNN", "bit_accuracy", "check_grads", "echo_loss", "make_echo_batch",

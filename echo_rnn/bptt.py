@@ -1,39 +1,41 @@
 r"""The fast hand-written BPTT kernel: what ``--backend bptt`` trains with. No autograd inside,
-and no import from the rest of the package.
+and nothing from the rest of the package but the truncation rule.
 
 It computes exactly what :mod:`echo_rnn.reference` computes (read that module for the
 math, one step at a time); this one is written for speed, and says below what each trick
-buys. Its own notation is column vectors and 0-indexed buffers, summarised here:
+buys. The notation is the package's (``echo_rnn``): the math of one sequence in column
+vectors, steps t = 1..T; the code holds a batch as the rows of (B, H) tensors (``U h`` is
+``h @ U.T``) and its time-major buffers count from 0 (``hs[t - 1]`` holds h_t).
 
-Forward, for t = 1..T (steps are 0-indexed in the code: ``hs[t]`` holds h_{t+1}; h_0 is ``h0``)::
+Forward, for t = 1..T (h_0 is ``h0``, zeros when None)::
 
-    z_t    = U h_{t-1} + V x_t + b          (B, H)
-    h_t    = tanh(z_t)                      (B, H)
-    yhat_t = h_t w                          (B,)
+    z_t    = U h_{t-1} + V x_t + b          (H,)
+    h_t    = tanh(z_t)                      (H,)
+    yhat_t = w . h_t
 
-Backward. Let ``g_t = dL/dyhat_t`` (B,) be the upstream gradient; for the echo cost
-``L = mean_b sum_t (yhat_t - y_t)^2 / (2T)`` it is ``(yhat_t - y_t) / (B T)``.
+Backward. Let ``g_t = dJ/dyhat_t`` be the upstream gradient; for the echo cost
+``J = mean_b sum_t (yhat_t - y_t)^2 / (2T)`` it is ``(yhat_t - y_t) / (B T)``.
 The total gradient reaching h_t has two parts::
 
-    dL/dh_t = g_t w^T                  (from step t's own loss, through the readout)
-            + dL/dz_{t+1} U            (carried back through time from step t+1)
+    dJ/dh_t = w g_t                    (from step t's own loss, through the readout)
+            + U^T dJ/dz_{t+1}          (carried back through time from step t+1)
 
-and ``dL/dz_t = dL/dh_t * (1 - h_t^2)`` since tanh' = 1 - tanh^2. The recurrence starts at
-``dL/dh_T = g_T w^T + dL/dh_n`` (``dL/dh_n`` is the upstream gradient of the returned final
-state, zero when unused). With ``delta_t = dL/dz_t`` (B, H), the gradients are sums over
-time of per-step outer products::
+and ``dJ/dz_t = dJ/dh_t * (1 - h_t^2)`` since tanh' = 1 - tanh^2. The recurrence starts at
+``dJ/dh_T = w g_T + dJ/dh_n`` (``dJ/dh_n`` is the upstream gradient of the returned final
+state, zero when unused). With ``delta_t = dJ/dz_t``, the gradients are sums over time (and
+the batch) of per-step outer products, each one matrix product over all steps in the code::
 
-    dL/dU  = sum_t delta_t^T h_{t-1}     (H, H)
-    dL/dV  = sum_t delta_t^T x_t         (H, I)
-    dL/db  = sum_t sum_b delta_t         (H,)
-    dL/dw  = sum_t h_t^T g_t             (H,)
-    dL/dx_t = delta_t V                  (B, I)
-    dL/dh_0 = delta_1 U                  (B, H)
+    dJ/dU   = sum_t delta_t h_{t-1}^T     (H, H)
+    dJ/dV   = sum_t delta_t x_t^T         (H, I)
+    dJ/db   = sum_t delta_t               (H,)
+    dJ/dw   = sum_t h_t g_t               (H,)
+    dJ/dx_t = V^T delta_t                 (I,)
+    dJ/dh_0 = U^T delta_1                 (H,)
 
-Truncated BPTT with window k: the carried term ``delta_{t+1} U`` is dropped whenever the
-state h_t enters a step whose 0-indexed number is a positive multiple of k, i.e. the
-windows are steps [0, k), [k, 2k), ... This equals autograd on the same forward with the
-hidden state detached at each of those boundaries; h_0 is not detached.
+Truncated BPTT with window k (the rule: :mod:`echo_rnn.truncation`, the one import from the
+package): nothing is carried into h_{t-1} from a step t that starts a window, t = k+1,
+2k+1, ...; h_0 is not detached. This equals autograd on the same forward with the hidden
+state detached at each of those steps.
 
 Cost. Only the recurrence is sequential. The forward loop does, per step, one
 ``(B, H) x (H, H)`` matmul-add into a preallocated buffer and one in-place tanh; the
@@ -50,6 +52,8 @@ import threading
 from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
+
+from echo_rnn.truncation import starts_window
 
 
 @dataclass
@@ -81,7 +85,7 @@ class BPTTGrads:
     b: torch.Tensor | None = None
     x: torch.Tensor | None = None  # (B, T, I)
     h0: torch.Tensor | None = None  # (B, H)
-    h: torch.Tensor | None = None  # (B, T, H): dL/dh_t for t = 1..T
+    h: torch.Tensor | None = None  # (B, T, H): dJ/dh_t for t = 1..T
 
 
 class _Workspace(threading.local):
@@ -170,19 +174,19 @@ def bptt_backward(
     """Walk time in reverse and return the gradients (see the module docstring).
 
     Args:
-        dy_hat: ``dL/dyhat``, ``(B, T)``.
+        dy_hat: ``dJ/dyhat``, ``(B, T)``.
         cache: from :func:`bptt_forward`.
-        dh_n: ``dL/dh_n``, ``(B, H)``, or None for zero.
+        dh_n: ``dJ/dh_n``, ``(B, H)``, or None for zero.
         truncate: window length k of truncated BPTT, or None for full BPTT.
         need_x, need_h0, need_b: also compute these gradients.
-        need_h: also return dL/dh_t for every step (what the gradient flow plots show).
+        need_h: also return dJ/dh_t for every step (what the gradient flow plots show).
     """
     x, h0, hs, U, V, w = cache.x, cache.h0, cache.hs, cache.U, cache.V, cache.w
     T, B, H = hs.shape
     I = x.shape[-1]
     g = dy_hat.t().reshape(T * B, 1)  # (T*B, 1), time-major like hs
     delta, dtanh, d, dt = _workspace.get(hs)  # (T, B, H) twice, and their per-step views
-    # delta starts as the gradient from each step's own loss, g_t w^T, and becomes dL/dz_t.
+    # delta starts as the gradient from each step's own loss, w g_t, and becomes dJ/dz_t.
     torch.mul(g, w.view(1, H), out=delta.view(T * B, H))  # outer product by broadcasting
     if dh_n is not None:
         d[T - 1].add_(dh_n)
@@ -193,7 +197,7 @@ def bptt_backward(
             cur.addmm_(nxt, U).mul_(dcur)  # (own + carried from t+1) * tanh'
     else:
         for t in range(T - 2, -1, -1):
-            if (t + 1) % truncate != 0:  # no carry across a window boundary
+            if not starts_window(t + 2, truncate):  # d[t + 1] is step t + 2's: carried unless cut
                 d[t].addmm_(d[t + 1], U)
             d[t].mul_(dt[t])
 
@@ -211,12 +215,12 @@ def bptt_backward(
     if need_h0:
         grads.h0 = delta[0] @ U
     if need_h:
-        # dL/dh_t = g_t w^T + delta_{t+1} U, rebuilt after the loop with one matmul rather
-        # than kept in it: the loop overwrites dL/dh_t with dL/dz_t in place.
+        # dJ/dh_t = w g_t + U^T delta_{t+1}, rebuilt after the loop with one matmul rather
+        # than kept in it: the loop overwrites dJ/dh_t with dJ/dz_t in place.
         dh = (g * w.view(1, H)).view(T, B, H)
         carried = (delta[1:].reshape((T - 1) * B, H) @ U).view(T - 1, B, H)
-        if truncate is not None:  # nothing carried into a window's last step
-            carried[truncate - 1::truncate] = 0
+        if truncate is not None:  # carried[i] comes from step i + 2
+            carried[[i for i in range(T - 1) if starts_window(i + 2, truncate)]] = 0
         dh[:-1] += carried
         if dh_n is not None:
             dh[T - 1] += dh_n

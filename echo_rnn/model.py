@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from echo_rnn.bptt import BPTTFunction
+from echo_rnn.truncation import starts_window
 
 BACKENDS = ("autograd", "bptt")
 
@@ -156,7 +157,7 @@ class EchoRNN(nn.Module):
         # unbind, not pre[t]: the backward of T selects would build T full-size zero tensors
         # (quadratic in T); unbind's backward stacks the T slices once.
         for t, pre_t in enumerate(pre.unbind(0)):
-            if truncate is not None and t > 0 and t % truncate == 0:
+            if starts_window(t + 1, truncate):  # t counts from 0 here: step t + 1
                 h = h.detach()
             h = torch.tanh(torch.addmm(pre_t, h, Ut))  # (B, H)
             hs.append(h)

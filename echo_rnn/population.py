@@ -47,6 +47,7 @@ from torch.autograd.function import once_differentiable
 
 from echo_rnn.bptt import _Workspace
 from echo_rnn.model import EchoRNN, check_truncate
+from echo_rnn.truncation import starts_window
 
 
 @dataclass
@@ -174,12 +175,12 @@ def population_backward(
                          f"got {tuple(dy_hat.shape)}")
     g = dy_hat.permute(2, 0, 1).unsqueeze(-1)  # (T, R, B, 1), time-major like hs
     delta, dtanh, d, dt = _workspace.get(hs)  # (T, R, B, H) twice, and their per-step slabs
-    # delta starts as each step's own loss gradient g_t w^T and becomes dJ/dz_t.
+    # delta starts as each step's own loss gradient w g_t and becomes dJ/dz_t.
     torch.mul(g, w.view(1, R, 1, H), out=delta)  # outer products by broadcasting
     torch.addcmul(hs.new_ones(()), hs, hs, value=-1, out=dtanh)  # 1 - h_t^2, one pass
     d[T - 1].mul_(dt[T - 1])
     for t in range(T - 2, -1, -1):
-        if truncate is None or (t + 1) % truncate != 0:  # no carry across a window boundary
+        if not starts_window(t + 2, truncate):  # d[t + 1] is step t + 2's: carried unless cut
             _add_products(d[t], d[t + 1], U)  # + dJ/dz_{t+1} U, every run
         d[t].mul_(dt[t])
 

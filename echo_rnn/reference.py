@@ -1,39 +1,40 @@
 r"""Backpropagation through time for the echo RNN, written to be read.
 
-Shapes: B batch, T time, I input size, H hidden size. One convention throughout, code and
-this docstring alike: row vectors, one row per sequence of the batch, so a hidden state
-h_t is (B, H); steps are numbered t = 1..T, and h_0 is the initial state (zeros unless
-given). A Python list holds step t at index t - 1.
+Shapes: B batch, T time, I input size, H hidden size. The notation is the package's (its
+docstring, ``echo_rnn``): the math of one sequence in column vectors, steps t = 1..T, h_0 the
+initial state (zeros unless given); the code holds the B sequences of a batch as the rows of
+(B, H) tensors, so ``U h`` is written ``h @ U.T``. A Python list holds step t at index t - 1.
 
 Forward, for t = 1..T (``step_forward``)::
 
-    z_t    = h_{t-1} U^T + x_t V^T + b          (B, H)
-    h_t    = tanh(z_t)                          (B, H)
-    yhat_t = h_t w                              (B,)
+    z_t    = U h_{t-1} + V x_t + b          (H,)    code: h_prev @ U.T + x_t @ V.T + b
+    h_t    = tanh(z_t)                      (H,)
+    yhat_t = w . h_t                        scalar  code: h @ w
 
 Cost: J = (1/B) sum_b sum_t (yhat_t - y_t)^2 / (2T), so dJ/dyhat_t = (yhat_t - y_t) / (B T).
 
 Backward, for t = T..1. The gradient reaching h_t has two sources::
 
-    local_t   = dJ/dyhat_t w^T                  (B, H)  from step t's own loss, via the readout
-    carried_t = dJ/dz_{t+1} U                   (B, H)  from the future, via h_{t+1}; 0 at t = T
+    local_t   = w dJ/dyhat_t                (H,)  from step t's own loss, via the readout
+    carried_t = U^T dJ/dz_{t+1}             (H,)  from the future, via h_{t+1}; 0 at t = T
     dJ/dh_t   = local_t + carried_t
 
 and then, inside step t (``step_backward``), since tanh' = 1 - tanh^2::
 
-    dJ/dz_t     = dJ/dh_t * (1 - h_t^2)         (B, H)
-    dJ/dU      += dJ/dz_t^T h_{t-1}             (H, H)  a sum of outer products over b
-    dJ/dV      += dJ/dz_t^T x_t                 (H, I)
-    dJ/db      += sum_b dJ/dz_t                 (H,)
-    dJ/dx_t     = dJ/dz_t V                     (B, I)
-    dJ/dh_{t-1} = dJ/dz_t U                     (B, H)  the next step's carried term
+    dJ/dz_t     = dJ/dh_t * (1 - h_t^2)     (H,)    elementwise
+    dJ/dU      += dJ/dz_t h_{t-1}^T         (H, H)  code: dz.T @ h_prev, summed over the batch
+    dJ/dV      += dJ/dz_t x_t^T             (H, I)  code: dz.T @ x_t
+    dJ/db      += dJ/dz_t                   (H,)    code: dz.sum(0)
+    dJ/dx_t     = V^T dJ/dz_t               (I,)    code: dz @ V
+    dJ/dh_{t-1} = U^T dJ/dz_t               (H,)    code: dz @ U, the next step's carried term
 
-and, for the readout, dJ/dw += h_t^T dJ/dyhat_t (H,). dJ/dh_0 is the carried term left at
-the end.
+and, for the readout, dJ/dw += h_t dJ/dyhat_t (code: h.T @ dy). dJ/dh_0 is the carried term
+left at the end.
 
-Truncated BPTT with window k: nothing is carried into h_{t-1} from a step t that starts a
-new window, t = k+1, 2k+1, ... (windows are steps 1..k, k+1..2k, ...); h_0 keeps its
-gradient. This equals autograd on the same forward with the state detached there.
+Truncated BPTT with window k (the rule: ``echo_rnn.truncation``): nothing is carried into
+h_{t-1} from a step t that starts a window, t = k+1, 2k+1, ... (windows are steps 1..k,
+k+1..2k, ...); h_0 keeps its gradient. This equals autograd on the same forward with the
+state detached there.
 
 The fast kernel in ``echo_rnn.bptt`` computes the same numbers with time-major buffers
 and whole-sequence matrix products; this module is the one to read.
@@ -44,6 +45,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from echo_rnn.truncation import starts_window
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Grads:
 
 def step_forward(x_t: torch.Tensor, h_prev: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
                  b: torch.Tensor | None = None) -> tuple[torch.Tensor, StepCache]:
-    """One step: h_t = tanh(h_{t-1} U^T + x_t V^T + b).
+    """One step: h_t = tanh(U h_{t-1} + V x_t + b), each row a sequence of the batch.
 
     Args:
         x_t: (B, I). h_prev: h_{t-1}, (B, H). U: (H, H). V: (H, I). b: (H,) or None.
@@ -161,14 +164,13 @@ def backward(dy_hat: torch.Tensor, caches: list[StepCache], w: torch.Tensor,
     carried = dh_T if dh_T is not None else torch.zeros_like(caches[-1].h)
     for t in range(T, 0, -1):
         cache = caches[t - 1]
-        local = dy_hat[:, t - 1, None] * w  # (B, 1) * (H,) -> (B, H): dJ/dyhat_t w^T
+        local = dy_hat[:, t - 1, None] * w  # (B, 1) * (H,) -> (B, H): w dJ/dyhat_t, per row
         dh[t - 1] = local + carried  # dJ/dh_t = local_t + carried_t
         g = step_backward(dh[t - 1], cache)
         dU, dV, db = dU + g.U, dV + g.V, db + g.b
         dw = dw + cache.h.T @ dy_hat[:, t - 1]
         dx[t - 1] = g.x
-        starts_window = truncate is not None and t > 1 and (t - 1) % truncate == 0
-        if starts_window:  # truncated BPTT: nothing carried across the window's start
+        if starts_window(t, truncate):  # truncated BPTT: nothing carried into h_{t-1}
             carried = torch.zeros_like(g.h_prev)
         else:
             carried = g.h_prev

@@ -23,13 +23,27 @@ def _imports(module: str) -> set[str]:
     return names
 
 
-def test_reference_imports_only_torch_and_the_standard_library():
-    assert _imports("reference") <= {"__future__", "dataclasses", "torch"}
+def _package_imports(module: str) -> set[str]:
+    """The modules of echo_rnn that ``module`` imports, by their full names."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("echo_rnn"))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("echo_rnn"):
+            names.add(node.module)
+    return names
 
 
-def test_the_fast_kernel_imports_nothing_from_the_package():
+def test_reference_imports_only_torch_and_the_truncation_rule():
+    assert _imports("reference") <= {"__future__", "dataclasses", "torch", "echo_rnn"}
+    assert _package_imports("reference") == {"echo_rnn.truncation"}
+
+
+def test_the_fast_kernel_imports_nothing_from_the_package_but_the_truncation_rule():
     # so that model.py, which builds on it, and bptt.py form no import cycle
-    assert "echo_rnn" not in _imports("bptt")
+    assert _package_imports("bptt") == {"echo_rnn.truncation"}
+    assert _package_imports("truncation") == set()
 
 
 @pytest.mark.parametrize("bias", [False, True])
