@@ -44,6 +44,15 @@ projection ``V x_t``, the readout, ``tanh'`` and all weight gradients are whole-
 matrix products outside the loops, so a step costs O(B H^2) and the pass O(T B H^2).
 The forward keeps one activation tensor, the hidden states h_1..h_T (T, B, H), besides
 references to x, h_0 and the weights that the caller holds anyway.
+
+The loops' products are chosen with :mod:`echo_rnn.population` in mind, whose members must
+round exactly like runs trained alone. A population multiplies with ``baddbmm_``, which
+ATen computes as one BLAS ``addmm_`` per batch entry once a product has ``B H^2 >= 400``
+multiply-adds (:data:`SMALL_PRODUCT`), and with a loop of its own, rounding differently,
+below that. So the loops call ``addmm_`` on large products, and on small ones with B > 1
+``baddbmm_`` on a batch of one (ATen's loop: no slower than BLAS there, and what a
+population computes in one call); only B = 1, where BLAS's call is the cheaper one, keeps
+``addmm_``, and a population of such runs multiplies run by run (:func:`batched_loops`).
 """
 
 from __future__ import annotations
@@ -111,6 +120,27 @@ class _Workspace(threading.local):
 
 _workspace = _Workspace()
 
+# ATen's CPU baddbmm_ hands products of at least this many multiply-adds (B H^2) to BLAS, one
+# addmm_ per batch entry; smaller ones it computes with a loop of its own (see the docstring).
+SMALL_PRODUCT = 400
+
+
+def batched_loops(B: int, H: int, device: torch.device) -> bool:
+    """Whether the loops multiply with ``baddbmm_`` on batches of one (ATen's own loop, for
+    small products with B > 1) rather than ``addmm_``; a population rounds like a single run
+    with one ``baddbmm_`` for all runs when this holds or the product is large."""
+    return device.type == "cpu" and B * H * H < SMALL_PRODUCT and B > 1
+
+
+def _loop_products(slabs: torch.Tensor, M: torch.Tensor, views: tuple | None = None):
+    """The per-step views of ``slabs`` (T, B, H), the weight and the multiply-add the loops
+    use (:func:`batched_loops`): ``addmm_`` on (B, H) slabs (``views`` when given, the kept
+    ``slabs.unbind(0)``), or ``baddbmm_`` on (1, B, H) slabs."""
+    T, B, H = slabs.shape
+    if not batched_loops(B, H, slabs.device):
+        return views if views is not None else slabs.unbind(0), M, torch.Tensor.addmm_
+    return slabs.view(T, 1, B, H).unbind(0), M.unsqueeze(0), torch.Tensor.baddbmm_
+
 
 def workspace_buffers() -> tuple | None:
     """This thread's backward workspace (delta and tanh', with their views), or None before
@@ -149,13 +179,14 @@ def bptt_forward(
         torch.mm(xt, V.t(), out=hs.view(T * B, H))
     if b is not None:
         hs.add_(b)
-    Ut = U.t().contiguous()  # (H, H): BLAS takes a contiguous operand faster than a transposed view
-    h = hs.unbind(0)  # T views made in one call: indexing hs[t] in the loop costs an op each
+    # BLAS takes a contiguous operand faster than a transposed view. The T step views are
+    # made in one call: indexing hs[t] in the loop costs an op each.
+    h, Ut, mac = _loop_products(hs, U.t().contiguous())
     if h0 is not None:
-        h[0].addmm_(h0, Ut)
+        mac(h[0], h0.view(h[0].shape), Ut)
     h[0].tanh_()  # h_1; with h_0 = 0 there is no U h_0 term
     for prev, cur in zip(h[:-1], h[1:]):
-        cur.addmm_(prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1})
+        mac(cur, prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1})
     y_hat = torch.mv(hs.view(T * B, H), w).view(T, B).t()  # (B, T)
     return y_hat, hs[T - 1].clone(), BPTTCache(x=x, h0=h0, hs=hs, U=U, V=V, w=w)
 
@@ -185,7 +216,8 @@ def bptt_backward(
     T, B, H = hs.shape
     I = x.shape[-1]
     g = dy_hat.t().reshape(T * B, 1)  # (T*B, 1), time-major like hs
-    delta, dtanh, d, dt = _workspace.get(hs)  # (T, B, H) twice, and their per-step views
+    delta, dtanh, d, dt = _workspace.get(hs)  # (T, B, H) twice, and their step views
+    d, Um, mac = _loop_products(delta, U, d)  # delta's step views, as the loops multiply
     # delta starts as the gradient from each step's own loss, w g_t, and becomes dJ/dz_t.
     torch.mul(g, w.view(1, H), out=delta.view(T * B, H))  # outer product by broadcasting
     if dh_n is not None:
@@ -194,16 +226,20 @@ def bptt_backward(
     d[T - 1].mul_(dt[T - 1])
     if truncate is None:
         for nxt, cur, dcur in zip(d[:0:-1], d[-2::-1], dt[-2::-1]):  # t = T-2 .. 0
-            cur.addmm_(nxt, U).mul_(dcur)  # (own + carried from t+1) * tanh'
+            mac(cur, nxt, Um).mul_(dcur)  # (own + carried from t+1) * tanh'
     else:
         for t in range(T - 2, -1, -1):
             if not starts_window(t + 2, truncate):  # d[t + 1] is step t + 2's: carried unless cut
-                d[t].addmm_(d[t + 1], U)
+                mac(d[t], d[t + 1], Um)
             d[t].mul_(dt[t])
 
     # Weight gradients: sums over time and batch as single matrix products.
     delta2 = delta.view(T * B, H)  # (T*B, H)
-    dU = delta[1:].view((T - 1) * B, H).t() @ hs[:-1].reshape((T - 1) * B, H)
+    # dU as a batch of one: ATen's bmm treats each batch entry alike, so a population's dU
+    # (echo_rnn.population) is this one, run by run, at every size (mm and bmm part at small
+    # products, where bmm uses a loop of its own)
+    dU = torch.bmm(delta[1:].view(1, (T - 1) * B, H).transpose(1, 2),
+                   hs[:-1].reshape(1, (T - 1) * B, H))[0]
     if h0 is not None:
         dU.addmm_(delta[0].t(), h0)  # the first step's h_{t-1} is h_0
     xt = x.transpose(0, 1).reshape(T * B, I)  # (T*B, I), time-major like delta

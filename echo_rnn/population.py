@@ -21,20 +21,22 @@ once. h_0 is zero. Truncated BPTT drops the carried term where ``bptt`` does, id
 in every run.
 
 What is batched. The sequential loops do one op per step for all runs where ``bptt`` does
-one per run: ``baddbmm_`` (R independent ``(B, H) x (H, H)`` products) for ``addmm_``, and
-the in-place tanh and tanh' multiply over the whole (R, B, H) slab. The input projection
+one per run: ``baddbmm_`` (R independent ``(B, H) x (H, H)`` products) where ``bptt`` makes
+the same call on a batch of one, and the in-place tanh and tanh' multiply over the whole
+(R, B, H) slab. The input projection
 (I == 1: a broadcast outer product), tanh', dU and db are single ops over all runs.
 Inside, ``baddbmm_`` still makes one BLAS call per run (about 1.5 us each at the frontier
 shape, on one CPU thread), so R = 32 trains about 4x, not 32x, faster per run.
 
 Bit for bit. Each member's numbers are the single-run kernel's exactly (float32, CPU, one
 thread, the frontier shape; ``test_frontier_training_is_bit_identical_to_single_runs``),
-because per member every product is the BLAS call ``bptt`` makes on the same layout:
-ATen's ``baddbmm_`` runs one ``addmm`` per run once ``B H^2 >= 400`` (below that it uses a
-loop of its own that rounds differently, ~1 ulp, so there the population loops over runs
-itself: :data:`SMALL_PRODUCT`), and the one-column products (readout, dV, dw), which BLAS
-computes as gemv and a ``bmm`` does not reproduce, are loops over runs: R small ops each,
-about 7% of a step at R = 32, for training runs that reproduce single runs.
+because per member every product is the call ``bptt`` makes on the same layout: the loops'
+``baddbmm_`` treats each batch entry alone (one BLAS ``addmm`` each once ``B H^2 >= 400``,
+ATen's own loop below that, which ``bptt`` calls on a batch of one; at B = 1 ``bptt`` keeps
+``addmm_`` and the population loops over runs, see :func:`echo_rnn.bptt.batched_loops`); the one-column
+products (readout, dV, dw), which BLAS computes as gemv and a ``bmm`` does not reproduce,
+are loops over runs: R small ops each, about 7% of a step at R = 32, for training runs that
+reproduce single runs.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from echo_rnn.bptt import _Workspace
+from echo_rnn.bptt import SMALL_PRODUCT, _Workspace, batched_loops
 from echo_rnn.model import EchoRNN, check_truncate
 from echo_rnn.truncation import starts_window
 
@@ -86,17 +88,12 @@ class PopulationGrads:
 _workspace = _Workspace()  # bptt's scratch buffers, a set of our own: (T, R, B, H) each
 
 
-# Below this many multiply-adds per run (B * H * H), ATen's CPU baddbmm computes the products
-# with a loop of its own instead of BLAS, which rounds differently from bptt's addmm (about an
-# ulp); there the population makes bptt's addmm run by run: R ops a step, for exactness.
-SMALL_PRODUCT = 400
-
-
 def _add_products(out: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``out[r] += a[r] @ m[r]`` for every run r, in place, rounded as ``bptt``'s ``addmm_``:
-    one ``baddbmm_`` (one BLAS call per run inside), or, for products too small for ATen to
-    hand to BLAS, ``addmm_`` run by run. ``out``, ``a``: (R, B, H); ``m``: (R, H, H)."""
-    if out.shape[1] * m.shape[1] * m.shape[2] >= SMALL_PRODUCT or out.device.type != "cpu":
+    """``out[r] += a[r] @ m[r]`` for every run r, in place, rounded as ``bptt``'s loops round
+    it: one ``baddbmm_``, except for small products at B = 1, where ``bptt`` calls BLAS's
+    ``addmm_`` and so the population does too, run by run. ``out``, ``a``: (R, B, H)."""
+    B, H = out.shape[1], m.shape[-1]
+    if B * H * H >= SMALL_PRODUCT or batched_loops(B, H, out.device) or out.device.type != "cpu":
         return out.baddbmm_(a, m)
     for o, x, w in zip(out.unbind(0), a.unbind(0), m.unbind(0)):
         o.addmm_(x, w)
@@ -197,7 +194,7 @@ def population_backward(
     dw = torch.stack([h.t() @ gr for h, gr in zip(hs_r.unbind(0), g_r)])  # (R, H)
     grads = PopulationGrads(U=dU, V=dV, w=dw)
     if need_b:
-        grads.b = delta_r.sum(1)  # (R, H)
+        grads.b = torch.stack([d.sum(0) for d in delta_r.unbind(0)])  # (R, H), as bptt sums
     if need_x:
         grads.x = torch.bmm(delta_r, V).view(R, T, B, -1).transpose(1, 2)  # (R, B, T, I)
     return grads

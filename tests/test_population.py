@@ -197,10 +197,12 @@ def test_frontier_training_is_bit_identical_to_single_runs():
             assert diff == 0, f"member {r} {name}: max abs diff {diff:.3g} after {steps} steps"
 
 
-@pytest.mark.parametrize("B,H", [(8, 2), (8, 7), (32, 3), (64, 2), (64, 6), (32, 12)])
+@pytest.mark.parametrize("B,H", [(8, 2), (8, 7), (32, 3), (64, 2), (64, 6), (32, 12),
+                                 (1, 6), (1, 19), (1, 24), (2, 3), (4, 6), (2, 16)])
 def test_every_shape_rounds_like_the_single_run_kernel(B, H):
-    # Before: below B H^2 = 400 ATen's baddbmm used a loop of its own instead of BLAS and
-    # members were an ulp away from bptt's addmm (a 2-unit capacity sweep at B = 64 among them).
+    # Below B H^2 = 400 ATen's baddbmm uses a loop of its own instead of BLAS: bptt makes the
+    # same call on a batch of one there (B > 1), or the population loops over runs (B = 1).
+    # Before: members were an ulp away from bptt's addmm (a 2-unit capacity sweep at B = 64).
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
