@@ -49,6 +49,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _typed(convert: Callable[[str], object], ok: Callable[[object], bool], what: str):
     def parse(text: str):
         try:
+            if not text.isascii():  # int() takes Arabic-Indic digits too: not a flag's
+                raise ValueError
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
@@ -78,8 +80,9 @@ def device_arg(text: str):
 
 
 def add_gradcheck(sub) -> None:
-    from echo_rnn.config import bounded_arg
+    from echo_rnn.config import add_field_flags
     from echo_rnn.devices import DEVICE_HELP, DTYPES
+    from echo_rnn.problem import GradcheckProblem
 
     p = sub.add_parser(
         "gradcheck",
@@ -102,32 +105,15 @@ def add_gradcheck(sub) -> None:
             "  echo-rnn gradcheck --per-step --plot flow.png          # dJ/dh_t step by step"
         ),
     )
-    g = p.add_argument_group("problem")
-    g.add_argument("--hidden-size", type=bounded_arg("hidden_size"), default=6,
-                   help="H (default: 6)")
-    g.add_argument("--input-size", type=bounded_arg("hidden_size"), default=1,
-                   help="I; channel 0 carries the echo task, others random bits (default: 1)")
-    g.add_argument("--batch-size", type=bounded_arg("batch_size"), default=1,
-                   help="B (default: 1)")
-    g.add_argument("--seq-len", type=bounded_arg("seq_len"), default=50, help="T (default: 50)")
-    g.add_argument("--echo-step", type=nonneg_int, default=2,
-                   help="k, the delay, below --seq-len (default: 2)")
-    g.add_argument("--bias", action="store_true", help="give the model the bias b")
-    g.add_argument("--h0", action="store_true",
-                   help="start from a random initial state and check its gradient too")
-    g.add_argument("--truncate", type=bounded_arg("truncate"), default=None,
-                   help="window length k of truncated BPTT (default: full BPTT; not with --grads)")
-    g.add_argument("--init-std", type=bounded_arg("init_std"), default=0.1,
-                   help="parameters drawn from N(0, init_std^2) (default: 0.1)")
-    r = p.add_argument_group("run")
+    # the problem's flags are GradcheckProblem's fields (echo_rnn/problem.py)
+    groups = {"problem": p.add_argument_group("problem"), "run": p.add_argument_group("run")}
+    add_field_flags(groups, GradcheckProblem)
+    r = groups["run"]
     r.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="dtype of the comparison; gradcheck itself always uses float64 "
                         "(default: float64, the only one with --grads)")
     r.add_argument("--device", type=device_arg, default="cpu",
                    help=f"{DEVICE_HELP} (default: cpu; --grads runs on the cpu)")
-    r.add_argument("--seed", type=bounded_arg("seed"), default=None,
-                   help="seed of weights and data (default: 0; 7 with --grads, the seed that "
-                        "keeps the catalogue's mistakes furthest apart)")
     r.add_argument("--kernel", choices=("both", "reference", "fast"), default=None,
                    help="which hand-written kernel to check: reference (echo_rnn/reference.py, "
                         "written to be read), fast (echo_rnn/bptt.py, what --backend bptt trains "
@@ -143,6 +129,12 @@ def add_gradcheck(sub) -> None:
     y.add_argument("--arrays", choices=("numpy", "torch"), default=None,
                    help="what --grads passes: float64 numpy arrays or float64 torch tensors "
                         "(default: numpy)")
+    y.add_argument("--timeout", type=_timeout_arg, default=None, metavar="SECONDS",
+                   help="--grads runs your function in a process of its own and stops it "
+                        "after this many seconds (default: 60)")
+    y.add_argument("--memory", type=_memory_arg, default=None, metavar="GiB",
+                   help="the memory (address space) your function's process may use, in GiB; "
+                        "beyond it, it gets a MemoryError (default: 8; 0: no limit)")
     f = p.add_argument_group("gradient flow through time")
     f.add_argument("--per-step", action="store_true",
                    help="print ||dJ/dh_t|| for every step t, from the kernel (or your 'dh') and "
@@ -152,31 +144,70 @@ def add_gradcheck(sub) -> None:
     p.set_defaults(func=cmd_gradcheck)
 
 
-def _check_gradcheck_args(args: argparse.Namespace) -> None:
-    """The combinations argparse cannot refuse; fills in the mode-dependent defaults."""
-    from echo_rnn.learner import DEFAULT_SEED
+def _timeout_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, 86400], "
+                                         f"got {text!r}")
+    return value
 
-    if args.echo_step >= args.seq_len:
-        raise UsageError(
-            f"argument --echo-step: must be below --seq-len ({args.seq_len}), got {args.echo_step}"
-        )
+
+def _memory_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1 << 20:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number of GiB in [0, 1048576] (0: no "
+                                         f"limit), got {text!r}")
+    if 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be at least 0.5 GiB (Python and numpy need "
+                                         f"that much to start), or 0 for no limit, got {text!r}")
+    return value
+
+
+def _gradcheck_problem(args: argparse.Namespace):
+    """The problem the flags describe (a GradcheckProblem), after the combinations argparse
+    cannot refuse; fills in the mode-dependent defaults of the other flags."""
+    from echo_rnn.config import given_fields
+    from echo_rnn.problem import KERNEL_SEED, GradcheckProblem
+
+    given = given_fields(args, GradcheckProblem)
+    defaults = GradcheckProblem()
+    k = given.get("echo_step", defaults.echo_step)
+    T = given.get("seq_len", defaults.seq_len)
+    if k >= T:
+        raise UsageError(f"argument --echo-step: must be below --seq-len ({T}), got {k}")
     if args.grads is None:
-        if args.arrays is not None:
-            raise UsageError("argument --arrays: only with --grads (what your function is given)")
+        for flag, what in (("arrays", "what your function is given"),
+                           ("timeout", "how long your function may run"),
+                           ("memory", "the memory your function's process may use")):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"argument --{flag}: only with --grads ({what})")
+        if "truncation" in given:
+            raise UsageError("argument --truncation: only with --grads (echo-rnn's kernels "
+                             "truncate in windows)")
         args.dtype, args.kernel = args.dtype or "float64", args.kernel or "both"
-        args.seed = 0 if args.seed is None else args.seed
-        return
-    # --grads: the learner's function computes the full-BPTT gradient of J in float64 on
+        return GradcheckProblem(**{"seed": KERNEL_SEED, **given})
+    # --grads: the learner's function computes the gradient of J in float64 on
     # the CPU; the settings that say otherwise are refused rather than ignored
-    for flag, bad in (("--truncate", args.truncate is not None),
-                      ("--kernel", args.kernel is not None),
+    if "truncation" in given and given.get("truncate") is None:
+        raise UsageError("argument --truncation: only with --truncate k (how far back)")
+    for flag, bad in (("--kernel", args.kernel is not None),
                       ("--dtype", args.dtype not in (None, "float64")),
                       ("--device", str(args.device) != "cpu")):
         if bad:
             raise UsageError(f"argument {flag}: not with --grads, which checks your function's "
-                             "full-BPTT float64 gradients on the cpu")
+                             "float64 gradients on the cpu")
     args.arrays, args.dtype = args.arrays or "numpy", "float64"
-    args.seed = DEFAULT_SEED if args.seed is None else args.seed
+    if args.timeout is None:
+        from echo_rnn.sandbox import DEFAULT_TIMEOUT
+
+        args.timeout = DEFAULT_TIMEOUT
+    return GradcheckProblem(**given)
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
@@ -184,11 +215,11 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     from echo_rnn.devices import DTYPES, check_fits, rnn_bytes
     from echo_rnn.flow import check_plot_path
 
-    _check_gradcheck_args(args)
-    if args.plot is not None:
-        check_plot_path(args.plot)
+    problem = _gradcheck_problem(args)
+    if args.plot is not None:  # resolved now: nothing that runs later can move it
+        args.plot = str(check_plot_path(args.plot).resolve())
     dtype = DTYPES[args.dtype]
-    B, T, H, I = args.batch_size, args.seq_len, args.hidden_size, args.input_size
+    B, T, H, I = problem.batch_size, problem.seq_len, problem.hidden_size, problem.input_size
     # the comparison's two graphs, and gradcheck's float64 copies beside them (with --grads,
     # the catalogue's variations instead)
     reason = check_fits(3 * rnn_bytes(B, T, H, I, itemsize=8), args.device,
@@ -198,22 +229,13 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                       key=lambda kv: kv[1])[0]
         raise UsageError(f"argument {biggest}: too large: {reason}")
     if args.grads is not None:
-        return _gradcheck_learner(args)
-    model, x, y, h0 = make_problem(
-        hidden_size=args.hidden_size, input_size=args.input_size, batch_size=args.batch_size,
-        seq_len=args.seq_len, echo_step=args.echo_step, bias=args.bias, h0=args.h0,
-        dtype=dtype, device=args.device, seed=args.seed, init_std=args.init_std,
-    )
+        return _gradcheck_learner(args, problem)
+    model, x, y, h0 = make_problem(problem, dtype=dtype, device=args.device)
     kernels = ("reference", "fast") if args.kernel == "both" else (args.kernel,)
-    reports = [gradcheck_report(model, x, y, h0, args.truncate, kernel=k) for k in kernels]
+    reports = [gradcheck_report(model, x, y, h0, problem.truncate, kernel=k) for k in kernels]
     agrees = all(r.agrees for r in reports)
-    config = {
-        "batch_size": args.batch_size, "seq_len": args.seq_len, "hidden_size": args.hidden_size,
-        "input_size": args.input_size, "echo_step": args.echo_step, "bias": args.bias,
-        "h0": args.h0, "truncate": args.truncate, "init_std": args.init_std,
-        "dtype": args.dtype, "device": str(args.device), "seed": args.seed,
-    }
-    flow, label = None, f"B={B} T={T} H={H} k={args.echo_step} seed={args.seed}"
+    run = {"dtype": args.dtype, "device": str(args.device)}
+    flow, label = None, problem.describe()
     if args.per_step or args.plot:
         from echo_rnn.compare import autograd_hidden_grads, manual_grads
         from echo_rnn.flow import per_step
@@ -223,14 +245,16 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     if args.json:
         # "rows" and "gradcheck" are the last kernel's (the fast one's unless --kernel
         # reference), as before --kernel existed; "kernels" has each.
-        out = {"config": {**config, "kernel": args.kernel}, **reports[-1].to_dict(),
+        out = {"config": {**problem.to_dict(), **run, "kernel": args.kernel},
+               **reports[-1].to_dict(),
                "agrees": agrees, "kernels": {r.kernel: r.to_dict() for r in reports}}
         if args.per_step:
             out["per_step"] = flow
-        print(json.dumps(out, indent=2))
+        print(_strict_json(out))  # --init-std 1e300: NaN in the rows, which JSON cannot say
         _show_flow(args, flow, label, quiet=True)
     else:
-        print("echo-rnn gradcheck: " + " ".join(f"{k}={v}" for k, v in config.items()))
+        print(f"echo-rnn gradcheck: {problem.describe()} "
+              + " ".join(f"{k}={v}" for k, v in run.items()))
         function = {"reference": "ReferenceFunction", "fast": "BPTTFunction"}
         for report in reports:
             print(f"hand-written BPTT, {report.kernel} kernel, vs autograd:")
@@ -239,15 +263,16 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                     else "full Jacobian")
             print(f"torch.autograd.gradcheck on {function[report.kernel]} (finite differences, "
                   f"float64, {mode}, full BPTT): {report.gradcheck_message}")
-        if args.truncate is not None and flow is not None:
-            print(f"(the gradient flow below is full BPTT's, not truncated at {args.truncate})")
+        if problem.truncate is not None and flow is not None:
+            print(f"(the gradient flow below is full BPTT's, not truncated at "
+                  f"{problem.truncate})")
         _show_flow(args, flow, label)
         print("all gradients agree" if agrees else "GRADIENTS DISAGREE")
     return 0 if agrees else 1
 
 
 def _show_flow(args: argparse.Namespace, flow: dict | None, problem: str,
-               quiet: bool = False) -> None:
+               quiet: bool = False, departure: int | None = None) -> None:
     """The --per-step table and the --plot file, when asked for."""
     from echo_rnn.flow import format_per_step, plot_flow
 
@@ -258,39 +283,58 @@ def _show_flow(args: argparse.Namespace, flow: dict | None, problem: str,
         print(format_per_step(flow))
     if args.plot:
         curves = {n: v for n, v in flow.items() if n != "t" and not n.endswith(" diff")}
-        plot_flow(args.plot, curves, f"gradient flow through time, {problem}")
+        diffs = {f"||{n.removesuffix(' diff')} - autograd||": v for n, v in flow.items()
+                 if n.endswith(" diff")}
+        plot_flow(args.plot, curves, f"gradient flow through time, {problem}", diffs,
+                  departure)
         if not quiet:
             print(f"plot: {args.plot}")
 
 
-def _gradcheck_learner(args: argparse.Namespace) -> int:
-    """--grads: the learner's function against autograd, with the diagnosis."""
-    from echo_rnn.learner import BadReturn, LearnerCodeError, load_function, make_learner_problem
-    from echo_rnn.learner import report_for
+def _gradcheck_learner(args: argparse.Namespace, spec) -> int:
+    """--grads: the learner's function, run in a process of its own (echo_rnn.sandbox),
+    against autograd, with the diagnosis. Whatever their code does, one line says what
+    happened; what it printed is shown on stderr, marked as theirs."""
+    from echo_rnn.learner import BadReturn, check_file, make_learner_problem
+    from echo_rnn.sandbox import LearnerFailed, show_output
+
+    problem = make_learner_problem(spec)  # spec: the GradcheckProblem of the flags
+    where = args.grads.rpartition(":")
+    where = f"{os.path.basename(where[0])}:{where[2]}"
+
+    def printed(text: str) -> None:
+        shown = show_output(text, where)
+        if shown:
+            print(shown, file=sys.stderr)
 
     try:
-        fn, where = load_function(args.grads)
-        problem = make_learner_problem(
-            hidden_size=args.hidden_size, input_size=args.input_size, batch_size=args.batch_size,
-            seq_len=args.seq_len, echo_step=args.echo_step, bias=args.bias, h0=args.h0,
-            seed=args.seed, init_std=args.init_std)
-        report = report_for(fn, problem, where, arrays=args.arrays)
-    except LearnerCodeError as exc:
-        _print_their_traceback(exc.error)
-        print(f"echo-rnn gradcheck: {exc.where} raised {type(exc.error).__name__} "
-              "(the traceback above is your code's)", file=sys.stderr)
+        report = check_file(args.grads, problem, arrays=args.arrays, timeout=args.timeout,
+                            memory=None if args.memory is None else int(args.memory * (1 << 30)))
+    except LearnerFailed as exc:
+        printed(exc.output)
+        if exc.traceback:
+            sys.stderr.write(exc.traceback if exc.traceback.endswith("\n")
+                             else exc.traceback + "\n")
+        print(f"echo-rnn gradcheck: {exc.line}", file=sys.stderr)
         if args.json:  # a script still gets its one object, saying why there are no rows
-            print(json.dumps({"grads": exc.where, "agrees": False, "rows": [],
-                              "raised": f"{type(exc.error).__name__}: {exc.error}"}, indent=2))
+            out = {"grads": where, "agrees": False, "rows": [], "failed": exc.kind,
+                   "message": exc.line}
+            if exc.error:
+                out["raised"] = exc.error
+            if exc.output:
+                out["printed"] = exc.output
+            print(_strict_json(out))
         return 1
     except BadReturn as exc:
+        printed(exc.printed)
         print(f"echo-rnn gradcheck: what {where} returned cannot be checked:", file=sys.stderr)
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"grads": where, "agrees": False, "rows": [],
-                              "return_problems": exc.problems}, indent=2))
+            print(_strict_json({"grads": where, "agrees": False, "rows": [],
+                                "return_problems": exc.problems}))
         return 1
+    printed(report.printed)
     flow = None
     if args.per_step or args.plot:
         from echo_rnn.flow import per_step
@@ -301,29 +345,37 @@ def _gradcheck_learner(args: argparse.Namespace) -> int:
         out = report.to_dict()
         if args.per_step:
             out["per_step"] = flow
-        print(json.dumps(out, indent=2))
+        print(_strict_json(out))
     else:
         print(report.format())
         if flow is not None and report.dh is None:
             print("(your function returned no 'dh': the gradient flow is autograd's alone)")
-    label = f"{where}, B={problem.B} T={problem.T} H={problem.H} seed={problem.seed}"
-    _show_flow(args, flow, label, quiet=args.json)
+    label = f"{where}, {spec.describe()}"
+    departed = report.departure
+    if departed is None and report.dh is not None:  # told or not, where yours departs
+        from echo_rnn.learner import departure
+
+        departed = departure(report.dh, report.autograd_dh, report.tolerances.get("dh", 1e-8))
+    _show_flow(args, flow, label, quiet=args.json,
+               departure=departed["step"] if departed else None)
     return 0 if report.agrees else 1
 
 
-def _print_their_traceback(error: BaseException) -> None:
-    """The traceback of an exception raised in the learner's code, without echo-rnn's own
-    frames (nor importlib's) around it: it is their code that they need to read."""
-    import traceback
-    from pathlib import Path
+def _strict_json(obj) -> str:
+    """JSON that every parser reads: NaN and infinities (a learner's gradient can hold them)
+    become the strings "NaN", "Infinity" and "-Infinity"."""
+    import math
 
-    ours = str(Path(__file__).resolve().parent)
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith(ours) and not f.filename.startswith("<frozen")]
-    lines = (["Traceback (most recent call last):\n"] + traceback.format_list(frames)
-             if frames else [])
-    lines += traceback.format_exception_only(type(error), error)
-    sys.stderr.write("".join(lines))
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False)
 
 
 # --- train -----------------------------------------------------------------------------
@@ -370,7 +422,11 @@ def add_train(sub) -> None:
     s = _add_setup_args(p)
     s.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue a run (its directory or a checkpoint file) with the config it "
-                        "was started with; only --steps may be given with it")
+                        "was started with; only --steps may be given with it. A run that "
+                        "stopped before its first checkpoint starts again from step 0")
+    s.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object (the fields of TrainResult) "
+                        "instead of a line per evaluation")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -384,6 +440,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError
     from echo_rnn.config import PRESETS, build_config, config_overrides
+    from echo_rnn.console import strict_json
+    from echo_rnn.locks import Busy
     from echo_rnn.train import NonFiniteLoss, StorageError, TrainingInterrupted, open_run, train
 
     overrides = config_overrides(args)
@@ -399,8 +457,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume = open_run(args.resume)  # read once, here; train continues from it
             config = dataclasses.replace(resume.config, **overrides)
             config.validate()
-        except (ConfigError, CheckpointError) as exc:
+        except ConfigError as exc:
+            if exc.setting in overrides:  # --steps 0: the flag is wrong, not the run
+                raise
             raise UsageError(f"argument --resume: {exc}") from None
+        except CheckpointError as exc:
+            raise UsageError(f"argument --resume: {exc}") from None
+        except OSError as exc:  # a run directory or checkpoints/ without read permission
+            raise UsageError(f"argument --resume: cannot read {exc.filename or args.resume}: "
+                             f"{exc.strerror or exc}") from None
     else:
         resume = None
         config = build_config(args.preset, args.config, overrides)
@@ -412,10 +477,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"--preset {args.preset}: trains with the {preset_backend} backend (the "
                   "hand-written kernel); --backend autograd to change it", file=sys.stderr)
     try:
-        result = train(config, resume=resume)
+        result = train(config, resume=resume, verbose=not args.json)
     except CheckpointError as exc:
         raise UsageError(f"argument --resume: {exc}") from None
-    except (NonFiniteLoss, StorageError) as exc:
+    except (NonFiniteLoss, StorageError, Busy) as exc:
         print(f"echo-rnn train: error: {exc}", file=sys.stderr)
         return 1
     except TrainingInterrupted as exc:
@@ -427,6 +492,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown()
     if not d.is_main:
         return 0
+    if args.json:
+        print(strict_json(dataclasses.asdict(result)))
+        return 0
+
     def at(step: int) -> str:  # the notebook's schedule counts epochs of seq_len updates
         if config.schedule == "notebook":
             return f"step {step} (epoch {step // config.seq_len})"
@@ -451,7 +520,8 @@ SWEEP_GRID = ("echo_step", "hidden_size", "seed", "run_name")
 
 
 def add_sweep(sub) -> None:
-    from echo_rnn.config import add_config_flags
+    # --workers: processes, each with its runs' threads; no more than a run may have threads
+    from echo_rnn.config import MAX_THREADS, Bounds, add_config_flags, arg_type
 
     p = sub.add_parser(
         "sweep",
@@ -482,9 +552,12 @@ def add_sweep(sub) -> None:
     g.add_argument("--seeds", default="0-4", metavar="LIST", help="seeds (default: 0-4)")
     g.add_argument("--name", default="sweep", help="the sweep's directory under --logdir "
                    "(default: sweep); re-use it to finish an interrupted sweep")
-    g.add_argument("--workers", type=positive_int, default=None,
+    g.add_argument("--workers", type=arg_type(int, Bounds(lo=1, hi=MAX_THREADS)), default=None,
                    help="local worker processes (default: the number of cores, divided among "
                         "torchrun's local ranks)")
+    g.add_argument("--json", action="store_true",
+                   help="print the outcome as one JSON object (the counts, and a row per point "
+                        "as in results.csv) instead of a line per point and the table")
     g.add_argument("--population", type=positive_int, default=32, metavar="N",
                    help="train up to N fresh points that share a shape as one population: one "
                         "batched kernel for all, each point still its own run (the same curve "
@@ -505,22 +578,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from echo_rnn import distributed
     from echo_rnn.checkpoint import CheckpointError
     from echo_rnn.config import build_config, check_dir_name, config_overrides
+    from echo_rnn.console import strict_json
+    from echo_rnn.locks import Busy
     from echo_rnn.sweep import check_rerun, echo_steps_for, grid, parse_int_list, run_sweep
+    from echo_rnn.train import StorageError, storage_reason
     from echo_rnn.tables import results_markdown, summarize
 
     hs = parse_int_list(args.hidden_sizes, "hidden_sizes")
     ks = echo_steps_for(args.echo_steps, hs)
     seeds = parse_int_list(args.seeds, "seeds")
     check_dir_name(args.name, "name")
-    base = build_config(args.preset, args.config, config_overrides(args))
+    base = build_config(args.preset, args.config, config_overrides(args), exclude=SWEEP_GRID)
     grid(base, ks, seeds, Path(base.logdir) / args.name)  # every point valid, up front
     check_rerun(Path(base.logdir) / args.name, base)
 
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
-        outcome = run_sweep(base, ks, seeds, args.name, args.workers, args.population)
+        outcome = run_sweep(base, ks, seeds, args.name, args.workers, args.population,
+                            out=sys.stderr if args.json else None)
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         print(f"echo-rnn sweep: {exc}; the finished points are kept", file=sys.stderr)
+        return 1
+    except (StorageError, Busy) as exc:  # a full disk under a point; another sweep or run
+        print(f"echo-rnn sweep: error: {exc}; the finished points are kept", file=sys.stderr)
+        return 1
+    except OSError as exc:  # writing the tables (a point's own writes are StorageErrors)
+        print(f"echo-rnn sweep: error: could not write the sweep in {base.logdir}/{args.name}: "
+              f"{storage_reason(exc)}; the finished points are kept", file=sys.stderr)
         return 1
     except BrokenProcessPool:
         print("echo-rnn sweep: a worker process died (killed, or out of memory); the finished "
@@ -531,6 +615,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not d.is_main:
         return 0 if outcome.interrupted is None else 128 + outcome.interrupted
     sweep_dir = f"{base.logdir}/{args.name}"
+    if args.json:
+        finished = outcome.done == outcome.total
+        print(strict_json({
+            "sweep_dir": sweep_dir, "total": outcome.total, "done": outcome.done,
+            "solved": sum(r["solved"] for r in outcome.rows),
+            "interrupted": (signal.Signals(outcome.interrupted).name
+                            if outcome.interrupted is not None else None),
+            "tables": ([f"{sweep_dir}/{f}" for f in ("results.csv", "results.md", "heatmap.png")]
+                       if finished else []),
+            "rows": outcome.rows}))
     if outcome.interrupted is not None:
         name = signal.Signals(outcome.interrupted).name
         rest = ("the tables are written" if outcome.done == outcome.total
@@ -538,6 +632,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"echo-rnn sweep: stopped by {name}: {outcome.done} of {outcome.total} points "
               f"finished and kept; {rest}", file=sys.stderr)
         return 128 + outcome.interrupted
+    if args.json:
+        return 0
     solved = sum(r["solved"] for r in outcome.rows)
     print(f"{outcome.total} runs, {solved} solved; tables in {sweep_dir}/results.md, "
           f"results.csv, heatmap.png")
@@ -572,11 +668,11 @@ def add_predict(sub) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from echo_rnn.checkpoint import CheckpointError
-    from echo_rnn.predict import load_model, parse_bits, predict
+    from echo_rnn.console import strict_json
+    from echo_rnn.predict import load_model, parse_bits, predict, read_bits
 
-    text = sys.stdin.read() if args.bits == "-" else args.bits
     try:
-        x = parse_bits(text)
+        x = parse_bits(read_bits(sys.stdin) if args.bits == "-" else args.bits)
     except ValueError as exc:
         raise UsageError(f"argument BITS: {exc}") from None
     try:
@@ -588,7 +684,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bits_out = "".join("1" if v > 0.5 else "0" for v in y_hat.tolist())
     k = config.echo_step
     if args.json:
-        print(json.dumps({"echo_step": k, "input": bits_in, "echo": bits_out,
+        print(strict_json({"echo_step": k, "input": bits_in, "echo": bits_out,
                           "expected": ("0" * k + bits_in)[: len(bits_in)],
                           "output": y_hat.tolist()}))
         return 0
@@ -628,9 +724,15 @@ def shape_arg(text: str) -> tuple[str, tuple[int, int, int]]:
     return name, (B, T, H)
 
 
+# Bench's bounds: an hour of timing per shape, a million timed or warm-up steps: far beyond
+# a useful benchmark, and short of running for ever.
+MAX_BENCH_S = 3600.0
+MAX_BENCH_REPS = 10**6
+
+
 def add_bench(sub) -> None:
     from echo_rnn.bench import SHAPES
-    from echo_rnn.config import bounded_arg
+    from echo_rnn.config import Bounds, arg_type, bounded_arg
     from echo_rnn.devices import DEVICE_HELP
 
     p = sub.add_parser(
@@ -663,11 +765,13 @@ def add_bench(sub) -> None:
     p.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture each step in a CUDA graph and replay it (CUDA only)")
-    p.add_argument("--min-reps", type=positive_int, default=30,
+    p.add_argument("--min-reps", type=arg_type(int, Bounds(lo=1, hi=MAX_BENCH_REPS)), default=30,
                    help="at least this many timed steps per backend and shape (default: 30)")
-    p.add_argument("--budget", type=positive_float, default=2.0, metavar="SECONDS",
+    p.add_argument("--budget", type=arg_type(float, Bounds(lo=0, lo_open=True, hi=MAX_BENCH_S)),
+                   default=2.0, metavar="SECONDS",
                    help="keep timing each shape at least this long (default: 2.0)")
-    p.add_argument("--warmup", type=nonneg_int, default=5, help="untimed rounds first (default: 5)")
+    p.add_argument("--warmup", type=arg_type(int, Bounds(lo=0, hi=MAX_BENCH_REPS)), default=5,
+                   help="untimed rounds first (default: 5)")
     p.add_argument("--seed", type=bounded_arg("seed"), default=0,
                    help="seed of weights and data (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -679,7 +783,8 @@ def add_bench(sub) -> None:
                         "at the frontier shape, a population of R against single runs, and "
                         "report ms per run-step of each (see --bench-steps)")
     p.add_argument("--bench-steps", type=positive_int, default=2000, metavar="N",
-                   help="with --population: steps of every run (default: 2000)")
+                   help="with --population: time the first N steps of each 40000-step "
+                        "frontier run, N below 40000 (default: 2000)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -689,6 +794,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from echo_rnn.bench import (SHAPES, format_markdown, format_scaling, format_table,
                                 run_benchmark, scaling, time_adam)
     from echo_rnn.checkpoint import write_atomically
+    from echo_rnn.console import strict_json
     from echo_rnn.devices import check_fits, rnn_bytes
 
     if args.cuda_graph and args.device.type != "cuda":
@@ -697,7 +803,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     shapes.update(dict(args.add_shape))
     if args.markdown and args.json:
         raise UsageError("argument --markdown: not with --json (one format at a time)")
-    out = Path(args.output) if args.output else None
+    if args.output is not None and not args.output.strip():
+        raise UsageError(f"argument --output: must be a file name, got {args.output!r}")
+    out = Path(args.output) if args.output is not None else None
     if out is not None:  # checked before minutes of timing, not after
         if out.is_dir():
             raise UsageError(f"argument --output: {out} is a directory; give a file name")
@@ -711,9 +819,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.device.type != "cpu" or args.cuda_graph:
             raise UsageError("argument --population: times the CPU (without --device, "
                              "--cuda-graph)")
+        if args.bench_steps >= 40000:
+            raise UsageError(f"argument --bench-steps: must be below the runs' 40000 steps, "
+                             f"got {args.bench_steps}")
         result = time_population(args.population, args.bench_steps, threads=args.threads,
                                  seed=args.seed)
-        text = json.dumps(result, indent=2)
+        text = strict_json(result)
         print(text if args.json else format_population(result))
         if out is not None:
             write_atomically(out, lambda fh: fh.write(text.encode() + b"\n"))
@@ -725,11 +836,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_benchmark(
         shapes, args.device, threads=args.threads, warmup=args.warmup, min_reps=args.min_reps,
         budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
-        progress=lambda s: print(f"timing {s} ...", file=sys.stderr, flush=True))
+        progress=(lambda s: print(f"timing {s} ...", file=sys.stderr, flush=True))
+        if sys.stderr.isatty() else None)
     adam = time_adam(6, args.device, threads=args.threads, seed=args.seed)
     data = {**report.to_dict(), "scaling_in_T": scaling(report), "adam_step_s": adam}
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(strict_json(data))
     else:
         print(f"echo-rnn bench: device={report.device} threads={report.threads} "
               f"torch={report.torch_version} cuda_graph={report.cuda_graph}; medians of "
@@ -743,7 +855,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for line in report.refused:
         print(f"not reported: {line}", file=sys.stderr)
     if out is not None:
-        text = (json.dumps(data, indent=2) + "\n").encode()
+        text = (strict_json(data) + "\n").encode()
         try:
             write_atomically(out, lambda fh: fh.write(text))
         except OSError as exc:
@@ -783,6 +895,17 @@ def build_parser() -> Parser:
     return parser
 
 
+def _check_top_level(parser: Parser, argv: list[str]) -> None:
+    """Before a command only --help and --version may come: a misspelt one (--versio) is
+    named, not reported as a missing COMMAND."""
+    import difflib
+
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        close = difflib.get_close_matches(argv[0], ["--help", "--version"], n=1)
+        parser.error(f"unrecognized argument {argv[0]}"
+                     + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 # What each command imports before it runs (torch among it): loaded while signals wait.
 COMMAND_MODULES = {"train": "echo_rnn.train", "sweep": "echo_rnn.sweep",
                    "gradcheck": "echo_rnn.compare", "predict": "echo_rnn.predict",
@@ -792,13 +915,15 @@ COMMAND_MODULES = {"train": "echo_rnn.train", "sweep": "echo_rnn.sweep",
 def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
+    from echo_rnn.console import safe_stdout
     from echo_rnn.signals import Terminated, exit_status, stop_requests, terminate_raises
 
     command = "echo-rnn"
 
     def stopped(signum: int) -> int:
-        print(f"{command}: stopped by {signal.Signals(signum).name}; what was saved is kept",
-              file=sys.stderr)
+        kept = ("nothing was written" if command == "echo-rnn bench"
+                else "what was saved is kept")
+        print(f"{command}: stopped by {signal.Signals(signum).name}; {kept}", file=sys.stderr)
         return exit_status(signum)
 
     try:
@@ -806,14 +931,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # can leave a module broken (numpy without its functions), and the command fail
         # with an unrelated error. A second signal acts at once.
         with stop_requests() as held:
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            _check_top_level(parser, sys.argv[1:] if argv is None else list(argv))
+            args = parser.parse_args(argv)
             command = f"echo-rnn {args.command}"
             importlib.import_module(COMMAND_MODULES[args.command])
         if held:
             return stopped(held[0])
-        # While the command runs, SIGTERM is an exception as Ctrl-C is: a signal outside a
-        # training loop ends in one line, not a traceback.
-        with terminate_raises():
+        # While the command runs, SIGTERM and SIGHUP are exceptions as Ctrl-C is: a signal
+        # outside a training loop ends in one line, not a traceback. A stdout closed by its
+        # reader (`| head`) stops the printing, not the command.
+        with terminate_raises(), safe_stdout():
             return args.func(args)
     except UsageError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
@@ -822,7 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: error: {exc.for_cli()}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyboardInterrupt, Terminated) as exc:
-        return stopped(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+        return stopped(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else exc.signum)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0

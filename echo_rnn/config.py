@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import stat
 import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from echo_rnn.devices import DEVICE_HELP, resolve_device
-from echo_rnn.errors import ConfigError
+from echo_rnn.errors import ConfigError, shown
 
 
 # The largest seed torch.Generator.manual_seed takes without overflow.
@@ -196,23 +198,25 @@ class TrainConfig:
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True
             if not ok:
-                raise ConfigError(f.name, f"must be {kind.__name__}, got {value!r}")
+                raise ConfigError(f.name, f"must be {kind.__name__}, got {shown(value)}")
             if m["choices"] and value not in m["choices"]:
-                raise ConfigError(f.name, f"must be one of {', '.join(m['choices'])}, got {value!r}")
+                raise ConfigError(f.name, f"must be one of {', '.join(m['choices'])}, got "
+                                          f"{shown(value)}")
             bounds = m["bounds"]
             if bounds is not None and not bounds.holds(value):
                 what = bounds.describe(kind) + (" or none" if m["optional"] else "")
-                raise ConfigError(f.name, f"must be {what}, got {value}")
+                raise ConfigError(f.name, f"must be {what}, got {shown(value)}")
         if self.echo_step < 0 or self.echo_step >= self.seq_len:
             raise ConfigError("echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), "
                                            f"got {self.echo_step}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got "
-                                        f"{self.preset!r}")
+                                        f"{shown(self.preset)}")
         if self.curriculum and self.schedule != "batch":
             raise ConfigError("curriculum", "needs --schedule batch")
         if self.run_name is not None:
             check_dir_name(self.run_name, "run_name")
+        check_utf8(self.logdir, "logdir")
         try:
             device = resolve_device(self.device)
         except ValueError as exc:
@@ -242,11 +246,16 @@ class TrainConfig:
         reproduces how that run was made (LEGACY), not today's default."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in LEGACY.items() if k not in data} if recorded else {}
+        seen: dict[str, str] = {}
         for key, value in data.items():
-            name = key.replace("-", "_")
+            name = key.replace("-", "_") if isinstance(key, str) else None
             if name not in known:
-                raise ConfigError(source, f"unknown setting {key!r}; valid are "
+                raise ConfigError(source, f"unknown setting {shown(key)}; valid are "
                                           f"{', '.join(sorted(known))}")
+            if name in seen:  # hidden-size and hidden_size: which one would win is a guess
+                raise ConfigError(source, f"{name} is set twice, as {seen[name]!r} and "
+                                          f"{key!r}; keep one")
+            seen[name] = key
             if isinstance(value, str) and value.lower() == "none" and fields_by_name()[name].metadata["optional"]:
                 value = None
             values[name] = value
@@ -294,11 +303,34 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# A config file is a few hundred bytes; nothing larger is read.
+MAX_TOML_BYTES = 2**20
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The contents of ``path``, a regular file of at most ``limit`` bytes: opened without
+    blocking (a FIFO would wait for a writer) and checked before reading (a device such as
+    /dev/zero never ends). OSError or ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            raise ValueError("is not a regular file (a device, a FIFO or a socket)")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit // 1024} KiB")
+    return data
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        data = tomllib.loads(_read_regular(path, MAX_TOML_BYTES).decode("utf-8"))
+    except RecursionError:
+        raise ConfigError("config", f"{path} nests its tables or arrays too deeply for a "
+                                    "config") from None
     except FileNotFoundError:
         raise ConfigError("config", f"no such file: {path}") from None
     except IsADirectoryError:
@@ -312,28 +344,53 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                                     "file)") from None
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not a regular file, too large
+        raise ConfigError("config", f"{path} {exc}; a config is a small TOML file") from None
     if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
         data = data["train"]  # a [train] table is accepted too
     return data
 
 
 def build_config(
-    preset: str | None = None, file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    preset: str | None = None, file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None, exclude: tuple[str, ...] = (),
 ) -> TrainConfig:
-    """Defaults, then the preset, then the TOML file, then the overrides (the flags)."""
+    """Defaults, then the preset, then the TOML file, then the overrides (the flags). A
+    setting the file gets wrong is named as the file's (``config``); the file may not set
+    ``exclude`` (what the caller decides itself: a sweep's grid)."""
     values: dict[str, Any] = {}
-    from_file = ({k.replace("-", "_"): v for k, v in load_toml(file).items()}
-                 if file is not None else {})
-    if preset is None and isinstance(from_file.get("preset"), str):
-        preset = from_file["preset"]  # a file may name its preset
+    from_file: dict[str, Any] = {}
+    for key, value in (load_toml(file) if file is not None else {}).items():
+        name = key.replace("-", "_")
+        if name in from_file:  # hidden-size and hidden_size: which one would win is a guess
+            raise ConfigError("config", f"{file} sets {name} twice (as {key!r} and another "
+                                        "spelling); keep one")
+        if name in exclude:
+            raise ConfigError("config", f"{file} sets {name}, which the sweep decides "
+                                        "(--echo-steps, --hidden-sizes, --seeds, and each "
+                                        "point's run name); remove it from the file")
+        from_file[name] = value
+    named = from_file.get("preset")
+    if preset is not None and named is not None and named != preset:
+        raise ConfigError("preset", f"--preset {preset} and {file}'s preset = "
+                                    f"{shown(named)} disagree; give one of them")
+    if preset is None and isinstance(named, str):
+        preset = named  # a file may name its preset
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
+            where = "" if named is None else f" (in {file})"
+            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got "
+                                        f"{shown(preset)}{where}")
         values.update(PRESETS[preset], preset=preset)
     values.update(from_file)
     values.update(overrides or {})
-    config = TrainConfig.from_dict(values, source="config")
-    config.validate()
+    try:
+        config = TrainConfig.from_dict(values, source="config")
+        config.validate()
+    except ConfigError as exc:
+        if exc.setting in from_file and exc.setting not in (overrides or {}):
+            raise ConfigError("config", f"{file} sets {exc.setting}: {exc.detail}") from None
+        raise
     return config
 
 
@@ -344,18 +401,27 @@ def _parser_for(f, check_bounds: bool = False) -> Any:
     """The argparse type of a TrainConfig field: its kind, 'none' where it is optional, and
     with ``check_bounds`` its declared bounds too, in the words validation uses."""
     m = f.metadata
-    kind, optional, bounds = m["kind"], m["optional"], m["bounds"]
-    if check_bounds and bounds is not None:
+    return arg_type(m["kind"], m["bounds"] if check_bounds else None, m["optional"])
+
+
+def arg_type(kind: type, bounds: Bounds | None = None, optional: bool = False) -> Any:
+    """An argparse type: a ``kind`` written in ASCII (int() would take Arabic-Indic or
+    full-width digits too), within ``bounds`` when given, 'none' where ``optional``; its
+    errors in the words validation uses."""
+    if bounds is not None:
         what = bounds.describe(kind)
     else:
         what = {int: "an integer", float: "a number", str: "a string"}[kind]
     if optional:
         what += " or none"
+    check_bounds = bounds is not None
 
     def parse(text: str):
         if optional and text.lower() == "none":
             return None
         try:
+            if kind is not str and not text.isascii():
+                raise ValueError
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
@@ -373,6 +439,60 @@ def bounded_arg(setting: str):
     return _parser_for(fields_by_name()[setting], check_bounds=True)
 
 
+def check_fields(obj: Any) -> None:
+    """Raise :class:`ConfigError` naming the first field of the dataclass ``obj`` (declared
+    with :func:`_opt`, as TrainConfig's are) whose value is not of its kind, not among its
+    choices or outside its bounds; None passes where the field is optional."""
+    for f in fields(obj):
+        value, m = getattr(obj, f.name), f.metadata
+        if value is None and m["optional"]:
+            continue
+        kind = m["kind"]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f.name, f"must be {kind.__name__}, got {shown(value)}")
+        if m["choices"] and value not in m["choices"]:
+            raise ConfigError(f.name, f"must be one of {', '.join(m['choices'])}, got "
+                                      f"{shown(value)}")
+        bounds = m["bounds"]
+        if bounds is not None and not bounds.holds(value):
+            what = bounds.describe(kind) + (" or none" if m["optional"] else "")
+            raise ConfigError(f.name, f"must be {what}, got {shown(value)}")
+
+
+def add_field_flags(groups: dict[str, Any], cls: type, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per field of the dataclass ``cls`` (declared with :func:`_opt`), added to
+    ``groups[its group]`` (argparse argument groups), typed and bounded by its metadata,
+    its help ending in its default; absent flags stay absent from the namespace
+    (``argparse.SUPPRESS``), so that :func:`given_fields` returns only what was typed."""
+    for f in fields(cls):
+        m = f.metadata
+        if f.name in exclude or not m["flag"]:
+            continue
+        default = f.default if f.default is not MISSING else None
+        opt = "--" + f.name.replace("_", "-")
+        help_ = m["help"]
+        if "(default:" not in help_:
+            help_ += f" (default: {'none' if default is None else default})"
+        if m["kind"] is bool:
+            groups[m["group"]].add_argument(
+                opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+        else:
+            groups[m["group"]].add_argument(
+                opt, type=_parser_for(f, check_bounds=True), choices=m["choices"],
+                default=argparse.SUPPRESS, metavar=None if m["choices"] else f.name.upper(),
+                help=help_)
+
+
+def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` that were given on the command line
+    (:func:`add_field_flags`)."""
+    names = {f.name for f in fields(cls) if f.metadata["flag"]}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One flag per :class:`TrainConfig` field (but ``exclude``), grouped; absent flags stay
     absent from the namespace (``argparse.SUPPRESS``) so that only what the user typed
@@ -384,7 +504,9 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
         m = f.metadata
         default = f.default if f.default is not MISSING else None
         opt = "--" + f.name.replace("_", "-")
-        help_ = f"{m['help']} (default: {'none' if default is None else default})"
+        help_ = m["help"]
+        if "(default:" not in help_:  # run_name says what its default is in words
+            help_ += f" (default: {'none' if default is None else default})"
         if m["kind"] is bool:
             groups[m["group"]].add_argument(
                 opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
@@ -412,9 +534,20 @@ def check_dir_name(name: str, setting: str) -> None:
     shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
     if (not name or "/" in name or "\\" in name or "\0" in name or name in (".", "..")):
         raise ConfigError(setting, f"must be a plain directory name, got {shown}")
+    check_utf8(name, setting)
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise ConfigError(setting, f"must be a directory name of at most {MAX_NAME_BYTES} "
                                    f"bytes, got {shown}")
+
+
+def check_utf8(text: str, setting: str) -> None:
+    """A name the run prints, records in JSON and shows in TensorBoard: UTF-8 text. Bytes
+    that are not (a shell's $'\\xff') reach Python as surrogates, which none of them can
+    write. Raises ConfigError naming ``setting``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(setting, f"must be UTF-8 text, got {ascii(text)[:80]}") from None
 
 
 def logdir_error(exc: OSError, where: Path | str) -> ConfigError:

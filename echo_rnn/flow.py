@@ -10,6 +10,7 @@ for one sequence, the length of the vector dJ/dh_t.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -67,32 +68,72 @@ def check_plot_path(path: str | Path) -> Path:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise ConfigError("plot", f"no such directory: {parent}")
+    try:  # a trial file, as the plot will be written (os.access says yes to root, not to /proc)
+        import tempfile
+
+        fd, trial = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(trial)
+    except OSError as exc:
+        raise ConfigError("plot", f"cannot write in {parent}: {exc.strerror or exc}") from None
     return p
 
 
-def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str) -> None:
-    """Draw ||dJ/dh_t|| against t (log scale) for each curve ({label: norms for t = 1..T})
-    and write it to ``path`` atomically (its format from the suffix). Uses matplotlib's
-    object API, not pyplot: no global figure state is left behind."""
+def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str,
+              differences: dict[str, list[float]] | None = None,
+              departure: int | None = None):
+    """Draw ||dJ/dh_t|| against t (log scale) for each curve ({label: norms for t = 1..T}),
+    and each of ``differences`` ({label: ||yours - autograd's|| per step}) as a curve of its
+    own, and write it to ``path`` atomically (its format from the suffix). A zero cannot sit
+    on a log axis: zeros are drawn at a floor below the smallest value, with a marker of
+    their own named in the key. ``departure``: the first step, counting back from T, where
+    yours departs from autograd's, marked by a vertical line. A long title is wrapped, not
+    cut. Uses matplotlib's object API, not pyplot: no global figure state is left behind.
+    Returns the matplotlib Figure."""
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from echo_rnn.checkpoint import write_atomically
 
-    fig = Figure(figsize=(7, 3.6), dpi=120)
+    differences = differences or {}
+    title_lines = textwrap.wrap(title, width=80) or [""]
+    fig = Figure(figsize=(7.5, 4.0 + 0.2 * (len(title_lines) - 1)), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    values = [v for series in (*curves.values(), *differences.values()) for v in series
+              if v > 0 and math.isfinite(v)]
+    floor = min(values) / 10 if values else 1e-20
     styles = [dict(lw=2.2, color="0.6"), dict(lw=1.2, color="C0", ls="--"),
-              dict(lw=1.2, color="C3", ls=":")]
+              dict(lw=1.2, color="C2", ls=":")]
+    zero_drawn = False
+
+    def draw(label: str, series: list[float], style: dict) -> None:
+        nonlocal zero_drawn
+        t = list(range(1, len(series) + 1))
+        ax.plot(t, [v if v > 0 else floor for v in series], label=label, **style)
+        zeros = [i + 1 for i, v in enumerate(series) if v == 0]
+        if zeros:
+            ax.plot(zeros, [floor] * len(zeros), ls="none", marker="v", ms=5, mfc="white",
+                    color=style.get("color", "k"),
+                    label=None if zero_drawn else f"exactly 0 (drawn at {floor:.0e})")
+            zero_drawn = True
+
     for (label, norms), style in zip(curves.items(), styles * len(curves)):
-        t = [i + 1 for i, v in enumerate(norms) if v > 0]  # log scale: zeros are not drawn
-        ax.plot(t, [v for v in norms if v > 0], label=label, **style)
+        draw(label, norms, style)
+    for (label, diff), color in zip(differences.items(), ["C3", "C1", "C4"] * len(differences)):
+        draw(label, diff, dict(lw=1.4, color=color, marker=".", ms=3))
+    if departure is not None:
+        ax.axvline(departure, color="C3", lw=1, ls="--",
+                   label=f"yours departs first at t = {departure}")
     ax.set_yscale("log")
     ax.set_xlabel("t (the cost's gradient enters at every step and flows back to t = 1)")
     ax.set_ylabel("||dJ/dh_t||")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(title_lines), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fmt = Path(path).suffix.lower().lstrip(".")
     write_atomically(path, lambda fh: fig.savefig(fh, format=fmt))
+    return fig  # what was drawn, for a test to read

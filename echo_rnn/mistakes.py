@@ -1,8 +1,11 @@
-r"""The catalogue of classic BPTT mistakes, each a small, named variation of the reference
-kernel (:mod:`echo_rnn.reference`): the wrong gradients a learner's backward pass computes
-when it makes that mistake. ``echo-rnn gradcheck --grads`` compares a learner's gradient that
-disagrees with autograd's against every variation here, alone and times a constant (``sign``,
-``scale``), and names the ones that reproduce it (:mod:`echo_rnn.learner`).
+r"""The catalogue of classic BPTT mistakes: one record per mistake (:class:`Mistake`: its
+code, what it is, its fix, and how it is made), each made as a small, named variation of the
+reference kernel (:mod:`echo_rnn.reference`), the wrong gradients a learner's backward pass
+computes when it makes that mistake, or, for ``sign`` and ``scale``, as a constant the
+right gradient (or a variation) is multiplied by. ``echo-rnn gradcheck --grads`` compares a
+learner's gradient that disagrees with autograd's against every variation here, alone and
+times a constant, and names the records that reproduce it (:func:`echo_rnn.learner.diagnose`
+reads every sentence it prints from the record; it knows no code by name).
 
 Same notation as the reference kernel: row vectors, steps t = 1..T, h_0 the initial state,
 shapes in B, T, I, H. What the right kernel does, and what each variation changes::
@@ -14,59 +17,51 @@ shapes in B, T, I, H. What the right kernel does, and what each variation change
 A learner stores its states in arrays shifted by one from these (h of length T + 1 with h_0
 first, or length T without it), so a step taken one off either lands on h_0 at the start or,
 by Python's negative indexing, wraps around to h_T: both are variations.
+
+How to add a mistake. Three places, and tests/test_mistakes.py fails, naming the code, while
+any of them is missing:
+
+1. its record in CATALOGUE below: ``_record(code, what, fix, way, ...)``, where each way is
+   the keywords of a :class:`Variation` (a change to the backward pass: a field of Variation
+   that :func:`variation_grads` applies; a new kind of change is a new field, added to
+   ``_FIELDS`` too, so that two mistakes can be made together), with ``says``/``fix`` per
+   gradient where the record's sentence would be vague; or ``constant=`` a
+   :class:`Constant`, for a mistake that only multiplies the gradient. ``what`` and ``fix``
+   are what the report prints (and the README's table); the fix is written for J's
+   dJ/dyhat_t = (yhat_t - y_t) / (B T).
+2. its row in the README's "Common BPTT mistakes" table, ``| `code` | what | fix |``, in
+   the catalogue's order (the test prints the row to paste).
+3. the mistake planted in learner code: ``learner_bptt`` and ``PLANTED`` in
+   tests/test_learner.py, written as a learner would write it (for a constant: the
+   ``error_factor`` its ``Constant.example`` says); the planted tests check it is named,
+   alone, with ``sign`` and ``scale``, and with a bias and h_0.
+
+The default seed. ``DEFAULT_SEED`` (7, echo_rnn/problem.py) is a written constant, not
+computed, because the help text and the README's walkthrough print it: it was chosen as the
+seed among 0-19 whose default problem keeps every two variations furthest apart
+(:func:`echo_rnn.learner.separation`), and ``DEFAULT_SEPARATION`` (learner.py) is a floor
+under that distance, far above the 1e-8 a match needs. A new mistake changes the
+distances, so two tests of tests/test_learner.py re-measure them:
+``test_the_default_problem_keeps_the_mistakes_apart`` (every two variations still
+``DEFAULT_SEPARATION`` apart on seed 7; it names the closest pair) and
+``test_the_default_seed_is_the_best_of_the_first_twenty``. When one fails, either make the
+new variation tell itself apart, or move the constants on purpose, together with the README
+(the walkthrough's block and "Telling them apart"; the tests that hold them,
+``test_the_readme_walkthrough_is_what_the_command_prints`` and tests/test_mistakes.py's
+``test_the_default_seed_is_printed_where_it_is_told``, say what they now print). Nothing
+moves by itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from echo_rnn import reference
-
-
-@dataclass(frozen=True)
-class Mistake:
-    """One entry of the catalogue, as the README's "common BPTT mistakes" table shows it."""
-
-    code: str
-    mistake: str
-    fix: str
-
-
-CATALOGUE = {m.code: m for m in (
-    Mistake("sign", "opposite sign: the error taken as y - yhat while the update subtracts "
-            "the gradient, so training climbs the loss",
-            "take the error as yhat - y: dJ/dyhat_t = (yhat_t - y_t) / T"),
-    Mistake("scale", "off by a constant factor: T (a sum over time where J takes the mean), "
-            "B (a sum over the batch), 2 (the 1/2 of the cost forgotten) or their inverses",
-            "dJ/dyhat_t = (yhat_t - y_t) / (B T): divide by T and by B once each, no factor 2"),
-    Mistake("inner-product", "a scalar, or a matrix with every entry equal, where the sum of "
-            "outer products belongs (np.dot of two vectors is their inner product)",
-            "accumulate the outer product: dU += np.outer(dz_t, h_{t-1}) "
-            "(batched: dz_t.T @ h_{t-1})"),
-    Mistake("transposed", "the transpose of the right gradient (dU)",
-            "dU += np.outer(dz_t, h_{t-1}), not np.outer(h_{t-1}, dz_t): row i is unit i's "
-            "pre-activation"),
-    Mistake("carry-transposed", "U where U^T belongs in the gradient carried back through "
-            "time", "carry dJ/dh_{t-1} = U.T @ dz_t (column vectors), dz_t @ U (row vectors)"),
-    Mistake("no-carry", "no gradient carried through time: each step's own loss only "
-            "(truncation at 1)",
-            "walk t from T down to 1 and add the carried term U.T @ dz_{t+1} to dJ/dh_t before "
-            "multiplying by tanh'"),
-    Mistake("no-tanh-derivative", "the factor tanh' = 1 - h_t^2 missing",
-            "dz_t = dh_t * (1 - h_t**2), with h_t = tanh(z_t)"),
-    Mistake("tanh-derivative-wrong-step", "tanh' taken at the neighbouring step: "
-            "1 - h_{t-1}^2 or 1 - h_{t+1}^2 where 1 - h_t^2 belongs",
-            "use the state the step itself made: dz_t = dh_t * (1 - h_t**2)"),
-    Mistake("off-by-one", "a step off in time: h_{t-1} where h_t belongs (dw), h_t where "
-            "h_{t-1} belongs (dU), x_{t-1} or x_{t+1} where x_t belongs (dV)",
-            "yhat_t = w . h_t pairs dJ/dyhat_t with h_t; z_t = U h_{t-1} + V x_t pairs "
-            "dJ/dz_t with h_{t-1} and x_t"),
-    Mistake("last-step-only", "only the last step's loss differentiated, as if J were "
-            "(yhat_T - y_T)^2 / 2",
-            "J sums every step's loss: add dJ/dyhat_t w to dJ/dh_t at every t, not only at T"),
-)}
+from echo_rnn.layouts import orientation
 
 
 @dataclass(frozen=True)
@@ -74,11 +69,12 @@ class Variation:
     """One way of making a catalogue mistake, as a change to the reference backward pass.
 
     ``says`` and ``fix`` map a gradient's name ("U", "V", "w", "b", "h0", "dh", or "*" for
-    the rest) to what went wrong in it and how to put it right, in the learner's words.
+    the rest) to what went wrong in it and how to put it right, in the learner's words; a
+    name they leave out gets the record's ``what`` and ``fix``.
     """
 
     code: str
-    says: dict[str, str]
+    says: dict[str, str] = field(default_factory=dict)
     fix: dict[str, str] = field(default_factory=dict)
     carry: str = "U"  # the matrix carrying dJ/dz_t back to h_{t-1}: "U", "U^T" or "none"
     tanh_at: int | None = 0  # the step tanh' is taken at, relative to t; None: no tanh'
@@ -88,12 +84,101 @@ class Variation:
     U_at: int = -1  # dU pairs dJ/dz_t with h_{t + U_at}
     V_at: int = 0  # dV pairs dJ/dz_t with x_{t + V_at}
     after: str | None = None  # a change to the result: "transpose" or "inner-product"
+    last_twice: bool = False  # step T's loss gradient added twice
+    db_from_dh: bool = False  # db sums dJ/dh_t, not dJ/dz_t
+    carry_tanh_at: int = 0  # the carried term's tanh' at h_{t + carry_tanh_at}
+    local_at: int = 0  # dJ/dh_t takes dJ/dyhat_{t + local_at} w (wrapping at the first step)
+    cache_at: int = 0  # step t reads the cache of step t + cache_at (wrapping at the first)
+    parts: tuple = ()  # two mistakes made together: the variations this one combines
+
+    @property
+    def codes(self) -> list[str]:
+        """The catalogue's codes this variation makes: one, or two made together."""
+        return [p.code for p in self.parts] if self.parts else [self.code]
+
+    def sentences(self, name: str) -> list[tuple[str, str]]:
+        """(what went wrong, how to fix it) per mistake made in gradient ``name``."""
+        return [p.sentence(name) for p in self.parts] if self.parts else [self.sentence(name)]
 
     def sentence(self, name: str) -> tuple[str, str]:
         """(what went wrong in gradient ``name``, how to fix it)."""
-        says = self.says.get(name, self.says.get("*", CATALOGUE[self.code].mistake))
+        says = self.says.get(name, self.says.get("*", CATALOGUE[self.code].what))
         fix = self.fix.get(name, self.fix.get("*", CATALOGUE[self.code].fix))
         return says, fix
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A mistake seen in the constant c that makes a gradient from the right one or from a
+    variation (got = c * candidate): ``factor`` takes every such c found for one gradient
+    (and the match tolerance) and returns the factor the mistake names, None when the c's
+    do not show it; ``detail`` says, for that factor and its name (T, 2B, ...; None when it
+    has none), what the report adds to the record's sentence. ``example``: a constant that
+    makes it (the tests multiply a learner's error by it)."""
+
+    example: float
+    factor: Callable[[list[float], float], float | None]
+    detail: Callable[[float, str | None], str] | None = None
+    reported: bool = False  # the row's factor in the report ("factor 50 = T")
+
+
+def _negative(cs: list[float], match: float) -> float | None:
+    """-1 when every constant found is negative: an error taken as y - yhat."""
+    return -1.0 if cs and all(c < 0 for c in cs) else None
+
+
+def _common_size(cs: list[float], match: float) -> float | None:
+    """The one size |c| != 1 every constant other than +-1 shares, told once; None when
+    there is none or they differ."""
+    sizes = [abs(c) for c in cs if abs(abs(c) - 1) > match]
+    if sizes and max(sizes) <= min(sizes) * (1 + 2 * match):
+        return round(sizes[0], 12)
+    return None
+
+
+def _size_detail(c: float, name: str | None) -> str:
+    if name:
+        return f"here it is {name} = {c:.6g} times too large: {factor_meaning(name)}"
+    return f"here it is {c:.6g} times the right size"
+
+
+def _one_number_fits(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether an inner product can stand where gradient ``name`` (of ``shape``) belongs: a
+    sum of outer products of two vectors of one length, as U's always is (dz_t, h_{t-1}) and
+    V's is when I = H (dz_t, x_t)."""
+    return (name == "U" or (name == "V" and shape[0] == shape[1])) and shape[0] > 1
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One mistake: its code, what it is and its fix (the README's "Common BPTT mistakes"
+    table prints them, the report says them), and how it is made: ``variations`` of the
+    backward pass, or a ``constant``.
+
+    ``one_number``: where the mistake makes one number stand for a whole gradient (the
+    gradient's name and shape): a number returned there is accepted
+    (:func:`echo_rnn.learner.check_return`), and a gradient whose entries are all one
+    value there is this mistake whatever the value; ``unfitted`` is added to the sentence
+    when no variation times a named constant reproduces that value. ``in_layout`` words it
+    in the learner's layout; ``misoriented`` marks the one record a gradient returned in
+    the transposed shape is (:func:`echo_rnn.learner.check_return` reads it back)."""
+
+    code: str
+    what: str
+    fix: str
+    variations: tuple[Variation, ...] = ()
+    constant: Constant | None = None
+    one_number: Callable[[str, tuple[int, ...]], bool] | None = None
+    unfitted: str = ""
+    # its sentences in a learner's own layout (echo_rnn.layouts): (layout, gradient, the
+    # shape it came back in when that gave it away or None, the expected shape) -> (says, fix)
+    in_layout: Callable[..., tuple[str, str]] | None = None
+    misoriented: bool = False  # what a gradient returned in the other orientation is
+
+
+def _record(code: str, what: str, fix: str, *ways: dict[str, Any], **special: Any) -> Mistake:
+    """A record whose variations are ``ways``, the keywords of a :class:`Variation` each."""
+    return Mistake(code, what, fix, tuple(Variation(code, **w) for w in ways), **special)
 
 
 _PREV_WRAP = ("at the first step it reads h_T, index -1 of an array that holds h_1..h_T "
@@ -102,55 +187,173 @@ _OFF_BY_ONE_FIX = {
     "w": "dw += (yhat_t - y_t) / T * h_t, the state the prediction was read from",
     "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
     "V": "dV += np.outer(dz_t, x_t), the input of the same step"}
-VARIATIONS = (
-    Variation("inner-product", after="inner-product", says={
-        "*": "it is one number, or a matrix with every entry equal: the inner product "
-             "sum_t dz_t . h_{t-1} where the sum of outer products dz_t h_{t-1}^T belongs",
-        "V": "it is one number, or a matrix with every entry equal: the inner product "
-             "sum_t dz_t . x_t where the sum of outer products dz_t x_t^T belongs"},
-        fix={"V": "accumulate the outer product: dV += np.outer(dz_t, x_t) "
-                  "(batched: dz_t.T @ x_t)"}),
-    Variation("transposed", after="transpose", says={
-        "*": "it is the transpose of the right gradient: np.outer(h_{t-1}, dz_t) where "
-             "np.outer(dz_t, h_{t-1}) belongs"}),
-    Variation("carry-transposed", carry="U^T", says={
-        "*": "the gradient carried back through time uses U where U^T belongs "
-             "(dh_{t-1} = U @ dz_t instead of U.T @ dz_t)"}),
-    Variation("no-carry", carry="none", says={
-        "*": "no gradient is carried back through time: each step sees only its own loss, "
-             "as if truncated at 1 step"}),
-    Variation("no-tanh-derivative", tanh_at=None, says={
-        "*": "the tanh derivative is missing: dz_t = dh_t where dz_t = dh_t * (1 - h_t^2) "
-             "belongs"}),
-    Variation("tanh-derivative-wrong-step", tanh_at=-1, says={
-        "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
-             "1 - h_t^2 belongs"}),
-    Variation("tanh-derivative-wrong-step", tanh_at=-1, wrap=True, says={
-        "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
-             f"1 - h_t^2 belongs ({_PREV_WRAP})"}),
-    Variation("tanh-derivative-wrong-step", tanh_at=1, says={
-        "*": "the tanh derivative is taken at the next step, 1 - h_{t+1}^2, where "
-             "1 - h_t^2 belongs"}),
-    Variation("off-by-one", w_at=-1, U_at=0, V_at=-1, says={
-        "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
-        "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-        "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t"},
-        fix=_OFF_BY_ONE_FIX),
-    Variation("off-by-one", w_at=-1, U_at=0, V_at=-1, wrap=True, says={
-        "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); yhat_t = w . h_t "
-             "needs h_t",
-        "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-        "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
-             "z_t = U h_{t-1} + V x_t needs x_t"},
-        fix=_OFF_BY_ONE_FIX),
-    Variation("off-by-one", w_at=1, U_at=0, V_at=1, says={
-        "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
-        "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-        "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t"},
-        fix=_OFF_BY_ONE_FIX),
-    Variation("last-step-only", last_only=True, says={
-        "*": "only the last step's loss is differentiated; J sums the loss of every step"}),
-)
+
+CATALOGUE = {m.code: m for m in (
+    _record("sign", "opposite sign: the error taken as y - yhat while the update subtracts "
+            "the gradient, so training climbs the loss",
+            "take the error as yhat - y: dJ/dyhat_t = (yhat_t - y_t) / (B T)",
+            constant=Constant(-1.0, _negative)),
+    _record("scale", "off by a constant factor: T (a sum over time where J takes the mean), "
+            "B (a sum over the batch), 2 (the 1/2 of the cost forgotten) or their inverses",
+            "dJ/dyhat_t = (yhat_t - y_t) / (B T): divide by T and by B once each, no factor 2",
+            constant=Constant(50.0, _common_size, _size_detail, reported=True)),
+    _record("inner-product", "a scalar, or a matrix with every entry equal, where the sum of "
+            "outer products belongs (np.dot of two vectors is their inner product)",
+            "accumulate the outer product: dU += np.outer(dz_t, h_{t-1}) "
+            "(batched: dz_t.T @ h_{t-1})",
+            dict(after="inner-product", says={
+                "*": "it is one number, or a matrix with every entry equal: the inner "
+                     "product sum_t dz_t . h_{t-1} where the sum of outer products "
+                     "dz_t h_{t-1}^T belongs",
+                "V": "it is one number, or a matrix with every entry equal: the inner "
+                     "product sum_t dz_t . x_t where the sum of outer products dz_t x_t^T "
+                     "belongs"},
+                fix={"V": "accumulate the outer product: dV += np.outer(dz_t, x_t) "
+                          "(batched: dz_t.T @ x_t)"}),
+            one_number=_one_number_fits,
+            unfitted=" (its value is not that sum times 1, T, B, 2 or their inverses either: "
+                     "look for a second mistake)"),
+    _record("transposed", "the transpose of the right gradient (dU)",
+            "dU += np.outer(dz_t, h_{t-1}), not np.outer(h_{t-1}, dz_t): row i is unit i's "
+            "pre-activation",
+            dict(after="transpose", says={
+                "*": "it is the transpose of the right gradient: np.outer(h_{t-1}, dz_t) where "
+                     "np.outer(dz_t, h_{t-1}) belongs"}),
+            in_layout=orientation, misoriented=True),
+    _record("carry-transposed", "U where U^T belongs in the gradient carried back through "
+            "time", "carry dJ/dh_{t-1} = U.T @ dz_t (column vectors), dz_t @ U (row vectors)",
+            dict(carry="U^T", says={
+                "*": "the gradient carried back through time uses U where U^T belongs "
+                     "(dh_{t-1} = U @ dz_t instead of U.T @ dz_t)"})),
+    _record("no-carry", "no gradient carried through time: each step's own loss only "
+            "(truncation at 1)",
+            "walk t from T down to 1 and add the carried term U.T @ dz_{t+1} to dJ/dh_t before "
+            "multiplying by tanh'",
+            dict(carry="none", says={
+                "*": "no gradient is carried back through time: each step sees only its own "
+                     "loss, as if truncated at 1 step"})),
+    _record("no-tanh-derivative", "the factor tanh' = 1 - h_t^2 missing",
+            "dz_t = dh_t * (1 - h_t**2), with h_t = tanh(z_t)",
+            dict(tanh_at=None, says={
+                "*": "the tanh derivative is missing: dz_t = dh_t where "
+                     "dz_t = dh_t * (1 - h_t^2) belongs"})),
+    _record("tanh-derivative-wrong-step", "tanh' taken at the neighbouring step: "
+            "1 - h_{t-1}^2 or 1 - h_{t+1}^2 where 1 - h_t^2 belongs",
+            "use the state the step itself made: dz_t = dh_t * (1 - h_t**2)",
+            dict(tanh_at=-1, says={
+                "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
+                     "1 - h_t^2 belongs"}),
+            dict(tanh_at=-1, wrap=True, says={
+                "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
+                     f"1 - h_t^2 belongs ({_PREV_WRAP})"}),
+            dict(tanh_at=1, says={
+                "*": "the tanh derivative is taken at the next step, 1 - h_{t+1}^2, where "
+                     "1 - h_t^2 belongs"})),
+    _record("off-by-one", "a step off in time: h_{t-1} where h_t belongs (dw), h_t where "
+            "h_{t-1} belongs (dU), x_{t-1} or x_{t+1} where x_t belongs (dV)",
+            "yhat_t = w . h_t pairs dJ/dyhat_t with h_t; z_t = U h_{t-1} + V x_t pairs "
+            "dJ/dz_t with h_{t-1} and x_t",
+            dict(w_at=-1, U_at=0, V_at=-1, fix=_OFF_BY_ONE_FIX, says={
+                "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
+                "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t"}),
+            dict(w_at=-1, U_at=0, V_at=-1, wrap=True, fix=_OFF_BY_ONE_FIX, says={
+                "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); "
+                     "yhat_t = w . h_t needs h_t",
+                "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
+                     "z_t = U h_{t-1} + V x_t needs x_t"}),
+            dict(w_at=1, U_at=0, V_at=1, fix=_OFF_BY_ONE_FIX, says={
+                "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
+                "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t"})),
+    _record("last-step-only", "only the last step's loss differentiated, as if J were "
+            "(yhat_T - y_T)^2 / 2",
+            "J sums every step's loss: add dJ/dyhat_t w to dJ/dh_t at every t, not only at T",
+            dict(last_only=True, says={
+                "*": "only the last step's loss is differentiated; J sums the loss of every "
+                     "step"})),
+    _record("last-step-twice", "the last step's loss gradient counted twice: the carried "
+            "gradient started at dJ/dyhat_T w, and dJ/dyhat_T w added again at t = T",
+            "start the carried gradient at zero (dh_next = np.zeros(H)); each step adds its "
+            "own dJ/dyhat_t w once",
+            dict(last_twice=True, says={
+                "*": "the last step's loss gradient is counted twice: dJ/dh_T is "
+                     "2 dJ/dyhat_T w (was the carried gradient started at dJ/dyhat_T w, then "
+                     "added again?)"})),
+    _record("bias-skips-tanh-derivative", "the bias gradient sums dJ/dh_t where it sums "
+            "dJ/dz_t (db += dh_t)",
+            "db += dz_t, with dz_t = dh_t * (1 - h_t**2): b enters before the tanh",
+            dict(db_from_dh=True, says={
+                "b": "db sums dJ/dh_t where dJ/dz_t = dJ/dh_t * (1 - h_t^2) belongs: the bias "
+                     "gradient skips tanh'"})),
+    _record("carry-tanh-derivative-wrong-step", "tanh' at the wrong step in the carried term "
+            "only: dJ/dh_{t-1} = U^T (dJ/dh_t * (1 - h_{t-1}^2)) where 1 - h_t^2 belongs",
+            "carry the same dz_t the step used for dU: dJ/dh_{t-1} = U.T @ dz_t, "
+            "dz_t = dh_t * (1 - h_t**2)",
+            dict(carry_tanh_at=-1, says={
+                "*": "the carried term takes tanh' at the previous step: dJ/dh_{t-1} = "
+                     "U^T (dJ/dh_t * (1 - h_{t-1}^2)) where 1 - h_t^2 belongs (the step's own "
+                     "dz_t is right)"})),
+    _record("upstream-off-by-one", "the gradient arriving from the loss read one step off: "
+            "dJ/dyhat_{t-1} w added to dJ/dh_t (dh[:, t-1] in a loop over t; at the first "
+            "step index -1, the last step's)",
+            "add the upstream gradient of the same step: dh_t = dy[:, t] * w + carried",
+            dict(local_at=-1, wrap=True, says={
+                "*": "dJ/dh_t takes the loss gradient of step t-1 (dh[:, t-1]; at the first "
+                     "step index -1, step T's): the upstream gradient is read one step off"})),
+    _record("cache-off-by-one", "the step's cache read one step off: step t's backward "
+            "given the cache of step t-1 (caches[t-1]; at the first step index -1, the last "
+            "step's)",
+            "give step t's backward its own cache: step_backward(dh_t, caches[t])",
+            dict(cache_at=-1, wrap=True, says={
+                "*": "step t's backward reads the cache of step t-1 (caches[t-1]; at the "
+                     "first step index -1, step T's): tanh', h_{t-1} and x_t all come from "
+                     "the wrong step"})),
+)}
+
+# Every way of making a mistake of the catalogue: what a gradient is compared with.
+VARIATIONS = tuple(v for m in CATALOGUE.values() for v in m.variations)
+# The mistakes seen in a constant factor rather than a changed backward pass.
+CONSTANTS = tuple(m for m in CATALOGUE.values() if m.constant is not None)
+# The mistake a gradient returned in the transposed shape is.
+(MISORIENTED,) = (m for m in CATALOGUE.values() if m.misoriented)
+
+
+def accepts_one_number(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether a mistake of the catalogue makes one number where gradient ``name`` of
+    ``shape`` belongs (a learner's function may return it there)."""
+    return any(m.one_number(name, shape) for m in CATALOGUE.values() if m.one_number)
+
+
+# Two mistakes in one gradient: pairs of variations that change different parts of the
+# backward pass, tried when no single variation reproduces a gradient.
+_DEFAULTS = Variation("", {})
+_FIELDS = ("carry", "tanh_at", "last_only", "w_at", "U_at", "V_at", "after", "last_twice",
+           "db_from_dh", "carry_tanh_at", "local_at", "cache_at")
+
+
+def _combine(a: Variation, b: Variation) -> Variation | None:
+    """The variation making both ``a`` and ``b``, or None when they change the same part."""
+    changed = {}
+    for v in (a, b):
+        for f in _FIELDS:
+            if getattr(v, f) != getattr(_DEFAULTS, f):
+                if f in changed and changed[f] != getattr(v, f):
+                    return None
+                if f in changed:
+                    return None
+                changed[f] = getattr(v, f)
+    if a.wrap != b.wrap and (a.wrap or b.wrap):
+        return None
+    if ("carry_tanh_at" in changed or "db_from_dh" in changed) and (
+            changed.get("tanh_at", 0) is None or changed.get("carry") == "none"):
+        return None  # the second changes nothing the first left
+    return Variation(f"{a.code}+{b.code}", {}, wrap=a.wrap or b.wrap, parts=(a, b), **changed)
+
+
+PAIRS = tuple(c for i, a in enumerate(VARIATIONS) for b in VARIATIONS[i + 1:]
+              if a.code != b.code and (c := _combine(a, b)) is not None)
 
 
 def variation_grads(
@@ -196,15 +399,28 @@ def variation_grads(
     dU, dV, dw, db = (torch.zeros_like(p) for p in (U, V, w, w))
     dh = [None] * T
     carried = torch.zeros_like(hs[0])
+    def local(t: int) -> torch.Tensor:  # dJ/dyhat_t w; before the first step: step T's
+        if t < 1:  # (wrap) or nothing
+            return dy_hat[:, T - 1, None] * w if v.wrap else torch.zeros_like(hs[0])
+        return dy_hat[:, t - 1, None] * w
+
     for t in range(T, 0, -1):
-        dh[t - 1] = dy_hat[:, t - 1, None] * w + carried  # local_t + carried_t
+        dh[t - 1] = local(t + v.local_at) + carried  # local_t + carried_t
+        if v.last_twice and t == T:
+            dh[t - 1] = dh[t - 1] + local(T)
+        s = t + v.cache_at  # the step whose cache step t's backward reads
+        if s < 1:
+            s += T  # caches[-1]
         dz = dh[t - 1] if v.tanh_at is None else \
-            dh[t - 1] * (1 - h_at(t + v.tanh_at, v.tanh_at != 0) ** 2)
-        dU = dU + dz.T @ h_at(t + v.U_at, v.U_at != -1)
-        dV = dV + dz.T @ x_at(t + v.V_at)
-        db = db + dz.sum(0)
+            dh[t - 1] * (1 - h_at(s + v.tanh_at, v.tanh_at != 0) ** 2)
+        dU = dU + dz.T @ h_at(s + v.U_at, v.U_at != -1)
+        dV = dV + dz.T @ x_at(s + v.V_at)
+        db = db + (dh[t - 1] if v.db_from_dh else dz).sum(0)
         dw = dw + h_at(t + v.w_at, v.w_at != 0).T @ dy_hat[:, t - 1]
-        carried = {"U": dz @ U, "U^T": dz @ U.T, "none": torch.zeros_like(dz)}[v.carry]
+        carried_dz = dz if v.carry_tanh_at == 0 or v.tanh_at is None else \
+            dh[t - 1] * (1 - h_at(t + v.carry_tanh_at, False) ** 2)
+        carried = {"U": carried_dz @ U, "U^T": carried_dz @ U.T,
+                   "none": torch.zeros_like(dz)}[v.carry]
     grads = {"U": dU, "V": dV, "w": dw, "b": db, "h0": carried, "dh": torch.stack(dh, dim=1)}
     if v.after == "transpose":
         grads["U"] = dU.T

@@ -1,6 +1,7 @@
-"""SIGINT and SIGTERM: turned into a request to stop at a safe point (train, sweep), or into
-an exception that the command line turns into one line and exit 130 / 143. Every handler is
-put back on the way out: no library call leaves the process's handlers changed."""
+"""SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session): turned into a request to
+stop at a safe point (train, sweep), or into an exception that the command line turns into
+one line and exit 130 / 143 / 129. Every handler is put back on the way out: no library call
+leaves the process's handlers changed."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP ends a run as SIGTERM does (it is how long runs usually die: the terminal or the
+# ssh session closes). Not on Windows, which has no SIGHUP.
+SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+# The ones that end a command as an exception (SIGINT is KeyboardInterrupt already).
+TERMINATING = tuple(s for s in SIGNALS if s != signal.SIGINT)
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt is for SIGINT (so ``finally`` blocks run)."""
+    """SIGTERM or SIGHUP, raised like KeyboardInterrupt is for SIGINT (so ``finally`` blocks
+    run); ``signum`` says which."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _in_main_thread() -> bool:
@@ -25,25 +33,27 @@ def _in_main_thread() -> bool:
 
 @contextmanager
 def terminate_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` instead of killing the process."""
+    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` instead of killing the
+    process."""
     if not _in_main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise Terminated()
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in TERMINATING}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextmanager
 def stop_requests(on_signal: Callable[[int], None] | None = None,
                   insist: bool = True) -> Iterator[list[int]]:
-    """Turn SIGINT/SIGTERM into a request to stop: yields a list that holds the signal
+    """Turn SIGINT/SIGTERM/SIGHUP into a request to stop: yields a list that holds the signal
     numbers received, and calls ``on_signal(signum)`` for each. With ``insist``, a second
     signal acts as it did before (the user insists: KeyboardInterrupt, Terminated, or
     death). Outside the main thread (where Python allows no handlers) the list stays empty."""
@@ -72,5 +82,6 @@ def stop_requests(on_signal: Callable[[int], None] | None = None,
 
 
 def exit_status(signum: int) -> int:
-    """The shell's status for death by ``signum``: 130 for SIGINT, 143 for SIGTERM."""
+    """The shell's status for death by ``signum``: 130 for SIGINT, 143 for SIGTERM, 129 for
+    SIGHUP."""
     return 128 + int(signum)

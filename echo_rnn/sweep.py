@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from typing import Any
 from tqdm import tqdm
 
 from echo_rnn import distributed
-from echo_rnn.checkpoint import checkpoint_path
+from echo_rnn.checkpoint import checkpoint_path, read_summary
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, logdir_error
+from echo_rnn.locks import Busy, DirLock
 from echo_rnn.population_train import population_key, train_population
 from echo_rnn.signals import stop_requests
 from echo_rnn.tables import write_results
@@ -38,7 +40,8 @@ MAX_POINTS = 100_000
 
 # A bound is a number, or H with an optional offset (H, H+1, H-2); a part is a bound or a
 # range of two. Offsets only follow H, so "2-5" is a range and "H-1" a single value.
-_PART = re.compile(r"(\d+|H(?:[+-]\d+)?)(?:-(\d+|H(?:[+-]\d+)?))?")
+# ASCII digits only: \d and int() take Arabic-Indic and full-width digits too
+_PART = re.compile(r"(\d+|H(?:[+-]\d+)?)(?:-(\d+|H(?:[+-]\d+)?))?", re.ASCII)
 
 
 def parse_int_list(text: str, setting: str, H: int | None = None) -> list[int]:
@@ -115,23 +118,44 @@ def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
 
 
 _stop = None  # a multiprocessing Event in workers: set once the sweep is told to stop
+_busy = threading.Event()  # set in a worker while it runs a job
+
+# How often a worker looks for its parent, and how long a worker whose parent died gives
+# the point it is training to checkpoint before it exits.
+PARENT_POLL_S = 0.2
+ORPHAN_GRACE_S = 3.0
 
 
-def _worker_init(stop) -> None:
+def _worker_init(stop, parent: int) -> None:
+    """Runs in each worker before its first job. ``parent`` is the sweep's pid, taken in the
+    parent before the worker was started: a worker that starts after its parent died (the
+    interpreter and torch take seconds to load) finds it gone at once."""
     global _stop
     _stop = stop
-    # Ctrl-C reaches every process of the terminal's group. A worker between points has
-    # nothing to save and leaves stopping to the parent (a KeyboardInterrupt there would
-    # break the pool); a worker inside a point handles it itself (train's own handlers).
+    # Ctrl-C and a closed terminal's SIGHUP reach every process of the terminal's group. A
+    # worker between points has nothing to save and leaves stopping to the parent (a
+    # KeyboardInterrupt there would break the pool); a worker inside a point handles it
+    # itself (train's own handlers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
     """A worker whose parent died (kill -9 leaves no chance to stop it) exits too, instead
-    of training on for nobody and holding the output pipe open."""
+    of training on for nobody and holding the output pipe open: the point it trains is
+    asked to stop (it checkpoints after its step), and the worker exits once it has, or
+    after ORPHAN_GRACE_S."""
     while os.getppid() == parent:
-        time.sleep(0.5)
+        time.sleep(PARENT_POLL_S)
+    if _stop is not None:
+        _stop.set()
+    deadline = time.monotonic() + ORPHAN_GRACE_S
+    while _busy.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
     os._exit(1)
 
 
@@ -188,6 +212,21 @@ def plan(configs: list[TrainConfig], population: int) -> list[TrainConfig | list
     return jobs + alone
 
 
+def share(jobs: list[TrainConfig | list[TrainConfig]], ranks: int) -> list[list[TrainConfig]]:
+    """The points of each of ``ranks`` ranks: whole jobs (a population is never split over
+    ranks), dealt largest first to the rank with the fewest points so far; deterministic, so
+    every rank computes the same shares. Within a rank the jobs keep their order."""
+    order = sorted(range(len(jobs)), key=lambda j: -(len(jobs[j]) if isinstance(jobs[j], list)
+                                                      else 1))
+    load, owner = [0] * ranks, {}
+    for j in order:
+        rank = min(range(ranks), key=lambda r: (load[r], r))
+        owner[j] = rank
+        load[rank] += len(jobs[j]) if isinstance(jobs[j], list) else 1
+    return [[c for j, job in enumerate(jobs) if owner[j] == r
+             for c in (job if isinstance(job, list) else [job])] for r in range(ranks)]
+
+
 def _failing_stops_the_sweep():
     if _stop is not None:  # set here, before this worker can take the next point
         _stop.set()
@@ -195,6 +234,14 @@ def _failing_stops_the_sweep():
 
 def run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
     """Train fresh points as one population; their rows, or None if the sweep is stopping."""
+    _busy.set()
+    try:
+        return _run_population(configs)
+    finally:
+        _busy.clear()
+
+
+def _run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
     if _stop is not None and _stop.is_set():
         return None
     for c in configs:
@@ -209,14 +256,29 @@ def run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
     return [_row(c) for c in configs]
 
 
+def needs_run(config: TrainConfig) -> bool:
+    """Whether the point has training to do: it has no summary, or a re-run with a larger
+    --steps continues it (it ran out of steps unsolved). Otherwise it is read back."""
+    summary = Path(config.logdir) / config.run_name / "summary.json"
+    if not summary.exists():
+        return True
+    done = read_summary(summary.parent)  # CheckpointError: one line, naming the file
+    return done["stopped"] == "steps" and done["step"] < config.steps
+
+
 def run_point(config: TrainConfig) -> dict[str, Any] | None:
     """Run (or finish, or extend, or just read) one grid point; None if the sweep is
     stopping."""
+    _busy.set()
+    try:
+        return _run_point(config)
+    finally:
+        _busy.clear()
+
+
+def _run_point(config: TrainConfig) -> dict[str, Any] | None:
     run_dir = Path(config.logdir) / config.run_name
-    summary = run_dir / "summary.json"
-    done = json.loads(summary.read_text()) if summary.exists() else None
-    # a sweep re-run with a larger --steps continues the points that ran out of steps unsolved
-    if done is None or (done["stopped"] == "steps" and done["step"] < config.steps):
+    if needs_run(config):
         if _stop is not None and _stop.is_set():
             return None
         resume = run_dir if checkpoint_path(run_dir).exists() else None
@@ -235,7 +297,7 @@ def run_point(config: TrainConfig) -> dict[str, Any] | None:
 
 def _row(config: TrainConfig) -> dict[str, Any]:
     """A finished point's row of results.csv, from its summary.json."""
-    done = json.loads((Path(config.logdir) / config.run_name / "summary.json").read_text())
+    done = read_summary(Path(config.logdir) / config.run_name)
     return {"echo_step": config.echo_step, "hidden_size": config.hidden_size,
             "seed": config.seed, "solved": done["solved_step"] is not None,
             **{k: done[k] for k in ("solved_step", "val_accuracy", "val_loss", "step",
@@ -258,12 +320,22 @@ def _verdict(row: dict[str, Any]) -> str:
     return f"not solved in {row['step']} steps, val_acc {row['val_accuracy']:.4f}"
 
 
+def _finished_before(config: TrainConfig) -> bool:
+    """A point that an earlier run of the sweep finished: read back, not run."""
+    try:
+        return not needs_run(config)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # the worker that reads it says what is wrong
+
+
 def _run_local(configs: list[TrainConfig], workers: int, label: str,
-               population: int = 1) -> SweepOutcome:
+               population: int = 1, out=None) -> SweepOutcome:
     """Run ``configs`` in ``workers`` processes (fresh points in populations of at most
-    ``population``), with a progress bar; on SIGINT/SIGTERM stop starting points, let
-    running ones checkpoint, and return what finished."""
+    ``population``), with a progress bar and a line per point on ``out`` (default: stdout);
+    on SIGINT/SIGTERM/SIGHUP stop starting points, let running ones checkpoint, and return
+    what finished."""
     rows: list[dict[str, Any]] = []
+    read_back = {c.run_name for c in configs if _finished_before(c)}
     jobs = plan(configs, population)
     bar = tqdm(total=len(configs), unit="point", desc=label, file=sys.stderr,
                disable=not sys.stderr.isatty(), dynamic_ncols=True)
@@ -277,8 +349,12 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
             rows.append(row)
             bar.update(1)
             bar.set_postfix(solved=sum(r["solved"] for r in rows))
+            name = point_name(replace(configs[0], echo_step=row["echo_step"],
+                                      hidden_size=row["hidden_size"], seed=row["seed"]))
+            earlier = " (read back: finished by an earlier run)" if name in read_back else ""
             tqdm.write(f"{label}k={row['echo_step']} H={row['hidden_size']} "
-                       f"seed={row['seed']}: {_verdict(row)}", file=sys.stdout)
+                       f"seed={row['seed']}: {_verdict(row)}{earlier}",
+                       file=out if out is not None else sys.stdout)
 
     pool = None
     stop = None
@@ -286,7 +362,7 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
         ctx = mp.get_context("spawn")
         stop = ctx.Event()
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(stop,))
+                                   initargs=(stop, os.getpid()))
 
     # A signal stops the starting of points; a point that is training sees the event (or,
     # from a terminal, the signal itself), finishes its step and checkpoints.
@@ -327,28 +403,47 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
 
 
 def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int], name: str,
-              workers: int | None = None, population: int = 1) -> SweepOutcome:
+              workers: int | None = None, population: int = 1, out=None) -> SweepOutcome:
     """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables.
     ``echo_steps`` maps each hidden size to its echo steps; fresh points that can share a
-    kernel train in populations of at most ``population`` (1: each alone)."""
+    kernel train in populations of at most ``population`` (1: each alone); a line per
+    point goes to ``out`` (default: stdout). The sweep's directory is locked while it
+    runs (one sweep of a name at a time): :class:`~echo_rnn.locks.Busy` otherwise."""
+    with ExitStack() as held:
+        return _run_sweep(base, echo_steps, seeds, name, workers, population, out, held)
+
+
+def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
+               held: ExitStack) -> SweepOutcome:
     d = distributed.current()
     sweep_dir = Path(base.logdir) / name
     configs = grid(base, echo_steps, seeds, sweep_dir)
     if workers is None:  # the cores, shared by torchrun's local ranks and each run's threads
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         workers = max(1, (os.cpu_count() or 1) // (local * base.threads))
+    error = None
     if d.is_main:
         spec = {"echo_steps": {str(H): ks for H, ks in echo_steps.items()}, "seeds": seeds,
                 "base": base.to_dict(), "points": len(configs)}
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(DirLock(sweep_dir, "sweep"))
+            check_rerun(sweep_dir, base)  # again, now that no other sweep can write it
             (sweep_dir / "sweep.json").write_text(json.dumps(spec, indent=2) + "\n")
         except OSError as exc:
-            raise logdir_error(exc, sweep_dir) from None
+            error = logdir_error(exc, sweep_dir)
+        except (Busy, ConfigError) as exc:
+            error = exc
+    if d.enabled:  # every rank learns whether the sweep goes ahead
+        error = distributed.broadcast_object(error)
+    if error is not None:
+        raise error
+    # Every rank plans the same jobs from the same files before any trains (the barrier),
+    # and takes whole populations: its share of the points, replanned, groups them again.
+    mine = share(plan(configs, population), d.world_size)[d.rank]
     distributed.barrier()
-    mine = configs[d.rank::d.world_size]
     label = f"[rank {d.rank}] " if d.enabled else ""
-    outcome = _run_local(mine, workers, label, population)
+    outcome = _run_local(mine, workers, label, population, out=out)
     # Every rank reports how it ended, so that none waits for one that was interrupted.
     gathered = distributed.gather_objects((outcome.rows, outcome.interrupted))
     if not d.is_main:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import shutil
 import signal
+import secrets
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +37,8 @@ from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.flow import step_norms
-from echo_rnn.model import bit_accuracy, echo_loss, model_from_config
+from echo_rnn.model import bit_accuracy, echo_loss, make_optimizer, model_from_config
+from echo_rnn.locks import LOCK_NAME, Busy, DirLock
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
 
@@ -123,42 +127,46 @@ def default_run_name(config: TrainConfig) -> str:
 
 
 def _create_run_dir(config: TrainConfig) -> Path:
-    """Create the run's directory atomically (mkdir, which fails if the name is taken), so
-    that two runs started at once never share one: an explicit ``run_name`` that exists is
-    refused, a default name gets a suffix."""
+    """Create the run's directory atomically, with its ``config.json`` in it: the directory
+    is made under a temporary name, the config written into it, and the whole renamed into
+    place (which fails if the name is taken), so that two runs started at once never share
+    one, and a run directory, however early its process dies (``kill -9``, the
+    out-of-memory killer), always holds the config that ``--resume`` restarts it from. An
+    explicit ``run_name`` that exists is refused, a default name gets a suffix."""
     logdir = Path(config.logdir)
+    names = ([config.run_name] if config.run_name is not None else
+             [default_run_name(config) + ("" if n == 0 else f"-{n}") for n in range(1000)])
+    tmp = None
     try:
         logdir.mkdir(parents=True, exist_ok=True)
+        tmp = logdir / f".{names[0][:60]}.{secrets.token_hex(4)}.partial"
+        tmp.mkdir()  # mode 0777 less the umask, as a plain mkdir makes it
+        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        for name in names:
+            run_dir = logdir / name
+            if run_dir.exists() or run_dir.is_symlink():
+                continue
+            try:
+                os.rename(tmp, run_dir)  # fails on a directory that is not empty: taken
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise
+                continue
+            tmp = None
+            return run_dir
         if config.run_name is not None:
             run_dir = logdir / config.run_name
-            try:
-                run_dir.mkdir()
-            except FileExistsError:
-                raise ConfigError("run_name", f"{run_dir} already exists; choose another "
-                                              f"name, or continue it with --resume {run_dir}"
-                                  ) from None
-            return run_dir
-        base = default_run_name(config)
-        for n in range(1000):
-            run_dir = logdir / (base if n == 0 else f"{base}-{n}")
-            try:
-                run_dir.mkdir()
-                return run_dir
-            except FileExistsError:
-                continue
-        raise ConfigError("logdir", f"{logdir} holds too many runs named {base}-N")
+            raise ConfigError("run_name", f"{run_dir} already exists; choose another "
+                                          f"name, or continue it with --resume {run_dir}")
+        raise ConfigError("logdir", f"{logdir} holds too many runs named {names[0]}-N")
     except OSError as exc:
         raise logdir_error(exc, logdir / (config.run_name or "RUN")) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr)
-    # fused: one kernel for the whole update instead of a dozen small ops per step (the
-    # optimizer was a sixth of the step). capturable keeps Adam's step count on the device,
-    # so that a CUDA graph can replay it.
-    return torch.optim.Adam(params, lr=config.lr, capturable=config.cuda_graph,
-                            fused=config.fused or None)
+_make_optimizer = make_optimizer  # one rule, in echo_rnn.model: checkpoints are checked by it
 
 
 class _Trainer:
@@ -454,20 +462,49 @@ def gradient_flow(model, vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Resumed:
     """A run to continue, read once: its directory, its checkpoint file, the state in it and
-    the config it was started with."""
+    the config it was started with. ``state`` is None for a run that died before its first
+    checkpoint: it restarts from step 0 with its recorded config."""
 
     run_dir: Path
     checkpoint: Path
-    state: dict[str, Any]
+    state: dict[str, Any] | None
     config: TrainConfig
 
 
 def open_run(resume: str | Path) -> Resumed:
     """Read the run that ``resume`` names (its directory, or the ``checkpoints/last.pt`` in
-    it). Raises CheckpointError naming the file and what is wrong."""
+    it). A run directory without a checkpoint (its process died before the first one) is
+    read from its ``config.json``, to start again from step 0. Raises CheckpointError
+    naming the file and what is wrong."""
+    path = Path(resume)
+    if path.is_dir() and not checkpoint_path(path).exists() and (path / "config.json").exists():
+        return Resumed(path, checkpoint_path(path), None, _recorded_config(path / "config.json"))
     state = load_checkpoint(resume)  # what it is comes first: refused, damaged, ...
     run_dir, ckpt_file = run_dir_of_checkpoint(resume)  # then where it is
     return Resumed(run_dir, ckpt_file, state, TrainConfig.from_dict(state["config"], recorded=True))
+
+
+# A config.json is a few hundred bytes; nothing larger is read.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _recorded_config(path: Path) -> TrainConfig:
+    """The config a run recorded in ``path`` (its config.json), checked; CheckpointError
+    naming the file otherwise."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{path} is not a run's config.json (not a regular file of "
+                                  f"at most {MAX_CONFIG_BYTES} bytes)")
+        config = TrainConfig.from_dict(json.loads(path.read_text()), recorded=True)
+        config.validate()
+        return config
+    except CheckpointError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError,
+            RecursionError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a usable run config, and the run has no "
+                              f"checkpoint to resume from: {first}") from None
 
 
 def _check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
@@ -522,24 +559,30 @@ def train(
             (the sweep's workers learn of a signal to their parent this way).
 
     Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
-    From the moment the run directory exists, SIGINT and SIGTERM are held until the first
-    checkpoint is written: an interrupted run always leaves a directory it can resume from,
-    or none at all.
+    From the moment the run directory exists, SIGINT, SIGTERM and SIGHUP are held until the
+    first checkpoint is written: an interrupted run always leaves a directory it can resume
+    from, or none at all. A run killed outright before then (``kill -9``) leaves its
+    ``config.json``, from which ``resume`` starts it again at step 0. The run directory is
+    locked (``.lock``) while the run trains: one writer at a time.
 
     Raises:
         ConfigError, CheckpointError: before anything is written.
         NonFiniteLoss: the loss or the weights became NaN or infinite; the last good
             checkpoint stays.
         StorageError: the run could not be written (disk full); what was saved stays.
-        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written after the current step.
+        TrainingInterrupted: SIGINT/SIGTERM/SIGHUP; a checkpoint was written after the
+            current step.
+        Busy: another process holds the run directory (trains or resumes it); nothing was
+            written.
     """
     config.validate()
-    with cpu_threads(config.threads), stop_requests() as received:
-        return _train(config, resume, verbose, data_parallel, received, stop)
+    with cpu_threads(config.threads), stop_requests() as received, ExitStack() as held:
+        return _train(config, resume, verbose, data_parallel, received, stop, held)
 
 
 def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
-           received: list[int], external_stop: Callable[[], bool] | None) -> TrainResult:
+           received: list[int], external_stop: Callable[[], bool] | None,
+           held: ExitStack) -> TrainResult:
     device = resolve_device(config.device)
     d = distributed.current() if data_parallel else distributed.Dist()
     if d.enabled:
@@ -551,16 +594,30 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
         if device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
     saved = None
+    fresh = resume is None  # a new run directory, made here (else the run's own)
     if resume is not None:
         resumed = resume if isinstance(resume, Resumed) else open_run(resume)
         _check_resume_config(config, resumed)
         run_dir, ckpt_file, saved = resumed.run_dir, resumed.checkpoint, resumed.state
+        error = None
+        if d.is_main:
+            try:  # one writer at a time: a second resume, or one while the run trains
+                held.enter_context(DirLock(run_dir))
+            except Busy as exc:
+                error = exc
+        if d.enabled:
+            error = distributed.broadcast_object(error)
+        if error is not None:
+            raise error
+        if saved is None and d.is_main:  # died before its first checkpoint: start again
+            _clear_run_dir(run_dir)
     else:
         run_dir, error = None, None
         if d.is_main:
             try:
                 run_dir = _create_run_dir(config)
-            except ConfigError as exc:
+                held.enter_context(DirLock(run_dir))
+            except (ConfigError, Busy) as exc:
                 error = exc
         if d.enabled:  # every rank learns the directory, or the reason there is none
             run_dir, error = distributed.broadcast_object((run_dir, error))
@@ -568,7 +625,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             raise error
     if received:  # a signal before anything was written: leave nothing behind
         if saved is None and d.is_main:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _discard(run_dir, fresh)
         raise TrainingInterrupted(received[0], -1, run_dir)
 
     start = time.perf_counter()
@@ -581,10 +638,11 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             trainer.load(saved, ckpt_file)
             if trainer.verbose:
                 print(f"resuming {run_dir.name} from step {trainer.step}", file=sys.stderr)
+        elif not fresh and trainer.verbose:
+            print(f"resuming {run_dir.name} from step 0: it stopped before its first "
+                  "checkpoint, so it starts again with its recorded config", file=sys.stderr)
         if config.cuda_graph:
             trainer.capture_graph()
-        if d.is_main and saved is None:
-            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         log = RunLog(run_dir, config, main=d.is_main, verbose=verbose,
                      resumed_at=trainer.step if saved is not None else None,
                      event_sizes=saved.get("events") if saved is not None else None,
@@ -598,8 +656,9 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
             log.close()
         if d.is_main:
             if saved is None and not checkpoint_path(run_dir).exists():
-                # nothing resumable was written: the new run's directory goes, whole
-                shutil.rmtree(run_dir, ignore_errors=True)
+                # nothing resumable was written: the new run's directory goes, whole (a
+                # restarted one keeps its config, to start again from)
+                _discard(run_dir, fresh)
             else:
                 _remove_empty_event_files(run_dir)
         error = _storage_error(exc, trainer.saved_step if trainer else None, run_dir)
@@ -673,6 +732,27 @@ def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
     """The events up to now on their way to disk, then a checkpoint that records how far
     they reach (a resume from it cuts off what was logged after it)."""
     trainer.checkpoint(elapsed, events=log.sizes())
+
+
+def _discard(run_dir: Path, fresh: bool) -> None:
+    """A run stopped before its first checkpoint: a directory made for it goes, whole; a
+    run restarted from its config keeps the config, to start again from."""
+    if fresh:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        _clear_run_dir(run_dir)
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Empty a run directory that holds no checkpoint, but for its config and lock: what a
+    process that died before its first checkpoint left (events of step 0, temp files)."""
+    for p in run_dir.iterdir():
+        if p.name in ("config.json", LOCK_NAME):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _remove_empty_event_files(run_dir: Path) -> None:

@@ -80,6 +80,51 @@ def test_plot_writes_an_image(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.png", "flow.svg"]  # no temp files
 
 
+def test_the_plot_draws_the_difference_marks_zeros_and_the_departure(tmp_path):
+    """What the learner needs to see: ||yours - autograd's|| as its own curve, its exact
+    zeros on the log axis at a floor with their own marker, where it departs first, and a
+    long title whole."""
+    from echo_rnn.flow import plot_flow
+
+    title = "gradient flow through time, " + "a_very_long_learner_file_name.py:bptt, " * 4
+    fig = plot_flow(tmp_path / "f.png", {"autograd": [1e-2, 2e-2, 3e-2, 4e-2],
+                                         "yours": [1e-2, 2e-2, 3.5e-2, 4e-2]}, title,
+                    {"||yours - autograd||": [0.0, 0.0, 5e-3, 0.0]}, departure=3)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    diff = lines["||yours - autograd||"]
+    floor = 5e-4  # a tenth of the smallest value drawn (5e-3)
+    assert list(diff.get_ydata()) == pytest.approx([floor, floor, 5e-3, floor])
+    zero_key = [k for k in lines if k.startswith("exactly 0")]
+    assert len(zero_key) == 1
+    assert list(lines[zero_key[0]].get_xdata()) == [1, 2, 4]
+    assert list(lines["yours departs first at t = 3"].get_xdata()) == [3, 3]
+    shown = ax.get_title()
+    assert shown.replace("\n", " ").split() == title.split()  # whole, wrapped
+    assert max(len(line) for line in shown.split("\n")) <= 80
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "||yours - autograd||" in legend and zero_key[0] in legend
+
+
+def test_the_learner_plot_marks_where_a_planted_mistake_departs(tmp_path, capsys, monkeypatch):
+    import echo_rnn.flow as flow
+
+    drawn = {}
+    real = flow.plot_flow
+
+    def spy(*a, **kw):
+        drawn["fig"] = real(*a, **kw)
+        return drawn["fig"]
+
+    monkeypatch.setattr(flow, "plot_flow", spy)
+    code, _, _ = run_main("gradcheck", "--grads", EXAMPLE, "--plot", tmp_path / "f.png",
+                          capsys=capsys)
+    assert code == 1
+    labels = [line.get_label() for line in drawn["fig"].axes[0].get_lines()]
+    assert "||yours - autograd||" in labels
+    assert "yours departs first at t = 49" in labels  # the carry is transposed from T - 1
+
+
 @pytest.mark.parametrize("target,needle", [("nodir/flow.png", "no such directory"),
                                            ("flow.txt", "must end in .png, .pdf, .svg"),
                                            (".", "must end in")])

@@ -18,7 +18,7 @@ from echo_rnn import learner
 from echo_rnn.compare import autograd_hidden_grads
 from echo_rnn.learner import (DEFAULT_SEPARATION, MATCH_REL, BadReturn, LearnerCodeError,
                               check_grads, make_learner_problem, separation)
-from echo_rnn.mistakes import CATALOGUE, VARIATIONS, named_factors
+from echo_rnn.mistakes import CATALOGUE, CONSTANTS, VARIATIONS, named_factors
 from helpers import run_main
 
 
@@ -44,17 +44,22 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
         dU, dV, dw, db = np.zeros_like(U), np.zeros_like(V), np.zeros_like(w), np.zeros(H)
         dh_all = np.zeros((B, T, H))
         dh_next = np.zeros((B, H))
+        errs = (yhat - Y) / (B * T) * error_factor  # (B, T)
+        if mistake == "last-step-only":
+            errs[:, :-1] = 0
         for t in range(T, 0, -1):
-            err = (yhat[:, t - 1] - Y[:, t - 1]) / (B * T) * error_factor  # (B,)
-            if mistake == "last-step-only" and t < T:
-                err = np.zeros(B)
+            err = errs[:, t - 1]  # (B,)
             h_w = hs[:, t]
             if mistake == "off-by-one/w":
                 h_w = hs[:, t - 1]
             dw += h_w.T @ err
-            dh = err[:, None] * w[None, :] + dh_next
+            up = errs[:, t - 2] if mistake == "upstream-off-by-one" else err  # -1 wraps to T
+            dh = up[:, None] * w[None, :] + dh_next
+            if mistake == "last-step-twice" and t == T:
+                dh = dh + err[:, None] * w[None, :]
             dh_all[:, t - 1] = dh
-            if mistake == "no-tanh-derivative":
+            s = (t - 1 if t > 1 else T) if mistake == "cache-off-by-one" else t  # caches[t-2]
+            if mistake in ("no-tanh-derivative", "no-tanh-derivative+carry-transposed"):
                 dz = dh
             elif mistake == "tanh-derivative-wrong-step/previous":
                 dz = dh * (1 - hs[:, t - 1] ** 2)
@@ -64,21 +69,23 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
             elif mistake == "tanh-derivative-wrong-step/next":
                 dz = dh * (1 - (hs[:, t + 1] if t < T else 0) ** 2)
             else:
-                dz = dh * (1 - hs[:, t] ** 2)
-            h_prev = hs[:, t] if mistake == "off-by-one/U" else hs[:, t - 1]
+                dz = dh * (1 - hs[:, s] ** 2)
+            h_prev = hs[:, t] if mistake == "off-by-one/U" else hs[:, s - 1]
             if mistake == "inner-product":
                 dU += np.sum(dz * h_prev)  # a scalar into every entry
             elif mistake == "transposed":
                 dU += h_prev.T @ dz
             else:
                 dU += dz.T @ h_prev
-            x_t = X[:, t - 2] if mistake == "off-by-one/V" else X[:, t - 1]  # -1 wraps to x_T
+            x_t = X[:, t - 2] if mistake == "off-by-one/V" else X[:, s - 1]  # -1 wraps to x_T
             dV += dz.T @ x_t
-            db += dz.sum(0)
+            db += (dh if mistake == "bias-skips-tanh-derivative" else dz).sum(0)
             if mistake == "no-carry":
                 dh_next = np.zeros((B, H))
-            elif mistake == "carry-transposed":
+            elif mistake in ("carry-transposed", "no-tanh-derivative+carry-transposed"):
                 dh_next = dz @ U.T
+            elif mistake == "carry-tanh-derivative-wrong-step":
+                dh_next = (dh * (1 - hs[:, t - 1] ** 2)) @ U
             else:
                 dh_next = dz @ U
         out = {"U": dU, "V": dV, "w": dw, "dh": dh_all[0] if single else dh_all}
@@ -96,12 +103,15 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
 PLANTED = ["inner-product", "transposed", "carry-transposed", "no-carry", "no-tanh-derivative",
            "tanh-derivative-wrong-step/previous", "tanh-derivative-wrong-step/wrapped",
            "tanh-derivative-wrong-step/next", "off-by-one/w", "off-by-one/U", "off-by-one/V",
-           "last-step-only"]
+           "last-step-only", "last-step-twice", "bias-skips-tanh-derivative",
+           "carry-tanh-derivative-wrong-step", "upstream-off-by-one", "cache-off-by-one"]
+BIAS_ONLY = {"bias-skips-tanh-derivative"}  # planted with --bias: it changes db alone
 
 
 def test_every_code_of_the_catalogue_is_planted_here():
-    assert {m.split("/")[0] for m in PLANTED} | {"sign", "scale"} == set(CATALOGUE)
-    assert {v.code for v in VARIATIONS} == set(CATALOGUE) - {"sign", "scale"}
+    constants = {m.code for m in CONSTANTS}  # planted by error_factor (test_mistakes.py)
+    assert {m.split("/")[0] for m in PLANTED} | constants == set(CATALOGUE)
+    assert {v.code for v in VARIATIONS} == set(CATALOGUE) - constants
 
 
 def _codes(report):
@@ -111,7 +121,7 @@ def _codes(report):
 @pytest.mark.parametrize("mistake", PLANTED)
 def test_a_planted_mistake_alone_is_named(mistake):
     code = mistake.split("/")[0]
-    report = check_grads(learner_bptt(mistake))
+    report = check_grads(learner_bptt(mistake), bias=mistake in BIAS_ONLY)
     codes = _codes(report)
     assert codes, "the planted mistake changed no gradient"
     assert all(c == [code] for c in codes.values()), codes
@@ -133,7 +143,7 @@ def test_a_planted_mistake_is_named_in_b_and_h0_too(mistake):
 @pytest.mark.parametrize("mistake", PLANTED)
 def test_a_planted_mistake_with_sign_and_scale_is_named(mistake, factor, name):
     code = mistake.split("/")[0]
-    report = check_grads(learner_bptt(mistake, error_factor=factor))
+    report = check_grads(learner_bptt(mistake, error_factor=factor), bias=mistake in BIAS_ONLY)
     expected = [code] + (["sign"] if factor < 0 else []) + (["scale"] if name else [])
     rows = {r.name: r for r in report.rows}
     for row_name, codes in _codes(report).items():
@@ -310,11 +320,25 @@ def test_a_bad_return_names_the_key_the_expected_shape_and_what_came_back(return
 def test_singleton_dimensions_are_accepted_and_noted():
     def fn(**kw):
         g = learner_bptt()(**kw)
-        return {**g, "V": g["V"].T, "w": g["w"][:, None]}  # (1, 6) and (6, 1)
+        return {**g, "V": g["V"][:, 0], "w": g["w"][:, None]}  # (6,) and (6, 1)
 
     report = check_grads(fn)
     assert report.agrees
     assert sorted(n.split()[0] for n in report.notes) == ["V", "w"]
+
+
+def test_a_transposed_dV_with_one_input_is_named_not_accepted():
+    """(1, H) where (H, 1) belongs has the right numbers but the wrong orientation: an
+    update V -= lr * dV would broadcast to (H, H)."""
+    def fn(**kw):
+        g = learner_bptt()(**kw)
+        return {**g, "V": g["V"].T}
+
+    report = check_grads(fn)
+    assert not report.agrees
+    assert report.diagnoses["V"].codes == ["transposed"]
+    assert "dV came back as (1, 6), the transpose of V's shape (6, 1)" in report.format()
+    assert "np.outer(dz_t, x_t)" in report.format()
 
 
 def test_an_exception_in_the_function_is_theirs():
@@ -351,7 +375,8 @@ def test_the_planted_example_names_both_mistakes_and_the_fix(capsys):
     assert code == 0 and out.strip().endswith("all gradients agree")
 
 
-def test_json_carries_the_diagnosis_per_row(tmp_path, capsys):
+def test_json_carries_the_diagnosis_per_row(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))  # the function runs in a child
     f = tmp_path / "nb.py"
     f.write_text("import numpy as np\n"
                  "from test_learner import learner_bptt\n"
@@ -382,7 +407,7 @@ def test_a_bad_spec_is_one_line_exit_2(spec, needle, capsys):
 
 
 @pytest.mark.parametrize("flags,needle", [
-    (["--truncate", "5"], "argument --truncate: not with --grads"),
+    (["--truncation", "back"], "argument --truncation: only with --truncate k"),
     (["--dtype", "float32"], "argument --dtype: not with --grads"),
     (["--kernel", "fast"], "argument --kernel: not with --grads"),
 ])
@@ -461,7 +486,7 @@ def test_the_readme_table_is_the_catalogue():
     section = text[text.index("### Common BPTT mistakes"):]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     rows = rows[:len(CATALOGUE)]
-    assert rows == [f"| `{m.code}` | {m.mistake} | {m.fix} |" for m in CATALOGUE.values()]
+    assert rows == [f"| `{m.code}` | {m.what} | {m.fix} |" for m in CATALOGUE.values()]
 
 
 def test_the_readme_walkthrough_is_what_the_command_prints(capsys):
@@ -508,7 +533,7 @@ def test_arrays_torch_on_the_command_line(tmp_path, capsys):
     assert code == 1 and "AssertionError" in err
 
 
-def test_zeros_are_said_to_be_zero_and_float32_to_be_close():
+def test_zeros_are_said_to_be_zero():
     def zeros(U, V, w, x, y):
         return {"U": np.zeros_like(U), "V": np.zeros_like(V), "w": np.zeros_like(w)}
 
@@ -516,14 +541,6 @@ def test_zeros_are_said_to_be_zero_and_float32_to_be_close():
     assert all(c == [] for c in _codes(report).values())
     assert "U, V and w disagree: no mistake" in report.format()
     assert "it is zero everywhere" in report.format()
-
-    def in_float32(U, V, w, x, y):
-        g = learner_bptt()(*(a.astype(np.float32) for a in (U, V, w, x, y)))
-        return {k: v.astype(np.float32) for k, v in g.items()}
-
-    report = check_grads(in_float32)
-    assert not report.agrees and all(c == [] for c in _codes(report).values())
-    assert "does your code compute in float32?" in report.format()
 
 
 @pytest.mark.parametrize("factor,codes,name", [(-1.0, ["sign"], None), (50.0, ["scale"], "T"),
@@ -538,3 +555,150 @@ def test_sign_and_scale_alone(factor, codes, name):
         assert d.factor == pytest.approx(abs(factor), rel=1e-9)
     if factor == 0.37:
         assert "0.37 times the right size" in report.format()
+
+
+# --- precision and size: a correct learner is never accused ---------------------------------
+
+
+def _fixed_bptt():
+    return learner.load_function(FIXED)[0]
+
+
+def states_in_float32(mistake=None):
+    """A textbook's layer: parameters float64, the states kept in a float32 array, the
+    gradients returned float64 (numpy upcasts the products)."""
+
+    def bptt(U, V, w, x, y):
+        T, H = len(x), len(w)
+        h = np.zeros((T + 1, H), dtype=np.float32)
+        for t in range(1, T + 1):
+            h[t] = np.tanh(U @ h[t - 1] + V[:, 0] * x[t - 1])
+        yhat = h[1:] @ w
+        dU, dV, dw = np.zeros_like(U), np.zeros_like(V), np.zeros_like(w)
+        dh_all, dh_next = np.zeros((T, H)), np.zeros(H)
+        for t in range(T, 0, -1):
+            dyhat = (yhat[t - 1] - y[t - 1]) / T
+            dw += dyhat * h[t]
+            dh_all[t - 1] = dyhat * w + dh_next
+            dz = dh_all[t - 1] * (1 - h[t] ** 2)
+            dU += np.outer(dz, h[t - 1])
+            dV[:, 0] += dz * x[t - 1]
+            dh_next = U @ dz if mistake == "carry-transposed" else U.T @ dz
+        return {"U": dU, "V": dV, "w": dw, "dh": dh_all}
+
+    return bptt
+
+
+def in_float32(mistake=None):
+    """learner_bptt computing wholly in float32 and returning float32 arrays."""
+
+    def bptt(U, V, w, x, y):
+        g = learner_bptt(mistake)(*(a.astype(np.float32) for a in (U, V, w, x, y)))
+        return {k: v.astype(np.float32) for k, v in g.items()}
+
+    return bptt
+
+
+@pytest.mark.parametrize("fn,returned", [(in_float32(), "float32"),
+                                         (states_in_float32(), "float64")])
+def test_correct_float32_code_agrees_to_float32_precision(fn, returned):
+    report = check_grads(fn)
+    assert report.agrees and report.precision == "float32", report.format()
+    assert set(report.agrees_to.values()) == {"float32"}
+    text = report.format()
+    assert text.endswith("all gradients agree to float32 precision")
+    assert " NO" not in text and "disagree" not in text
+    assert f"computes in float32 (it returned {returned}" in text or \
+        (returned == "float64" and "its arrays are float64 but differ" in text)
+    d = report.to_dict()
+    assert d["precision"] == "float32" and d["verdict"] == "all gradients agree to float32 precision"
+    # a float64 learner is still held to float64: the same numbers would not pass as float64
+    assert all(r.max_rel_diff > report.tolerances[r.name] / 1e4 for r in report.rows)
+
+
+@pytest.mark.parametrize("fn", [in_float32("carry-transposed"),
+                                states_in_float32("carry-transposed")])
+def test_a_float32_mistake_is_named_beyond_float32_precision(fn):
+    report = check_grads(fn)
+    assert not report.agrees
+    assert _codes(report) == {"U": ["carry-transposed"], "V": ["carry-transposed"],
+                              "dh": ["carry-transposed"]}, report.format()
+    assert report.format().endswith("GRADIENTS DISAGREE")
+
+
+def test_no_report_contradicts_itself_on_dh():
+    """dh's row and the per-step line say the same: a float32 dh that agrees to float32
+    precision is not a departure, and the line that says "agrees at every step" only comes
+    with a dh row that agrees."""
+
+    def bad_U_in_float32(U, V, w, x, y):
+        out = in_float32()(U, V, w, x, y)
+        out["U"] = out["U"] + np.float32(1e-3) * np.arange(36, dtype=np.float32).reshape(6, 6)
+        return out
+
+    report = check_grads(bad_U_in_float32)
+    rows = {r.name: r for r in report.rows}
+    assert report.unexplained == ["U"] and rows["dh"].agrees and report.departure is None
+    assert "agrees with autograd's at every step" in report.format()
+
+    def bad_dh_in_float32(U, V, w, x, y):
+        out = bad_U_in_float32(U, V, w, x, y)
+        out["dh"][20] *= 1.01
+        return out
+
+    report = check_grads(bad_dh_in_float32)
+    rows = {r.name: r for r in report.rows}
+    assert not rows["dh"].agrees and report.departure["step"] == 21
+    assert "agrees with autograd's at every step" not in report.format()
+
+
+SIZES = [(300, 100), (250, 200), (300, 300)]  # where a fixed tolerance accused correct code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("H,T", SIZES)
+def test_a_correct_learner_is_never_accused_at_any_size(H, T, capsys):
+    """The README's corrected example at the sizes of issue 16, on the command line (exit 0),
+    and a planted mistake at the same size still named."""
+    code, out, err = run_main("gradcheck", "--grads", FIXED, "--hidden-size", H, "--seq-len", T,
+                              capsys=capsys)
+    assert code == 0 and out.strip().endswith("all gradients agree"), out + err
+    report = check_grads(learner_bptt("no-tanh-derivative"), hidden_size=H, seq_len=T)
+    assert not report.agrees
+    assert {r.name for r in report.rows if not r.agrees} >= {"U", "V", "dh"}
+
+
+def test_the_tolerance_grows_with_the_problem_and_stays_sharp_where_it_can():
+    """Small problems keep float64's sharpness (1e-13 of the scale); a chaotic one (H = 300,
+    T = 100: std 0.1 gives U a spectral radius near 1.7) widens it to what rounding costs
+    there, and says so."""
+    small = check_grads(learner_bptt())
+    assert small.agrees and max(small.tolerances.values()) < 1e-12
+    p = make_learner_problem(hidden_size=120, seq_len=60)
+    right = learner._autograd(p)
+    tol = learner.Tolerances(p, right)
+    assert tol("U", "float64") > small.tolerances["U"]
+    assert tol("U", "float32") > 1e4 * tol("U", "float64")
+
+
+def test_two_mistakes_in_one_gradient_are_named_together():
+    report = check_grads(learner_bptt("no-tanh-derivative+carry-transposed"))
+    codes = _codes(report)
+    assert sorted(codes["U"]) == ["carry-transposed", "no-tanh-derivative"], codes
+    assert "U, V and dh disagree: carry-transposed, no-tanh-derivative" in report.format()
+
+
+def test_the_last_step_counted_twice_is_said():
+    report = check_grads(learner_bptt("last-step-twice"))
+    assert _codes(report)["U"] == ["last-step-twice"]
+    assert "counted twice" in report.format()
+
+    def twice_and_noise(U, V, w, x, y):  # outside the catalogue: the departure says it
+        out = learner_bptt("last-step-twice")(U, V, w, x, y)
+        out["U"] = out["U"] + 1e-3
+        return out
+
+    report = check_grads(twice_and_noise)
+    assert report.departure["step"] == 50 and report.departure["factor"] == pytest.approx(2)
+    assert ("yours is 2 times autograd's there at t = T: the last step's loss gradient is "
+            "counted twice") in report.format()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from echo_rnn.config import ConfigError
-from echo_rnn.sweep import echo_steps_for, parse_int_list
+from echo_rnn.sweep import echo_steps_for, parse_int_list, share
 from helpers import cli, events, python, run_main, scalar_series
 
 FIXED = ["--seq-len", "16", "--val-size", "32", "--batch-size", "8", "--eval-every", "10",
@@ -26,6 +26,22 @@ def sweep(tmp_path, *args, name="s", steps=40, **popen):
 def read_csv(path):
     with open(path) as fh:
         return list(csv.DictReader(fh))
+
+
+def test_ranks_take_whole_populations_balanced_and_every_point_once():
+    a = [f"a{i}" for i in range(32)]
+    b = [f"b{i}" for i in range(13)]
+    c = [f"c{i}" for i in range(3)]
+    jobs = [a, b, c, "x", "y"]  # populations and points alone, as plan makes them
+    shares = share(jobs, 2)
+    assert shares == share(jobs, 2)  # every rank computes the same
+    assert sorted(p for s in shares for p in s) == sorted(a + b + c + ["x", "y"])
+    for s in shares:  # a population is never split over ranks
+        for pop in (a, b, c):
+            assert set(pop) <= set(s) or not set(pop) & set(s)
+    assert sorted(map(len, shares)) == [18, 32]  # b, c, x, y against a
+    assert share(jobs, 1) == [a + b + c + ["x", "y"]]
+    assert [len(s) for s in share(["p", "q", "r"], 4)] == [1, 1, 1, 0]
 
 
 def test_parse_int_list():
@@ -173,7 +189,9 @@ def test_a_failing_point_starts_no_queued_point(tmp_path):
 
 @pytest.mark.distributed
 def test_torchrun_sweep_equals_single_process(tmp_path):
-    grid = ["--echo-steps", "1-2", "--hidden-sizes", "2,3", "--seeds", "0-1", "--workers", "1"]
+    # points that train in populations (one per H), each rank taking a whole one
+    grid = ["--echo-steps", "1-2", "--hidden-sizes", "2,3", "--seeds", "0-1", "--workers", "1",
+            "--backend", "bptt", "--optimizer", "sgd"]
     one = sweep(tmp_path, *grid, name="one")
     assert one.returncode == 0, one.stderr
     two = python("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -187,8 +205,10 @@ def test_torchrun_sweep_equals_single_process(tmp_path):
     assert len({(r["echo_step"], r["hidden_size"], r["seed"]) for r in b}) == len(b) == 8
     for run in (tmp_path / "runs" / "two").glob("k*"):
         assert len(list(run.glob("events*"))) == 1, f"{run.name} ran more than once"
-    # the two ranks each ran their share
-    assert "[rank 0]" in two.stdout and "[rank 1]" in two.stdout
+    # the two ranks each ran their share: a whole population, one H each
+    hidden = {rank: {line.split(" H=")[1].split()[0] for line in two.stdout.splitlines()
+                     if line.startswith(f"[rank {rank}]")} for rank in (0, 1)}
+    assert len(hidden[0]) == len(hidden[1]) == 1 and hidden[0] != hidden[1], two.stdout
     assert (tmp_path / "runs" / "one" / "results.md").read_text() == (
         tmp_path / "runs" / "two" / "results.md").read_text()
 
@@ -285,8 +305,8 @@ def test_a_signal_after_the_last_point_still_writes_the_tables(tmp_path, monkeyp
 
     real = sweep_mod._run_local
 
-    def then_a_signal(configs, workers, label, population):
-        outcome = real(configs, workers, label, population)
+    def then_a_signal(*args, **kwargs):
+        outcome = real(*args, **kwargs)
         outcome.interrupted = signal.SIGTERM
         return outcome
 

@@ -1,0 +1,84 @@
+"""What the commands print, made safe to lose: a stdout closed under them (``echo-rnn train
+| head -2``) stops the printing, not the work. And ``--json``'s one strict JSON object."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+class Console:
+    """Stands in for ``sys.stdout``: writes pass through until the reader goes away
+    (EPIPE); from then on they are dropped, and the stream's descriptor points at
+    /dev/null, so that nothing later (a flush at exit) fails either. ``lost`` says whether
+    that happened."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.lost = False
+
+    def _gone(self) -> None:
+        self.lost = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture): dropping is enough
+
+    def _guard(self, call, *args):
+        if self.lost:
+            return None
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self._gone()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            self._gone()
+        return None
+
+    def write(self, text: str) -> int:
+        self._guard(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def safe_stdout() -> Iterator[Console]:
+    """``sys.stdout`` is a :class:`Console` inside, the stream it was outside."""
+    before = sys.stdout
+    console = Console(before)
+    sys.stdout = console
+    try:
+        yield console
+    finally:
+        console.flush()
+        sys.stdout = before
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any) -> str:
+    """``obj`` as strict JSON (RFC 8259): NaN and infinities, which JSON has no word for,
+    become null."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False)
