@@ -20,6 +20,7 @@ import torch
 from echo_rnn.compare import BENCH_REL_F32, compare_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import cpu_threads
+from echo_rnn.graphs import capture
 from echo_rnn.model import EchoRNN, echo_loss, to_nn_rnn
 
 SHAPES: dict[str, tuple[int, int, int]] = {  # name: (B, T, H)
@@ -152,28 +153,16 @@ def _graphed(c: Candidate) -> Candidate:
     backward. The gradients land in the same buffers each replay (accumulated into zeros)."""
     for p in c.params:
         p.grad = torch.zeros_like(p)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up outside the graph, as CUDA graphs require
-        for _ in range(3):
-            for p in c.params:
-                p.grad.zero_()
-            c.forward_loss().backward()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    for p in c.params:
-        p.grad.zero_()
-    with torch.cuda.graph(graph):
+
+    def step() -> torch.Tensor:
         for p in c.params:
             p.grad.zero_()
-        static_loss = c.forward_loss()
-        static_loss.backward()
+        loss = c.forward_loss()
+        loss.backward()
+        return loss
 
-    def replay() -> torch.Tensor:
-        graph.replay()
-        return static_loss
-
-    return Candidate(c.name, replay, c.grads, c.forward_loss, c.params)
+    graph = capture(step, after_warmup=lambda: [p.grad.zero_() for p in c.params])
+    return Candidate(c.name, graph.replay, c.grads, c.forward_loss, c.params)
 
 
 def check_agreement(cands: list[Candidate]) -> dict[str, float]:

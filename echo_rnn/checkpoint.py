@@ -5,18 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pickle
-import secrets
 import stat
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from echo_rnn.errors import shown
+from echo_rnn.files import write_atomically
 
 FORMAT = "echo-rnn-checkpoint"
 VERSION = 1
@@ -105,35 +103,6 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
                               f"{shown(step)}, solved_step {shown(solved)}, stopped "
                               f"{shown(summary['stopped'])})")
     return summary
-
-
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(fh)`` on a temp file beside ``path``, then put it in place: a crash leaves
-    the old file or the new one, never a torn one (temp file in the same directory, fsync,
-    ``os.replace``). The file gets the mode a plain ``open`` would give it (0666 less the
-    umask), not mkstemp's 0600."""
-    path = Path(path)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                         0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        # torch.save, its disk full mid-archive, raises the OSError and then, closing the
-        # archive, a RuntimeError ("unexpected pos") over it: the OSError is what happened
-        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
-            raise exc.__context__ from None
-        raise
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -252,6 +252,16 @@ class GradcheckReport:
     def agrees(self) -> bool:
         return self.gradcheck_passed and all(r.agrees for r in self.rows)
 
+    def format(self) -> str:
+        """The rows as a table under a line naming the kernel, then the finite-difference
+        verdict."""
+        function = {"reference": "ReferenceFunction", "fast": "BPTTFunction"}[self.kernel]
+        mode = "fast mode (random projections)" if self.gradcheck_fast_mode else "full Jacobian"
+        return (f"hand-written BPTT, {self.kernel} kernel, vs autograd:\n"
+                f"{format_rows(self.rows)}\n"
+                f"torch.autograd.gradcheck on {function} (finite differences, float64, "
+                f"{mode}, full BPTT): {self.gradcheck_message}")
+
     def to_dict(self) -> dict:
         return {
             "agrees": self.agrees,

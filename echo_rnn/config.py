@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import stat
 import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,6 +17,7 @@ else:  # pragma: no cover
 
 from echo_rnn.devices import DEVICE_HELP, resolve_device
 from echo_rnn.errors import ConfigError, shown
+from echo_rnn.files import read_regular
 
 
 # The largest seed torch.Generator.manual_seed takes without overflow.
@@ -307,27 +306,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 MAX_TOML_BYTES = 2**20
 
 
-def _read_regular(path: Path, limit: int) -> bytes:
-    """The contents of ``path``, a regular file of at most ``limit`` bytes: opened without
-    blocking (a FIFO would wait for a writer) and checked before reading (a device such as
-    /dev/zero never ends). OSError or ValueError otherwise."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(mode):
-            raise ValueError("is not a regular file (a device, a FIFO or a socket)")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"is larger than {limit // 1024} KiB")
-    return data
-
-
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = tomllib.loads(_read_regular(path, MAX_TOML_BYTES).decode("utf-8"))
+        data = tomllib.loads(read_regular(path, MAX_TOML_BYTES).decode("utf-8"))
     except RecursionError:
         raise ConfigError("config", f"{path} nests its tables or arrays too deeply for a "
                                     "config") from None
@@ -550,27 +532,27 @@ def check_utf8(text: str, setting: str) -> None:
         raise ConfigError(setting, f"must be UTF-8 text, got {ascii(text)[:80]}") from None
 
 
-def logdir_error(exc: OSError, where: Path | str) -> ConfigError:
-    """The one line for a run or sweep directory that cannot be created under --logdir."""
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        reason = "a file is in the way"
-    else:
-        reason = exc.strerror or str(exc)
-    return ConfigError("logdir", f"cannot create {where}: {reason}")
-
-
 # The sizes that decide a run's memory, with the defaults they are compared with to name the
 # one the user most likely raised.
 _SIZE_FIELDS = ("batch_size", "seq_len", "val_size", "hidden_size")
 
 
-def check_memory(config: TrainConfig, device) -> None:
-    """Refuse, before anything is allocated or written, a run that cannot fit in memory."""
-    from echo_rnn.devices import check_fits, rnn_bytes
+def run_bytes(config: TrainConfig) -> int:
+    """What a run of ``config`` allocates at most, beyond the interpreter and torch: a
+    training step and an evaluation (which keeps no graph) of the held-out set."""
+    from echo_rnn.devices import rnn_bytes
 
     c = config
-    need = (rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
-            + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2)  # evaluation keeps no graph
+    return (rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
+            + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2)
+
+
+def check_memory(config: TrainConfig, device) -> None:
+    """Refuse, before anything is allocated or written, a run that cannot fit in memory."""
+    from echo_rnn.devices import check_fits
+
+    c = config
+    need = run_bytes(c)
     reason = check_fits(need, device, f"B={c.batch_size}, T={c.seq_len}, H={c.hidden_size}, "
                                       f"val_size={c.val_size}")
     if reason:

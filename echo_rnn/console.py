@@ -68,17 +68,20 @@ def safe_stdout() -> Iterator[Console]:
         sys.stdout = before
 
 
-def _finite(obj: Any) -> Any:
+def _finite(obj: Any, named: bool) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+        if not named:
+            return None
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
     if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
+        return {str(k): _finite(v, named) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [_finite(v, named) for v in obj]
     return obj
 
 
-def strict_json(obj: Any) -> str:
+def strict_json(obj: Any, name_nonfinite: bool = False) -> str:
     """``obj`` as strict JSON (RFC 8259): NaN and infinities, which JSON has no word for,
-    become null."""
-    return json.dumps(_finite(obj), indent=2, allow_nan=False)
+    become null, or with ``name_nonfinite`` the strings "NaN", "Infinity" and "-Infinity"
+    (gradcheck's figures, where a learner's NaN is the finding, not a gap)."""
+    return json.dumps(_finite(obj, name_nonfinite), indent=2, allow_nan=False)

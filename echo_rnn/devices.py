@@ -66,8 +66,11 @@ def gib(nbytes: float) -> str:
 def rnn_bytes(B: int, T: int, H: int, I: int = 1, itemsize: int = 4) -> int:
     """A generous estimate of the memory one training step of the echo RNN needs: the
     autograd graph keeps about four (B, T, H) tensors, the gradient check on the same batch
-    as many again, plus the inputs, the targets and the weights with their optimizer state."""
-    return itemsize * (8 * B * T * H + 4 * B * T * (I + 1) + 4 * H * (H + I + 2))
+    as many again, plus the inputs and the targets; and twelve copies of the weights: the
+    weights, their gradients and Adam's two states, the kernel-vs-autograd check's second
+    set of gradients and its float64 comparison, a checkpoint's serialized copy and the
+    histograms' (measured: a run at H = 4096 grows by 10.5 weight-sized copies)."""
+    return itemsize * (8 * B * T * H + 4 * B * T * (I + 1) + 12 * H * (H + I + 2))
 
 
 def check_fits(need: int, device: torch.device, what: str) -> str | None:

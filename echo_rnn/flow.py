@@ -95,7 +95,7 @@ def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from echo_rnn.checkpoint import write_atomically
+    from echo_rnn.files import write_atomically
 
     differences = differences or {}
     title_lines = textwrap.wrap(title, width=80) or [""]

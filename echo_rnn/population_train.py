@@ -36,13 +36,13 @@ from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
-from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, model_from_config
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, make_optimizer, model_from_config
 from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
+from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
-from echo_rnn.train import (VAL_SEED_OFFSET, StorageError, TrainingInterrupted, TrainResult,
-                            _create_run_dir, _make_optimizer, compare_due, gradient_flow,
-                            kernel_vs_autograd, run_state, storage_reason, write_outcome)
+from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, compare_due,
+                            gradient_flow, kernel_vs_autograd, run_state, write_outcome)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -121,7 +121,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     members: list[_Member] = []
     models: list[EchoRNN] = []
     for c in configs:
-        run_dir = _create_run_dir(c)
+        run_dir = create_run_dir(c)
         (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
         # the order of draws is train's: weights, then the training stream, then held-out
         models.append(model_from_config(c).to(device))
@@ -132,7 +132,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
                                                   resumed_at=None), gen, val))
     pop = PopulationRNN.from_models(models)
-    optimizer = _make_optimizer(c0, pop.parameters())
+    optimizer = make_optimizer(c0, pop.parameters())
     results: dict[int, TrainResult] = {}
     active = list(range(len(members)))  # indices into members of the runs still training
     for m in members:
@@ -342,7 +342,7 @@ def _without(pop: PopulationRNN, optimizer, keep: list[int], config: TrainConfig
         for (name, p), q in zip(pop.named_parameters(), smaller.parameters()):
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
-    new_opt = _make_optimizer(config, smaller.parameters())
+    new_opt = make_optimizer(config, smaller.parameters())
     old = optimizer.state_dict()
     state = {pid: {k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
                    for k, v in s.items()} for pid, s in old["state"].items()}

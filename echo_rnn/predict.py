@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,3 +71,34 @@ def predict(model: EchoRNN, x: torch.Tensor) -> torch.Tensor:
     """``y_hat`` (B, T) for bits ``x`` (B, T)."""
     x = x.to(device=model.U.device, dtype=model.U.dtype)
     return model(x)[0]
+
+
+@dataclass
+class Echo:
+    """One sequence's prediction, as ``echo-rnn predict`` shows it: the input bits, the
+    echo the model predicts (outputs above 0.5 read as 1), the echo it should predict, and
+    the output at every step."""
+
+    echo_step: int
+    input: str
+    echo: str
+    expected: str
+    output: list[float]
+
+    @classmethod
+    def of(cls, model: EchoRNN, x: torch.Tensor, echo_step: int) -> Echo:
+        """The prediction for the first sequence of ``x`` (B, T)."""
+        y_hat = predict(model, x)[0].cpu().tolist()
+        bits_in = "".join(str(int(v)) for v in x[0].tolist())
+        return cls(echo_step, bits_in, "".join("1" if v > 0.5 else "0" for v in y_hat),
+                   ("0" * echo_step + bits_in)[: len(bits_in)], y_hat)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [f"input      {self.input}", f"echo (k={self.echo_step}) {self.echo}",
+                 f"expected   {self.expected}", "   t  x  y_hat"]
+        lines += [f"{t:>4d}  {xi}  {yi:+.4f}" for t, (xi, yi) in enumerate(zip(self.input,
+                                                                               self.output))]
+        return "\n".join(lines)

@@ -11,6 +11,7 @@ import json
 import re
 import multiprocessing as mp
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -27,11 +28,12 @@ from tqdm import tqdm
 
 from echo_rnn import distributed
 from echo_rnn.checkpoint import checkpoint_path, read_summary
-from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig, logdir_error
+from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig
 from echo_rnn.locks import Busy, DirLock
 from echo_rnn.population_train import population_key, train_population
+from echo_rnn.rundir import logdir_error
 from echo_rnn.signals import stop_requests
-from echo_rnn.tables import write_results
+from echo_rnn.tables import results_markdown, summarize, write_results
 from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
 
 # Far more than a machine runs in a day; stops a typo from building a grid of 10^8 configs.
@@ -310,6 +312,41 @@ class SweepOutcome:
     done: int
     total: int
     interrupted: int | None = None  # the signal number, if stopped by one
+
+    TABLES = ("results.csv", "results.md", "heatmap.png")
+
+    @property
+    def solved(self) -> int:
+        return sum(r["solved"] for r in self.rows)
+
+    def to_dict(self, sweep_dir: str) -> dict[str, Any]:
+        """``sweep --json``'s object: the counts, the tables (once every point finished) and
+        a row per point as in results.csv."""
+        return {"sweep_dir": sweep_dir, "total": self.total, "done": self.done,
+                "solved": self.solved,
+                "interrupted": (signal.Signals(self.interrupted).name
+                                if self.interrupted is not None else None),
+                "tables": ([f"{sweep_dir}/{f}" for f in self.TABLES]
+                           if self.done == self.total else []),
+                "rows": self.rows}
+
+    def format(self, sweep_dir: str, echo_steps: dict[int, list[int]]) -> str:
+        """What a finished sweep prints: the counts, the per-(k, H) table of results.md, and
+        how to view it (``echo_steps``: the k of each H, as :func:`echo_steps_for` gives)."""
+        all_ks = sorted({k for ks in echo_steps.values() for k in ks})
+        # results.md's table, without its title line
+        table = results_markdown(summarize(self.rows), all_ks, list(echo_steps)).split("\n\n")[1]
+        return (f"{self.total} runs, {self.solved} solved; tables in {sweep_dir}/results.md, "
+                f"results.csv, heatmap.png\n{table}\n"
+                f"view it: tensorboard --logdir {shlex.quote(sweep_dir)}")
+
+    def stopped_line(self) -> str:
+        """The one line for a sweep a signal stopped (``interrupted`` is set)."""
+        name = signal.Signals(self.interrupted).name
+        rest = ("the tables are written" if self.done == self.total
+                else "run the same command again to finish the rest")
+        return (f"stopped by {name}: {self.done} of {self.total} points finished and kept; "
+                f"{rest}")
 
 
 def _verdict(row: dict[str, Any]) -> str:

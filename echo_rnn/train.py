@@ -1,7 +1,8 @@
 """Training: ``train(config) -> TrainResult``, importable; the CLI only builds the config.
 
-A run lives in ``LOGDIR/RUN_NAME/``: TensorBoard event files, ``config.json``,
-``checkpoints/last.pt`` (every evaluation and at the end) and, at the end, ``summary.json``.
+The run's directory (created, opened for a resume, locked, cleaned up after an early stop)
+is :mod:`echo_rnn.rundir`'s; what is logged, :mod:`echo_rnn.runlog`'s. Here: setup, then one
+loop (:func:`_loop`), over a :class:`_Trainer` that holds the run's state and takes its steps.
 
 Host syncs: per-step loss and gradient norm stay on the device and are read every
 ``log_every`` steps, with the held-out metrics measured there; nothing else waits for the
@@ -10,35 +11,29 @@ device.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import shutil
 import signal
-import secrets
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from echo_rnn import distributed
-from echo_rnn.bptt import workspace_buffers
-from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
-                                 save_checkpoint)
+from echo_rnn import distributed, rundir
+from echo_rnn.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from echo_rnn.compare import autograd_grads, manual_grads
-from echo_rnn.config import ConfigError, TrainConfig, logdir_error
+from echo_rnn.config import ConfigError, TrainConfig
 from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.flow import step_norms
+from echo_rnn.graphs import capture
 from echo_rnn.model import bit_accuracy, echo_loss, make_optimizer, model_from_config
-from echo_rnn.locks import LOCK_NAME, Busy, DirLock
+from echo_rnn.rundir import Resumed
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
 
@@ -90,19 +85,11 @@ def write_outcome(result: TrainResult, log: RunLog) -> None:
     log.flush()
 
 
-def storage_reason(exc: OSError) -> str:
-    """Why writing failed, in words: "the disk is full" for ENOSPC and EDQUOT."""
-    return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-        exc.strerror or str(exc))
+# --- failure policy: how a run that cannot go on says so ----------------------------------
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
-
-
-class StorageError(RuntimeError):
-    """Writing the run failed (disk full, file system gone read-only); the checkpoints
-    already written stay as they were."""
 
 
 class TrainingInterrupted(Exception):
@@ -119,54 +106,54 @@ class TrainingInterrupted(Exception):
         return (type(self), (self.signum, self.step, self.run_dir))
 
 
-def default_run_name(config: TrainConfig) -> str:
-    """What the run is first, then when it started: TensorBoard lists runs by name, and a
-    name cut short should still say which task, size, backend and seed it trained."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"k{config.echo_step}-H{config.hidden_size}-{config.backend}-s{config.seed}-{stamp}"
+def diverged_message(config: TrainConfig, run_dir: Path, step: int, what: float | str) -> str:
+    """The one line for a run that diverged at ``step``: what became non-finite, what is kept,
+    and which settings to try."""
+    c = config
+    ckpt = checkpoint_path(run_dir)
+    remedy = f"lower --lr (now {c.lr:g})"
+    remedy += " or add --grad-clip 1.0" if c.grad_clip is None else f" or --grad-clip (now {c.grad_clip:g})"
+    if c.init_std > 1 or (c.input_init_std or 0) > 1:
+        remedy += " or a smaller --init-std / --input-init-std"
+    saved = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
+    what = f"loss became {what}" if isinstance(what, float) else f"{what}"
+    return f"{what} at step {step}; stopped, {saved}; try {remedy}"
 
 
-def _create_run_dir(config: TrainConfig) -> Path:
-    """Create the run's directory atomically, with its ``config.json`` in it: the directory
-    is made under a temporary name, the config written into it, and the whole renamed into
-    place (which fails if the name is taken), so that two runs started at once never share
-    one, and a run directory, however early its process dies (``kill -9``, the
-    out-of-memory killer), always holds the config that ``--resume`` restarts it from. An
-    explicit ``run_name`` that exists is refused, a default name gets a suffix."""
-    logdir = Path(config.logdir)
-    names = ([config.run_name] if config.run_name is not None else
-             [default_run_name(config) + ("" if n == 0 else f"-{n}") for n in range(1000)])
-    tmp = None
-    try:
-        logdir.mkdir(parents=True, exist_ok=True)
-        tmp = logdir / f".{names[0][:60]}.{secrets.token_hex(4)}.partial"
-        tmp.mkdir()  # mode 0777 less the umask, as a plain mkdir makes it
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        for name in names:
-            run_dir = logdir / name
-            if run_dir.exists() or run_dir.is_symlink():
-                continue
-            try:
-                os.rename(tmp, run_dir)  # fails on a directory that is not empty: taken
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
-                    raise
-                continue
-            tmp = None
-            return run_dir
-        if config.run_name is not None:
-            run_dir = logdir / config.run_name
-            raise ConfigError("run_name", f"{run_dir} already exists; choose another "
-                                          f"name, or continue it with --resume {run_dir}")
-        raise ConfigError("logdir", f"{logdir} holds too many runs named {names[0]}-N")
-    except OSError as exc:
-        raise logdir_error(exc, logdir / (config.run_name or "RUN")) from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+# --- the trainer: one run's state and its steps --------------------------------------------
 
 
-_make_optimizer = make_optimizer  # one rule, in echo_rnn.model: checkpoints are checked by it
+class _Unlogged:
+    """The steps not logged yet, (step, loss, grad norm, lr) each: this session's, their
+    numbers still on the device (``pending``), after those a resumed checkpoint carried
+    (``carried``, read off the device by the session that wrote it)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
+        self.carried: list[tuple[int, float, float, float]] = []
+
+    def window(self) -> list[list[float]]:
+        """The pending steps, read off the device but kept: a checkpoint between points
+        carries them."""
+        if not self.pending:
+            return []
+        values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending]).tolist()
+        return [[s, loss, norm, lr] for (s, _, _, lr), (loss, norm) in zip(self.pending, values)]
+
+    def take(self, dist: distributed.Dist) -> list[tuple[int, float, float, float]]:
+        """All of them, read off the device in one sync, and forgotten."""
+        if not self.pending:
+            rows, self.carried = self.carried, []
+            return rows
+        values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending])  # (n, 2)
+        # Under torchrun each rank has the loss of its share; their mean is the global batch's.
+        if dist.enabled:
+            values = distributed.all_reduce_mean_(values)
+        rows = self.carried + [(s, loss, norm, lr) for (s, _, _, lr), (loss, norm)
+                               in zip(self.pending, values.tolist())]
+        self.pending.clear()
+        self.carried = []
+        return rows
 
 
 class _Trainer:
@@ -187,7 +174,7 @@ class _Trainer:
         if self.dist.enabled:  # averages the gradients of the ranks' shares
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.optimizer = _make_optimizer(c, self.model.parameters())
+        self.optimizer = make_optimizer(c, self.model.parameters())
         self.gen = torch.Generator(device=device).manual_seed(c.seed)
         if c.schedule == "notebook":  # one fixed training set, drawn first from the stream
             self.fixed = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
@@ -200,30 +187,19 @@ class _Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written or read
         self._finite_at: int | None = None  # the step whose weights were last found finite
         self.wall_before = 0.0  # seconds spent in earlier sessions of this run
-        # (step, loss, grad norm, lr) of the steps not yet logged
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
+        self.unlogged = _Unlogged()
         self.last_train_loss: float | None = None
         self.last_grad_norm: float | None = None
         self.last_eval: dict[str, float] = {}
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
-        # the steps since the last point that a resumed checkpoint carried, not yet logged
-        self.carried: list[tuple[int, float, float, float]] = []
 
     # --- state ------------------------------------------------------------------------
-
-    def window(self) -> list[list[float]]:
-        """The steps since the last point, [step, loss, grad norm, lr] each, read off the
-        device but not logged: a checkpoint between points carries them."""
-        if not self.pending:
-            return []
-        values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending]).tolist()
-        return [[s, loss, norm, lr] for (s, _, _, lr), (loss, norm) in zip(self.pending, values)]
 
     def state(self, elapsed: float) -> dict[str, Any]:
         return run_state(
             self.config, step=self.step, model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(), rng=self.gen.get_state(),
-            curriculum=self.curriculum.state_dict(), window=self.window(),
+            curriculum=self.curriculum.state_dict(), window=self.unlogged.window(),
             solved_step=self.solved_step, wall_time_s=self.wall_before + elapsed,
             last_eval=self.last_eval, train_loss=self.last_train_loss)
 
@@ -242,7 +218,7 @@ class _Trainer:
         self.wall_before = float(progress.get("wall_time_s", 0.0))
         self.last_eval = dict(progress.get("last_eval", {}))
         self.last_train_loss = progress.get("train_loss")
-        self.carried = [tuple(row) for row in state.get("window", [])]
+        self.unlogged.carried = [tuple(row) for row in state.get("window", [])]
 
     # --- one optimizer step -------------------------------------------------------------
 
@@ -260,7 +236,7 @@ class _Trainer:
         except RuntimeError as exc:  # an update too large for the dtype (--lr 1e38)
             if "overflow" not in str(exc):
                 raise
-            raise NonFiniteLoss(self._diverged_message(self.step + 1, "the update overflowed")) from None
+            raise NonFiniteLoss(self.diverged(self.step + 1, "the update overflowed")) from None
         return norm.detach()
 
     def _batch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,26 +254,20 @@ class _Trainer:
         c = self.config
         self.static_x = torch.zeros(c.batch_size, c.seq_len, device=self.device)
         self.static_y = torch.zeros_like(self.static_x)
-        # Warm-up on a side stream (CUDA graphs need it) moves the weights and the optimizer
-        # state; put them back afterwards, so the graph changes nothing about the run.
+        # Warm-up moves the weights and the optimizer state; put them back afterwards, so
+        # the graph changes nothing about the run.
         before = {id(t): t.clone() for t in self._state_tensors()}
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._batch_step(self.static_x, self.static_y)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        with torch.no_grad():
+
+        @torch.no_grad()
+        def restore() -> None:
             for t in self._state_tensors():
                 if id(t) in before:
                     t.copy_(before[id(t)])
                 else:  # created by the warm-up: a fresh Adam state is all zeros
                     t.zero_()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_out = self._batch_step(self.static_x, self.static_y)
-        # The graph writes into the kernel's backward workspace; keep it from being freed.
-        self.graph_keepalive = workspace_buffers()
+
+        self.graph = capture(lambda: self._batch_step(self.static_x, self.static_y),
+                             device=self.device, after_warmup=restore)
 
     def train_step(self) -> None:
         c = self.config
@@ -308,8 +278,7 @@ class _Trainer:
             if c.cuda_graph:
                 self.static_x.copy_(x)
                 self.static_y.copy_(y)
-                self.graph.replay()
-                loss, norm = (t.clone() for t in self.static_out)  # replays overwrite them
+                loss, norm = (t.clone() for t in self.graph.replay())  # replays overwrite them
             else:
                 loss, norm = self._batch_step(x, y)
         else:
@@ -323,7 +292,7 @@ class _Trainer:
             loss = echo_loss(y_hat.detach(), y)  # the cost J the notebook printed
         self.batch = (x, y)
         self.step += 1
-        self.pending.append((self.step, loss, norm, self.optimizer.param_groups[0]["lr"]))
+        self.unlogged.pending.append((self.step, loss, norm, self.optimizer.param_groups[0]["lr"]))
         since = self.step - self.curriculum.since
         if c.lr_halve_every and self.curriculum.at_last and since % c.lr_halve_every == 0:
             for group in self.optimizer.param_groups:
@@ -334,34 +303,20 @@ class _Trainer:
     def take_scalars(self) -> list[tuple[int, float, float, float]]:
         """The per-step (step, loss, grad norm, lr) not yet logged, read off the device in
         one sync; raises NonFiniteLoss at the first non-finite loss or norm."""
-        if not self.pending:
-            rows, self.carried = self.carried, []
-            return rows
-        values = torch.stack([torch.stack([l, n]) for _, l, n, _ in self.pending])  # (n, 2)
-        # Under torchrun each rank has the loss of its share; their mean is the global batch's.
-        if self.dist.enabled:
-            values = distributed.all_reduce_mean_(values)
-        rows = self.carried + [(s, loss, norm, lr) for (s, _, _, lr), (loss, norm)
-                               in zip(self.pending, values.tolist())]
-        self.pending.clear()
-        self.carried = []
+        if not self.unlogged.pending:
+            return self.unlogged.take(self.dist)  # carried: checked when they were read
+        rows = self.unlogged.take(self.dist)
         for s, loss, norm, _ in rows:
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                raise NonFiniteLoss(self._diverged_message(
+                raise NonFiniteLoss(self.diverged(
                     s, loss if not math.isfinite(loss) else f"gradient norm became {norm}"))
         self.last_train_loss, self.last_grad_norm = rows[-1][1], rows[-1][2]
         return rows
 
-    def _diverged_message(self, step: int, what: float | str) -> str:
-        c = self.config
-        ckpt = checkpoint_path(self.run_dir)
-        remedy = f"lower --lr (now {c.lr:g})"
-        remedy += " or add --grad-clip 1.0" if c.grad_clip is None else f" or --grad-clip (now {c.grad_clip:g})"
-        if c.init_std > 1 or (c.input_init_std or 0) > 1:
-            remedy += " or a smaller --init-std / --input-init-std"
-        saved = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
-        what = f"loss became {what}" if isinstance(what, float) else f"{what}"
-        return f"{what} at step {step}; stopped, {saved}; try {remedy}"
+    def diverged(self, step: int, what: float | str) -> str:
+        return diverged_message(self.config, self.run_dir, step, what)
+
+    # --- evaluation and checkpoints ----------------------------------------------------
 
     def check_finite(self) -> None:
         """Raise NonFiniteLoss if a weight is NaN or infinite: such a model is never
@@ -372,7 +327,7 @@ class _Trainer:
             return
         ok = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
         if not ok.item():
-            raise NonFiniteLoss(self._diverged_message(self.step, "non-finite weights"))
+            raise NonFiniteLoss(self.diverged(self.step, "non-finite weights"))
         self._finite_at = self.step
 
     @torch.no_grad()
@@ -391,7 +346,7 @@ class _Trainer:
             torch.distributed.broadcast(metrics, src=0)
         val_loss, val_acc, acc_k = metrics.tolist()
         if not math.isfinite(val_loss):
-            raise NonFiniteLoss(self._diverged_message(self.step, f"held-out loss {val_loss}"))
+            raise NonFiniteLoss(self.diverged(self.step, f"held-out loss {val_loss}"))
         return {"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k}, y_hat
 
     def record(self, metrics: dict[str, float]) -> None:
@@ -421,6 +376,224 @@ class _Trainer:
             save_checkpoint(checkpoint_path(self.run_dir), {**self.state(elapsed),
                                                              "events": events})
         self.saved_step = self.step
+
+
+# --- the run: setup, then one loop ---------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: str | Path | Resumed | None = None,
+    verbose: bool = True,
+    data_parallel: bool = True,
+    stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train an :class:`EchoRNN` on the echo task as ``config`` says.
+
+    Args:
+        config: the run's settings; validated first, before anything is written.
+        resume: a run directory (or its ``checkpoints/last.pt``, or what
+            :func:`~echo_rnn.rundir.open_run` read from one) to continue. ``config`` must equal the config the run was started
+            with, except what ``config.RESUME_FREE`` lists: ``steps``, and where the run is
+            kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
+            names).
+        verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
+        data_parallel: under torchrun, train one model on all ranks with DDP; False trains
+            in this process alone (as the sweep does with each of its points).
+        stop: polled after every step; once it returns True the run stops as on SIGTERM
+            (the sweep's workers learn of a signal to their parent this way).
+
+    Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
+    From the moment the run directory exists, SIGINT, SIGTERM and SIGHUP are held until the
+    first checkpoint is written: an interrupted run always leaves a directory it can resume
+    from, or none at all. A run killed outright before then (``kill -9``) leaves its
+    ``config.json``, from which ``resume`` starts it again at step 0. The run directory is
+    locked (``.lock``) while the run trains: one writer at a time.
+
+    Raises:
+        ConfigError, CheckpointError: before anything is written.
+        NonFiniteLoss: the loss or the weights became NaN or infinite; the last good
+            checkpoint stays.
+        StorageError: the run could not be written (disk full); what was saved stays.
+        TrainingInterrupted: SIGINT/SIGTERM/SIGHUP; a checkpoint was written after the
+            current step.
+        Busy: another process holds the run directory (trains or resumes it); nothing was
+            written.
+    """
+    config.validate()
+    with cpu_threads(config.threads), stop_requests() as received, ExitStack() as held:
+        return _train(config, resume, verbose, data_parallel, received, stop, held)
+
+
+def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
+           received: list[int], external_stop: Callable[[], bool] | None,
+           held: ExitStack) -> TrainResult:
+    d, device = _placement(config, data_parallel)
+    run_dir, resumed = rundir.claim(config, resume, d, held)
+    if received:  # a signal before anything was written: leave nothing behind
+        if (resumed is None or resumed.state is None) and d.is_main:
+            rundir.discard(run_dir, fresh=resumed is None)
+        raise TrainingInterrupted(received[0], -1, run_dir)
+    elapsed = _Clock()
+    trainer, log = _start(config, run_dir, resumed, device, verbose, d, elapsed)
+    return _loop(trainer, log, received, external_stop, elapsed)
+
+
+def _placement(config: TrainConfig, data_parallel: bool) -> tuple[distributed.Dist, torch.device]:
+    """This process's share of the run (torchrun's rank, or the whole) and its device."""
+    device = resolve_device(config.device)
+    d = distributed.current() if data_parallel else distributed.Dist()
+    if d.enabled:
+        if config.batch_size % d.world_size:
+            raise ConfigError("batch_size", f"must be divisible by the {d.world_size} "
+                                            f"processes, got {config.batch_size}")
+        if config.cuda_graph:
+            raise ConfigError("cuda_graph", "not supported under torchrun")
+        if device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
+    return d, device
+
+
+class _Clock:
+    """Seconds since the run's clock was (re)started: the run's time, not its setup's."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: torch.device,
+           verbose: bool, d: distributed.Dist, elapsed: _Clock) -> tuple[_Trainer, RunLog]:
+    """The trainer and its log, the run's state read back on a resume, or evaluated and
+    checkpointed at step 0 for a new one. A failure here leaves a run directory that resumes,
+    or none: a new run that wrote no checkpoint is removed (a restarted one keeps its config)."""
+    saved = resumed.state if resumed is not None else None
+    log = trainer = None
+    try:
+        trainer = _Trainer(config, run_dir, device, verbose, d)
+        elapsed.restart()  # the clock of the run, not of building it
+        if saved is not None:
+            trainer.load(saved, resumed.checkpoint)
+            if trainer.verbose:
+                print(f"resuming {run_dir.name} from step {trainer.step}", file=sys.stderr)
+        elif resumed is not None and trainer.verbose:
+            print(f"resuming {run_dir.name} from step 0: it stopped before its first "
+                  "checkpoint, so it starts again with its recorded config", file=sys.stderr)
+        if config.cuda_graph:
+            trainer.capture_graph()
+        log = RunLog(run_dir, config, main=d.is_main, verbose=verbose,
+                     resumed_at=trainer.step if saved is not None else None,
+                     event_sizes=saved.get("events") if saved is not None else None,
+                     wall_before=trainer.wall_before)
+        if saved is None:
+            log.config_text()
+            _evaluate(trainer, log, elapsed())
+            _checkpoint(trainer, log, elapsed())
+        return trainer, log
+    except BaseException as exc:
+        if log is not None:
+            log.close()
+        if d.is_main:
+            if saved is None and not checkpoint_path(run_dir).exists():
+                rundir.discard(run_dir, fresh=resumed is None)
+            else:
+                rundir.remove_empty_event_files(run_dir)
+        error = rundir.storage_error(exc, trainer.saved_step if trainer else None, run_dir)
+        if error is not None:
+            raise error from None
+        raise
+
+
+def _loop(trainer: _Trainer, log: RunLog, received: list[int],
+          external_stop: Callable[[], bool] | None, elapsed: _Clock) -> TrainResult:
+    """The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
+    every eval_every, and a stop after any step once a signal (or the sweep) asks."""
+    config, d = trainer.config, trainer.dist
+    log.open_bar()
+    try:
+        while trainer.step < config.steps and trainer.solved_step is None and not received:
+            trainer.train_step()
+            s = trainer.step
+            is_eval = s % config.eval_every == 0 or s == config.steps
+            stop = bool(received) or (external_stop is not None and external_stop())
+            # Under torchrun every rank flushes at the same steps (a collective), and
+            # learns there whether any rank was signalled.
+            if is_eval or s % config.log_every == 0:
+                # held-out metrics at every point (an evaluation step logs its own below), so
+                # that the held-out curves are as fine as the training ones
+                log.steps(trainer.take_scalars(), None if is_eval else trainer.evaluate()[0])
+                if d.enabled:
+                    stop = distributed.all_reduce_max(float(stop), trainer.device) > 0
+                log.progress(trainer.last_train_loss, trainer.last_eval.get("val_accuracy"))
+            elif d.enabled:
+                stop = False
+            if is_eval:
+                _evaluate(trainer, log, elapsed())
+                _checkpoint(trainer, log, elapsed())
+            if stop:
+                # an evaluation step was checkpointed just above; elsewhere, the steps since
+                # the last point go into the checkpoint, unlogged, so that a resumed run
+                # draws the same points as one never stopped
+                if not is_eval:
+                    _checkpoint(trainer, log, elapsed())
+                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
+                                          trainer.run_dir)
+        if received:  # arrived during start-up; the first checkpoint is written
+            _checkpoint(trainer, log, elapsed())
+            raise TrainingInterrupted(received[0], trainer.step, trainer.run_dir)
+        if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
+            _evaluate(trainer, log, elapsed())
+        _checkpoint(trainer, log, elapsed())
+        stopped = "solved" if trainer.solved_step is not None else "steps"
+        return _finish(trainer, log, stopped, elapsed())
+    except NonFiniteLoss:
+        _finish(trainer, log, "diverged", elapsed())
+        raise
+    except OSError as exc:
+        raise rundir.storage_error(exc, trainer.saved_step, trainer.run_dir) from None
+    finally:
+        log.close()
+
+
+def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
+    """Evaluate, let the run decide what follows from it, and show it."""
+    metrics, y_hat = trainer.evaluate()
+    trainer.record(metrics)
+    vx, vy = trainer.val
+    last = trainer.solved_step is not None or trainer.step >= trainer.config.steps
+    log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
+                   trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
+                   elapsed, flow=trainer.gradient_flow() if trainer.dist.is_main else None,
+                   last=last)
+    if trainer.compare_due():
+        log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
+
+
+def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
+    """The events up to now on their way to disk, then a checkpoint that records how far
+    they reach (a resume from it cuts off what was logged after it)."""
+    trainer.checkpoint(elapsed, events=log.sizes())
+
+
+def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> TrainResult:
+    """Write summary.json and the hparams; return the result. They come after the last
+    checkpoint, so a resume (with nothing left to do, or more steps) cuts them off and
+    writes them again: once, with the run's last settings."""
+    ev = trainer.last_eval
+    result = TrainResult(
+        run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
+        val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
+        solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
+        device=str(trainer.device), backend=trainer.config.backend, stopped=stopped)
+    if trainer.dist.is_main:
+        write_outcome(result, log)
+    return result
 
 
 # What an evaluation shows besides the metrics, for one model (train's, or a population
@@ -457,337 +630,3 @@ def gradient_flow(model, vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
     (full BPTT; whatever the run's backend, the numbers are the same)."""
     n = FLOW_SEQUENCES
     return step_norms(manual_grads(model, vx[:n], vy[:n], kernel="fast", hidden=True)["dh"])
-
-
-@dataclass
-class Resumed:
-    """A run to continue, read once: its directory, its checkpoint file, the state in it and
-    the config it was started with. ``state`` is None for a run that died before its first
-    checkpoint: it restarts from step 0 with its recorded config."""
-
-    run_dir: Path
-    checkpoint: Path
-    state: dict[str, Any] | None
-    config: TrainConfig
-
-
-def open_run(resume: str | Path) -> Resumed:
-    """Read the run that ``resume`` names (its directory, or the ``checkpoints/last.pt`` in
-    it). A run directory without a checkpoint (its process died before the first one) is
-    read from its ``config.json``, to start again from step 0. Raises CheckpointError
-    naming the file and what is wrong."""
-    path = Path(resume)
-    if path.is_dir() and not checkpoint_path(path).exists() and (path / "config.json").exists():
-        return Resumed(path, checkpoint_path(path), None, _recorded_config(path / "config.json"))
-    state = load_checkpoint(resume)  # what it is comes first: refused, damaged, ...
-    run_dir, ckpt_file = run_dir_of_checkpoint(resume)  # then where it is
-    return Resumed(run_dir, ckpt_file, state, TrainConfig.from_dict(state["config"], recorded=True))
-
-
-# A config.json is a few hundred bytes; nothing larger is read.
-MAX_CONFIG_BYTES = 1 << 20
-
-
-def _recorded_config(path: Path) -> TrainConfig:
-    """The config a run recorded in ``path`` (its config.json), checked; CheckpointError
-    naming the file otherwise."""
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{path} is not a run's config.json (not a regular file of "
-                                  f"at most {MAX_CONFIG_BYTES} bytes)")
-        config = TrainConfig.from_dict(json.loads(path.read_text()), recorded=True)
-        config.validate()
-        return config
-    except CheckpointError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError,
-            RecursionError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a usable run config, and the run has no "
-                              f"checkpoint to resume from: {first}") from None
-
-
-def _check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
-    diff = config.resume_changes(resumed.config)
-    if diff:
-        theirs = resumed.config.to_dict()
-        raise CheckpointError(
-            f"{resumed.checkpoint} was made with a different config "
-            f"({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); a resumed run keeps the "
-            "config it was started with, only --steps may change")
-
-
-def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
-    """(run directory, checkpoint file) of what ``--resume`` names: a run directory or the
-    ``checkpoints/last.pt`` inside one. A loose checkpoint file elsewhere is refused: the
-    resumed run would have to be written somewhere the user did not name."""
-    path = Path(resume)
-    if path.is_dir():
-        return path, checkpoint_path(path)
-    if not path.exists():
-        raise CheckpointError(f"no such run directory or checkpoint file: {path}")
-    run_dir = path.parent.parent
-    if path.parent.name != CHECKPOINT_DIR or not (run_dir / "config.json").is_file():
-        raise CheckpointError(
-            f"{path} is not inside a run directory (RUN/{CHECKPOINT_DIR}/last.pt with "
-            "RUN/config.json); a resumed run is written into its own run directory, so resume "
-            "from that directory")
-    return run_dir, path
-
-
-def train(
-    config: TrainConfig,
-    *,
-    resume: str | Path | Resumed | None = None,
-    verbose: bool = True,
-    data_parallel: bool = True,
-    stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train an :class:`EchoRNN` on the echo task as ``config`` says.
-
-    Args:
-        config: the run's settings; validated first, before anything is written.
-        resume: a run directory (or its ``checkpoints/last.pt``, or what :func:`open_run`
-            read from one) to continue. ``config`` must equal the config the run was started
-            with, except what ``config.RESUME_FREE`` lists: ``steps``, and where the run is
-            kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
-            names).
-        verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
-        data_parallel: under torchrun, train one model on all ranks with DDP; False trains
-            in this process alone (as the sweep does with each of its points).
-        stop: polled after every step; once it returns True the run stops as on SIGTERM
-            (the sweep's workers learn of a signal to their parent this way).
-
-    Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
-    From the moment the run directory exists, SIGINT, SIGTERM and SIGHUP are held until the
-    first checkpoint is written: an interrupted run always leaves a directory it can resume
-    from, or none at all. A run killed outright before then (``kill -9``) leaves its
-    ``config.json``, from which ``resume`` starts it again at step 0. The run directory is
-    locked (``.lock``) while the run trains: one writer at a time.
-
-    Raises:
-        ConfigError, CheckpointError: before anything is written.
-        NonFiniteLoss: the loss or the weights became NaN or infinite; the last good
-            checkpoint stays.
-        StorageError: the run could not be written (disk full); what was saved stays.
-        TrainingInterrupted: SIGINT/SIGTERM/SIGHUP; a checkpoint was written after the
-            current step.
-        Busy: another process holds the run directory (trains or resumes it); nothing was
-            written.
-    """
-    config.validate()
-    with cpu_threads(config.threads), stop_requests() as received, ExitStack() as held:
-        return _train(config, resume, verbose, data_parallel, received, stop, held)
-
-
-def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
-           received: list[int], external_stop: Callable[[], bool] | None,
-           held: ExitStack) -> TrainResult:
-    device = resolve_device(config.device)
-    d = distributed.current() if data_parallel else distributed.Dist()
-    if d.enabled:
-        if config.batch_size % d.world_size:
-            raise ConfigError("batch_size", f"must be divisible by the {d.world_size} "
-                                            f"processes, got {config.batch_size}")
-        if config.cuda_graph:
-            raise ConfigError("cuda_graph", "not supported under torchrun")
-        if device.type == "cuda":
-            device = torch.device("cuda", d.local_rank)
-    saved = None
-    fresh = resume is None  # a new run directory, made here (else the run's own)
-    if resume is not None:
-        resumed = resume if isinstance(resume, Resumed) else open_run(resume)
-        _check_resume_config(config, resumed)
-        run_dir, ckpt_file, saved = resumed.run_dir, resumed.checkpoint, resumed.state
-        error = None
-        if d.is_main:
-            try:  # one writer at a time: a second resume, or one while the run trains
-                held.enter_context(DirLock(run_dir))
-            except Busy as exc:
-                error = exc
-        if d.enabled:
-            error = distributed.broadcast_object(error)
-        if error is not None:
-            raise error
-        if saved is None and d.is_main:  # died before its first checkpoint: start again
-            _clear_run_dir(run_dir)
-    else:
-        run_dir, error = None, None
-        if d.is_main:
-            try:
-                run_dir = _create_run_dir(config)
-                held.enter_context(DirLock(run_dir))
-            except (ConfigError, Busy) as exc:
-                error = exc
-        if d.enabled:  # every rank learns the directory, or the reason there is none
-            run_dir, error = distributed.broadcast_object((run_dir, error))
-        if error is not None:
-            raise error
-    if received:  # a signal before anything was written: leave nothing behind
-        if saved is None and d.is_main:
-            _discard(run_dir, fresh)
-        raise TrainingInterrupted(received[0], -1, run_dir)
-
-    start = time.perf_counter()
-    elapsed = lambda: time.perf_counter() - start  # noqa: E731
-    log = trainer = None
-    try:
-        trainer = _Trainer(config, run_dir, device, verbose, d)
-        start = time.perf_counter()  # the clock of the run, not of building it
-        if saved is not None:
-            trainer.load(saved, ckpt_file)
-            if trainer.verbose:
-                print(f"resuming {run_dir.name} from step {trainer.step}", file=sys.stderr)
-        elif not fresh and trainer.verbose:
-            print(f"resuming {run_dir.name} from step 0: it stopped before its first "
-                  "checkpoint, so it starts again with its recorded config", file=sys.stderr)
-        if config.cuda_graph:
-            trainer.capture_graph()
-        log = RunLog(run_dir, config, main=d.is_main, verbose=verbose,
-                     resumed_at=trainer.step if saved is not None else None,
-                     event_sizes=saved.get("events") if saved is not None else None,
-                     wall_before=trainer.wall_before)
-        if saved is None:
-            log.config_text()
-            _evaluate(trainer, log, elapsed())
-            _checkpoint(trainer, log, elapsed())
-    except BaseException as exc:
-        if log is not None:
-            log.close()
-        if d.is_main:
-            if saved is None and not checkpoint_path(run_dir).exists():
-                # nothing resumable was written: the new run's directory goes, whole (a
-                # restarted one keeps its config, to start again from)
-                _discard(run_dir, fresh)
-            else:
-                _remove_empty_event_files(run_dir)
-        error = _storage_error(exc, trainer.saved_step if trainer else None, run_dir)
-        if error is not None:
-            raise error from None
-        raise
-
-    # The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
-    # every eval_every, and a stop after any step once a signal (or the sweep) asks.
-    log.open_bar()
-    try:
-        while trainer.step < config.steps and trainer.solved_step is None and not received:
-            trainer.train_step()
-            s = trainer.step
-            is_eval = s % config.eval_every == 0 or s == config.steps
-            stop = bool(received) or (external_stop is not None and external_stop())
-            # Under torchrun every rank flushes at the same steps (a collective), and
-            # learns there whether any rank was signalled.
-            if is_eval or s % config.log_every == 0:
-                # held-out metrics at every point (an evaluation step logs its own below), so
-                # that the held-out curves are as fine as the training ones
-                log.steps(trainer.take_scalars(), None if is_eval else trainer.evaluate()[0])
-                if d.enabled:
-                    stop = distributed.all_reduce_max(float(stop), device) > 0
-                log.progress(trainer.last_train_loss, trainer.last_eval.get("val_accuracy"))
-            elif d.enabled:
-                stop = False
-            if is_eval:
-                _evaluate(trainer, log, elapsed())
-                _checkpoint(trainer, log, elapsed())
-            if stop:
-                # an evaluation step was checkpointed just above; elsewhere, the steps since
-                # the last point go into the checkpoint, unlogged, so that a resumed run
-                # draws the same points as one never stopped
-                if not is_eval:
-                    _checkpoint(trainer, log, elapsed())
-                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
-                                          run_dir)
-        if received:  # arrived during start-up; the first checkpoint is written
-            _checkpoint(trainer, log, elapsed())
-            raise TrainingInterrupted(received[0], trainer.step, run_dir)
-        if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
-            _evaluate(trainer, log, elapsed())
-        _checkpoint(trainer, log, elapsed())
-        stopped = "solved" if trainer.solved_step is not None else "steps"
-        return _finish(trainer, log, stopped, elapsed())
-    except NonFiniteLoss:
-        _finish(trainer, log, "diverged", elapsed())
-        raise
-    except OSError as exc:
-        raise _storage_error(exc, trainer.saved_step, run_dir) from None
-    finally:
-        log.close()
-
-
-def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
-    """Evaluate, let the run decide what follows from it, and show it."""
-    metrics, y_hat = trainer.evaluate()
-    trainer.record(metrics)
-    vx, vy = trainer.val
-    last = trainer.solved_step is not None or trainer.step >= trainer.config.steps
-    log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
-                   trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
-                   elapsed, flow=trainer.gradient_flow() if trainer.dist.is_main else None,
-                   last=last)
-    if trainer.compare_due():
-        log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
-
-
-def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
-    """The events up to now on their way to disk, then a checkpoint that records how far
-    they reach (a resume from it cuts off what was logged after it)."""
-    trainer.checkpoint(elapsed, events=log.sizes())
-
-
-def _discard(run_dir: Path, fresh: bool) -> None:
-    """A run stopped before its first checkpoint: a directory made for it goes, whole; a
-    run restarted from its config keeps the config, to start again from."""
-    if fresh:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:
-        _clear_run_dir(run_dir)
-
-
-def _clear_run_dir(run_dir: Path) -> None:
-    """Empty a run directory that holds no checkpoint, but for its config and lock: what a
-    process that died before its first checkpoint left (events of step 0, temp files)."""
-    for p in run_dir.iterdir():
-        if p.name in ("config.json", LOCK_NAME):
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
-def _remove_empty_event_files(run_dir: Path) -> None:
-    for f in run_dir.rglob("events.out.tfevents.*"):
-        try:
-            if f.stat().st_size == 0:
-                f.unlink()
-        except OSError:
-            pass
-
-
-def _storage_error(exc: BaseException | None, saved_step: int | None,
-                   run_dir: Path) -> StorageError | None:
-    """A StorageError saying what could not be written and what is kept (the checkpoint of
-    ``saved_step``, the last one written or read), for an OSError from writing the run;
-    None for anything else."""
-    if not isinstance(exc, OSError):
-        return None
-    reason = storage_reason(exc)
-    ckpt = checkpoint_path(run_dir)
-    kept = (f"the last good checkpoint is {ckpt} (step {saved_step})"
-            if saved_step is not None and ckpt.exists() else "no checkpoint was written")
-    return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
-
-
-def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> TrainResult:
-    """Write summary.json and the hparams; return the result. They come after the last
-    checkpoint, so a resume (with nothing left to do, or more steps) cuts them off and
-    writes them again: once, with the run's last settings."""
-    ev = trainer.last_eval
-    result = TrainResult(
-        run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
-        val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
-        solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
-        device=str(trainer.device), backend=trainer.config.backend, stopped=stopped)
-    if trainer.dist.is_main:
-        write_outcome(result, log)
-    return result

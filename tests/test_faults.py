@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import echo_rnn.rundir as rundir_mod
 import echo_rnn.train as train_mod
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
-from echo_rnn.train import StorageError, train
+from echo_rnn.rundir import StorageError
+from echo_rnn.train import train
 from helpers import cli, events, run_main, scalar_series, small_config, small_flags
 
 
@@ -99,13 +101,13 @@ def test_a_signal_before_the_run_exists_writes_nothing(tmp_path):
         received.append(run_dir)
         return run_dir
 
-    real = train_mod._create_run_dir
-    train_mod._create_run_dir = signal_during_setup
+    real = rundir_mod.create_run_dir
+    rundir_mod.create_run_dir = signal_during_setup
     try:
         with pytest.raises(train_mod.TrainingInterrupted, match="before the run started"):
             train(small_config(tmp_path, run_name="x"), verbose=False)
     finally:
-        train_mod._create_run_dir = real
+        rundir_mod.create_run_dir = real
     assert received and not received[0].exists()
 
 
@@ -114,17 +116,17 @@ def test_a_signal_before_the_run_exists_writes_nothing(tmp_path):
 
 def test_creating_a_run_directory_is_atomic(tmp_path, monkeypatch):
     # Before: two runs started in the same second shared one directory.
-    monkeypatch.setattr(train_mod, "default_run_name", lambda config: "same")
-    a = train_mod._create_run_dir(small_config(tmp_path))
-    b = train_mod._create_run_dir(small_config(tmp_path))
+    monkeypatch.setattr(rundir_mod, "default_run_name", lambda config: "same")
+    a = rundir_mod.create_run_dir(small_config(tmp_path))
+    b = rundir_mod.create_run_dir(small_config(tmp_path))
     assert a != b and a.name == "same" and b.name == "same-1"
-    train_mod._create_run_dir(small_config(tmp_path, run_name="mine"))
+    rundir_mod.create_run_dir(small_config(tmp_path, run_name="mine"))
     with pytest.raises(ConfigError, match="already exists"):
-        train_mod._create_run_dir(small_config(tmp_path, run_name="mine"))
+        rundir_mod.create_run_dir(small_config(tmp_path, run_name="mine"))
 
 
 def test_default_run_names_say_what_ran_first(tmp_path):
-    name = train_mod.default_run_name(small_config(tmp_path, seed=3))
+    name = rundir_mod.default_run_name(small_config(tmp_path, seed=3))
     assert name.startswith("k2-H4-autograd-s3-")
 
 

@@ -107,6 +107,7 @@ def test_the_plot_draws_the_difference_marks_zeros_and_the_departure(tmp_path):
 
 
 def test_the_learner_plot_marks_where_a_planted_mistake_departs(tmp_path, capsys, monkeypatch):
+    import echo_rnn.cli.gradcheck as command  # the command draws with the name it imported
     import echo_rnn.flow as flow
 
     drawn = {}
@@ -116,7 +117,7 @@ def test_the_learner_plot_marks_where_a_planted_mistake_departs(tmp_path, capsys
         drawn["fig"] = real(*a, **kw)
         return drawn["fig"]
 
-    monkeypatch.setattr(flow, "plot_flow", spy)
+    monkeypatch.setattr(command, "plot_flow", spy)
     code, _, _ = run_main("gradcheck", "--grads", EXAMPLE, "--plot", tmp_path / "f.png",
                           capsys=capsys)
     assert code == 1

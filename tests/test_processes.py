@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import echo_rnn.rundir as rundir_mod
 import echo_rnn.train as train_mod
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.train import train
@@ -81,7 +82,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path, 
     # Before: SIGKILL (the out-of-memory killer) before the first checkpoint left a
     # directory that --resume refused and whose --run-name was taken.
     config = small_config(tmp_path, run_name="r", steps=20)
-    run_dir = train_mod._create_run_dir(config)  # what a process killed at once leaves
+    run_dir = rundir_mod.create_run_dir(config)  # what a process killed at once leaves
     assert json.loads((run_dir / "config.json").read_text())["run_name"] == "r"
     (run_dir / "events.out.tfevents.1.host").write_bytes(b"torn")  # and a stray file
     code, _, err = run_main("train", "--resume", run_dir, capsys=capsys)
@@ -102,8 +103,8 @@ def test_a_run_directory_appears_whole(tmp_path, monkeypatch):
         seen.append(sorted(p.name for p in Path(src).iterdir()))
         return real(src, dst)
 
-    monkeypatch.setattr(train_mod.os, "rename", look)
-    run_dir = train_mod._create_run_dir(small_config(tmp_path, run_name="r"))
+    monkeypatch.setattr(rundir_mod.os, "rename", look)
+    run_dir = rundir_mod.create_run_dir(small_config(tmp_path, run_name="r"))
     assert seen == [["config.json"]] and (run_dir / "config.json").is_file()
     assert [p.name for p in run_dir.parent.iterdir()] == ["r"]  # no temp directory left
 
@@ -231,7 +232,7 @@ def test_a_full_disk_as_the_tables_are_written_is_one_line(tmp_path, monkeypatch
 def test_torch_saves_full_disk_is_the_oserror(tmp_path):
     # torch.save, the disk full mid-archive, raised a RuntimeError ("unexpected pos") over
     # the OSError: a traceback where one line belongs.
-    from echo_rnn.checkpoint import write_atomically
+    from echo_rnn.files import write_atomically
 
     def full(fh):
         try:
@@ -302,7 +303,7 @@ def test_json_has_no_nan():
 
 def test_files_respect_the_umask(tmp_path):
     # Before: checkpoints and plots were 0600 whatever the umask (mkstemp's mode).
-    from echo_rnn.checkpoint import write_atomically
+    from echo_rnn.files import write_atomically
 
     old = os.umask(0o022)
     try:

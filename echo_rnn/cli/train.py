@@ -1,0 +1,141 @@
+"""``echo-rnn train``: the flags are TrainConfig's fields (echo_rnn/config.py); the run is
+:func:`echo_rnn.train.train`'s, which validates the config once, before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+from echo_rnn import distributed
+from echo_rnn.checkpoint import CheckpointError
+from echo_rnn.cli import Failed, UsageError
+from echo_rnn.config import PRESETS, TrainConfig, add_config_flags, build_config, config_overrides
+from echo_rnn.console import strict_json
+from echo_rnn.errors import ConfigError
+from echo_rnn.locks import Busy
+from echo_rnn.rundir import StorageError, open_run
+from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, TrainResult, train
+
+
+def add_setup_flags(p: argparse.ArgumentParser):
+    """--config and --preset, shared by train and sweep; returns their group."""
+    s = p.add_argument_group("setup")
+    s.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="TOML file of settings (keys as the flags, with _ or -); flags override it")
+    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named set of settings: notebook = the notebook's own experiment "
+                        "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
+                        "at most 1000 epochs); frontier = the recipe for echoing as far back "
+                        "as there are hidden units, k = H (input weights at std 1.5, clipping, "
+                        "constant lr 0.005, 40000 steps; see the README)")
+    return s
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the echo RNN, logging curves to TensorBoard",
+        description=(
+            "Train the echo RNN on the echo task and log to TensorBoard under "
+            "LOGDIR/RUN_NAME/ (events, config.json, checkpoints/last.pt, summary.json). "
+            "Settings come from the defaults, then --preset, then --config FILE.toml, then "
+            "the flags. Ctrl-C or SIGTERM finishes the step, saves a checkpoint and exits "
+            "130 or 143; --resume continues from it."
+        ),
+        epilog=(
+            "examples:\n"
+            "  echo-rnn train                           # k=2, T=50, H=6: solved in ~100 steps\n"
+            "  echo-rnn train --backend bptt --seed 3\n"
+            "  echo-rnn train --preset notebook         # the notebook's experiment, done right\n"
+            "  echo-rnn train --resume runs/NAME --steps 2000\n"
+            "  tensorboard --logdir runs"
+        ),
+    )
+    s = add_setup_flags(p)
+    s.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue a run (its directory or a checkpoint file) with the config it "
+                        "was started with; only --steps may be given with it. A run that "
+                        "stopped before its first checkpoint starts again from step 0")
+    s.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object (the fields of TrainResult) "
+                        "instead of a line per evaluation")
+    add_config_flags(p)
+    p.set_defaults(run=run)
+
+
+def _resumed(args: argparse.Namespace, overrides: dict):
+    """The run --resume names, read once (train continues from it), and its config with
+    --steps; the run's config is checked by train, with the rest."""
+    extra = sorted(set(overrides) - {"steps"})
+    if extra or args.config or args.preset:
+        given = [f"--{k.replace('_', '-')}" for k in extra]
+        given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
+        raise UsageError(
+            f"argument --resume: a resumed run keeps its config; only --steps may be "
+            f"given with it, got {' '.join(given)}")
+    try:
+        resume = open_run(args.resume)
+    except (ConfigError, CheckpointError) as exc:
+        raise UsageError(f"argument --resume: {exc}") from None
+    except OSError as exc:  # a run directory or checkpoints/ without read permission
+        raise UsageError(f"argument --resume: cannot read {exc.filename or args.resume}: "
+                         f"{exc.strerror or exc}") from None
+    return resume, dataclasses.replace(resume.config, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = config_overrides(args)
+    if args.resume is not None:
+        resume, config = _resumed(args, overrides)
+    else:
+        resume, config = None, build_config(args.preset, args.config, overrides)
+
+    d = distributed.init(config.device)  # joins torchrun's process group, if launched by it
+    if args.preset and d.is_main and args.resume is None:
+        preset_backend = PRESETS[args.preset].get("backend")
+        if preset_backend and config.backend == preset_backend:
+            print(f"--preset {args.preset}: trains with the {preset_backend} backend (the "
+                  "hand-written kernel); --backend autograd to change it", file=sys.stderr)
+    try:
+        result = train(config, resume=resume, verbose=not args.json)
+    except ConfigError as exc:
+        if resume is not None and exc.setting not in overrides:  # the run's, not a flag's
+            raise UsageError(f"argument --resume: {exc}") from None
+        raise  # --steps 0 on a resume: the flag is wrong, not the run
+    except CheckpointError as exc:
+        raise UsageError(f"argument --resume: {exc}") from None
+    except (NonFiniteLoss, StorageError, Busy) as exc:
+        raise Failed(f"error: {exc}") from None
+    except TrainingInterrupted as exc:
+        hint = (f"; continue with: echo-rnn train --resume {shlex.quote(str(exc.run_dir))}"
+                if exc.step >= 0 else "")
+        raise Failed(f"{exc}{hint}", 128 + exc.signum) from None
+    finally:
+        distributed.shutdown()
+    if d.is_main:
+        print(strict_json(dataclasses.asdict(result)) if args.json else summary(result, config))
+    return 0
+
+
+def summary(result: TrainResult, config: TrainConfig) -> str:
+    """The lines after the run: its verdict, where it is saved, how to view it."""
+    # (TrainResult.format's, once echo_rnn/train.py gives it one: train.py was being
+    # reorganised when the command line became a package.)
+    def at(step: int) -> str:  # the notebook's schedule counts epochs of seq_len updates
+        if config.schedule == "notebook":
+            return f"step {step} (epoch {step // config.seq_len})"
+        return f"step {step}"
+
+    if result.solved_step is not None:
+        verdict = f"solved at {at(result.solved_step)}"
+    else:
+        verdict = f"not solved after {result.step} steps" + (
+            f" ({result.step // config.seq_len} epochs)" if config.schedule == "notebook" else "")
+    # the run's own parent, not config.logdir: a resumed run may have been moved since
+    return (f"{verdict}: val_acc {result.val_accuracy:.4f}, val_loss {result.val_loss:.5f}, "
+            f"{result.wall_time_s:.1f}s on {result.device} with the {result.backend} backend\n"
+            f"run saved in {result.run_dir}\n"
+            f"view it: tensorboard --logdir {shlex.quote(str(Path(result.run_dir).parent))}")
