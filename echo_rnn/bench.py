@@ -73,6 +73,21 @@ class BenchReport:
         return {**{k: v for k, v in asdict(self).items() if k != "rows"},
                 "rows": [asdict(r) for r in self.rows]}
 
+    def format(self, adam: dict, markdown: bool = False) -> str:
+        """The report as ``echo-rnn bench`` prints it: a table (or Markdown), the cost in T,
+        and the Adam step's time (``adam``: :func:`time_adam`'s)."""
+        lines = [f"echo-rnn bench: device={self.device} threads={self.threads} "
+                 f"torch={self.torch_version} cuda_graph={self.cuda_graph}; medians of "
+                 "interleaved steps (forward, loss, backward)",
+                 format_markdown(self) if markdown else format_table(self)]
+        scaling_line = format_scaling(self)
+        if scaling_line:
+            lines.append(scaling_line)
+        lines.append(f"Adam step at H=6 (the trainer's optimizer): fused "
+                     f"{adam['fused'] * 1e6:.1f} us, unfused {adam['unfused'] * 1e6:.1f} us "
+                     f"({adam['unfused'] / adam['fused']:.2f}x)")
+        return "\n".join(lines)
+
 
 def saved_bytes(fn: Callable[[], torch.Tensor], held: list[torch.Tensor]) -> int:
     """Bytes of the distinct storages that autograd saves for backward while ``fn`` runs.

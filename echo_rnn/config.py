@@ -187,24 +187,19 @@ class TrainConfig:
         "it changes nothing by itself", "run", str, optional=True, flag=False))
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid setting."""
-        for f in fields(self):
-            value, m = getattr(self, f.name), f.metadata
-            if value is None and m["optional"]:
-                continue
-            kind = m["kind"]
-            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise ConfigError(f.name, f"must be {kind.__name__}, got {shown(value)}")
-            if m["choices"] and value not in m["choices"]:
-                raise ConfigError(f.name, f"must be one of {', '.join(m['choices'])}, got "
-                                          f"{shown(value)}")
-            bounds = m["bounds"]
-            if bounds is not None and not bounds.holds(value):
-                what = bounds.describe(kind) + (" or none" if m["optional"] else "")
-                raise ConfigError(f.name, f"must be {what}, got {shown(value)}")
+        """Raise :class:`ConfigError` naming the first invalid setting. A config validated
+        once and unchanged since is not checked again (the device and the memory included):
+        a command validates each config once, however many layers it passes through."""
+        if getattr(self, "_validated", None) == self._values():
+            return
+        self._check()
+        self._validated = self._values()
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def _check(self) -> None:
+        check_fields(self)  # each field's kind, choices and bounds, as its metadata declares
         if self.echo_step < 0 or self.echo_step >= self.seq_len:
             raise ConfigError("echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), "
                                            f"got {self.echo_step}")
@@ -444,10 +439,12 @@ def check_fields(obj: Any) -> None:
             raise ConfigError(f.name, f"must be {what}, got {shown(value)}")
 
 
-def add_field_flags(groups: dict[str, Any], cls: type, exclude: tuple[str, ...] = ()) -> None:
+def add_field_flags(groups: dict[str, Any], cls: type, exclude: tuple[str, ...] = (),
+                    check_bounds: bool = True) -> None:
     """One flag per field of the dataclass ``cls`` (declared with :func:`_opt`), added to
-    ``groups[its group]`` (argparse argument groups), typed and bounded by its metadata,
-    its help ending in its default; absent flags stay absent from the namespace
+    ``groups[its group]`` (argparse argument groups), typed and bounded by its metadata
+    (without ``check_bounds`` the bounds are left to the dataclass's own validation), its
+    help ending in its default; absent flags stay absent from the namespace
     (``argparse.SUPPRESS``), so that :func:`given_fields` returns only what was typed."""
     for f in fields(cls):
         m = f.metadata
@@ -463,7 +460,7 @@ def add_field_flags(groups: dict[str, Any], cls: type, exclude: tuple[str, ...] 
                 opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         else:
             groups[m["group"]].add_argument(
-                opt, type=_parser_for(f, check_bounds=True), choices=m["choices"],
+                opt, type=_parser_for(f, check_bounds=check_bounds), choices=m["choices"],
                 default=argparse.SUPPRESS, metavar=None if m["choices"] else f.name.upper(),
                 help=help_)
 
@@ -478,30 +475,15 @@ def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One flag per :class:`TrainConfig` field (but ``exclude``), grouped; absent flags stay
     absent from the namespace (``argparse.SUPPRESS``) so that only what the user typed
-    overrides."""
+    overrides. Bounds are checked by :meth:`TrainConfig.validate`, which also names a value
+    that came from a config file."""
     groups = {g: parser.add_argument_group(g) for g in GROUPS}
-    for f in fields(TrainConfig):
-        if f.name in exclude or not f.metadata["flag"]:
-            continue
-        m = f.metadata
-        default = f.default if f.default is not MISSING else None
-        opt = "--" + f.name.replace("_", "-")
-        help_ = m["help"]
-        if "(default:" not in help_:  # run_name says what its default is in words
-            help_ += f" (default: {'none' if default is None else default})"
-        if m["kind"] is bool:
-            groups[m["group"]].add_argument(
-                opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
-        else:
-            groups[m["group"]].add_argument(
-                opt, type=_parser_for(f), choices=m["choices"], default=argparse.SUPPRESS,
-                metavar=None if m["choices"] else f.name.upper(), help=help_)
+    add_field_flags(groups, TrainConfig, exclude, check_bounds=False)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the user gave on the command line."""
-    names = {f.name for f in fields(TrainConfig) if f.metadata["flag"]}
-    return {k: v for k, v in vars(args).items() if k in names}
+    return given_fields(args, TrainConfig)
 
 
 # --- checks shared with the sweep ------------------------------------------------------

@@ -20,11 +20,11 @@ rounds the stacked update differently), no CUDA graph.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
+from echo_rnn.locks import DirLock
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, make_optimizer, model_from_config
 from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
 from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
@@ -104,10 +105,11 @@ def train_population(configs: list[TrainConfig], *,
         c.validate()
     device = resolve_device(configs[0].device)
     check_population_memory(configs, device)
-    with cpu_threads(configs[0].threads), stop_requests() as received:
+    with cpu_threads(configs[0].threads), stop_requests() as received, ExitStack() as held:
         try:
             return _train_population(configs, device,
-                                     lambda: bool(received) or bool(stop and stop()), received)
+                                     lambda: bool(received) or bool(stop and stop()), received,
+                                     held)
         except OSError as exc:  # a full disk: one line, as train says it; checkpoints stay
             raise StorageError(f"could not write the population's runs in {configs[0].logdir}: "
                                f"{storage_reason(exc)}; each run keeps its last checkpoint"
@@ -115,14 +117,16 @@ def train_population(configs: list[TrainConfig], *,
 
 
 def _train_population(configs: list[TrainConfig], device: torch.device,
-                      stopping: Callable[[], bool], received: list[int]) -> list[TrainResult]:
+                      stopping: Callable[[], bool], received: list[int],
+                      held: ExitStack) -> list[TrainResult]:
     c0 = configs[0]
     start = time.perf_counter()
     members: list[_Member] = []
     models: list[EchoRNN] = []
     for c in configs:
-        run_dir = create_run_dir(c)
-        (run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        run_dir = create_run_dir(c)  # with its config.json, as train's
+        # one writer: a `train --resume` of a member while the population trains is refused
+        held.enter_context(DirLock(run_dir))
         # the order of draws is train's: weights, then the training stream, then held-out
         models.append(model_from_config(c).to(device))
         gen = torch.Generator(device=device).manual_seed(c.seed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import signal
 import sys
 import time
@@ -54,6 +55,29 @@ class TrainResult:
     device: str
     backend: str
     stopped: str  # "solved", "steps" or "diverged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self, config: TrainConfig) -> str:
+        """The lines after the run: its verdict, where it is saved, how to view it."""
+        def at(step: int) -> str:  # the notebook's schedule counts epochs of seq_len updates
+            if config.schedule == "notebook":
+                return f"step {step} (epoch {step // config.seq_len})"
+            return f"step {step}"
+
+        if self.solved_step is not None:
+            verdict = f"solved at {at(self.solved_step)}"
+        else:
+            verdict = f"not solved after {self.step} steps" + (
+                f" ({self.step // config.seq_len} epochs)" if config.schedule == "notebook"
+                else "")
+        # the run's own parent, not config.logdir: a resumed run may have been moved since
+        view = shlex.quote(str(Path(self.run_dir).parent))
+        return (f"{verdict}: val_acc {self.val_accuracy:.4f}, val_loss {self.val_loss:.5f}, "
+                f"{self.wall_time_s:.1f}s on {self.device} with the {self.backend} backend\n"
+                f"run saved in {self.run_dir}\n"
+                f"view it: tensorboard --logdir {view}")
 
 
 def run_state(config: TrainConfig, *, step: int, model: dict, optimizer: dict,

@@ -1,9 +1,12 @@
 """Shared test helpers: small fast configs, reading runs back with TensorBoard's own reader."""
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -80,3 +83,19 @@ def python(*args, cwd=None, env=None, input=None, timeout=300, **popen):
 def cli(*args, **kwargs):
     """``echo-rnn ARGS`` in a subprocess (see :func:`python`)."""
     return python("-m", "echo_rnn", *args, **kwargs)
+
+
+@contextlib.contextmanager
+def tiny_disk(tmp_path, size: str):
+    """A tmpfs of ``size`` (``"200k"``) under ``tmp_path``: a real full disk. Needs root and
+    mount rights; the test is skipped without them."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:80]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

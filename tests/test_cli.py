@@ -32,6 +32,7 @@ def test_gradcheck_one_kernel(capsys, kernel):
     assert list(report["kernels"]) == [kernel] and report["config"]["kernel"] == kernel
 
 
+@pytest.mark.slow  # seconds of float64 gradients at a large shape
 def test_gradcheck_json_for_the_large_shape(capsys):
     args = ["gradcheck", "--batch-size", "32", "--seq-len", "200", "--hidden-size", "64",
             "--input-size", "3", "--bias", "--h0", "--truncate", "25", "--json"]

@@ -18,6 +18,7 @@ from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
 from echo_rnn.rundir import StorageError
 from echo_rnn.train import train
+import helpers
 from helpers import cli, events, run_main, scalar_series, small_config, small_flags
 
 
@@ -312,17 +313,9 @@ def test_divergence_is_the_divergence_message(tmp_path, capsys, flags):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 200 KiB tmpfs: a real full disk. Needs root and mount rights; skipped without."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:80]}")
-    try:
+    """A 200 KiB tmpfs: a real full disk (skipped without mount rights)."""
+    with helpers.tiny_disk(tmp_path, "200k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_a_really_full_disk_is_one_line_then_and_on_resume(tiny_disk):

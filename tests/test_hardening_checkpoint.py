@@ -172,6 +172,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow  # some 60 crafted checkpoints: the full suite runs them all
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_crafted_field_is_refused_in_one_bounded_line(tmp_path, run, capsys, case):
     # Before: a segmentation fault or an abort (exp_avg of U (3, 3)), tracebacks of 20-111

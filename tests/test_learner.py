@@ -184,6 +184,7 @@ def test_a_correct_function_agrees_for_every_layout():
         assert {r.name for r in report.rows} >= {"U", "V", "w", "dh"}
 
 
+@pytest.mark.slow  # every variation tried on random gradients
 def test_random_numbers_get_no_diagnosis():
     rng = np.random.default_rng(1)
 
@@ -500,6 +501,7 @@ def test_the_readme_walkthrough_is_what_the_command_prints(capsys):
     assert check_grads(learner.load_function(FIXED)[0]).agrees
 
 
+@pytest.mark.slow  # twenty problems searched
 def test_the_default_seed_is_the_best_of_the_first_twenty():
     seps = [separation(make_learner_problem(seed=s))[0] for s in range(20)]
     assert max(range(20), key=seps.__getitem__) == learner.DEFAULT_SEED
@@ -515,6 +517,7 @@ def test_the_readme_bad_return_example(tmp_path, capsys):
     assert code == 1 and err == text[start:text.index("```", start)]
 
 
+@pytest.mark.slow  # a child process that imports torch
 def test_arrays_torch_on_the_command_line(tmp_path, capsys):
     f = tmp_path / "t.py"
     f.write_text("import torch\n"
@@ -659,10 +662,12 @@ SIZES = [(300, 100), (250, 200), (300, 300)]  # where a fixed tolerance accused 
 @pytest.mark.parametrize("H,T", SIZES)
 def test_a_correct_learner_is_never_accused_at_any_size(H, T, capsys):
     """The README's corrected example at the sizes of issue 16, on the command line (exit 0),
-    and a planted mistake at the same size still named."""
+    and, at the largest (where the tolerance is widest), a planted mistake still named."""
     code, out, err = run_main("gradcheck", "--grads", FIXED, "--hidden-size", H, "--seq-len", T,
                               capsys=capsys)
     assert code == 0 and out.strip().endswith("all gradients agree"), out + err
+    if (H, T) != max(SIZES, key=lambda s: s[0] * s[1]):
+        return
     report = check_grads(learner_bptt("no-tanh-derivative"), hidden_size=H, seq_len=T)
     assert not report.agrees
     assert {r.name for r in report.rows if not r.agrees} >= {"U", "V", "dh"}

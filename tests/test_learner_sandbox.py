@@ -96,6 +96,7 @@ HOSTILE = {
 }
 
 
+@pytest.mark.slow  # a child process per hostile file, some of them waiting out a timeout
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_hostile_code_ends_in_one_line_exit_1_and_strict_json(case, tmp_path, capsys):
     source, line = HOSTILE[case]

@@ -3,6 +3,7 @@
 leaves the population; one that diverges stops alone."""
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -128,3 +129,29 @@ def test_a_population_that_cannot_fit_is_refused_before_anything_is_written(tmp_
     with pytest.raises(ConfigError, match="population: too large"):
         pt.check_population_memory([base] * 64, torch.device("cpu"))
     assert not any(tmp_path.iterdir())
+
+
+def test_each_member_is_locked_while_its_population_trains(tmp_path, one_thread):
+    # Before: the sweep's lock covered the population, but `train --resume` of a member's
+    # directory while the population trained in it was not refused: two writers.
+    from echo_rnn.locks import Busy, DirLock
+    from echo_rnn.train import TrainingInterrupted
+
+    base = frontier(tmp_path, steps=50)
+    configs = [replace(base, seed=s, run_name=f"s{s}") for s in range(2)]
+    seen = []
+
+    def try_the_members() -> bool:  # polled after the first step: the population is training
+        for c in configs:
+            try:
+                DirLock(tmp_path / c.run_name).release()
+                seen.append("free")
+            except Busy as exc:
+                seen.append(exc.pid)
+        return True
+
+    with pytest.raises(TrainingInterrupted):
+        train_population(configs, stop=try_the_members)
+    assert seen == [os.getpid(), os.getpid()]
+    for c in configs:  # given back once the population stops
+        DirLock(tmp_path / c.run_name).release()

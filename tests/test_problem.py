@@ -70,12 +70,14 @@ def test_every_field_is_a_flag_in_the_help(name, capsys):
         f"{name}: a field of GradcheckProblem without its flag in gradcheck --help"
 
 
+@pytest.mark.slow  # a gradcheck per field: the full suite's guard, not the quick tier's
 @pytest.mark.parametrize("name", FIELDS)
 def test_every_field_reaches_the_json_config(name, changed):
     _, report = changed
     assert report["config"][name] == OTHER[name], f"{name}: not in --json's config as given"
 
 
+@pytest.mark.slow  # a gradcheck per field: the full suite's guard, not the quick tier's
 @pytest.mark.parametrize("name", FIELDS)
 def test_every_field_is_in_the_header(name, changed):
     text, _ = changed
@@ -85,6 +87,7 @@ def test_every_field_is_in_the_header(name, changed):
     assert shown in header.split(), f"{name}: {shown} missing from {header!r}"
 
 
+@pytest.mark.slow  # a gradcheck per field: the full suite's guard, not the quick tier's
 @pytest.mark.parametrize("name", FIELDS)
 def test_every_field_reaches_the_kernel_check_config(name, capsys):
     given = {k: v for k, v in OTHER.items() if k != "truncation"}  # --grads only

@@ -19,6 +19,7 @@ import echo_rnn.rundir as rundir_mod
 import echo_rnn.train as train_mod
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.train import train
+import helpers
 from helpers import cli, run_main, scalar_series, small_config, small_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,17 +248,9 @@ def test_torch_saves_full_disk_is_the_oserror(tmp_path):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 100 KiB tmpfs: a real full disk. Needs root and mount rights; skipped without."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:80]}")
-    try:
+    """A 100 KiB tmpfs: a real full disk (skipped without mount rights)."""
+    with helpers.tiny_disk(tmp_path, "100k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_a_really_full_disk_under_a_sweep_of_two_workers_is_one_line(tiny_disk):

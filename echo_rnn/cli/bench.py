@@ -8,8 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from echo_rnn.bench import (SHAPES, BenchReport, format_markdown, format_population,
-                            format_scaling, format_table, run_benchmark, scaling, time_adam,
+from echo_rnn.bench import (SHAPES, format_population, run_benchmark, scaling, time_adam,
                             time_population)
 from echo_rnn.cli import UsageError
 from echo_rnn.cli.args import COUNT, arg_type, device, setting, shape
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty() else None)
     adam = time_adam(6, args.device, threads=args.threads, seed=args.seed)
     data = {**report.to_dict(), "scaling_in_T": scaling(report), "adam_step_s": adam}
-    print(strict_json(data) if args.json else _format(report, adam, args.markdown))
+    print(strict_json(data) if args.json else report.format(adam, args.markdown))
     for line in report.refused:
         print(f"not reported: {line}", file=sys.stderr)
     if out is not None:
@@ -128,22 +127,6 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"argument --output: cannot write {out}: "
                              f"{exc.strerror or exc}") from None
     return 1 if report.refused else 0
-
-
-def _format(report: BenchReport, adam: dict, markdown: bool) -> str:
-    """The report as a table (BenchReport.format's, once echo_rnn/bench.py gives it one:
-    bench.py was being reorganised when the command line became a package)."""
-    lines = [f"echo-rnn bench: device={report.device} threads={report.threads} "
-             f"torch={report.torch_version} cuda_graph={report.cuda_graph}; medians of "
-             "interleaved steps (forward, loss, backward)",
-             format_markdown(report) if markdown else format_table(report)]
-    scaling_line = format_scaling(report)
-    if scaling_line:
-        lines.append(scaling_line)
-    lines.append(f"Adam step at H=6 (the trainer's optimizer): fused {adam['fused'] * 1e6:.1f} "
-                 f"us, unfused {adam['unfused'] * 1e6:.1f} us "
-                 f"({adam['unfused'] / adam['fused']:.2f}x)")
-    return "\n".join(lines)
 
 
 def _population(args: argparse.Namespace, out: Path | None) -> int:

@@ -7,17 +7,16 @@ import argparse
 import dataclasses
 import shlex
 import sys
-from pathlib import Path
 
 from echo_rnn import distributed
 from echo_rnn.checkpoint import CheckpointError
 from echo_rnn.cli import Failed, UsageError
-from echo_rnn.config import PRESETS, TrainConfig, add_config_flags, build_config, config_overrides
+from echo_rnn.config import PRESETS, add_config_flags, build_config, config_overrides
 from echo_rnn.console import strict_json
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import Busy
 from echo_rnn.rundir import StorageError, open_run
-from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, TrainResult, train
+from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
 
 
 def add_setup_flags(p: argparse.ArgumentParser):
@@ -116,26 +115,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     if d.is_main:
-        print(strict_json(dataclasses.asdict(result)) if args.json else summary(result, config))
+        print(strict_json(result.to_dict()) if args.json else result.format(config))
     return 0
-
-
-def summary(result: TrainResult, config: TrainConfig) -> str:
-    """The lines after the run: its verdict, where it is saved, how to view it."""
-    # (TrainResult.format's, once echo_rnn/train.py gives it one: train.py was being
-    # reorganised when the command line became a package.)
-    def at(step: int) -> str:  # the notebook's schedule counts epochs of seq_len updates
-        if config.schedule == "notebook":
-            return f"step {step} (epoch {step // config.seq_len})"
-        return f"step {step}"
-
-    if result.solved_step is not None:
-        verdict = f"solved at {at(result.solved_step)}"
-    else:
-        verdict = f"not solved after {result.step} steps" + (
-            f" ({result.step // config.seq_len} epochs)" if config.schedule == "notebook" else "")
-    # the run's own parent, not config.logdir: a resumed run may have been moved since
-    return (f"{verdict}: val_acc {result.val_accuracy:.4f}, val_loss {result.val_loss:.5f}, "
-            f"{result.wall_time_s:.1f}s on {result.device} with the {result.backend} backend\n"
-            f"run saved in {result.run_dir}\n"
-            f"view it: tensorboard --logdir {shlex.quote(str(Path(result.run_dir).parent))}")
