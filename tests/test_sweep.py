@@ -352,14 +352,14 @@ def test_a_population_sweep_is_the_sweep_of_single_runs(tmp_path):
 
 
 def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
-    args = [*POPULATION, "--echo-steps", "4", "--steps", "3000", "--log-every", "50"]
+    args = [*POPULATION, "--echo-steps", "4", "--steps", "2000", "--log-every", "50"]
     proc = cli("sweep", "--logdir", tmp_path, "--name", "s", *args, stdout=subprocess.PIPE,
                stderr=subprocess.PIPE)
     ckpt = tmp_path / "s" / "k4-H3-s1" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
     while not ckpt.exists() and time.monotonic() < deadline:  # the members are training
         time.sleep(0.05)
-    time.sleep(1.0)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
@@ -369,7 +369,7 @@ def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
     assert len(rows) == 2
     ref = cli("train", "--logdir", tmp_path / "ref", "--run-name", "r", "--preset", "frontier",
               "--bias", "--hidden-size", "3", "--echo-step", "4", "--seed", "1", "--steps",
-              "3000", "--eval-every", "100", "--log-every", "50")
+              "2000", "--eval-every", "100", "--log-every", "50")
     assert ref.returncode == 0, ref.stderr
     for name in ("train loss", "val accuracy"):
         assert (scalar_series(tmp_path / "s" / "k4-H3-s1", name)

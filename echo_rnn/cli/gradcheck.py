@@ -165,12 +165,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show_flow(args: argparse.Namespace, flow: dict | None, label: str,
-               quiet: bool = False, departed_at: int | None = None) -> None:
-    """The --per-step table and the --plot file, when asked for."""
+               quiet: bool = False, departed_at: int | None = None,
+               bptt: str = "full BPTT") -> None:
+    """The --per-step table and the --plot file, when asked for; ``bptt`` says which
+    gradient the figures are of."""
     if flow is None:
         return
     if args.per_step and not quiet:
-        print("gradient flow through time, ||dJ/dh_t|| per step (full BPTT):")
+        print(f"gradient flow through time, ||dJ/dh_t|| per step ({bptt}):")
         print(format_per_step(flow))
     if args.plot:
         curves = {n: v for n, v in flow.items() if n != "t" and not n.endswith(" diff")}
@@ -239,6 +241,8 @@ def _learner(args: argparse.Namespace, spec: GradcheckProblem) -> int:
     departed = report.departure
     if departed is None and report.dh is not None:  # told or not, where yours departs
         departed = departure(report.dh, report.autograd_dh, report.tolerances.get("dh", 1e-8))
+    truncated = (f"truncated BPTT, k = {spec.truncate}, {spec.truncation or 'windows'}"
+                 if spec.truncate is not None else "full BPTT")
     _show_flow(args, flow, f"{where}, {spec.describe()}", quiet=args.json,
-               departed_at=departed["step"] if departed else None)
+               departed_at=departed["step"] if departed else None, bptt=truncated)
     return 0 if report.agrees else 1
