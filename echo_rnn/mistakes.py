@@ -7,12 +7,13 @@ learner's gradient that disagrees with autograd's against every variation here, 
 times a constant, and names the records that reproduce it (:func:`echo_rnn.learner.diagnose`
 reads every sentence it prints from the record; it knows no code by name).
 
-Same notation as the reference kernel: row vectors, steps t = 1..T, h_0 the initial state,
+The package's notation (see ``echo_rnn``), as the reference kernel writes it: the math in
+column vectors, the code on batches held as rows, steps t = 1..T, h_0 the initial state,
 shapes in B, T, I, H. What the right kernel does, and what each variation changes::
 
-    dJ/dh_t = local_t + carried_t       local_t = dJ/dyhat_t w^T   carried_t = dJ/dz_{t+1} U
+    dJ/dh_t = local_t + carried_t       local_t = w dJ/dyhat_t     carried_t = U^T dJ/dz_{t+1}
     dJ/dz_t = dJ/dh_t * (1 - h_t^2)
-    dU = sum_t dJ/dz_t^T h_{t-1}    dV = sum_t dJ/dz_t^T x_t    dw = sum_t h_t^T dJ/dyhat_t
+    dU = sum_t dJ/dz_t h_{t-1}^T    dV = sum_t dJ/dz_t x_t^T    dw = sum_t h_t dJ/dyhat_t
 
 A learner stores its states in arrays shifted by one from these (h of length T + 1 with h_0
 first, or length T without it), so a step taken one off either lands on h_0 at the start or,

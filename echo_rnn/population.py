@@ -178,7 +178,7 @@ def population_backward(
     d[T - 1].mul_(dt[T - 1])
     for t in range(T - 2, -1, -1):
         if not starts_window(t + 2, truncate):  # d[t + 1] is step t + 2's: carried unless cut
-            _add_products(d[t], d[t + 1], U)  # + dJ/dz_{t+1} U, every run
+            _add_products(d[t], d[t + 1], U)  # + U^T dJ/dz_{t+1}, every run
         d[t].mul_(dt[t])
 
     # Weight gradients: per run, sums over time and batch as single matrix products.
