@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from echo_rnn.errors import shown
-from echo_rnn.files import write_atomically
+from echo_rnn.files import read_regular, write_atomically
 
 FORMAT = "echo-rnn-checkpoint"
 VERSION = 1
@@ -79,12 +79,13 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
                 "missing": "missing"}[kind]
         raise CheckpointError(f"{path} is {what}; a finished run's summary.json is a JSON file")
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_SUMMARY_BYTES + 1)
+        data = read_regular(path, MAX_SUMMARY_BYTES)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # its kind was checked above: it is too large
+        data = None
     try:
-        if len(data) > MAX_SUMMARY_BYTES:
+        if data is None:
             raise ValueError(f"larger than {MAX_SUMMARY_BYTES} bytes")
         summary = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:

@@ -42,7 +42,7 @@ from echo_rnn.mistakes import (CATALOGUE, CONSTANTS, MISORIENTED, PAIRS, VARIATI
                                Variation, accepts_one_number, named_factors,
                                variation_grads)
 from echo_rnn.problem import DEFAULT_SEED, GradcheckProblem  # noqa: F401 (a learner's)
-from echo_rnn.sandbox import DEFAULT_TIMEOUT, Opaque, run_in_child, to_array
+from echo_rnn.sandbox import DEFAULT_TIMEOUT, Opaque, no_function, run_in_child, to_array
 
 # A variation reproduces a gradient when, times the best constant, it is within this of it
 # relative to the gradient's largest entry. A float64 backward pass in any summation order
@@ -219,13 +219,7 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
             sys.path.remove(str(path.resolve().parent))
     fn = getattr(module, name, None)
     if not callable(fn):
-        defined = sorted(k for k, v in vars(module).items()
-                         if callable(v) and not k.startswith("_")
-                         and getattr(v, "__module__", None) == module_name)
-        listing = f" (it defines: {', '.join(defined)})" if defined else ""
-        what = (f"{name!r} is not a function but {type(fn).__name__}" if fn is not None
-                else f"defines no function {name!r}")
-        raise ConfigError("grads", f"{path_text} {what}{listing}")
+        raise ConfigError("grads", no_function(path_text, module, name, module_name))
     return fn, where
 
 

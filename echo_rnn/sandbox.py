@@ -192,6 +192,20 @@ def _write_status(workdir: Path, status: dict[str, Any]) -> None:
     os.replace(tmp, workdir / "status.json")
 
 
+def no_function(shown: str, module, name: str, module_name: str) -> str:
+    """What to say when the learner's file ``shown`` (its ``module``, imported as
+    ``module_name``) has no function ``name``: what ``name`` is instead, and the functions
+    the file defines."""
+    fn = getattr(module, name, None)
+    defined = sorted(k for k, v in vars(module).items()
+                     if callable(v) and not k.startswith("_")
+                     and getattr(v, "__module__", None) == module_name)
+    listing = f" (it defines: {', '.join(defined)})" if defined else ""
+    what = (f"{name!r} is not a function but {type(fn).__name__}" if fn is not None
+            else f"defines no function {name!r}")
+    return f"{shown} {what}{listing}"
+
+
 def _child(workdir: Path) -> None:
     """Import the learner's file, call its function on the problem, write what it returned
     as float64 arrays and a status; then end at once, whatever threads it left running."""
@@ -233,14 +247,8 @@ def _child(workdir: Path) -> None:
         return
     fn = getattr(module, name, None)
     if not callable(fn):
-        defined = sorted(k for k, v in vars(module).items()
-                         if callable(v) and not k.startswith("_")
-                         and getattr(v, "__module__", None) == stem)
-        listing = f" (it defines: {', '.join(defined)})" if defined else ""
-        what = (f"{name!r} is not a function but {type(fn).__name__}" if fn is not None
-                else f"defines no function {name!r}")
         _write_status(workdir, {"kind": "no-function",
-                                "text": f"{request['shown']} {what}{listing}"})
+                                "text": no_function(request["shown"], module, name, stem)})
         return
     _stage(workdir, "call")
     try:

@@ -12,7 +12,7 @@ from echo_rnn.bench import (SHAPES, format_population, run_benchmark, scaling, t
                             time_population)
 from echo_rnn.cli import UsageError
 from echo_rnn.cli.args import COUNT, arg_type, device, setting, shape
-from echo_rnn.config import Bounds
+from echo_rnn.config import PRESETS, Bounds
 from echo_rnn.console import strict_json
 from echo_rnn.devices import DEVICE_HELP, check_fits, rnn_bytes
 from echo_rnn.files import write_atomically
@@ -21,8 +21,9 @@ from echo_rnn.files import write_atomically
 # a useful benchmark, and short of running for ever.
 MAX_BENCH_S = 3600.0
 MAX_BENCH_REPS = 10**6
-# --population times the first steps of runs of this many (the frontier preset's).
-POPULATION_RUN_STEPS = 40000
+# --population times the first steps of runs of this many: the frontier preset's, which
+# echo_rnn.bench.time_population trains.
+POPULATION_RUN_STEPS = PRESETS["frontier"]["steps"]
 
 
 def add_parser(sub) -> None:
@@ -74,8 +75,9 @@ def add_parser(sub) -> None:
                         "at the frontier shape, a population of R against single runs, and "
                         "report ms per run-step of each (see --bench-steps)")
     p.add_argument("--bench-steps", type=COUNT, default=2000, metavar="N",
-                   help="with --population: time the first N steps of each 40000-step "
-                        "frontier run, N below 40000 (default: 2000)")
+                   help=f"with --population: time the first N steps of each "
+                        f"{POPULATION_RUN_STEPS}-step frontier run, N below "
+                        f"{POPULATION_RUN_STEPS} (default: 2000)")
     p.set_defaults(run=run)
 
 
