@@ -52,7 +52,7 @@ multiply-adds (:data:`SMALL_PRODUCT`), and with a loop of its own, rounding diff
 below that. So the loops call ``addmm_`` on large products, and on small ones with B > 1
 ``baddbmm_`` on a batch of one (ATen's loop: no slower than BLAS there, and what a
 population computes in one call); only B = 1, where BLAS's call is the cheaper one, keeps
-``addmm_``, and a population of such runs multiplies run by run (:func:`batched_loops`).
+``addmm_``, and a population of such runs multiplies run by run (:func:`runs_multiply_alone`).
 """
 
 from __future__ import annotations
@@ -127,9 +127,15 @@ SMALL_PRODUCT = 400
 
 def batched_loops(B: int, H: int, device: torch.device) -> bool:
     """Whether the loops multiply with ``baddbmm_`` on batches of one (ATen's own loop, for
-    small products with B > 1) rather than ``addmm_``; a population rounds like a single run
-    with one ``baddbmm_`` for all runs when this holds or the product is large."""
+    small products with B > 1) rather than ``addmm_``."""
     return device.type == "cpu" and B * H * H < SMALL_PRODUCT and B > 1
+
+
+def runs_multiply_alone(B: int, H: int, device: torch.device) -> bool:
+    """Whether a population of runs of this shape must multiply run by run, with ``addmm_``,
+    to round as this kernel's loops do: small products at B = 1, where the loops keep BLAS's
+    ``addmm_``. Otherwise one ``baddbmm_`` for all runs rounds, run by run, as they do."""
+    return device.type == "cpu" and B * H * H < SMALL_PRODUCT and B == 1
 
 
 def _loop_products(slabs: torch.Tensor, M: torch.Tensor, views: tuple | None = None):

@@ -33,7 +33,7 @@ thread, the frontier shape; ``test_frontier_training_is_bit_identical_to_single_
 because per member every product is the call ``bptt`` makes on the same layout: the loops'
 ``baddbmm_`` treats each batch entry alone (one BLAS ``addmm`` each once ``B H^2 >= 400``,
 ATen's own loop below that, which ``bptt`` calls on a batch of one; at B = 1 ``bptt`` keeps
-``addmm_`` and the population loops over runs, see :func:`echo_rnn.bptt.batched_loops`); the one-column
+``addmm_`` and the population loops over runs, see :func:`echo_rnn.bptt.runs_multiply_alone`); the one-column
 products (readout, dV, dw), which BLAS computes as gemv and a ``bmm`` does not reproduce,
 are loops over runs: R small ops each, about 7% of a step at R = 32, for training runs that
 reproduce single runs.
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from echo_rnn.bptt import SMALL_PRODUCT, _Workspace, batched_loops
+from echo_rnn.bptt import _Workspace, runs_multiply_alone
 from echo_rnn.model import EchoRNN, check_truncate
 from echo_rnn.truncation import starts_window
 
@@ -88,16 +88,19 @@ class PopulationGrads:
 _workspace = _Workspace()  # bptt's scratch buffers, a set of our own: (T, R, B, H) each
 
 
-def _add_products(out: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``out[r] += a[r] @ m[r]`` for every run r, in place, rounded as ``bptt``'s loops round
-    it: one ``baddbmm_``, except for small products at B = 1, where ``bptt`` calls BLAS's
-    ``addmm_`` and so the population does too, run by run. ``out``, ``a``: (R, B, H)."""
-    B, H = out.shape[1], m.shape[-1]
-    if B * H * H >= SMALL_PRODUCT or batched_loops(B, H, out.device) or out.device.type != "cpu":
-        return out.baddbmm_(a, m)
+def _addmm_run_by_run(out: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``out[r] += a[r] @ m[r]`` for every run r, in place, one ``addmm_`` a run."""
     for o, x, w in zip(out.unbind(0), a.unbind(0), m.unbind(0)):
         o.addmm_(x, w)
     return out
+
+
+def _loop_product(slab: torch.Tensor):
+    """The multiply-add of the time loops, ``mac(out, a, m)``: ``out[r] += a[r] @ m[r]`` for
+    every run r of (R, B, H) slabs, rounded as ``bptt``'s loops round it; chosen once a pass,
+    not at every step."""
+    B, H = slab.shape[-2:]
+    return _addmm_run_by_run if runs_multiply_alone(B, H, slab.device) else torch.Tensor.baddbmm_
 
 
 def _by_run(a: torch.Tensor) -> torch.Tensor:
@@ -138,9 +141,10 @@ def population_forward(
         hs.add_(b.view(1, R, 1, H))
     Ut = U.transpose(1, 2).contiguous()  # (R, H, H): BLAS takes contiguous operands faster
     h = hs.unbind(0)  # T slabs (R, B, H) in one call
+    mac = _loop_product(h[0])
     h[0].tanh_()  # h_1; with h_0 = 0 there is no U h_0 term
     for prev, cur in zip(h[:-1], h[1:]):
-        _add_products(cur, prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1}), every run
+        mac(cur, prev, Ut).tanh_()  # h_t = tanh(V x_t + b + U h_{t-1}), every run
     # The readout is R matrix-vector products, a loop over runs rather than one bmm: bptt's
     # torch.mv is a BLAS gemv, and a one-column bmm sums in another order; the loop keeps
     # every run's y_hat, and so every gradient, bit-identical to the single-run kernel.
@@ -172,13 +176,14 @@ def population_backward(
                          f"got {tuple(dy_hat.shape)}")
     g = dy_hat.permute(2, 0, 1).unsqueeze(-1)  # (T, R, B, 1), time-major like hs
     delta, dtanh, d, dt = _workspace.get(hs)  # (T, R, B, H) twice, and their per-step slabs
+    mac = _loop_product(d[0])
     # delta starts as each step's own loss gradient w g_t and becomes dJ/dz_t.
     torch.mul(g, w.view(1, R, 1, H), out=delta)  # outer products by broadcasting
     torch.addcmul(hs.new_ones(()), hs, hs, value=-1, out=dtanh)  # 1 - h_t^2, one pass
     d[T - 1].mul_(dt[T - 1])
     for t in range(T - 2, -1, -1):
         if not starts_window(t + 2, truncate):  # d[t + 1] is step t + 2's: carried unless cut
-            _add_products(d[t], d[t + 1], U)  # + U^T dJ/dz_{t+1}, every run
+            mac(d[t], d[t + 1], U)  # + U^T dJ/dz_{t+1}, every run
         d[t].mul_(dt[t])
 
     # Weight gradients: per run, sums over time and batch as single matrix products.
