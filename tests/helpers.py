@@ -71,8 +71,13 @@ def python(*args, cwd=None, env=None, input=None, timeout=300, **popen):
     """The one way the tests start a process: ``python ARGS``, run to the end (a
     CompletedProcess, text output captured, ``input`` on its stdin), or, given Popen's
     keywords (stdout=PIPE, ...), started and returned as a Popen. ``env`` adds to this
-    process's environment."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process's environment.
+
+    A process gets one OpenMP thread unless the environment or the test says otherwise: the
+    suite runs two workers on two cores, and children at torch's default (a thread per core)
+    each would oversubscribe them. Training is unaffected (a run pins its own threads,
+    --threads); tests of thread-count independence pass their own OMP_NUM_THREADS."""
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, **popen)
