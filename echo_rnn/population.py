@@ -138,7 +138,9 @@ def population_forward(
     else:
         torch.matmul(xt, V.transpose(1, 2), out=hs)  # (T, R, B, I) @ (R, I, H)
     if b is not None:
-        hs.add_(b.view(1, R, 1, H))
+        # b laid out as one step's (R, B, H) slab, added to all T at once: the same single
+        # rounding per element as broadcasting (R, H), but over rows of R*B*H elements, not H
+        hs.view(T, R * B * H).add_(b.view(R, 1, H).expand(R, B, H).reshape(1, R * B * H))
     Ut = U.transpose(1, 2).contiguous()  # (R, H, H): BLAS takes contiguous operands faster
     h = hs.unbind(0)  # T slabs (R, B, H) in one call
     mac = _loop_product(h[0])

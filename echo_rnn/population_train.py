@@ -142,9 +142,11 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     for m in members:
         m.log.config_text()
     step = 0
-    _evaluate(pop, members, active, step, batch=None, start=start)
+    sets = _held_out_sets(members, active)
+    _evaluate(pop, sets, members, active, step, batch=None, start=start)
     _checkpoints(pop, optimizer, members, active, step, start)
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+    sets = _held_out_sets(members, active) if active else sets
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
         x, y = _batch(members, active, c0, device)
@@ -158,13 +160,16 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         pending.append((step, losses.detach(), norms, optimizer.param_groups[0]["lr"]))
         is_eval = step % c0.eval_every == 0 or step == c0.steps
         if is_eval or step % c0.log_every == 0:
-            held_out = None if is_eval else _held_out(pop, members, active)
+            held_out = None if is_eval else _metrics(pop, sets, members, active)[0]
             _log_points(members, active, pending, held_out)
             pending.clear()
         if is_eval:
-            _evaluate(pop, members, active, step, batch=(x, y), start=start)
+            _evaluate(pop, sets, members, active, step, batch=(x, y), start=start)
             _checkpoints(pop, optimizer, members, active, step, start)
+        before = active
         pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+        if active is not before and active:  # members left: their held-out sets go too
+            sets = _held_out_sets(members, active)
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))
@@ -207,10 +212,10 @@ def _batch(members, active, c0, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _checkpoints(pop, optimizer, members, active, step, start, windows=None) -> None:
+    full = optimizer.state_dict()  # once for all members: each takes its rows
     for r, i in enumerate(active):
         if not members[i].diverged:
-            _checkpoint(members[i], pop, optimizer, r, step, start,
-                        windows[r] if windows else [])
+            _checkpoint(members[i], pop, full, r, step, start, windows[r] if windows else [])
 
 
 def _retire(pop, optimizer, members, active, step, start, results):
@@ -231,32 +236,37 @@ def _retire(pop, optimizer, members, active, step, start, results):
 
 
 @torch.no_grad()
-def _metrics(pop: PopulationRNN, members: list[_Member], active: list[int]):
+def _metrics(pop: PopulationRNN, held_out: tuple[torch.Tensor, torch.Tensor],
+             members: list[_Member], active: list[int]):
     """Every active member's held-out loss and accuracy, as train's evaluation computes them
-    (one forward for all), and the predictions (R, val_size, T)."""
-    vx = torch.stack([members[i].val[0] for i in active])
+    (one forward and a few ops for all: :func:`~echo_rnn.population.population_loss` is
+    each run's ``echo_loss`` to the bit, and the accuracy is the same count over the same
+    number of scored positions), and the predictions (R, val_size, T)."""
+    vx, vy = held_out  # _held_out_sets
     y_hat = pop(vx)
-    out = []
-    for r, i in enumerate(active):
-        _, vy = members[i].val
-        k = members[i].config.echo_step
-        values = torch.stack([echo_loss(y_hat[r], vy), bit_accuracy(y_hat[r], vy, k)])
-        val_loss, val_acc = values.tolist()
-        out.append({"val_loss": val_loss, "val_accuracy": val_acc})
-    return out, y_hat
+    losses = population_loss(y_hat, vy)
+    k = torch.tensor([members[i].config.echo_step for i in active], device=vy.device)
+    T = vy.shape[-1]
+    scored = torch.arange(T, device=vy.device).view(1, 1, T) >= k.view(-1, 1, 1)
+    hits = (((y_hat > 0.5) == (vy > 0.5)) & scored).sum((1, 2))  # bit_accuracy's count
+    accuracy = hits.to(vy.dtype) / ((T - k) * vy.shape[1]).to(vy.dtype)
+    values = torch.stack([losses, accuracy], dim=1).tolist()  # one sync for all
+    return [{"val_loss": l, "val_accuracy": a} for l, a in values], y_hat
 
 
-def _held_out(pop, members, active) -> list[dict[str, float]]:
-    return _metrics(pop, members, active)[0]
+def _held_out_sets(members: list[_Member], active: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The active members' held-out sets stacked, (R, val_size, T) each: made again only
+    when members leave, not at every evaluation."""
+    return tuple(torch.stack([members[i].val[j] for i in active]) for j in (0, 1))
 
 
 def _log_points(members, active, pending, held_out) -> None:
     """Each active member's point on the curves: its (step, loss, grad norm, lr) rows since
     the last point; a non-finite one ends that member as diverged."""
-    values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending])  # (n, R, 2)
-    for r, i in enumerate(active):
+    values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending]).tolist()
+    for r, i in enumerate(active):  # values[j][r]: step j's (loss, grad norm) of run r
         m = members[i]
-        rows = [(s, *values[j, r].tolist(), lr) for j, (s, _, _, lr) in enumerate(pending)]
+        rows = [(s, *values[j][r], lr) for j, (s, _, _, lr) in enumerate(pending)]
         bad = next((row for row in rows if not all(map(math.isfinite, row[1:3]))), None)
         if bad is not None:
             m.diverged = f"loss became {bad[1]} at step {bad[0]}"
@@ -274,48 +284,53 @@ def _member_model(pop: PopulationRNN, r: int) -> EchoRNN:
     return model
 
 
-def _evaluate(pop, members, active, step, batch, start) -> None:
+def _evaluate(pop, sets, members, active, step, batch, start) -> None:
     """What an evaluation of train does, member by member: metrics, the solved step, the
-    pictures, the kernel against autograd, a checkpoint."""
-    metrics, y_hat = _metrics(pop, members, active)
+    pictures, the kernel against autograd, a checkpoint. A member is made an EchoRNN, and its
+    gradient flow computed, only when its pictures or its comparison are due."""
+    metrics, y_hat = _metrics(pop, sets, members, active)
+    finite = torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
+                          for p in pop.parameters()]).all(0).tolist()  # (R,), one sync
     for r, i in enumerate(active):
         m, c = members[i], members[i].config
         if m.diverged:
             continue
-        if not all(bool(torch.isfinite(getattr(pop, n)[r]).all()) for n, _ in pop.named_parameters()):
+        if not finite[r]:
             m.diverged = f"non-finite weights at step {step}"
             continue
         m.last_eval = {"step": step, **metrics[r]}
         if metrics[r]["val_accuracy"] >= c.target_accuracy and m.solved_step is None:
             m.solved_step = step
-        model = _member_model(pop, r)
         vx, vy = m.val
         last = m.solved_step is not None or step >= c.steps
+        pictures = m.log.pictures_due(step, last)
+        compare = batch is not None and compare_due(c, step, last)
+        model = _member_model(pop, r) if pictures or compare else None
         m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], y_hat[r][0]), c.echo_step,
                          m.last_train_loss, m.last_grad_norm, time.perf_counter() - start,
-                         flow=gradient_flow(model, vx, vy), last=last)
-        if batch is not None and compare_due(c, step, last):
+                         flow=gradient_flow(model, vx, vy) if pictures else None, last=last)
+        if compare:
             units = kernel_vs_autograd(model, batch[0][r], batch[1][r], c.truncate)
             m.log.kernel_vs_autograd(step, units)
     for i in active:
         members[i].log.flush()
 
 
-def _optimizer_state(optimizer, r: int) -> dict:
-    """Run r's share of the population's optimizer, as ``state_dict()`` of an optimizer
-    over one EchoRNN's parameters (U, V, w, b in that order) would hold it."""
-    full = optimizer.state_dict()
+def _optimizer_state(full: dict, r: int) -> dict:
+    """Run r's share of the population's optimizer (``full``, its ``state_dict()``), as
+    ``state_dict()`` of an optimizer over one EchoRNN's parameters (U, V, w, b in that
+    order) would hold it."""
     state = {idx: {k: (v[r].clone() if torch.is_tensor(v) and v.dim() > 0 else
                        (v.clone() if torch.is_tensor(v) else v))
                    for k, v in s.items()} for idx, s in full["state"].items()}
     return {"state": state, "param_groups": full["param_groups"]}
 
 
-def _checkpoint(m: _Member, pop, optimizer, r: int, step: int, start: float,
+def _checkpoint(m: _Member, pop, optimizer_state: dict, r: int, step: int, start: float,
                 window: list | None = None) -> None:
     state = run_state(
         m.config, step=step, model=pop.member(r).state_dict(),
-        optimizer=_optimizer_state(optimizer, r), rng=m.gen.get_state(),
+        optimizer=_optimizer_state(optimizer_state, r), rng=m.gen.get_state(),
         curriculum=Curriculum.from_config(m.config).state_dict(), window=window or [],
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
@@ -325,7 +340,7 @@ def _checkpoint(m: _Member, pop, optimizer, r: int, step: int, start: float,
 def _finish(m: _Member, pop, optimizer, r: int, step: int, start: float) -> TrainResult:
     """The member's last checkpoint, summary.json and hparams, as train ends a run."""
     if not m.diverged:
-        _checkpoint(m, pop, optimizer, r, step, start)
+        _checkpoint(m, pop, optimizer.state_dict(), r, step, start)
     ev = m.last_eval or {}
     stopped = "diverged" if m.diverged else "solved" if m.solved_step is not None else "steps"
     result = TrainResult(

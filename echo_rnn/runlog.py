@@ -123,14 +123,15 @@ class RunLog:
         every = max(1, math.ceil(c.steps // c.eval_every / PICTURES_PER_RUN))
         return last or step == 0 or (step // c.eval_every) % every == 0
 
-    def evaluation(self, step: int, metrics: dict[str, float], model: torch.nn.Module,
+    def evaluation(self, step: int, metrics: dict[str, float], model: torch.nn.Module | None,
                    sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor], k: int,
                    train_loss: float | None, grad_norm: float | None, elapsed: float,
                    flow: torch.Tensor | None = None, last: bool = False) -> None:
         """Everything an evaluation shows: held-out loss and accuracy; when pictures are due,
         the weights and their gradients (histograms, and the weights as pictures), one
         held-out sequence and the gradient flow through time (``flow``, ||dJ/dh_t|| for
-        t = 1..T); the curriculum's k; and a console line."""
+        t = 1..T); the curriculum's k; and a console line. ``model`` and ``flow`` are read
+        only when :meth:`pictures_due` (callers may pass None otherwise)."""
         c = self.config
         self._held_out(metrics, step)
         if self.pictures_due(step, last):

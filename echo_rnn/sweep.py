@@ -193,11 +193,25 @@ def _fresh(config: TrainConfig) -> bool:
     return not (run_dir / "summary.json").exists() and not checkpoint_path(run_dir).exists()
 
 
+def _hardness(config: TrainConfig) -> tuple[float, int]:
+    """How long a point is likely to train, for ordering only: echoing k steps back with H
+    units gets harder as k nears and passes H (k / H), and the points that never solve
+    train every step."""
+    return config.echo_step / config.hidden_size, config.echo_step
+
+
 def plan(configs: list[TrainConfig], population: int) -> list[TrainConfig | list[TrainConfig]]:
     """The sweep's jobs: fresh points that can share a kernel (equal
     :func:`~echo_rnn.population_train.population_key`) in populations of at most
     ``population``, first; every other point alone (read back, resumed, extended, or a config
-    that cannot join a population)."""
+    that cannot join a population).
+
+    A population trains as long as its slowest member, so the points of a shape are grouped
+    hardest first (largest k / H): the hard points, which may train every step, share one
+    population, and the remainder holds the easy ones, which solve in a few hundred steps,
+    rather than two populations each waiting on a hard point. The populations start
+    hardest first too, so the long ones run side by side from the start instead of one
+    of them starting last."""
     groups: dict[tuple, list[TrainConfig]] = {}
     alone: list[TrainConfig] = []
     for c in configs:
@@ -206,12 +220,12 @@ def plan(configs: list[TrainConfig], population: int) -> list[TrainConfig | list
             alone.append(c)
         else:
             groups.setdefault(key, []).append(c)
-    jobs: list[TrainConfig | list[TrainConfig]] = []
+    chunks: list[list[TrainConfig]] = []
     for members in groups.values():
-        for i in range(0, len(members), population):
-            chunk = members[i:i + population]
-            jobs.append(chunk if len(chunk) > 1 else chunk[0])
-    return jobs + alone
+        members = sorted(members, key=_hardness, reverse=True)  # stable: seeds keep order
+        chunks += [members[i:i + population] for i in range(0, len(members), population)]
+    chunks.sort(key=lambda chunk: (_hardness(chunk[0]), len(chunk)), reverse=True)
+    return [chunk if len(chunk) > 1 else chunk[0] for chunk in chunks] + alone
 
 
 def share(jobs: list[TrainConfig | list[TrainConfig]], ranks: int) -> list[list[TrainConfig]]:

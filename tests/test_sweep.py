@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from echo_rnn.config import ConfigError
-from echo_rnn.sweep import echo_steps_for, parse_int_list, share
+from echo_rnn.config import ConfigError, build_config
+from echo_rnn.sweep import echo_steps_for, grid, parse_int_list, plan, share
 from helpers import cli, events, python, run_main, scalar_series
 
 FIXED = ["--seq-len", "16", "--val-size", "32", "--batch-size", "8", "--eval-every", "10",
@@ -42,6 +42,25 @@ def test_ranks_take_whole_populations_balanced_and_every_point_once():
     assert sorted(map(len, shares)) == [18, 32]  # b, c, x, y against a
     assert share(jobs, 1) == [a + b + c + ["x", "y"]]
     assert [len(s) for s in share(["p", "q", "r"], 4)] == [1, 1, 1, 0]
+
+
+def test_plan_groups_the_hard_points_together_and_starts_them_first(tmp_path):
+    # the README's capacity grid: H = 6 has 35 points, H = 8 has 45, populations of 32
+    base = build_config("frontier", overrides={"bias": True})
+    ks = {H: list(range(1, H + 2)) for H in (2, 4, 6, 8)}
+    jobs = plan(grid(base, ks, list(range(5)), tmp_path), 32)
+    pops = [[(c.hidden_size, c.echo_step, c.seed) for c in job] for job in jobs]
+    assert sorted(p for pop in pops for p in pop) == sorted(
+        (H, k, s) for H in ks for k in ks[H] for s in range(5))
+    assert all(len({H for H, _, _ in pop}) == 1 for pop in pops)  # one shape a population
+    # the points past k = H, which may train every step, all start in the first four jobs,
+    # one population per H, and the remainders hold only easy points
+    hard = {(H, k, s) for H in ks for k in ks[H] for s in range(5) if k > H}
+    assert hard <= {p for pop in pops[:4] for p in pop}
+    assert sorted(pop[0][0] for pop in pops[:4]) == [2, 4, 6, 8]
+    assert [(pop[0][0], max(k for _, k, _ in pop), len(pop)) for pop in pops[4:]] == [
+        (8, 3, 13), (6, 1, 3)]
+    assert pops[4][0] == (8, 3, 2)  # within a k, seeds keep their order
 
 
 def test_parse_int_list():
