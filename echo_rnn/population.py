@@ -329,6 +329,35 @@ def population_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def population_grads(pop: PopulationRNN, x: torch.Tensor, y: torch.Tensor,
+                     truncate: int | None = None) -> torch.Tensor:
+    """One training pass without autograd: forward, every run's loss
+    (:func:`population_loss`), and the gradients of their sum, put in ``pop``'s ``.grad``
+    (replacing what was there). Returns the losses, ``(R,)``.
+
+    What ``population_loss(pop(x), y).sum().backward()`` computes, bit for bit (tested), for
+    less: no graph is recorded or walked, and the gradients are not copied into ``.grad``.
+    The upstream gradient is formed as autograd forms it: the sum's and the division's
+    backward give each run the scalar ``1 / (2 T B)``, and ``mse_loss``'s backward computes
+    ``2 (yhat - y)`` times it, in that order.
+
+    Args:
+        x: ``(R, B, T)`` (I == 1) or ``(R, B, T, I)``; y: ``(R, B, T)``.
+    """
+    x = x.unsqueeze(-1) if x.dim() == 3 else x
+    y_hat, cache = population_forward(x, pop.U, pop.V, pop.w, pop.b)
+    losses = population_loss(y_hat, y)
+    _, B, T = y.shape
+    scale = torch.ones((), dtype=y_hat.dtype, device=y_hat.device) / (2 * T * B)
+    dy_hat = torch.sub(y_hat, y).mul_(2).mul_(scale)
+    grads = population_backward(dy_hat, cache, truncate, need_b=pop.b is not None)
+    for name in ("U", "V", "w", "b"):
+        if getattr(pop, name) is not None:
+            getattr(pop, name).grad = getattr(grads, name)
+    return losses
+
+
+@torch.no_grad()
 def clip_grad_norms_(module: PopulationRNN, max_norm: float) -> torch.Tensor:
     """Per run, what ``torch.nn.utils.clip_grad_norm_`` does to one run's parameters: scale
     run r's gradients by ``min(1, max_norm / (||g_r|| + 1e-6))``, where ``||g_r||`` is the

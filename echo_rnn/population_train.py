@@ -38,7 +38,8 @@ from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, make_optimizer, model_from_config
-from echo_rnn.population import PopulationRNN, clip_grad_norms_, population_loss
+from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_grads,
+                                 population_loss)
 from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
@@ -142,25 +143,22 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     for m in members:
         m.log.config_text()
     step = 0
-    sets = _held_out_sets(members, active)
+    sets = _Stacked.of(members, active, c0, device)
     _evaluate(pop, sets, members, active, step, batch=None, start=start)
     _checkpoints(pop, optimizer, members, active, step, start)
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
-    sets = _held_out_sets(members, active) if active else sets
+    sets = _Stacked.of(members, active, c0, device) if active else sets
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
-        x, y = _batch(members, active, c0, device)
-        optimizer.zero_grad(set_to_none=False)
-        y_hat = pop(x, truncate=c0.truncate)
-        losses = population_loss(y_hat, y)  # (R,): each run's echo_loss, to the bit
-        losses.sum().backward()
+        x, y = _batch(sets)
+        losses = population_grads(pop, x, y, c0.truncate)  # (R,): each run's echo_loss
         norms = clip_grad_norms_(pop, c0.grad_clip if c0.grad_clip is not None else math.inf)
         optimizer.step()
         step += 1
         pending.append((step, losses.detach(), norms, optimizer.param_groups[0]["lr"]))
         is_eval = step % c0.eval_every == 0 or step == c0.steps
         if is_eval or step % c0.log_every == 0:
-            held_out = None if is_eval else _metrics(pop, sets, members, active)[0]
+            held_out = None if is_eval else _metrics(pop, sets)[0]
             _log_points(members, active, pending, held_out)
             pending.clear()
         if is_eval:
@@ -168,8 +166,8 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
             _checkpoints(pop, optimizer, members, active, step, start)
         before = active
         pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
-        if active is not before and active:  # members left: their held-out sets go too
-            sets = _held_out_sets(members, active)
+        if active is not before and active:  # members left: their rows go too
+            sets = _Stacked.of(members, active, c0, device)
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))
@@ -195,19 +193,47 @@ def _windows(pending) -> list[list[list[float]]]:
             for r in range(len(values[0]))]
 
 
-def _batch(members, active, c0, device) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class _Stacked:
+    """What the active members' steps and evaluations read, stacked along R once for a set
+    of active members (made again only when members leave, not at every step).
+
+    Attributes:
+        val_x, val_y: the held-out sets, ``(R, val_size, T)`` each.
+        generators: each member's training stream, in order.
+        source: ``(R, B, T)``, index of x_{t-k} along T for the targets (0 before k).
+        echoed: ``(R, 1, T)``, t >= k: the positions whose target is an echo.
+    """
+
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    generators: list[torch.Generator]
+    source: torch.Tensor
+    echoed: torch.Tensor
+
+    @classmethod
+    def of(cls, members: list[_Member], active: list[int], c0: TrainConfig,
+           device: torch.device) -> _Stacked:
+        R, B, T = len(active), c0.batch_size, c0.seq_len
+        k = torch.tensor([members[i].config.echo_step for i in active], device=device)
+        t = torch.arange(T, device=device).view(1, 1, T)
+        return cls(val_x=torch.stack([members[i].val[0] for i in active]),
+                   val_y=torch.stack([members[i].val[1] for i in active]),
+                   generators=[members[i].gen for i in active],
+                   source=(t - k.view(R, 1, 1)).clamp(min=0).expand(R, B, T).contiguous(),
+                   echoed=t >= k.view(R, 1, 1))
+
+
+def _batch(sets: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     """Every active member's next training batch, (R, B, T) each: the draws are
     :func:`~echo_rnn.data.make_echo_batch`'s, from each member's own generator (one call a
     member), and the rest (the bits, the targets k steps behind) one op for all."""
-    R, B, T = len(active), c0.batch_size, c0.seq_len
-    u = torch.empty(R, B, T, device=device)
-    for r, i in enumerate(active):
-        torch.rand(B, T, generator=members[i].gen, device=device, out=u[r])
+    R, B, T = sets.source.shape
+    u = torch.empty(R, B, T, device=sets.source.device)
+    for row, gen in zip(u.unbind(0), sets.generators):
+        torch.rand(B, T, generator=gen, device=u.device, out=row)
     x = (u < 0.5).to(torch.float32)  # make_echo_batch's p = 0.5
-    k = torch.tensor([members[i].config.echo_step for i in active], device=device).view(R, 1, 1)
-    t = torch.arange(T, device=device).view(1, 1, T)
-    source = (t - k).clamp(min=0).expand(R, B, T)  # y_t = x_{t-k}, zeros before k
-    y = torch.where(t >= k, x.gather(2, source), torch.zeros((), device=device))
+    y = x.gather(2, sets.source).mul_(sets.echoed)  # y_t = x_{t-k}, zeros before k
     return x, y
 
 
@@ -236,28 +262,18 @@ def _retire(pop, optimizer, members, active, step, start, results):
 
 
 @torch.no_grad()
-def _metrics(pop: PopulationRNN, held_out: tuple[torch.Tensor, torch.Tensor],
-             members: list[_Member], active: list[int]):
+def _metrics(pop: PopulationRNN, sets: _Stacked):
     """Every active member's held-out loss and accuracy, as train's evaluation computes them
     (one forward and a few ops for all: :func:`~echo_rnn.population.population_loss` is
     each run's ``echo_loss`` to the bit, and the accuracy is the same count over the same
     number of scored positions), and the predictions (R, val_size, T)."""
-    vx, vy = held_out  # _held_out_sets
+    vx, vy = sets.val_x, sets.val_y
     y_hat = pop(vx)
     losses = population_loss(y_hat, vy)
-    k = torch.tensor([members[i].config.echo_step for i in active], device=vy.device)
-    T = vy.shape[-1]
-    scored = torch.arange(T, device=vy.device).view(1, 1, T) >= k.view(-1, 1, 1)
-    hits = (((y_hat > 0.5) == (vy > 0.5)) & scored).sum((1, 2))  # bit_accuracy's count
-    accuracy = hits.to(vy.dtype) / ((T - k) * vy.shape[1]).to(vy.dtype)
+    hits = (((y_hat > 0.5) == (vy > 0.5)) & sets.echoed).sum((1, 2))  # bit_accuracy's count
+    accuracy = hits.to(vy.dtype) / (sets.echoed.sum((1, 2)) * vy.shape[1]).to(vy.dtype)
     values = torch.stack([losses, accuracy], dim=1).tolist()  # one sync for all
     return [{"val_loss": l, "val_accuracy": a} for l, a in values], y_hat
-
-
-def _held_out_sets(members: list[_Member], active: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The active members' held-out sets stacked, (R, val_size, T) each: made again only
-    when members leave, not at every evaluation."""
-    return tuple(torch.stack([members[i].val[j] for i in active]) for j in (0, 1))
 
 
 def _log_points(members, active, pending, held_out) -> None:
@@ -288,7 +304,7 @@ def _evaluate(pop, sets, members, active, step, batch, start) -> None:
     """What an evaluation of train does, member by member: metrics, the solved step, the
     pictures, the kernel against autograd, a checkpoint. A member is made an EchoRNN, and its
     gradient flow computed, only when its pictures or its comparison are due."""
-    metrics, y_hat = _metrics(pop, sets, members, active)
+    metrics, y_hat = _metrics(pop, sets)
     finite = torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
                           for p in pop.parameters()]).all(0).tolist()  # (R,), one sync
     for r, i in enumerate(active):

@@ -11,7 +11,7 @@ from echo_rnn.compare import KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autogr
 from echo_rnn.data import make_echo_batch
 from echo_rnn.model import EchoRNN, echo_loss
 from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_backward,
-                                 population_forward, population_loss)
+                                 population_forward, population_grads, population_loss)
 
 R = 3  # members per population: enough for a first, a middle and a last run
 
@@ -224,6 +224,28 @@ def test_every_shape_rounds_like_the_single_run_kernel(B, H):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("bias,truncate,dtype", [(True, None, torch.float32),
+                                                  (False, 7, torch.float32),
+                                                  (True, None, torch.float64)])
+def test_population_grads_is_the_autograd_pass_bit_for_bit(bias, truncate, dtype):
+    # training takes this path: the same losses and .grad as population_loss(...).backward()
+    R, B, T, H = 5, 16, 20, 6
+    g = torch.Generator().manual_seed(11)
+    models = [EchoRNN(H, 1, bias=bias, backend="bptt",
+                      generator=torch.Generator().manual_seed(r)).to(dtype) for r in range(R)]
+    x = (torch.rand(R, B, T, generator=g) < 0.5).to(dtype)
+    y = torch.roll(x, 3, dims=2)
+    auto, direct = PopulationRNN.from_models(models), PopulationRNN.from_models(models)
+    want = population_loss(auto(x, truncate=truncate), y)
+    want.sum().backward()
+    got = population_grads(direct, x, y, truncate)
+    assert torch.equal(got, want.detach())
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for (name, p), q in zip(auto.named_parameters(), direct.parameters()):
+        # the same bits, not only equal numbers (the sign of a zero included)
+        assert torch.equal(q.grad.view(-1).view(bits), p.grad.view(-1).view(bits)), name
+
+
 def test_each_runs_loss_is_echo_loss_to_the_bit():
     # the population logs these as each run's training loss: they must be train's
     g = torch.Generator().manual_seed(3)
@@ -248,10 +270,8 @@ def test_cuda_population_step_captures_in_a_cuda_graph_and_replays_like_eager():
             for r in range(R)]).to(dev)
         return pop, torch.optim.Adam(pop.parameters(), lr=0.01, capturable=True)
 
-    def step(pop, opt, x, y):
-        opt.zero_grad(set_to_none=False)
-        losses = population_loss(pop(x), y)
-        losses.sum().backward()
+    def step(pop, opt, x, y):  # the trainer's step (echo_rnn.population_train)
+        losses = population_grads(pop, x, y)
         norms = clip_grad_norms_(pop, 1.0)
         opt.step()
         return losses, norms
