@@ -328,6 +328,19 @@ def population_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return sq.sum((1, 2)) / (2 * T * B)
 
 
+def population_accuracy(y_hat: torch.Tensor, y: torch.Tensor, echoed: torch.Tensor) -> torch.Tensor:
+    """Every run's :func:`~echo_rnn.model.bit_accuracy`, ``(R,)``, to the bit: the same count
+    of hits over the same number of scored positions (those with ``t >= k``), divided once.
+
+    Args:
+        y_hat, y: ``(R, B, T)``.
+        echoed: ``(R, 1, T)`` booleans, ``t >= k_r``: the positions run r scores.
+    """
+    hits = (((y_hat > 0.5) == (y > 0.5)) & echoed).sum((1, 2))
+    scored = echoed.sum((1, 2)) * y.shape[1]
+    return hits.to(y.dtype) / scored.to(y.dtype)
+
+
 @torch.no_grad()
 def population_grads(pop: PopulationRNN, x: torch.Tensor, y: torch.Tensor,
                      truncate: int | None = None) -> torch.Tensor:

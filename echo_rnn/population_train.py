@@ -37,9 +37,9 @@ from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
-from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, make_optimizer, model_from_config
-from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_grads,
-                                 population_loss)
+from echo_rnn.model import EchoRNN, make_optimizer, model_from_config
+from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_accuracy,
+                                 population_grads, population_loss)
 from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
@@ -143,14 +143,14 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     for m in members:
         m.log.config_text()
     step = 0
-    sets = _Stacked.of(members, active, c0, device)
-    _evaluate(pop, sets, members, active, step, batch=None, start=start)
+    stacked = _Stacked.of(members, active, c0, device)
+    _evaluate(pop, stacked, members, active, step, batch=None, start=start)
     _checkpoints(pop, optimizer, members, active, step, start)
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
-    sets = _Stacked.of(members, active, c0, device) if active else sets
+    stacked = _Stacked.of(members, active, c0, device) if active else stacked
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
-        x, y = _batch(sets)
+        x, y = _batch(stacked)
         losses = population_grads(pop, x, y, c0.truncate)  # (R,): each run's echo_loss
         norms = clip_grad_norms_(pop, c0.grad_clip if c0.grad_clip is not None else math.inf)
         optimizer.step()
@@ -158,16 +158,16 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         pending.append((step, losses.detach(), norms, optimizer.param_groups[0]["lr"]))
         is_eval = step % c0.eval_every == 0 or step == c0.steps
         if is_eval or step % c0.log_every == 0:
-            held_out = None if is_eval else _metrics(pop, sets)[0]
+            held_out = None if is_eval else _metrics(pop, stacked)[0]
             _log_points(members, active, pending, held_out)
             pending.clear()
         if is_eval:
-            _evaluate(pop, sets, members, active, step, batch=(x, y), start=start)
+            _evaluate(pop, stacked, members, active, step, batch=(x, y), start=start)
             _checkpoints(pop, optimizer, members, active, step, start)
         before = active
         pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
         if active is not before and active:  # members left: their rows go too
-            sets = _Stacked.of(members, active, c0, device)
+            stacked = _Stacked.of(members, active, c0, device)
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))
@@ -224,16 +224,16 @@ class _Stacked:
                    echoed=t >= k.view(R, 1, 1))
 
 
-def _batch(sets: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     """Every active member's next training batch, (R, B, T) each: the draws are
     :func:`~echo_rnn.data.make_echo_batch`'s, from each member's own generator (one call a
     member), and the rest (the bits, the targets k steps behind) one op for all."""
-    R, B, T = sets.source.shape
-    u = torch.empty(R, B, T, device=sets.source.device)
-    for row, gen in zip(u.unbind(0), sets.generators):
+    R, B, T = stacked.source.shape
+    u = torch.empty(R, B, T, device=stacked.source.device)
+    for row, gen in zip(u.unbind(0), stacked.generators):
         torch.rand(B, T, generator=gen, device=u.device, out=row)
     x = (u < 0.5).to(torch.float32)  # make_echo_batch's p = 0.5
-    y = x.gather(2, sets.source).mul_(sets.echoed)  # y_t = x_{t-k}, zeros before k
+    y = x.gather(2, stacked.source).mul_(stacked.echoed)  # y_t = x_{t-k}, zeros before k
     return x, y
 
 
@@ -262,17 +262,14 @@ def _retire(pop, optimizer, members, active, step, start, results):
 
 
 @torch.no_grad()
-def _metrics(pop: PopulationRNN, sets: _Stacked):
+def _metrics(pop: PopulationRNN, stacked: _Stacked):
     """Every active member's held-out loss and accuracy, as train's evaluation computes them
-    (one forward and a few ops for all: :func:`~echo_rnn.population.population_loss` is
-    each run's ``echo_loss`` to the bit, and the accuracy is the same count over the same
-    number of scored positions), and the predictions (R, val_size, T)."""
-    vx, vy = sets.val_x, sets.val_y
-    y_hat = pop(vx)
-    losses = population_loss(y_hat, vy)
-    hits = (((y_hat > 0.5) == (vy > 0.5)) & sets.echoed).sum((1, 2))  # bit_accuracy's count
-    accuracy = hits.to(vy.dtype) / (sets.echoed.sum((1, 2)) * vy.shape[1]).to(vy.dtype)
-    values = torch.stack([losses, accuracy], dim=1).tolist()  # one sync for all
+    (one forward and a few ops for all, each run's ``echo_loss`` and ``bit_accuracy`` to the
+    bit), and the predictions (R, val_size, T)."""
+    y_hat = pop(stacked.val_x)
+    values = torch.stack([population_loss(y_hat, stacked.val_y),
+                          population_accuracy(y_hat, stacked.val_y, stacked.echoed)],
+                         dim=1).tolist()  # one sync for all
     return [{"val_loss": l, "val_accuracy": a} for l, a in values], y_hat
 
 
@@ -300,11 +297,11 @@ def _member_model(pop: PopulationRNN, r: int) -> EchoRNN:
     return model
 
 
-def _evaluate(pop, sets, members, active, step, batch, start) -> None:
+def _evaluate(pop, stacked, members, active, step, batch, start) -> None:
     """What an evaluation of train does, member by member: metrics, the solved step, the
     pictures, the kernel against autograd, a checkpoint. A member is made an EchoRNN, and its
     gradient flow computed, only when its pictures or its comparison are due."""
-    metrics, y_hat = _metrics(pop, sets)
+    metrics, y_hat = _metrics(pop, stacked)
     finite = torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
                           for p in pop.parameters()]).all(0).tolist()  # (R,), one sync
     for r, i in enumerate(active):

@@ -9,9 +9,10 @@ import torch
 from echo_rnn import bptt
 from echo_rnn.compare import KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads
 from echo_rnn.data import make_echo_batch
-from echo_rnn.model import EchoRNN, echo_loss
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
 from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_backward,
-                                 population_forward, population_grads, population_loss)
+                                 population_accuracy, population_forward, population_grads,
+                                 population_loss)
 
 R = 3  # members per population: enough for a first, a middle and a last run
 
@@ -247,13 +248,25 @@ def test_population_grads_is_the_autograd_pass_bit_for_bit(bias, truncate, dtype
 
 
 def test_each_runs_loss_is_echo_loss_to_the_bit():
-    # the population logs these as each run's training loss: they must be train's
+    # the population logs these as each run's training and held-out loss: they must be train's
     g = torch.Generator().manual_seed(3)
-    for R, B, T in ((2, 64, 50), (32, 64, 50), (3, 8, 20), (4, 1, 7)):
+    for R, B, T in ((2, 64, 50), (32, 64, 50), (3, 8, 20), (4, 1, 7), (5, 256, 50), (3, 100, 13)):
         y_hat = torch.randn(R, T, B, generator=g).transpose(1, 2)  # T-major, as the kernel's
         y = (torch.rand(R, B, T, generator=g) > 0.5).float()
         want = torch.stack([echo_loss(y_hat[r], y[r]) for r in range(R)])
         assert torch.equal(population_loss(y_hat, y), want), (R, B, T)
+
+
+def test_each_runs_accuracy_is_bit_accuracy_to_the_bit():
+    # the held-out accuracy decides when a member is solved: it must be train's
+    g = torch.Generator().manual_seed(4)
+    for R, B, T in ((6, 256, 50), (3, 7, 13), (2, 1, 5)):
+        ks = [int(k) for k in torch.randint(0, T, (R,), generator=g)]
+        y_hat = torch.rand(R, B, T, generator=g)
+        y = (torch.rand(R, B, T, generator=g) > 0.5).float()
+        echoed = torch.arange(T).view(1, 1, T) >= torch.tensor(ks).view(R, 1, 1)
+        want = torch.stack([bit_accuracy(y_hat[r], y[r], ks[r]) for r in range(R)])
+        assert torch.equal(population_accuracy(y_hat, y, echoed), want), (R, B, T, ks)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
