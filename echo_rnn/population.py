@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.optim.adam import adam as adam_update  # the functional form Adam.step calls
 
 from echo_rnn.bptt import _Workspace, runs_multiply_alone
 from echo_rnn.model import EchoRNN, check_truncate
@@ -368,6 +369,49 @@ def population_grads(pop: PopulationRNN, x: torch.Tensor, y: torch.Tensor,
         if getattr(pop, name) is not None:
             getattr(pop, name).grad = getattr(grads, name)
     return losses
+
+
+class PopulationAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` over a population's stacked parameters, each run's update rounded
+    as its run's own optimizer rounds it.
+
+    The unfused update is elementwise, so over the stacked tensors every element rounds as it
+    would alone: that is Adam's own step. The fused kernel's rounding depends on where an
+    element sits in its tensor (vectorized body or scalar tail), so a run's rows, one
+    element among R times more, would round differently stacked; here each run's rows go to
+    the fused kernel as tensors of their own (views, in one call), with a step count per run
+    (``state["step"]`` is ``(R,)``: row r is what run r's optimizer holds). Constructed and
+    configured as ``torch.optim.Adam``, whose ``param_groups`` it keeps.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("PopulationAdam.step takes no closure")
+        (group,) = self.param_groups  # a population's parameters form one group
+        if not group["fused"]:
+            return super().step()
+        if group["amsgrad"]:
+            raise ValueError("PopulationAdam's fused update does not keep amsgrad's state")
+        rows: dict[str, list[torch.Tensor]] = {"p": [], "g": [], "m": [], "v": [], "step": []}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:  # as Adam starts a fused parameter, one count per run
+                state["step"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key, t in (("p", p), ("g", p.grad), ("m", state["exp_avg"]),
+                           ("v", state["exp_avg_sq"]), ("step", state["step"])):
+                rows[key] += t.unbind(0)
+        options = {k: group[k] for k in ("lr", "weight_decay", "eps", "maximize", "amsgrad")}
+        if "decoupled_weight_decay" in group:  # AdamW's switch, in torch releases that have it
+            options["decoupled_weight_decay"] = group["decoupled_weight_decay"]
+        adam_update(rows["p"], rows["g"], rows["m"], rows["v"], [], rows["step"], fused=True,
+                    capturable=group["capturable"], beta1=group["betas"][0],
+                    beta2=group["betas"][1], **options)
+        return None
 
 
 @torch.no_grad()

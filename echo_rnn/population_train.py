@@ -14,8 +14,8 @@ config bit for bit where the population kernel's products round like the single-
 (the frontier shape: see :mod:`echo_rnn.population`), which is why only configs for which the
 population computes what ``train`` computes may join (:func:`population_key`): the fast kernel
 (``backend = "bptt"``), a fresh random batch per step, no curriculum or learning-rate schedule
-(both would give members their own learning rate), SGD or the unfused Adam (the fused kernel
-rounds the stacked update differently), no CUDA graph.
+(both would give members their own learning rate), no CUDA graph; SGD or Adam, fused or not
+(:class:`~echo_rnn.population.PopulationAdam` gives the fused kernel each run's rows alone).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config
-from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_accuracy,
-                                 population_grads, population_loss)
+from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
+                                 population_accuracy, population_grads, population_loss)
 from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
@@ -55,9 +55,19 @@ def population_key(config: TrainConfig) -> tuple | None:
     train together), or None if it cannot join one and trains alone."""
     c = config
     if (c.backend != "bptt" or c.schedule != "batch" or c.curriculum or c.lr_halve_every
-            or c.cuda_graph or (c.optimizer == "adam" and c.fused)):
+            or c.cuda_graph):
         return None
     return tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in MEMBER_FIELDS))
+
+
+def _optimizer(config: TrainConfig, pop: PopulationRNN) -> torch.optim.Optimizer:
+    """``train``'s optimizer (:func:`~echo_rnn.model.make_optimizer`: SGD, or Adam fused or
+    not) over the population's parameters; Adam with the same settings as
+    :class:`~echo_rnn.population.PopulationAdam`, whose fused update rounds each run as alone."""
+    optimizer = make_optimizer(config, pop.parameters())
+    if isinstance(optimizer, torch.optim.Adam):
+        return PopulationAdam(pop.parameters(), **optimizer.defaults)
+    return optimizer
 
 
 def check_population_memory(configs: list[TrainConfig], device: torch.device) -> None:
@@ -101,7 +111,7 @@ def train_population(configs: list[TrainConfig], *,
     if None in keys or len(keys) != 1:
         raise ConfigError("population", "members must share every setting but echo_step, seed "
                                         "and run_name, with backend bptt, schedule batch, no "
-                                        "curriculum or lr schedule, SGD or unfused Adam")
+                                        "curriculum or lr schedule, no CUDA graph")
     for c in configs:
         c.validate()
     device = resolve_device(configs[0].device)
@@ -137,7 +147,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
                                                   resumed_at=None), gen, val))
     pop = PopulationRNN.from_models(models)
-    optimizer = make_optimizer(c0, pop.parameters())
+    optimizer = _optimizer(c0, pop)
     results: dict[int, TrainResult] = {}
     active = list(range(len(members)))  # indices into members of the runs still training
     for m in members:
@@ -374,7 +384,7 @@ def _without(pop: PopulationRNN, optimizer, keep: list[int], config: TrainConfig
         for (name, p), q in zip(pop.named_parameters(), smaller.parameters()):
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
-    new_opt = make_optimizer(config, smaller.parameters())
+    new_opt = _optimizer(config, smaller)
     old = optimizer.state_dict()
     state = {pid: {k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
                    for k, v in s.items()} for pid, s in old["state"].items()}

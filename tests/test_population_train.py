@@ -79,6 +79,50 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread):
         assert_same_run(tmp_path / c.run_name, tmp_path / ("single-" + c.run_name))
 
 
+@pytest.mark.parametrize("optimizer", [{"fused": True}, {"optimizer": "sgd", "lr": 0.05}])
+def test_members_are_their_runs_with_fused_adam_and_sgd(tmp_path, one_thread, optimizer):
+    # torch's fused Adam rounds an element by where it sits in its tensor: stacked, the
+    # members' rows would round otherwise (the frontier's unfused Adam is the test above)
+    base = frontier(tmp_path, steps=150, **optimizer)
+    configs = members(base, (6, 0), (7, 1), (2, 2))
+    results = train_population(configs)
+    for c, got in zip(configs, results):
+        want = train(replace(c, run_name="single-" + c.run_name), verbose=False)
+        assert (got.step, got.solved_step) == (want.step, want.solved_step)
+        assert_same_run(tmp_path / c.run_name, tmp_path / ("single-" + c.run_name))
+
+
+def test_population_adam_rounds_fused_updates_as_each_runs_own_adam():
+    # the stacked fused update differs from the runs' own in a few elements; run by run it
+    # does not (the row views in one call)
+    torch.manual_seed(0)
+    R, H = 7, 6
+    singles = [[torch.randn(s, requires_grad=True) for s in ((H, H), (H, 1), (H,))]
+               for _ in range(R)]
+    stacked = [torch.stack([s[i].detach() for s in singles]).requires_grad_()
+               for i in range(3)]
+    ours = pt.PopulationAdam([p.detach().clone().requires_grad_() for p in stacked],
+                             lr=0.005, fused=True)
+    torchs = torch.optim.Adam(stacked, lr=0.005, fused=True)
+    alone = [torch.optim.Adam(s, lr=0.005, fused=True) for s in singles]
+    for _ in range(50):
+        grads = [[torch.randn_like(p) for p in s] for s in singles]
+        for s, g, opt in zip(singles, grads, alone):
+            for p, gp in zip(s, g):
+                p.grad = gp
+            opt.step()
+        for params in (ours.param_groups[0]["params"], stacked):
+            for i, p in enumerate(params):
+                p.grad = torch.stack([g[i] for g in grads])
+        ours.step()
+        torchs.step()
+    want = [torch.stack([s[i].detach() for s in singles]) for i in range(3)]
+    assert all(torch.equal(p.detach(), w) for p, w in zip(ours.param_groups[0]["params"], want))
+    assert not all(torch.equal(p.detach(), w) for p, w in zip(stacked, want))  # why it exists
+    steps = ours.state[ours.param_groups[0]["params"][0]]["step"]
+    assert steps.shape == (R,) and steps.dtype == torch.float32 and steps.eq(50).all()
+
+
 def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread):
     base = frontier(tmp_path, steps=100)
     configs = members(base, (4, 0), (4, 1))
@@ -118,8 +162,10 @@ def test_who_may_join_a_population(tmp_path):
     assert population_key(base) == population_key(replace(base, echo_step=5, seed=9))
     assert population_key(base) != population_key(replace(base, lr=0.01))
     for change in ({"backend": "autograd"}, {"curriculum": True}, {"lr_halve_every": 100},
-                   {"fused": True}, {"schedule": "notebook", "batch_size": 1}):
+                   {"cuda_graph": True}, {"schedule": "notebook", "batch_size": 1}):
         assert population_key(replace(base, **change)) is None, change
+    for optimizer in ({"fused": True}, {"optimizer": "sgd", "lr": 0.05}):  # they may join
+        assert population_key(replace(base, **optimizer)) is not None, optimizer
     with pytest.raises(ConfigError, match="^population: members must share"):
         train_population([base, replace(base, lr=0.01, run_name="other")])
 
