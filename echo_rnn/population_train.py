@@ -13,9 +13,11 @@ Exact: on CPU, with one thread, a member's curve and checkpoint equal ``train``'
 config bit for bit where the population kernel's products round like the single-run kernel's
 (the frontier shape: see :mod:`echo_rnn.population`), which is why only configs for which the
 population computes what ``train`` computes may join (:func:`population_key`): the fast kernel
-(``backend = "bptt"``), a fresh random batch per step, no curriculum or learning-rate schedule
-(both would give members their own learning rate), no CUDA graph; SGD or Adam, fused or not
-(:class:`~echo_rnn.population.PopulationAdam` gives the fused kernel each run's rows alone).
+(``backend = "bptt"``), a fresh random batch per step, no CUDA graph, and not a curriculum
+together with a learning-rate schedule (each member's rate would halve from the step it
+reached its last k). A curriculum is each member's own (its k, its targets, its accuracy at
+k); an lr schedule alone halves every member's rate at the same steps; SGD or Adam, fused or
+not (:class:`~echo_rnn.population.PopulationAdam` gives the fused kernel each run's rows alone).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
 from echo_rnn.config import TrainConfig
 from echo_rnn.curriculum import Curriculum
-from echo_rnn.data import make_echo_batch
+from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
@@ -54,8 +56,10 @@ def population_key(config: TrainConfig) -> tuple | None:
     """What a config shares with the members of its population (configs with equal keys
     train together), or None if it cannot join one and trains alone."""
     c = config
-    if (c.backend != "bptt" or c.schedule != "batch" or c.curriculum or c.lr_halve_every
-            or c.cuda_graph):
+    # With both a curriculum and an lr schedule, each member's learning rate halves from the
+    # step it reached its last k: one optimizer step could not serve them all.
+    if (c.backend != "bptt" or c.schedule != "batch" or c.cuda_graph
+            or (c.curriculum and c.lr_halve_every)):
         return None
     return tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in MEMBER_FIELDS))
 
@@ -92,6 +96,7 @@ class _Member:
     log: RunLog
     gen: torch.Generator
     val: tuple[torch.Tensor, torch.Tensor]  # (val_size, T) each
+    curriculum: Curriculum
     solved_step: int | None = None
     last_eval: dict | None = None
     last_train_loss: float | None = None
@@ -111,7 +116,8 @@ def train_population(configs: list[TrainConfig], *,
     if None in keys or len(keys) != 1:
         raise ConfigError("population", "members must share every setting but echo_step, seed "
                                         "and run_name, with backend bptt, schedule batch, no "
-                                        "curriculum or lr schedule, no CUDA graph")
+                                        "CUDA graph, not both a curriculum and an lr "
+                                        "schedule")
     for c in configs:
         c.validate()
     device = resolve_device(configs[0].device)
@@ -145,7 +151,8 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
                               device=device)
         members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
-                                                  resumed_at=None), gen, val))
+                                                  resumed_at=None), gen, val,
+                               Curriculum.from_config(c)))
     pop = PopulationRNN.from_models(models)
     optimizer = _optimizer(c0, pop)
     results: dict[int, TrainResult] = {}
@@ -155,6 +162,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     step = 0
     stacked = _Stacked.of(members, active, c0, device)
     _evaluate(pop, stacked, members, active, step, batch=None, start=start)
+    stacked = _Stacked.of(members, active, c0, device)  # a curriculum may have moved on
     _checkpoints(pop, optimizer, members, active, step, start)
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
     stacked = _Stacked.of(members, active, c0, device) if active else stacked
@@ -166,17 +174,22 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         optimizer.step()
         step += 1
         pending.append((step, losses.detach(), norms, optimizer.param_groups[0]["lr"]))
+        if c0.lr_halve_every and step % c0.lr_halve_every == 0:
+            # train's schedule; without a curriculum it counts from step 0 in every member
+            for group in optimizer.param_groups:
+                group["lr"] /= 2
         is_eval = step % c0.eval_every == 0 or step == c0.steps
         if is_eval or step % c0.log_every == 0:
             held_out = None if is_eval else _metrics(pop, stacked)[0]
             _log_points(members, active, pending, held_out)
             pending.clear()
+        moved = False
         if is_eval:
-            _evaluate(pop, stacked, members, active, step, batch=(x, y), start=start)
+            moved = _evaluate(pop, stacked, members, active, step, batch=(x, y), start=start)
             _checkpoints(pop, optimizer, members, active, step, start)
         before = active
         pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
-        if active is not before and active:  # members left: their rows go too
+        if (moved or active is not before) and active:  # a k moved on, or members left
             stacked = _Stacked.of(members, active, c0, device)
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
@@ -205,33 +218,43 @@ def _windows(pending) -> list[list[list[float]]]:
 
 @dataclass
 class _Stacked:
-    """What the active members' steps and evaluations read, stacked along R once for a set
-    of active members (made again only when members leave, not at every step).
+    """What the active members' steps and evaluations read, stacked along R, made again only
+    when members leave or a curriculum moves on, not at every step.
 
     Attributes:
-        val_x, val_y: the held-out sets, ``(R, val_size, T)`` each.
+        val_x, val_y: the held-out sets, ``(R, val_size, T)`` each, targets at the run's k.
+        val_y_now: the held-out targets at each member's current curriculum k (``val_y``
+            without a curriculum).
         generators: each member's training stream, in order.
-        source: ``(R, B, T)``, index of x_{t-k} along T for the targets (0 before k).
-        echoed: ``(R, 1, T)``, t >= k: the positions whose target is an echo.
+        source: ``(R, B, T)``, index of x_{t-k} along T for the training targets at the
+            current k (0 before k).
+        now: ``(R, 1, T)``, t >= the current k: the positions whose target is an echo.
+        scored: ``(R, 1, T)``, t >= the run's k: the positions its accuracy scores.
     """
 
     val_x: torch.Tensor
     val_y: torch.Tensor
+    val_y_now: torch.Tensor
     generators: list[torch.Generator]
     source: torch.Tensor
-    echoed: torch.Tensor
+    now: torch.Tensor
+    scored: torch.Tensor
 
     @classmethod
     def of(cls, members: list[_Member], active: list[int], c0: TrainConfig,
            device: torch.device) -> _Stacked:
         R, B, T = len(active), c0.batch_size, c0.seq_len
-        k = torch.tensor([members[i].config.echo_step for i in active], device=device)
+        k_now = [members[i].curriculum.k for i in active]
+        k_end = [members[i].config.echo_step for i in active]
         t = torch.arange(T, device=device).view(1, 1, T)
-        return cls(val_x=torch.stack([members[i].val[0] for i in active]),
-                   val_y=torch.stack([members[i].val[1] for i in active]),
+        now = torch.tensor(k_now, device=device).view(R, 1, 1)
+        val_y = torch.stack([members[i].val[1] for i in active])
+        return cls(val_x=torch.stack([members[i].val[0] for i in active]), val_y=val_y,
+                   val_y_now=val_y if k_now == k_end else torch.stack(
+                       [echo_targets(members[i].val[0], k) for i, k in zip(active, k_now)]),
                    generators=[members[i].gen for i in active],
-                   source=(t - k.view(R, 1, 1)).clamp(min=0).expand(R, B, T).contiguous(),
-                   echoed=t >= k.view(R, 1, 1))
+                   source=(t - now).clamp(min=0).expand(R, B, T).contiguous(), now=t >= now,
+                   scored=t >= torch.tensor(k_end, device=device).view(R, 1, 1))
 
 
 def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,7 +266,7 @@ def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     for row, gen in zip(u.unbind(0), stacked.generators):
         torch.rand(B, T, generator=gen, device=u.device, out=row)
     x = (u < 0.5).to(torch.float32)  # make_echo_batch's p = 0.5
-    y = x.gather(2, stacked.source).mul_(stacked.echoed)  # y_t = x_{t-k}, zeros before k
+    y = x.gather(2, stacked.source).mul_(stacked.now)  # y_t = x_{t-k}, zeros before k
     return x, y
 
 
@@ -273,14 +296,15 @@ def _retire(pop, optimizer, members, active, step, start, results):
 
 @torch.no_grad()
 def _metrics(pop: PopulationRNN, stacked: _Stacked):
-    """Every active member's held-out loss and accuracy, as train's evaluation computes them
-    (one forward and a few ops for all, each run's ``echo_loss`` and ``bit_accuracy`` to the
-    bit), and the predictions (R, val_size, T)."""
+    """Every active member's held-out loss, accuracy and accuracy at its curriculum's k, as
+    train's evaluation computes them (one forward and a few ops for all, each run's
+    ``echo_loss`` and ``bit_accuracy`` to the bit), and the predictions (R, val_size, T)."""
     y_hat = pop(stacked.val_x)
     values = torch.stack([population_loss(y_hat, stacked.val_y),
-                          population_accuracy(y_hat, stacked.val_y, stacked.echoed)],
+                          population_accuracy(y_hat, stacked.val_y, stacked.scored),
+                          population_accuracy(y_hat, stacked.val_y_now, stacked.now)],
                          dim=1).tolist()  # one sync for all
-    return [{"val_loss": l, "val_accuracy": a} for l, a in values], y_hat
+    return [{"val_loss": l, "val_accuracy": a, "accuracy_at_k": ak} for l, a, ak in values], y_hat
 
 
 def _log_points(members, active, pending, held_out) -> None:
@@ -307,13 +331,15 @@ def _member_model(pop: PopulationRNN, r: int) -> EchoRNN:
     return model
 
 
-def _evaluate(pop, stacked, members, active, step, batch, start) -> None:
+def _evaluate(pop, stacked, members, active, step, batch, start) -> bool:
     """What an evaluation of train does, member by member: metrics, the solved step, the
-    pictures, the kernel against autograd, a checkpoint. A member is made an EchoRNN, and its
-    gradient flow computed, only when its pictures or its comparison are due."""
+    curriculum, the pictures, the kernel against autograd. A member is made an EchoRNN, and
+    its gradient flow computed, only when its pictures or its comparison are due. Returns
+    whether a member's curriculum moved on (its training targets change)."""
     metrics, y_hat = _metrics(pop, stacked)
     finite = torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
                           for p in pop.parameters()]).all(0).tolist()  # (R,), one sync
+    moved = False
     for r, i in enumerate(active):
         m, c = members[i], members[i].config
         if m.diverged:
@@ -321,22 +347,29 @@ def _evaluate(pop, stacked, members, active, step, batch, start) -> None:
         if not finite[r]:
             m.diverged = f"non-finite weights at step {step}"
             continue
-        m.last_eval = {"step": step, **metrics[r]}
+        # as train records an evaluation: last_eval, solved, then the curriculum
+        m.last_eval = {"step": step, "val_loss": metrics[r]["val_loss"],
+                       "val_accuracy": metrics[r]["val_accuracy"]}
         if metrics[r]["val_accuracy"] >= c.target_accuracy and m.solved_step is None:
             m.solved_step = step
+        k = m.curriculum.k
+        m.curriculum.observe(step, metrics[r]["accuracy_at_k"])
+        moved |= m.curriculum.k != k
         vx, vy = m.val
         last = m.solved_step is not None or step >= c.steps
         pictures = m.log.pictures_due(step, last)
         compare = batch is not None and compare_due(c, step, last)
         model = _member_model(pop, r) if pictures or compare else None
-        m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], y_hat[r][0]), c.echo_step,
-                         m.last_train_loss, m.last_grad_norm, time.perf_counter() - start,
+        m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], y_hat[r][0]),
+                         m.curriculum.k, m.last_train_loss, m.last_grad_norm,
+                         time.perf_counter() - start,
                          flow=gradient_flow(model, vx, vy) if pictures else None, last=last)
         if compare:
             units = kernel_vs_autograd(model, batch[0][r], batch[1][r], c.truncate)
             m.log.kernel_vs_autograd(step, units)
     for i in active:
         members[i].log.flush()
+    return moved
 
 
 def _optimizer_state(full: dict, r: int) -> dict:
@@ -354,7 +387,7 @@ def _checkpoint(m: _Member, pop, optimizer_state: dict, r: int, step: int, start
     state = run_state(
         m.config, step=step, model=pop.member(r).state_dict(),
         optimizer=_optimizer_state(optimizer_state, r), rng=m.gen.get_state(),
-        curriculum=Curriculum.from_config(m.config).state_dict(), window=window or [],
+        curriculum=m.curriculum.state_dict(), window=window or [],
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
     save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()})

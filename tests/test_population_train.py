@@ -34,6 +34,8 @@ def assert_same_run(got, want):
     """Two run directories hold the same run: curves, checkpoint, summary, hparams."""
     for name in SERIES:
         assert scalar_series(got, name) == scalar_series(want, name), name
+    for name in ("lr", "curriculum k", "solved step"):  # logged by some runs only
+        assert _series_or_none(got, name) == _series_or_none(want, name), name
     a, b = load_checkpoint(got), load_checkpoint(want)
     assert a["step"] == b["step"]
     for key in ("model",):
@@ -52,6 +54,13 @@ def assert_same_run(got, want):
     hp = [events(d).PluginTagToContent("hparams")["_hparams_/session_start_info"]
           for d in (got, want)]
     assert hp[0] == hp[1]
+
+
+def _series_or_none(run_dir, name):
+    try:
+        return scalar_series(run_dir, name)
+    except KeyError:  # the run logs no such series
+        return None
 
 
 @pytest.fixture
@@ -79,13 +88,25 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread):
         assert_same_run(tmp_path / c.run_name, tmp_path / ("single-" + c.run_name))
 
 
-@pytest.mark.parametrize("optimizer", [{"fused": True}, {"optimizer": "sgd", "lr": 0.05}])
-def test_members_are_their_runs_with_fused_adam_and_sgd(tmp_path, one_thread, optimizer):
+@pytest.mark.parametrize("setting", [
+    {"fused": True}, {"optimizer": "sgd", "lr": 0.05}, {"lr_halve_every": 40},
+    {"curriculum": True, "curriculum_advance": 0.9, "curriculum_patience": 30,
+     "eval_every": 10, "log_every": 5}])
+def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(tmp_path, one_thread,
+                                                                           setting):
     # torch's fused Adam rounds an element by where it sits in its tensor: stacked, the
-    # members' rows would round otherwise (the frontier's unfused Adam is the test above)
-    base = frontier(tmp_path, steps=150, **optimizer)
+    # members' rows would round otherwise (the frontier's unfused Adam is the test above);
+    # each member's curriculum moves its own k, at its own evaluations
+    base = frontier(tmp_path, steps=150, **setting)
     configs = members(base, (6, 0), (7, 1), (2, 2))
     results = train_population(configs)
+    if "curriculum" in setting:  # the members' k moved on, each at its own pace
+        ks = [[k for _, k in scalar_series(tmp_path / c.run_name, "curriculum k")]
+              for c in configs]
+        assert all(k[-1] > k[0] for k in ks[:2]) and ks[0] != ks[1]
+    if "lr_halve_every" in setting:
+        assert [v for _, v in scalar_series(tmp_path / "k6-s0", "lr")][-1] == pytest.approx(
+            0.005 / 8, rel=1e-6)  # halved at steps 40, 80 and 120 (logged as float32)
     for c, got in zip(configs, results):
         want = train(replace(c, run_name="single-" + c.run_name), verbose=False)
         assert (got.step, got.solved_step) == (want.step, want.solved_step)
@@ -161,11 +182,12 @@ def test_who_may_join_a_population(tmp_path):
     base = frontier(tmp_path)
     assert population_key(base) == population_key(replace(base, echo_step=5, seed=9))
     assert population_key(base) != population_key(replace(base, lr=0.01))
-    for change in ({"backend": "autograd"}, {"curriculum": True}, {"lr_halve_every": 100},
+    for change in ({"backend": "autograd"}, {"curriculum": True, "lr_halve_every": 100},
                    {"cuda_graph": True}, {"schedule": "notebook", "batch_size": 1}):
         assert population_key(replace(base, **change)) is None, change
-    for optimizer in ({"fused": True}, {"optimizer": "sgd", "lr": 0.05}):  # they may join
-        assert population_key(replace(base, **optimizer)) is not None, optimizer
+    for change in ({"fused": True}, {"optimizer": "sgd", "lr": 0.05}, {"curriculum": True},
+                   {"lr_halve_every": 100}):  # these may join
+        assert population_key(replace(base, **change)) is not None, change
     with pytest.raises(ConfigError, match="^population: members must share"):
         train_population([base, replace(base, lr=0.01, run_name="other")])
 
