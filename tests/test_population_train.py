@@ -165,8 +165,11 @@ def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread):
     assert_same_run(tmp_path / "k4-s0", tmp_path / "single")
 
 
-def test_train_resumes_a_member(tmp_path, one_thread):
-    base = frontier(tmp_path, steps=200)
+@pytest.mark.parametrize("setting", [{}, {"curriculum": True, "curriculum_patience": 50,
+                                         "fused": True}])
+def test_train_resumes_a_member(tmp_path, one_thread, setting):
+    # with a curriculum the checkpoint carries the member's k and since which step
+    base = frontier(tmp_path, steps=200, **setting)
     (member,) = train_population(members(base, (6, 3)))
     longer = replace(base, echo_step=6, seed=3, steps=300)
     resumed = train(replace(longer, run_name="k6-s3"), resume=member.run_dir, verbose=False)
