@@ -37,6 +37,11 @@ ATen's own loop below that, which ``bptt`` calls on a batch of one; at B = 1 ``b
 products (readout, dV, dw), which BLAS computes as gemv and a ``bmm`` does not reproduce,
 are loops over runs: R small ops each, about 7% of a step at R = 32, for training runs that
 reproduce single runs.
+
+Training. :func:`population_grads` is the training pass without autograd (forward, every run's
+loss, backward into ``.grad``; what ``population_loss(...).sum().backward()`` computes, bit for
+bit, without recording a graph). :class:`PopulationAdam` is Adam whose fused update rounds each
+run as alone; SGD and the unfused Adam are elementwise, so their stacked update already does.
 """
 
 from __future__ import annotations
