@@ -65,9 +65,10 @@ def add_parser(sub) -> None:
                    help="train up to N fresh points that share a shape as one population: one "
                         "batched kernel for all, each point still its own run (the same curve "
                         "as train, bit for bit on CPU). Points join when they train with "
-                        "--backend bptt, --schedule batch, no curriculum or lr schedule, SGD or "
-                        "--no-fused Adam (--preset frontier does); others train alone. "
-                        "1: every point alone (default: 32)")
+                        "--backend bptt, --schedule batch, no --cuda-graph, and not "
+                        "--curriculum with --lr-halve-every (--preset frontier does); others "
+                        "train alone; SGD or Adam, fused or not. 1: every point alone "
+                        "(default: 32)")
     add_setup_flags(p)
     add_config_flags(p, exclude=SWEEP_GRID)
     p.set_defaults(run=run)
