@@ -227,16 +227,17 @@ def model_from_config(config, seed: int | None = None) -> EchoRNN:
                    orthogonal_gain=config.orthogonal_gain, generator=gen)
 
 
-def make_optimizer(config, params) -> torch.optim.Optimizer:
+def make_optimizer(config, params, adam: type[torch.optim.Adam] = torch.optim.Adam
+                   ) -> torch.optim.Optimizer:
     """The optimizer a :class:`~echo_rnn.config.TrainConfig` trains ``params`` with; what a
-    checkpoint's optimizer state is checked against (echo_rnn.checkpoint)."""
+    checkpoint's optimizer state is checked against (echo_rnn.checkpoint). ``adam``: the
+    Adam class to build (a population's, :class:`~echo_rnn.population.PopulationAdam`)."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
     # fused: one kernel for the whole update instead of a dozen small ops per step (the
     # optimizer was a sixth of the step). capturable keeps Adam's step count on the device,
     # so that a CUDA graph can replay it.
-    return torch.optim.Adam(params, lr=config.lr, capturable=config.cuda_graph,
-                            fused=config.fused or None)
+    return adam(params, lr=config.lr, capturable=config.cuda_graph, fused=config.fused or None)
 
 
 def to_nn_rnn(model: EchoRNN) -> tuple[nn.RNN, nn.Linear]:

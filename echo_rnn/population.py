@@ -370,9 +370,8 @@ def population_grads(pop: PopulationRNN, x: torch.Tensor, y: torch.Tensor,
     scale = torch.ones((), dtype=y_hat.dtype, device=y_hat.device) / (2 * T * B)
     dy_hat = torch.sub(y_hat, y).mul_(2).mul_(scale)
     grads = population_backward(dy_hat, cache, truncate, need_b=pop.b is not None)
-    for name in ("U", "V", "w", "b"):
-        if getattr(pop, name) is not None:
-            getattr(pop, name).grad = getattr(grads, name)
+    for name, p in pop.named_parameters():  # U, V, w and, with a bias, b
+        p.grad = getattr(grads, name)
     return losses
 
 

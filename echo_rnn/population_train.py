@@ -64,16 +64,6 @@ def population_key(config: TrainConfig) -> tuple | None:
     return tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in MEMBER_FIELDS))
 
 
-def _optimizer(config: TrainConfig, pop: PopulationRNN) -> torch.optim.Optimizer:
-    """``train``'s optimizer (:func:`~echo_rnn.model.make_optimizer`: SGD, or Adam fused or
-    not) over the population's parameters; Adam with the same settings as
-    :class:`~echo_rnn.population.PopulationAdam`, whose fused update rounds each run as alone."""
-    optimizer = make_optimizer(config, pop.parameters())
-    if isinstance(optimizer, torch.optim.Adam):
-        return PopulationAdam(pop.parameters(), **optimizer.defaults)
-    return optimizer
-
-
 def check_population_memory(configs: list[TrainConfig], device: torch.device) -> None:
     """Refuse, before anything is written, a population that cannot fit: R members cost R
     times one run (:func:`echo_rnn.devices.rnn_bytes`)."""
@@ -154,18 +144,19 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
                                                   resumed_at=None), gen, val,
                                Curriculum.from_config(c)))
     pop = PopulationRNN.from_models(models)
-    optimizer = _optimizer(c0, pop)
+    optimizer = make_optimizer(c0, pop.parameters(), adam=PopulationAdam)
     results: dict[int, TrainResult] = {}
     active = list(range(len(members)))  # indices into members of the runs still training
     for m in members:
         m.log.config_text()
     step = 0
     stacked = _Stacked.of(members, active, c0, device)
-    _evaluate(pop, stacked, members, active, step, batch=None, start=start)
-    stacked = _Stacked.of(members, active, c0, device)  # a curriculum may have moved on
+    moved = _evaluate(pop, stacked, members, active, step, batch=None, start=start)
     _checkpoints(pop, optimizer, members, active, step, start)
+    before = active
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
-    stacked = _Stacked.of(members, active, c0, device) if active else stacked
+    if (moved or active is not before) and active:  # a k moved on, or members left
+        stacked = _Stacked.of(members, active, c0, device)
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
         x, y = _batch(stacked)
@@ -223,8 +214,8 @@ class _Stacked:
 
     Attributes:
         val_x, val_y: the held-out sets, ``(R, val_size, T)`` each, targets at the run's k.
-        val_y_now: the held-out targets at each member's current curriculum k (``val_y``
-            without a curriculum).
+        val_y_now: the held-out targets at each member's current curriculum k (``val_y``,
+            and ``now`` is ``scored``, while every member is at its last k).
         generators: each member's training stream, in order.
         source: ``(R, B, T)``, index of x_{t-k} along T for the training targets at the
             current k (0 before k).
@@ -247,14 +238,16 @@ class _Stacked:
         k_now = [members[i].curriculum.k for i in active]
         k_end = [members[i].config.echo_step for i in active]
         t = torch.arange(T, device=device).view(1, 1, T)
-        now = torch.tensor(k_now, device=device).view(R, 1, 1)
+        k = torch.tensor(k_now, device=device).view(R, 1, 1)
         val_y = torch.stack([members[i].val[1] for i in active])
+        scored = t >= torch.tensor(k_end, device=device).view(R, 1, 1)
+        at_end = k_now == k_end  # no curriculum, or every one at its last k: one set of targets
         return cls(val_x=torch.stack([members[i].val[0] for i in active]), val_y=val_y,
-                   val_y_now=val_y if k_now == k_end else torch.stack(
-                       [echo_targets(members[i].val[0], k) for i, k in zip(active, k_now)]),
+                   val_y_now=val_y if at_end else torch.stack(
+                       [echo_targets(members[i].val[0], kk) for i, kk in zip(active, k_now)]),
                    generators=[members[i].gen for i in active],
-                   source=(t - now).clamp(min=0).expand(R, B, T).contiguous(), now=t >= now,
-                   scored=t >= torch.tensor(k_end, device=device).view(R, 1, 1))
+                   source=(t - k).clamp(min=0).expand(R, B, T).contiguous(),
+                   now=scored if at_end else t >= k, scored=scored)
 
 
 def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,9 +293,10 @@ def _metrics(pop: PopulationRNN, stacked: _Stacked):
     train's evaluation computes them (one forward and a few ops for all, each run's
     ``echo_loss`` and ``bit_accuracy`` to the bit), and the predictions (R, val_size, T)."""
     y_hat = pop(stacked.val_x)
-    values = torch.stack([population_loss(y_hat, stacked.val_y),
-                          population_accuracy(y_hat, stacked.val_y, stacked.scored),
-                          population_accuracy(y_hat, stacked.val_y_now, stacked.now)],
+    accuracy = population_accuracy(y_hat, stacked.val_y, stacked.scored)
+    at_k = (accuracy if stacked.now is stacked.scored  # every member at its last k
+            else population_accuracy(y_hat, stacked.val_y_now, stacked.now))
+    values = torch.stack([population_loss(y_hat, stacked.val_y), accuracy, at_k],
                          dim=1).tolist()  # one sync for all
     return [{"val_loss": l, "val_accuracy": a, "accuracy_at_k": ak} for l, a, ak in values], y_hat
 
@@ -417,7 +411,7 @@ def _without(pop: PopulationRNN, optimizer, keep: list[int], config: TrainConfig
         for (name, p), q in zip(pop.named_parameters(), smaller.parameters()):
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
-    new_opt = _optimizer(config, smaller)
+    new_opt = make_optimizer(config, smaller.parameters(), adam=PopulationAdam)
     old = optimizer.state_dict()
     state = {pid: {k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
                    for k, v in s.items()} for pid, s in old["state"].items()}

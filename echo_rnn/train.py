@@ -592,10 +592,10 @@ def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
     vx, vy = trainer.val
     last = trainer.solved_step is not None or trainer.step >= trainer.config.steps
     # the flow is drawn with the pictures: computed only when they are due
-    flow = trainer.dist.is_main and log.pictures_due(trainer.step, last)
+    draw = trainer.dist.is_main and log.pictures_due(trainer.step, last)
     log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
                    trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
-                   elapsed, flow=trainer.gradient_flow() if flow else None, last=last)
+                   elapsed, flow=trainer.gradient_flow() if draw else None, last=last)
     if trainer.compare_due():
         log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
 
