@@ -5,6 +5,7 @@ gradients solves the task, the gradient flow is drawn and TensorBoard opens inli
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import nbclient  # the test extra's: a missing install fails here, it is not skipped
@@ -55,8 +56,13 @@ def test_the_tutorial_runs_top_to_bottom_and_finds_each_mistake(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
+    # The %tensorboard magic looks for a `tensorboard` program on PATH: the kernel gets this
+    # interpreter's scripts first, as an activated environment has them, so the test passes
+    # however pytest was started (`.venv/bin/python -m pytest` included)
+    scripts = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
     try:
-        client.execute()  # raises CellExecutionError, with the cell, if any cell fails
+        client.execute(env=env)  # raises CellExecutionError, with the cell, if any cell fails
     finally:
         for pid in _tensorboards_under(tmp_path):  # the %tensorboard magic's server
             os.kill(pid, signal.SIGTERM)
