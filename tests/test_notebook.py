@@ -61,9 +61,13 @@ def test_the_tutorial_runs_top_to_bottom_and_finds_each_mistake(tmp_path):
     # however pytest was started (`.venv/bin/python -m pytest` included)
     scripts = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
+    # nbclient handles SIGINT while it runs and, removing its handler, leaves Python's default
+    # one, whatever was there before (SIG_IGN in a shell's background job): put it back
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         client.execute(env=env)  # raises CellExecutionError, with the cell, if any cell fails
     finally:
+        signal.signal(signal.SIGINT, sigint)
         for pid in _tensorboards_under(tmp_path):  # the %tensorboard magic's server
             os.kill(pid, signal.SIGTERM)
     code = [c for c in nb.cells if c.cell_type == "code"]
