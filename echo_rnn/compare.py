@@ -15,7 +15,7 @@ from torch.autograd.gradcheck import GradcheckError
 from echo_rnn import reference
 from echo_rnn import bptt
 from echo_rnn.bptt import BPTTFunction
-from echo_rnn.data import make_echo_batch
+from echo_rnn.data import bits, make_echo_batch
 from echo_rnn.model import EchoRNN, check_truncate, echo_loss
 from echo_rnn.problem import GradcheckProblem
 
@@ -296,7 +296,7 @@ def make_problem(
     if p.input_size > 1:
         extra = torch.rand(p.batch_size, p.seq_len, p.input_size - 1, generator=gen,
                            device=device)
-        x = torch.cat([x.unsqueeze(-1), (extra < 0.5).to(dtype)], dim=-1)  # (B, T, I)
+        x = torch.cat([x.unsqueeze(-1), bits(extra, dtype=dtype)], dim=-1)  # (B, T, I)
     h0_ = (torch.randn(p.batch_size, p.hidden_size, generator=gen, device=device, dtype=dtype)
            * 0.5 if p.h0 else None)
     return model, x, y, h0_

@@ -35,7 +35,7 @@ import torch
 from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
 from echo_rnn.config import TrainConfig
 from echo_rnn.curriculum import Curriculum
-from echo_rnn.data import echo_targets, make_echo_batch
+from echo_rnn.data import bits, echo_targets, make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
@@ -258,10 +258,7 @@ def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     device = stacked.source.device
     u = torch.stack([torch.rand(B, T, generator=gen, device=device)
                      for gen in stacked.generators])
-    # make_echo_batch's (u < 0.5).to(float32), the same 1.0s and 0.0s: a comparison written
-    # straight into a float tensor is one pass, where a bool tensor converted is two slow ones
-    # (together 15x the time at R = 32 on one CPU thread)
-    x = torch.lt(u, 0.5, out=torch.empty_like(u))
+    x = bits(u)  # make_echo_batch's p = 0.5, float32
     y = x.gather(2, stacked.source).mul_(stacked.now)  # y_t = x_{t-k}, zeros before k
     return x, y
 
@@ -282,11 +279,12 @@ def _retire(pop, optimizer, members, active, step, start, results):
             or members[i].solved_step is not None or step >= c0.steps]
     if not done:
         return pop, optimizer, active
+    full = optimizer.state_dict()  # once: each leaving member's checkpoint and the rest
     for r in done:
-        results[active[r]] = _finish(members[active[r]], pop, optimizer, r, step, start)
+        results[active[r]] = _finish(members[active[r]], pop, full, r, step, start)
     keep = [r for r in range(len(active)) if r not in done]
     if keep:
-        pop, optimizer = _without(pop, optimizer, keep, c0)
+        pop, optimizer = _without(pop, full, keep, c0)
     return pop, optimizer, [active[r] for r in keep]
 
 
@@ -390,10 +388,12 @@ def _checkpoint(m: _Member, pop, optimizer_state: dict, r: int, step: int, start
     save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()})
 
 
-def _finish(m: _Member, pop, optimizer, r: int, step: int, start: float) -> TrainResult:
-    """The member's last checkpoint, summary.json and hparams, as train ends a run."""
+def _finish(m: _Member, pop, optimizer_state: dict, r: int, step: int,
+            start: float) -> TrainResult:
+    """The member's last checkpoint, summary.json and hparams, as train ends a run
+    (``optimizer_state``: the population optimizer's ``state_dict()``)."""
     if not m.diverged:
-        _checkpoint(m, pop, optimizer.state_dict(), r, step, start)
+        _checkpoint(m, pop, optimizer_state, r, step, start)
     ev = m.last_eval or {}
     stopped = "diverged" if m.diverged else "solved" if m.solved_step is not None else "steps"
     result = TrainResult(
@@ -405,8 +405,9 @@ def _finish(m: _Member, pop, optimizer, r: int, step: int, start: float) -> Trai
     return result
 
 
-def _without(pop: PopulationRNN, optimizer, keep: list[int], config: TrainConfig):
-    """The population of the members ``keep`` (their rows), with their optimizer state."""
+def _without(pop: PopulationRNN, old: dict, keep: list[int], config: TrainConfig):
+    """The population of the members ``keep`` (their rows), with a new optimizer holding
+    their rows of ``old`` (the population optimizer's ``state_dict()``)."""
     idx = torch.tensor(keep, device=pop.U.device)
     smaller = PopulationRNN(len(keep), pop.U.shape[-1], pop.V.shape[-1], pop.b is not None)
     smaller.to(dtype=pop.U.dtype, device=pop.U.device)
@@ -415,7 +416,6 @@ def _without(pop: PopulationRNN, optimizer, keep: list[int], config: TrainConfig
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
     new_opt = make_optimizer(config, smaller.parameters(), adam=PopulationAdam)
-    old = optimizer.state_dict()
     state = {pid: {k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
                    for k, v in s.items()} for pid, s in old["state"].items()}
     new_opt.load_state_dict({"state": state, "param_groups": old["param_groups"]})

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import requires_cuda
-from echo_rnn.data import make_echo_batch
+from echo_rnn.data import bits, make_echo_batch
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 7])
@@ -24,6 +24,17 @@ def test_bits_are_binary_and_roughly_fair():
 def test_p_extremes(p, value):
     x, _ = make_echo_batch(3, 5, 1, p=p, generator=torch.Generator().manual_seed(0))
     assert (x == value).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bits_are_one_exactly_below_p_and_plus_zero_elsewhere(dtype):
+    # a draw equal to p is not below it; every 0.0 is +0.0, as the bool tensor converted gives
+    u = torch.tensor([0.0, 0.2499, 0.25, 0.2501, 0.5, 0.9999])
+    x = bits(u, 0.25, dtype)
+    assert x.dtype == dtype
+    assert x.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert not torch.signbit(x).any()
+    assert torch.equal(bits(u), torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0]))  # p = 0.5
 
 
 def test_same_generator_state_same_batch_and_dtype():
