@@ -1,6 +1,7 @@
-"""Benchmark: a full training step (forward, loss, backward; no optimizer) of the two
-EchoRNN backends against the reference users would pick instead, ``torch.nn.RNN`` + a
-bias-free ``nn.Linear`` readout, all with the same weights.
+"""Benchmark: a full training step (forward, loss, backward; no optimizer) of the EchoRNN
+backends (the compiled kernel on a CPU, the bptt kernel, autograd) against the reference
+users would pick instead, ``torch.nn.RNN`` + a bias-free ``nn.Linear`` readout, all with the
+same weights.
 
 Timing is interleaved (A B C A B C ...) after a warm-up, and reported as medians; ratios are
 to nn.RNN measured in the same process. Before timing, the gradients of every candidate are
@@ -17,10 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from echo_rnn.backends import training_backend
 from echo_rnn.compare import BENCH_REL_F32, compare_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import cpu_threads
 from echo_rnn.graphs import capture
+from echo_rnn.kernels import compiled
 from echo_rnn.model import EchoRNN, echo_loss, to_nn_rnn
 
 SHAPES: dict[str, tuple[int, int, int]] = {  # name: (B, T, H)
@@ -43,6 +46,8 @@ class Candidate:
     grads: Callable[[], dict[str, torch.Tensor]]
     forward_loss: Callable[[], torch.Tensor]  # forward and loss only, to count saved bytes
     params: list[torch.Tensor]
+    # bytes kept for backward where autograd does not see them (the compiled kernel's states)
+    saved: int | None = None
 
 
 @dataclass
@@ -143,9 +148,29 @@ def make_candidates(B: int, T: int, H: int, device: torch.device, seed: int = 0,
                          "w": lin.weight.grad[0]}
     cands = [Candidate("nn.RNN", _step(rnn_fwd, rnn_params), rnn_grads, rnn_fwd, rnn_params),
              echo_model("autograd"), echo_model("bptt")]
+    if device.type == "cpu" and compiled.AVAILABLE:
+        cands.append(_compiled_candidate(ref, x, y))
     if cuda_graph:
         cands = [_graphed(c) for c in cands]
     return cands, [x, y, x3]
+
+
+def _compiled_candidate(ref: EchoRNN, x: torch.Tensor, y: torch.Tensor) -> Candidate:
+    """The compiled kernel's pass (forward, loss, backward in one call, a population of one)
+    on the same weights and batch."""
+    w = {n: p.detach()[None].contiguous() for n, p in ref.named_parameters()}  # (1, ...)
+    x1, y1 = x[None, :, :, None].contiguous(), y[None].contiguous()  # (1, B, T, 1), (1, B, T)
+    out: dict[str, torch.Tensor] = {}
+
+    def step() -> torch.Tensor:
+        p = compiled.forward_backward(x1, y1, w["U"], w["V"], w["w"], w.get("b"))
+        out.update(U=p.U[0], V=p.V[0], w=p.w[0])
+        return p.loss[0]
+
+    B, T = x.shape
+    # it keeps the states h_1..h_T, float32, for its backward
+    return Candidate("compiled", step, lambda: dict(out), step, list(w.values()),
+                     saved=B * T * ref.hidden_size * 4)
 
 
 def _named(m: EchoRNN) -> dict[str, torch.Tensor]:
@@ -242,7 +267,8 @@ def _run_benchmark(shapes, device, *, threads, warmup, min_reps, budget_s, cuda_
                 report.refused.append(f"{shape}/{c.name}: gradients disagree with nn.RNN")
         if REFERENCE not in {c.name for c in ok}:
             continue
-        mem = {c.name: saved_bytes(c.forward_loss, c.params + inputs) for c in ok}
+        mem = {c.name: c.saved if c.saved is not None
+               else saved_bytes(c.forward_loss, c.params + inputs) for c in ok}
         for c in ok:  # leave the gradient buffers the timed steps will refill
             c.step()
         times = time_interleaved(ok, device, warmup=warmup, min_reps=min_reps, budget_s=budget_s)
@@ -319,15 +345,18 @@ def format_markdown(report: BenchReport) -> str:
 def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 1,
                     seed: int = 0, singles: int = 4) -> dict:
     """Run-steps of a population of ``runs`` against single runs, at the frontier shape
-    (``--preset frontier --hidden-size 6 --bias``: B = 64, T = 50, H = 6, unfused Adam,
-    clipping, 40000 steps a run), each doing everything ``train`` does (data, evaluations,
+    (``--preset frontier --hidden-size 6 --bias``: B = 64, T = 50, H = 6, Adam, clipping,
+    40000 steps a run), each doing everything ``train`` does (data, evaluations,
     TensorBoard, checkpoints) into a temporary directory, stopped after its first ``steps``
     steps (as a signal stops it: a last checkpoint each). The runs are the sweep's: a run's
     pictures come at most ``PICTURES_PER_RUN`` times over its 40000 steps, and the window pays
     its share of them (more than its share: the first evaluation always draws them). k = 7 is
-    never solved in ``steps``, so every run trains every step. Population and single runs
-    alternate ``reps`` times in this process; the medians of ms per run-step are reported
-    (single runs: ``singles`` of them a round)."""
+    never solved in ``steps``, so every run trains every step.
+
+    Three ways alternate ``reps`` times in this process: the population and ``singles``
+    single runs trained by the compiled kernel (what ``auto`` picks on a CPU), and the same
+    population trained by the torch kernel (``--backend bptt``), the engine the compiled one
+    replaced; the medians of ms per run-step are reported, and their ratios."""
     import tempfile
     from dataclasses import replace
 
@@ -340,7 +369,7 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
     if steps >= base.steps:
         raise ValueError(f"steps must be below the runs' {base.steps}, got {steps}")
     singles = min(singles, runs)
-    population_s, single_s = [], []
+    timed: dict[str, list[float]] = {"population": [], "single": [], "torch_population": []}
 
     def after(n: int):
         """A stop callback (polled after every step) that stops after ``n`` steps."""
@@ -351,30 +380,39 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
             return done[0] >= n
         return stop
 
+    def population(configs) -> float:
+        start = time.perf_counter()
+        try:
+            train_population(configs, stop=after(steps))
+        except TrainingInterrupted as stopped:
+            assert stopped.step == steps, f"the population stopped at {stopped.step}"
+        return (time.perf_counter() - start) / (len(configs) * steps)
+
     with tempfile.TemporaryDirectory() as tmp, cpu_threads(threads):
         for rep in range(reps):
             configs = [replace(base, seed=seed + i, logdir=f"{tmp}/pop{rep}", run_name=f"s{i}")
                        for i in range(runs)]
-            start = time.perf_counter()
-            try:
-                train_population(configs, stop=after(steps))
-            except TrainingInterrupted as stopped:
-                assert stopped.step == steps, f"the population stopped at {stopped.step}"
-            population_s.append((time.perf_counter() - start) / (runs * steps))
+            timed["population"].append(population(configs))
             start = time.perf_counter()
             for c in configs[:singles]:
                 try:
                     train(replace(c, logdir=f"{tmp}/one{rep}"), verbose=False, stop=after(steps))
                 except TrainingInterrupted as stopped:
                     assert stopped.step == steps, f"a run stopped at {stopped.step}"
-            single_s.append((time.perf_counter() - start) / (singles * steps))
-    pop, one = statistics.median(population_s), statistics.median(single_s)
+            timed["single"].append((time.perf_counter() - start) / (singles * steps))
+            timed["torch_population"].append(population(
+                [replace(c, backend="bptt", logdir=f"{tmp}/torch{rep}") for c in configs]))
+    ms = {k: statistics.median(v) * 1e3 for k, v in timed.items()}
     return {"runs": runs, "steps": steps, "run_steps": base.steps, "reps": reps,
-            "threads": threads,
+            "threads": threads, "backend": training_backend(base, torch.device("cpu")),
             "shape": {"B": base.batch_size, "T": base.seq_len, "H": base.hidden_size},
-            "ms_per_run_step_population": pop * 1e3, "ms_per_run_step_single": one * 1e3,
-            "run_steps_per_s_population": 1 / pop, "run_steps_per_s_single": 1 / one,
-            "speedup": one / pop}
+            "ms_per_run_step_population": ms["population"],
+            "ms_per_run_step_single": ms["single"],
+            "ms_per_run_step_torch_population": ms["torch_population"],
+            "run_steps_per_s_population": 1e3 / ms["population"],
+            "run_steps_per_s_single": 1e3 / ms["single"],
+            "speedup": ms["single"] / ms["population"],
+            "speedup_over_torch_population": ms["torch_population"] / ms["population"]}
 
 
 def format_population(p: dict) -> str:
@@ -384,7 +422,10 @@ def format_population(p: dict) -> str:
             f"and checkpoints included), "
             f"threads={p['threads']}, median of {p['reps']} interleaved rounds:\n"
             f"  population  {p['ms_per_run_step_population']:.3f} ms per run-step "
-            f"({p['run_steps_per_s_population']:.0f} run-steps/s)\n"
+            f"({p['run_steps_per_s_population']:.0f} run-steps/s, {p['backend']} kernel)\n"
             f"  single run  {p['ms_per_run_step_single']:.3f} ms per run-step "
-            f"({p['run_steps_per_s_single']:.0f} run-steps/s)\n"
-            f"  speedup     {p['speedup']:.1f}x")
+            f"({p['run_steps_per_s_single']:.0f} run-steps/s, {p['backend']} kernel)\n"
+            f"  population  {p['ms_per_run_step_torch_population']:.3f} ms per run-step "
+            f"(torch kernel, --backend bptt)\n"
+            f"  speedup     {p['speedup']:.1f}x over single runs, "
+            f"{p['speedup_over_torch_population']:.1f}x over the torch kernel's population")

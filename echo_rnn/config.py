@@ -77,6 +77,8 @@ SIZE = Bounds(lo=1, hi=MAX_SIZE)
 COUNT = Bounds(lo=1, hi=MAX_STEPS)
 
 GROUPS = ("task", "model", "optimization", "evaluation", "run")
+# --backend's choices; what each is and what auto picks: echo_rnn.backends
+BACKENDS = ("auto", "compiled", "bptt", "autograd")
 
 
 @dataclass
@@ -103,9 +105,11 @@ class TrainConfig:
         "draw U as G times a random orthogonal matrix (every singular value G) instead of "
         "from N(0, init_std^2) ('none': normal)", "model", float, optional=True,
         bounds=POSITIVE))
-    backend: str = field(default="autograd", metadata=_opt(
-        "how gradients are computed: PyTorch autograd or the hand-written BPTT kernel",
-        "model", str, ("autograd", "bptt")))
+    backend: str = field(default="auto", metadata=_opt(
+        "the kernel that trains: compiled (the whole step in C, the same bits on any CPU), "
+        "bptt (the hand-written BPTT kernel in PyTorch ops, any device), autograd (PyTorch's "
+        "autograd); auto: compiled on a CPU where it can train the run, else bptt",
+        "model", str, BACKENDS))
     # --- optimization
     optimizer: str = field(default="adam", metadata=_opt(
         "optimizer", "optimization", str, ("sgd", "adam")))
@@ -289,10 +293,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "frontier": {
         "init_std": 0.3, "input_init_std": 1.5, "optimizer": "adam", "lr": 0.005,
         "grad_clip": 1.0, "batch_size": 64, "eval_every": 100, "log_every": 50,
-        "steps": 40000, "backend": "bptt",
-        # The README's frontier measurements were made with the unfused Adam; fused rounds
-        # differently, and over 40000 steps that moves the step at which a seed solves.
-        "fused": False,
+        "steps": 40000,
     },
 }
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from echo_rnn.backends import check_backend, training_backend
 from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
 from echo_rnn.config import TrainConfig
 from echo_rnn.curriculum import Curriculum
@@ -39,6 +40,7 @@ from echo_rnn.data import bits, echo_targets, make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
+from echo_rnn.members import Members, held_out
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config
 from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
                                  population_accuracy, population_grads, population_loss)
@@ -58,7 +60,7 @@ def population_key(config: TrainConfig) -> tuple | None:
     c = config
     # With both a curriculum and an lr schedule, each member's learning rate halves from the
     # step it reached its last k: one optimizer step could not serve them all.
-    if (c.backend != "bptt" or c.schedule != "batch" or c.cuda_graph
+    if (c.backend == "autograd" or c.schedule != "batch" or c.cuda_graph
             or (c.curriculum and c.lr_halve_every)):
         return None
     return tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in MEMBER_FIELDS))
@@ -84,7 +86,7 @@ class _Member:
     config: TrainConfig
     run_dir: Path
     log: RunLog
-    gen: torch.Generator
+    gen: torch.Generator | None  # the torch kernel's training stream (compiled: a counter)
     val: tuple[torch.Tensor, torch.Tensor]  # (val_size, T) each
     curriculum: Curriculum
     solved_step: int | None = None
@@ -105,12 +107,13 @@ def train_population(configs: list[TrainConfig], *,
     keys = {population_key(c) for c in configs}
     if None in keys or len(keys) != 1:
         raise ConfigError("population", "members must share every setting but echo_step, seed "
-                                        "and run_name, with backend bptt, schedule batch, no "
-                                        "CUDA graph, not both a curriculum and an lr "
-                                        "schedule")
+                                        "and run_name, with backend auto, compiled or bptt, "
+                                        "schedule batch, no CUDA graph, not both a curriculum "
+                                        "and an lr schedule")
     for c in configs:
         c.validate()
     device = resolve_device(configs[0].device)
+    check_backend(configs[0], device)
     check_population_memory(configs, device)
     with cpu_threads(configs[0].threads), stop_requests() as received, ExitStack() as held:
         try:
@@ -129,67 +132,207 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     c0 = configs[0]
     start = time.perf_counter()
     members: list[_Member] = []
-    models: list[EchoRNN] = []
+    compiled = training_backend(c0, device) == "compiled"
     for c in configs:
         run_dir = create_run_dir(c)  # with its config.json, as train's
         # one writer: a `train --resume` of a member while the population trains is refused
         held.enter_context(DirLock(run_dir))
-        # the order of draws is train's: weights, then the training stream, then held-out
-        models.append(model_from_config(c).to(device))
-        gen = torch.Generator(device=device).manual_seed(c.seed)
-        val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
-        val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
-                              device=device)
+        if compiled:  # every stream the kernel's own, counter-based: nothing to hold
+            gen, val = None, held_out(c)
+        else:
+            gen = torch.Generator(device=device).manual_seed(c.seed)
+            val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
+            val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
+                                  device=device)
         members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
                                                   resumed_at=None), gen, val,
                                Curriculum.from_config(c)))
-    pop = PopulationRNN.from_models(models)
-    optimizer = make_optimizer(c0, pop.parameters(), adam=PopulationAdam)
+    kernel = (_CompiledKernel(configs) if compiled else _TorchKernel(configs, device))
     results: dict[int, TrainResult] = {}
     active = list(range(len(members)))  # indices into members of the runs still training
     for m in members:
         m.log.config_text()
     step = 0
     stacked = _Stacked.of(members, active, c0, device)
-    moved = _evaluate(pop, stacked, members, active, step, batch=None, start=start)
-    _checkpoints(pop, optimizer, members, active, step, start)
+    moved = _evaluate(kernel, stacked, members, active, step, batch=False, start=start)
+    _checkpoints(kernel, members, active, step, start)
     before = active
-    pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+    active = _retire(kernel, members, active, step, start, results)
     if (moved or active is not before) and active:  # a k moved on, or members left
         stacked = _Stacked.of(members, active, c0, device)
+        kernel.follow(members, active)
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
-        x, y = _batch(stacked)
-        losses = population_grads(pop, x, y, c0.truncate)  # (R,): each run's echo_loss
-        norms = clip_grad_norms_(pop, c0.grad_clip if c0.grad_clip is not None else math.inf)
-        optimizer.step()
+        losses, norms = kernel.step(stacked)  # (R,) each: each run's echo_loss, grad norm
         step += 1
-        pending.append((step, losses.detach(), norms, optimizer.param_groups[0]["lr"]))
+        pending.append((step, losses, norms, kernel.lr))
         if c0.lr_halve_every and step % c0.lr_halve_every == 0:
             # train's schedule; without a curriculum it counts from step 0 in every member
-            for group in optimizer.param_groups:
-                group["lr"] /= 2
+            kernel.halve_lr()
         is_eval = step % c0.eval_every == 0 or step == c0.steps
         if is_eval or step % c0.log_every == 0:
-            held_out = None if is_eval else _metrics(pop, stacked)[0]
-            _log_points(members, active, pending, held_out)
+            held_out_now = None if is_eval else kernel.metrics(stacked)[0]
+            _log_points(members, active, pending, held_out_now)
             pending.clear()
         moved = False
         if is_eval:
-            moved = _evaluate(pop, stacked, members, active, step, batch=(x, y), start=start)
-            _checkpoints(pop, optimizer, members, active, step, start)
+            moved = _evaluate(kernel, stacked, members, active, step, batch=True, start=start)
+            _checkpoints(kernel, members, active, step, start)
         before = active
-        pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
+        active = _retire(kernel, members, active, step, start, results)
         if (moved or active is not before) and active:  # a k moved on, or members left
             stacked = _Stacked.of(members, active, c0, device)
+            kernel.follow(members, active)
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
-            _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))
+            _checkpoints(kernel, members, active, step, start, _windows(pending))
             _close(members)
             raise TrainingInterrupted(received[0] if received else signal.SIGTERM, step,
                                       members[active[0]].run_dir)
     _close(members)
     return [results[i] for i in range(len(members))]
+
+
+class _TorchKernel:
+    """A population trained by the torch kernel (``bptt``, any device): one
+    :class:`~echo_rnn.population.PopulationRNN` and one optimizer for every member."""
+
+    def __init__(self, configs: list[TrainConfig], device: torch.device) -> None:
+        self.pop = PopulationRNN.from_models([model_from_config(c).to(device) for c in configs])
+        self.optimizer = make_optimizer(configs[0], self.pop.parameters(), adam=PopulationAdam)
+        self.config = configs[0]
+        self.device = device
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def step(self, stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        x, y = _batch(stacked)
+        losses = population_grads(self.pop, x, y, c.truncate)  # (R,): each run's echo_loss
+        norms = clip_grad_norms_(self.pop, c.grad_clip if c.grad_clip is not None else math.inf)
+        self.optimizer.step()
+        self.last = (x, y)
+        return losses.detach(), norms
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def halve_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] /= 2
+
+    def follow(self, members: list[_Member], active: list[int]) -> None:
+        """The torch kernel reads each member's targets from the stacked tensors."""
+
+    @torch.no_grad()
+    def metrics(self, stacked: _Stacked):
+        """Every active member's held-out loss, accuracy and accuracy at its curriculum's k,
+        as train's evaluation computes them (one forward and a few ops for all, each run's
+        ``echo_loss`` and ``bit_accuracy`` to the bit), and each one's first held-out
+        prediction (R, T)."""
+        y_hat = self.pop(stacked.val_x)
+        accuracy = population_accuracy(y_hat, stacked.val_y, stacked.scored)
+        at_k = (accuracy if stacked.now is stacked.scored  # every member at its last k
+                else population_accuracy(y_hat, stacked.val_y_now, stacked.now))
+        values = torch.stack([population_loss(y_hat, stacked.val_y), accuracy, at_k],
+                             dim=1).tolist()  # one sync for all
+        return _metric_rows(values), y_hat[:, 0]
+
+    def finite(self) -> list[bool]:
+        return torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
+                            for p in self.pop.parameters()]).all(0).tolist()  # one sync
+
+    def model(self, r: int) -> EchoRNN:
+        """Run r as an EchoRNN, with its gradients: what the single run logs its pictures
+        from."""
+        model = self.pop.member(r)
+        for name, p in model.named_parameters():
+            grad = getattr(self.pop, name).grad
+            p.grad = None if grad is None else grad[r].clone()  # none before the first step
+        return model
+
+    def batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.last[0][r], self.last[1][r]
+
+    def snapshot(self) -> dict:
+        return self.optimizer.state_dict()  # once for all members: each takes its rows
+
+    def saved(self, full: dict, r: int, member: _Member) -> tuple[dict, dict, torch.Tensor]:
+        return self.pop.member(r).state_dict(), _optimizer_state(full, r), member.gen.get_state()
+
+    def keep(self, full: dict, keep: list[int]) -> None:
+        self.pop, self.optimizer = _without(self.pop, full, keep, self.config)
+
+
+class _CompiledKernel:
+    """A population trained by the compiled kernel (:class:`~echo_rnn.members.Members`):
+    each member's step, data and evaluation in C, its bits its own."""
+
+    def __init__(self, configs: list[TrainConfig]) -> None:
+        self.members = Members(configs)
+        self.config = configs[0]
+        self.device = torch.device("cpu")
+
+    def step(self, stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
+        losses, norms, _ = self.members.step()  # a non-finite member is caught at its point
+        return losses, norms
+
+    @property
+    def lr(self) -> float:
+        return float(self.members.lr[0])
+
+    def halve_lr(self) -> None:
+        self.members.lr /= 2
+
+    def follow(self, members: list[_Member], active: list[int]) -> None:
+        """Each member trains on its curriculum's k now."""
+        self.members.k = torch.tensor([members[i].curriculum.k for i in active],
+                                      dtype=torch.int64)
+
+    def metrics(self, stacked: _Stacked):
+        """Every active member's held-out loss, accuracy and accuracy at its curriculum's k,
+        computed by the kernel (the same bits on any machine), and each one's first
+        held-out prediction (R, T)."""
+        ms = self.members
+        loss, accuracy = ms.evaluate(stacked.val_x, stacked.val_y, stacked.k_end)
+        at_k = (accuracy if stacked.now is stacked.scored
+                else ms.evaluate(stacked.val_x, stacked.val_y_now, stacked.k_now)[1])
+        values = torch.stack([loss, accuracy, at_k], dim=1).tolist()
+        return _metric_rows(values), _FirstPredictions(ms, stacked.val_x)
+
+    def finite(self) -> list[bool]:
+        return torch.isfinite(self.members.params).all(1).tolist()
+
+    def model(self, r: int) -> EchoRNN:
+        return self.members.model(r, with_grads=True)
+
+    def batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.members.last_batch(r)
+
+    def snapshot(self) -> None:
+        return None
+
+    def saved(self, full: None, r: int, member: _Member) -> tuple[dict, dict, torch.Tensor]:
+        ms = self.members
+        return ms.model_state(r), ms.optimizer_state(r), ms.rng_state(r)
+
+    def keep(self, full: None, keep: list[int]) -> None:
+        self.members.select(keep)
+
+
+class _FirstPredictions:
+    """Member r's prediction of its first held-out sequence, (T,), computed when a picture
+    asks for it (an evaluation draws one at most PICTURES_PER_RUN times a run)."""
+
+    def __init__(self, members: Members, val_x: torch.Tensor) -> None:
+        self.members, self.val_x = members, val_x
+
+    def __getitem__(self, r: int) -> torch.Tensor:
+        return self.members.predictions(r, self.val_x[r, :1])[0]
+
+
+def _metric_rows(values: list[list[float]]) -> list[dict[str, float]]:
+    return [{"val_loss": l, "val_accuracy": a, "accuracy_at_k": ak} for l, a, ak in values]
 
 
 def _close(members: list[_Member]) -> None:
@@ -216,20 +359,23 @@ class _Stacked:
         val_x, val_y: the held-out sets, ``(R, val_size, T)`` each, targets at the run's k.
         val_y_now: the held-out targets at each member's current curriculum k (``val_y``,
             and ``now`` is ``scored``, while every member is at its last k).
-        generators: each member's training stream, in order.
+        generators: each member's training stream, in order (the torch kernel's).
         source: ``(R, B, T)``, index of x_{t-k} along T for the training targets at the
             current k (0 before k).
         now: ``(R, 1, T)``, t >= the current k: the positions whose target is an echo.
         scored: ``(R, 1, T)``, t >= the run's k: the positions its accuracy scores.
+        k_now, k_end: ``(R,)`` int64, each member's current k and its run's k.
     """
 
     val_x: torch.Tensor
     val_y: torch.Tensor
     val_y_now: torch.Tensor
-    generators: list[torch.Generator]
+    generators: list[torch.Generator | None]
     source: torch.Tensor
     now: torch.Tensor
     scored: torch.Tensor
+    k_now: torch.Tensor
+    k_end: torch.Tensor
 
     @classmethod
     def of(cls, members: list[_Member], active: list[int], c0: TrainConfig,
@@ -247,7 +393,9 @@ class _Stacked:
                        [echo_targets(members[i].val[0], kk) for i, kk in zip(active, k_now)]),
                    generators=[members[i].gen for i in active],
                    source=(t - k).clamp(min=0).expand(R, B, T).contiguous(),
-                   now=scored if at_end else t >= k, scored=scored)
+                   now=scored if at_end else t >= k, scored=scored,
+                   k_now=torch.tensor(k_now, dtype=torch.int64),
+                   k_end=torch.tensor(k_end, dtype=torch.int64))
 
 
 def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,43 +411,30 @@ def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _checkpoints(pop, optimizer, members, active, step, start, windows=None) -> None:
-    full = optimizer.state_dict()  # once for all members: each takes its rows
+def _checkpoints(kernel, members, active, step, start, windows=None) -> None:
+    full = kernel.snapshot()  # once for all members: each takes its rows
     for r, i in enumerate(active):
         if not members[i].diverged:
-            _checkpoint(members[i], pop, full, r, step, start, windows[r] if windows else [])
+            _checkpoint(members[i], kernel, full, r, step, start,
+                        windows[r] if windows else [])
 
 
-def _retire(pop, optimizer, members, active, step, start, results):
+def _retire(kernel, members, active, step, start, results) -> list[int]:
     """Finish the members that are done (solved, out of steps, diverged) and take them out
-    of the population: from now on they cost nothing. Returns the population, its optimizer
-    and the active members that remain."""
+    of the population: from now on they cost nothing. Returns the active members that
+    remain."""
     c0 = members[active[0]].config if active else None
     done = [r for r, i in enumerate(active) if members[i].diverged
             or members[i].solved_step is not None or step >= c0.steps]
     if not done:
-        return pop, optimizer, active
-    full = optimizer.state_dict()  # once: each leaving member's checkpoint and the rest
+        return active
+    full = kernel.snapshot()  # once: each leaving member's checkpoint and the rest
     for r in done:
-        results[active[r]] = _finish(members[active[r]], pop, full, r, step, start)
+        results[active[r]] = _finish(members[active[r]], kernel, full, r, step, start)
     keep = [r for r in range(len(active)) if r not in done]
     if keep:
-        pop, optimizer = _without(pop, full, keep, c0)
-    return pop, optimizer, [active[r] for r in keep]
-
-
-@torch.no_grad()
-def _metrics(pop: PopulationRNN, stacked: _Stacked):
-    """Every active member's held-out loss, accuracy and accuracy at its curriculum's k, as
-    train's evaluation computes them (one forward and a few ops for all, each run's
-    ``echo_loss`` and ``bit_accuracy`` to the bit), and the predictions (R, val_size, T)."""
-    y_hat = pop(stacked.val_x)
-    accuracy = population_accuracy(y_hat, stacked.val_y, stacked.scored)
-    at_k = (accuracy if stacked.now is stacked.scored  # every member at its last k
-            else population_accuracy(y_hat, stacked.val_y_now, stacked.now))
-    values = torch.stack([population_loss(y_hat, stacked.val_y), accuracy, at_k],
-                         dim=1).tolist()  # one sync for all
-    return [{"val_loss": l, "val_accuracy": a, "accuracy_at_k": ak} for l, a, ak in values], y_hat
+        kernel.keep(full, keep)
+    return [active[r] for r in keep]
 
 
 def _log_points(members, active, pending, held_out) -> None:
@@ -317,23 +452,14 @@ def _log_points(members, active, pending, held_out) -> None:
         m.log.steps(rows, None if held_out is None else held_out[r])
 
 
-def _member_model(pop: PopulationRNN, r: int) -> EchoRNN:
-    """Run r as an EchoRNN, with its gradients: what the single run logs its pictures from."""
-    model = pop.member(r)
-    for name, p in model.named_parameters():
-        grad = getattr(pop, name).grad
-        p.grad = None if grad is None else grad[r].clone()  # none before the first step
-    return model
-
-
-def _evaluate(pop, stacked, members, active, step, batch, start) -> bool:
+def _evaluate(kernel, stacked, members, active, step, batch: bool, start) -> bool:
     """What an evaluation of train does, member by member: metrics, the solved step, the
     curriculum, the pictures, the kernel against autograd. A member is made an EchoRNN, and
     its gradient flow computed, only when its pictures or its comparison are due. Returns
-    whether a member's curriculum moved on (its training targets change)."""
-    metrics, y_hat = _metrics(pop, stacked)
-    finite = torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
-                          for p in pop.parameters()]).all(0).tolist()  # (R,), one sync
+    whether a member's curriculum moved on (its training targets change). ``batch``: a
+    training batch exists (after the first step)."""
+    metrics, first = kernel.metrics(stacked)
+    finite = kernel.finite()
     moved = False
     for r, i in enumerate(active):
         m, c = members[i], members[i].config
@@ -353,15 +479,15 @@ def _evaluate(pop, stacked, members, active, step, batch, start) -> bool:
         vx, vy = m.val
         last = m.solved_step is not None or step >= c.steps
         pictures = m.log.pictures_due(step, last)
-        compare = batch is not None and compare_due(c, step, last)
-        model = _member_model(pop, r) if pictures or compare else None
-        m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], y_hat[r][0]),
+        compare = batch and compare_due(c, step, last)
+        model = kernel.model(r) if pictures or compare else None
+        m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], first[r] if pictures else None),
                          m.curriculum.k, m.last_train_loss, m.last_grad_norm,
                          time.perf_counter() - start,
                          flow=gradient_flow(model, vx, vy) if pictures else None, last=last)
         if compare:
-            units = kernel_vs_autograd(model, batch[0][r], batch[1][r], c.truncate)
-            m.log.kernel_vs_autograd(step, units)
+            x, y = kernel.batch(r)
+            m.log.kernel_vs_autograd(step, kernel_vs_autograd(model, x, y, c.truncate))
     for i in active:
         members[i].log.flush()
     return moved
@@ -377,30 +503,30 @@ def _optimizer_state(full: dict, r: int) -> dict:
     return {"state": state, "param_groups": full["param_groups"]}
 
 
-def _checkpoint(m: _Member, pop, optimizer_state: dict, r: int, step: int, start: float,
+def _checkpoint(m: _Member, kernel, full, r: int, step: int, start: float,
                 window: list | None = None) -> None:
+    model, optimizer, rng = kernel.saved(full, r, m)
     state = run_state(
-        m.config, step=step, model=pop.member(r).state_dict(),
-        optimizer=_optimizer_state(optimizer_state, r), rng=m.gen.get_state(),
+        m.config, step=step, model=model, optimizer=optimizer, rng=rng,
         curriculum=m.curriculum.state_dict(), window=window or [],
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
     save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()})
 
 
-def _finish(m: _Member, pop, optimizer_state: dict, r: int, step: int,
-            start: float) -> TrainResult:
+def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainResult:
     """The member's last checkpoint, summary.json and hparams, as train ends a run
-    (``optimizer_state``: the population optimizer's ``state_dict()``)."""
+    (``full``: the kernel's :meth:`snapshot`)."""
     if not m.diverged:
-        _checkpoint(m, pop, optimizer_state, r, step, start)
+        _checkpoint(m, kernel, full, r, step, start)
     ev = m.last_eval or {}
     stopped = "diverged" if m.diverged else "solved" if m.solved_step is not None else "steps"
     result = TrainResult(
         run_dir=str(m.run_dir), step=step, train_loss=m.last_train_loss,
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
-        device=str(pop.U.device), backend=m.config.backend, stopped=stopped)
+        device=str(kernel.device), backend=training_backend(m.config, kernel.device),
+        stopped=stopped)
     write_outcome(result, m.log)
     return result
 

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from echo_rnn import distributed, rundir
+from echo_rnn.backends import check_backend, training_backend
 from echo_rnn.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from echo_rnn.compare import autograd_grads, manual_grads
 from echo_rnn.config import ConfigError, TrainConfig
@@ -33,6 +34,7 @@ from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.flow import step_norms
 from echo_rnn.graphs import capture
+from echo_rnn.members import Members, held_out
 from echo_rnn.model import bit_accuracy, echo_loss, make_optimizer, model_from_config
 from echo_rnn.rundir import Resumed
 from echo_rnn.runlog import RunLog
@@ -193,18 +195,29 @@ class _Trainer:
         # trains on its own contiguous share: the data equal a single process's.
         share = c.batch_size // self.dist.world_size
         self.share = slice(self.dist.rank * share, (self.dist.rank + 1) * share)
-        self.model = model_from_config(c).to(device)
+        self.backend = training_backend(c, device, self.dist.enabled)
+        # The compiled kernel trains a population of one: the model's parameters are views
+        # of its row, which each step updates in place; its streams are counters.
+        self.members = Members([c]) if self.backend == "compiled" else None
+        self.model = (self.members.model(0, alias=True) if self.members is not None
+                      else model_from_config(c).to(device))
         self.net = self.model
         if self.dist.enabled:  # averages the gradients of the ranks' shares
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.optimizer = make_optimizer(c, self.model.parameters())
-        self.gen = torch.Generator(device=device).manual_seed(c.seed)
+        self.optimizer = (make_optimizer(c, self.model.parameters()) if self.members is None
+                          else None)
+        self.gen = (torch.Generator(device=device).manual_seed(c.seed) if self.members is None
+                    else None)
         if c.schedule == "notebook":  # one fixed training set, drawn first from the stream
             self.fixed = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
                                          generator=self.gen, device=device)
-        val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
-        self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device)
+        if self.members is not None:
+            self.val = held_out(c)
+        else:
+            val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
+            self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
+                                       device=device)
         self.step = 0
         self.curriculum = Curriculum.from_config(c)
         self.solved_step: int | None = None
@@ -220,9 +233,11 @@ class _Trainer:
     # --- state ------------------------------------------------------------------------
 
     def state(self, elapsed: float) -> dict[str, Any]:
+        ms = self.members
         return run_state(
             self.config, step=self.step, model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(), rng=self.gen.get_state(),
+            optimizer=self.optimizer.state_dict() if ms is None else ms.optimizer_state(0),
+            rng=self.gen.get_state() if ms is None else ms.rng_state(0),
             curriculum=self.curriculum.state_dict(), window=self.unlogged.window(),
             solved_step=self.solved_step, wall_time_s=self.wall_before + elapsed,
             last_eval=self.last_eval, train_loss=self.last_train_loss)
@@ -230,13 +245,17 @@ class _Trainer:
     def load(self, state: dict[str, Any], path: Path) -> None:
         try:
             self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.gen.set_state(state["rng"]["train"])
+            if self.members is not None:
+                self.members.load(0, state["model"], state["optimizer"], state["rng"]["train"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.gen.set_state(state["rng"]["train"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path} does not fit its own config: {first}") from None
         self.step = self.saved_step = int(state["step"])
         self.curriculum.load_state_dict(state.get("curriculum", {}))
+        self._follow()
         progress = state.get("progress", {})
         self.solved_step = progress.get("solved_step")
         self.wall_before = float(progress.get("wall_time_s", 0.0))
@@ -295,6 +314,14 @@ class _Trainer:
 
     def train_step(self) -> None:
         c = self.config
+        if self.members is not None:  # the compiled kernel: batch, pass and update in C
+            loss, norm, _ = self.members.step()  # non-finite: caught at the next point
+            self.step += 1
+            self.batch = True
+            self.unlogged.pending.append((self.step, loss[0], norm[0],
+                                          float(self.members.lr[0])))
+            self._schedule()
+            return
         if c.schedule == "batch":
             x, y = make_echo_batch(c.batch_size, c.seq_len, self.curriculum.k,
                                    generator=self.gen, device=self.device)
@@ -317,10 +344,18 @@ class _Trainer:
         self.batch = (x, y)
         self.step += 1
         self.unlogged.pending.append((self.step, loss, norm, self.optimizer.param_groups[0]["lr"]))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """--lr-halve-every: halve the rate every N steps from reaching the last k."""
+        c = self.config
         since = self.step - self.curriculum.since
         if c.lr_halve_every and self.curriculum.at_last and since % c.lr_halve_every == 0:
-            for group in self.optimizer.param_groups:
-                group["lr"] /= 2
+            if self.members is not None:
+                self.members.lr /= 2
+            else:
+                for group in self.optimizer.param_groups:
+                    group["lr"] /= 2
 
     # --- logging ------------------------------------------------------------------------
 
@@ -361,8 +396,10 @@ class _Trainer:
         c = self.config
         self.check_finite()
         vx, vy = self.val
-        y_hat, _ = self.model(vx)
         k = self.curriculum.k
+        if self.members is not None:  # the kernel's own evaluation: the same bits anywhere
+            return self._evaluate_compiled(vx, vy, k)
+        y_hat, _ = self.model(vx)
         # the prediction does not depend on k, only the targets do
         metrics = torch.stack([echo_loss(y_hat, vy), bit_accuracy(y_hat, vy, c.echo_step),
                                bit_accuracy(y_hat, echo_targets(vx, k), k)])
@@ -373,6 +410,29 @@ class _Trainer:
             raise NonFiniteLoss(self.diverged(self.step, f"held-out loss {val_loss}"))
         return {"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k}, y_hat
 
+    def _evaluate_compiled(self, vx: torch.Tensor, vy: torch.Tensor, k: int
+                           ) -> tuple[dict[str, float], torch.Tensor]:
+        ms, c = self.members, self.config
+        val_loss, val_acc = (v.item() for v in ms.evaluate(
+            vx[None], vy[None], torch.tensor([c.echo_step])))
+        acc_k = val_acc if k == c.echo_step else ms.evaluate(
+            vx[None], echo_targets(vx, k)[None], torch.tensor([k]))[1].item()
+        if not math.isfinite(val_loss):
+            raise NonFiniteLoss(self.diverged(self.step, f"held-out loss {val_loss}"))
+        # the first sequence's prediction is all an evaluation shows
+        return ({"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k},
+                ms.predictions(0, vx[:1]))
+
+    def shown_model(self) -> torch.nn.Module:
+        """The model as the pictures show it: with its last batch's gradients (the compiled
+        kernel keeps none: they are computed again from the batch, drawn again)."""
+        if self.members is not None and self.batch is not None:
+            with torch.no_grad():
+                grads = self.members.model(0, with_grads=True)
+            for p, q in zip(self.model.parameters(), grads.parameters()):
+                p.grad = q.grad
+        return self.model
+
     def record(self, metrics: dict[str, float]) -> None:
         """What an evaluation decides: solved, and whether the curriculum moves on."""
         self.last_eval = {"step": self.step, "val_loss": metrics["val_loss"],
@@ -380,6 +440,12 @@ class _Trainer:
         if metrics["val_accuracy"] >= self.config.target_accuracy and self.solved_step is None:
             self.solved_step = self.step
         self.curriculum.observe(self.step, metrics["accuracy_at_k"])
+        self._follow()
+
+    def _follow(self) -> None:
+        """The compiled kernel draws the targets itself: at the curriculum's k."""
+        if self.members is not None:
+            self.members.k[0] = self.curriculum.k
 
     def compare_due(self) -> bool:
         last = self.solved_step == self.step or self.step >= self.config.steps
@@ -387,7 +453,8 @@ class _Trainer:
                 and compare_due(self.config, self.step, last))
 
     def kernel_vs_autograd(self) -> float:
-        return kernel_vs_autograd(self.model, *self.batch, self.config.truncate)
+        batch = self.members.last_batch(0) if self.members is not None else self.batch
+        return kernel_vs_autograd(self.shown_model(), *batch, self.config.truncate)
 
     def gradient_flow(self) -> torch.Tensor:
         return gradient_flow(self.model, *self.val)
@@ -476,6 +543,7 @@ def _placement(config: TrainConfig, data_parallel: bool) -> tuple[distributed.Di
             raise ConfigError("cuda_graph", "not supported under torchrun")
         if device.type == "cuda":
             device = torch.device("cuda", d.local_rank)
+    check_backend(config, device, d.enabled)
     return d, device
 
 
@@ -593,7 +661,8 @@ def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
     last = trainer.solved_step is not None or trainer.step >= trainer.config.steps
     # the flow is drawn with the pictures: computed only when they are due
     draw = trainer.dist.is_main and log.pictures_due(trainer.step, last)
-    log.evaluation(trainer.step, metrics, trainer.model, (vx[0], vy[0], y_hat[0]),
+    log.evaluation(trainer.step, metrics, trainer.shown_model() if draw else trainer.model,
+                   (vx[0], vy[0], y_hat[0]),
                    trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
                    elapsed, flow=trainer.gradient_flow() if draw else None, last=last)
     if trainer.compare_due():
@@ -615,7 +684,7 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
         run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
-        device=str(trainer.device), backend=trainer.config.backend, stopped=stopped)
+        device=str(trainer.device), backend=trainer.backend, stopped=stopped)
     if trainer.dist.is_main:
         write_outcome(result, log)
     return result

@@ -12,6 +12,7 @@ import torch
 import echo_rnn.population_train as pt
 from echo_rnn.checkpoint import load_checkpoint
 from echo_rnn.config import ConfigError, build_config
+from echo_rnn.members import Members
 from echo_rnn.population_train import population_key, train_population
 from echo_rnn.train import train
 from helpers import events, scalar_series
@@ -71,17 +72,25 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread):
-    base = frontier(tmp_path)
+@pytest.mark.parametrize("backend", ["compiled", "bptt"])
+def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread, backend):
+    base = frontier(tmp_path, backend=backend)
     configs = members(base, (2, 0), (6, 1), (3, 2))  # two solve by step 200, one never
     sizes = []
-    real_grads = pt.population_grads
-    monkeypatch.setattr(pt, "population_grads", lambda pop, x, y, truncate: sizes.append(
-        y.shape[0]) or real_grads(pop, x, y, truncate))
+    if backend == "bptt":
+        real_grads = pt.population_grads
+        monkeypatch.setattr(pt, "population_grads", lambda pop, x, y, truncate: sizes.append(
+            y.shape[0]) or real_grads(pop, x, y, truncate))
+    else:
+        real_step = Members.step
+        monkeypatch.setattr(Members, "step", lambda self: sizes.append(self.runs)
+                            or real_step(self))
     results = train_population(configs)
     assert [r.stopped for r in results] == ["solved", "steps", "solved"]
-    # the solved members left at step 200: from then on the population was one run
-    assert sizes[:200] == [3] * 200 and sizes[200:] == [1] * 100
+    # a member that is done leaves: from then on the population is smaller (here two
+    # solved early, at an evaluation, and the last one trained on alone)
+    assert sizes == [sum(r.step > j for r in results) for j in range(300)]
+    assert sizes[0] == 3 and sizes[-1] == 1
     for c, got in zip(configs, results):
         want = train(replace(c, run_name="single-" + c.run_name), verbose=False)
         assert (got.step, got.solved_step) == (want.step, want.solved_step)
@@ -89,16 +98,19 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread):
 
 
 @pytest.mark.parametrize("setting", [
-    {"fused": True}, {"optimizer": "sgd", "lr": 0.05}, {"lr_halve_every": 40},
+    {"fused": False}, {"optimizer": "sgd", "lr": 0.05}, {"lr_halve_every": 40},
     {"curriculum": True, "curriculum_advance": 0.9, "curriculum_patience": 40,
      "eval_every": 20, "log_every": 10}])
+@pytest.mark.parametrize("backend", ["compiled", "bptt"])
 def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(tmp_path, one_thread,
-                                                                           setting):
+                                                                           setting, backend):
     # torch's fused Adam rounds an element by where it sits in its tensor: stacked, the
     # members' rows would round otherwise (the frontier's unfused Adam is the test above);
-    # each member's curriculum moves its own k, at its own evaluations
-    base = frontier(tmp_path, steps=150, **setting)
-    configs = members(base, (6, 0), (7, 1), (1, 2))
+    # each member's curriculum moves its own k, at its own evaluations (points whose
+    # curricula move apart: the two kernels draw different streams)
+    base = frontier(tmp_path, steps=150, backend=backend, **setting)
+    points = {"compiled": ((6, 3), (7, 4), (1, 2)), "bptt": ((6, 0), (7, 1), (1, 2))}[backend]
+    configs = members(base, *points)
     results = train_population(configs)
     # k = 1 is solved early and leaves: the optimizer's state is carried over to the others
     assert results[2].stopped == "solved" and results[2].step < 150
@@ -107,7 +119,7 @@ def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(tmp_p
               for c in configs]
         assert all(k[-1] > k[0] for k in ks[:2]) and ks[0] != ks[1]
     if "lr_halve_every" in setting:
-        assert [v for _, v in scalar_series(tmp_path / "k6-s0", "lr")][-1] == pytest.approx(
+        assert [v for _, v in scalar_series(tmp_path / configs[0].run_name, "lr")][-1] == pytest.approx(
             0.005 / 8, rel=1e-6)  # halved at steps 40, 80 and 120 (logged as float32)
     for c, got in zip(configs, results):
         want = train(replace(c, run_name="single-" + c.run_name), verbose=False)
@@ -146,19 +158,31 @@ def test_population_adam_rounds_fused_updates_as_each_runs_own_adam():
     assert steps.shape == (R,) and steps.dtype == torch.float32 and steps.eq(50).all()
 
 
-def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread):
-    base = frontier(tmp_path, steps=100)
+@pytest.mark.parametrize("backend", ["compiled", "bptt"])
+def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread, backend):
+    base = frontier(tmp_path, steps=100, backend=backend)
     configs = members(base, (4, 0), (4, 1))
-    real_clip = pt.clip_grad_norms_
     calls = []
+    if backend == "bptt":
+        real_clip = pt.clip_grad_norms_
 
-    def clip(pop, max_norm):  # member 1's gradient turns to NaN at the 5th step
-        calls.append(1)
-        if len(calls) == 5:
-            pop.U.grad[1] = float("nan")
-        return real_clip(pop, max_norm)
+        def clip(pop, max_norm):  # member 1's gradient turns to NaN at the 5th step
+            calls.append(1)
+            if len(calls) == 5:
+                pop.U.grad[1] = float("nan")
+            return real_clip(pop, max_norm)
 
-    monkeypatch.setattr(pt, "clip_grad_norms_", clip)
+        monkeypatch.setattr(pt, "clip_grad_norms_", clip)
+    else:
+        real_step = Members.step
+
+        def step(self):  # member 1's weights turn to NaN before the 5th step
+            calls.append(1)
+            if len(calls) == 5:
+                self.params[1, 0] = float("nan")
+            return real_step(self)
+
+        monkeypatch.setattr(Members, "step", step)
     healthy, diverged = train_population(configs)
     assert diverged.stopped == "diverged" and healthy.stopped == "steps"
     assert json.loads((tmp_path / "k4-s1" / "summary.json").read_text())["stopped"] == "diverged"
@@ -187,6 +211,7 @@ def test_who_may_join_a_population(tmp_path):
     base = frontier(tmp_path)
     assert population_key(base) == population_key(replace(base, echo_step=5, seed=9))
     assert population_key(base) != population_key(replace(base, lr=0.01))
+    assert population_key(base) != population_key(replace(base, backend="bptt"))
     for change in ({"backend": "autograd"}, {"curriculum": True, "lr_halve_every": 100},
                    {"cuda_graph": True}, {"schedule": "notebook", "batch_size": 1}):
         assert population_key(replace(base, **change)) is None, change
