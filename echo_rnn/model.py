@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -228,6 +230,18 @@ def model_from_config(config, seed: int | None = None) -> EchoRNN:
     return EchoRNN(config.hidden_size, 1, bias=config.bias, init_std=config.init_std,
                    backend=backend, input_init_std=config.input_init_std,
                    orthogonal_gain=config.orthogonal_gain, generator=gen)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """The first 16 hex digits of the SHA-256 of a model's weights (U, V, w, b as float32,
+    C order, little-endian, in that order): two runs with the same digest ended with the
+    same bits."""
+    h = hashlib.sha256()
+    for name in ("U", "V", "w", "b"):
+        if name in state:
+            t = state[name].detach().to("cpu", torch.float32).contiguous()
+            h.update(t.numpy().astype("<f4").tobytes())
+    return h.hexdigest()[:16]
 
 
 def make_optimizer(config, params, adam: type[torch.optim.Adam] = torch.optim.Adam

@@ -41,7 +41,7 @@ from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
 from echo_rnn.members import Members, held_out
-from echo_rnn.model import EchoRNN, make_optimizer, model_from_config
+from echo_rnn.model import EchoRNN, make_optimizer, model_from_config, weights_digest
 from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
                                  population_accuracy, population_grads, population_loss)
 from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
@@ -517,6 +517,7 @@ def _checkpoint(m: _Member, kernel, full, r: int, step: int, start: float,
 def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainResult:
     """The member's last checkpoint, summary.json and hparams, as train ends a run
     (``full``: the kernel's :meth:`snapshot`)."""
+    weights = kernel.saved(full, r, m)[0]
     if not m.diverged:
         _checkpoint(m, kernel, full, r, step, start)
     ev = m.last_eval or {}
@@ -526,7 +527,7 @@ def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainR
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         device=str(kernel.device), backend=training_backend(m.config, kernel.device),
-        stopped=stopped)
+        stopped=stopped, weights_sha256=weights_digest(weights))
     write_outcome(result, m.log)
     return result
 

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from echo_rnn import distributed
+from echo_rnn.backends import training_backend
 from echo_rnn.checkpoint import CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint
 from echo_rnn.config import TrainConfig
+from echo_rnn.devices import resolve_device
 from echo_rnn.errors import ConfigError
 from echo_rnn.files import read_regular
 from echo_rnn.locks import LOCK_NAME, Busy, DirLock
@@ -71,7 +73,9 @@ def default_run_name(config: TrainConfig) -> str:
     """What the run is first, then when it started: TensorBoard lists runs by name, and a
     name cut short should still say which task, size, backend and seed it trained."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"k{config.echo_step}-H{config.hidden_size}-{config.backend}-s{config.seed}-{stamp}"
+    # the kernel that trains it (auto resolved), so that the name says what ran
+    backend = training_backend(config, resolve_device(config.device))
+    return f"k{config.echo_step}-H{config.hidden_size}-{backend}-s{config.seed}-{stamp}"
 
 
 def create_run_dir(config: TrainConfig) -> Path:

@@ -499,7 +499,10 @@ def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
     gathered = distributed.gather_objects((outcome.rows, outcome.interrupted))
     if not d.is_main:
         return outcome
-    rows = [r for part, _ in gathered for r in part]
+    # the points' own order (as configs lists them), not the order they finished in
+    place = {c.run_name: i for i, c in enumerate(configs)}
+    rows = sorted((r for part, _ in gathered for r in part),
+                  key=lambda r: place.get(Path(r["run_dir"]).name, len(place)))
     interrupted = next((sig for _, sig in gathered if sig is not None), None)
     outcome = SweepOutcome(rows, len(rows), len(configs), interrupted)
     if len(rows) == len(configs):  # also when a signal came after the last point

@@ -35,7 +35,8 @@ from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.flow import step_norms
 from echo_rnn.graphs import capture
 from echo_rnn.members import Members, held_out
-from echo_rnn.model import bit_accuracy, echo_loss, make_optimizer, model_from_config
+from echo_rnn.model import (bit_accuracy, echo_loss, make_optimizer, model_from_config,
+                            weights_digest)
 from echo_rnn.rundir import Resumed
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
@@ -57,6 +58,9 @@ class TrainResult:
     device: str
     backend: str
     stopped: str  # "solved", "steps" or "diverged"
+    # the final weights' fingerprint (echo_rnn.model.weights_digest): the same run gives
+    # the same one on any machine with the compiled kernel
+    weights_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +82,7 @@ class TrainResult:
         view = shlex.quote(str(Path(self.run_dir).parent))
         return (f"{verdict}: val_acc {self.val_accuracy:.4f}, val_loss {self.val_loss:.5f}, "
                 f"{self.wall_time_s:.1f}s on {self.device} with the {self.backend} backend\n"
+                f"weights sha256 {self.weights_sha256}\n"
                 f"run saved in {self.run_dir}\n"
                 f"view it: tensorboard --logdir {view}")
 
@@ -684,7 +689,8 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
         run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
-        device=str(trainer.device), backend=trainer.backend, stopped=stopped)
+        device=str(trainer.device), backend=trainer.backend, stopped=stopped,
+        weights_sha256=weights_digest(trainer.model.state_dict()))
     if trainer.dist.is_main:
         write_outcome(result, log)
     return result

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import echo_rnn.bptt as bptt
+from echo_rnn.kernels import compiled
 from echo_rnn.bench import make_candidates, run_benchmark, saved_bytes
 from helpers import cli
 
@@ -36,12 +37,16 @@ def test_bptt_saves_only_the_hidden_states(B, T, H):
     assert mem["bptt"] <= mem["autograd"] / 2
 
 
+# the compiled kernel's pass is a candidate on a CPU where the extension is built
+COMPILED = {"compiled"} if compiled.AVAILABLE else set()
+
+
 def test_candidates_share_weights_and_agree():
     report = run_benchmark({"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=3, budget_s=0,
                            warmup=1)
     assert report.refused == []
     rows = {r.backend: r for r in report.rows}
-    assert set(rows) == {"nn.RNN", "autograd", "bptt"}
+    assert set(rows) == {"nn.RNN", "autograd", "bptt"} | COMPILED
     assert rows["nn.RNN"].ratio_to_nn_rnn == 1.0
     assert all(r.grad_max_rel_diff < 1e-5 and r.reps >= 3 for r in rows.values())
 
@@ -58,7 +63,7 @@ def test_a_backend_whose_gradients_disagree_is_not_reported(monkeypatch):
     report = run_benchmark({"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=2, budget_s=0,
                            warmup=0)
     assert report.refused == ["tiny/bptt: gradients disagree with nn.RNN"]
-    assert {r.backend for r in report.rows} == {"nn.RNN", "autograd"}
+    assert {r.backend for r in report.rows} == {"nn.RNN", "autograd"} | COMPILED
 
 
 def test_bench_cli_json_output_and_markdown(tmp_path):

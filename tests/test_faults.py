@@ -127,8 +127,11 @@ def test_creating_a_run_directory_is_atomic(tmp_path, monkeypatch):
 
 
 def test_default_run_names_say_what_ran_first(tmp_path):
-    name = rundir_mod.default_run_name(small_config(tmp_path, seed=3))
+    name = rundir_mod.default_run_name(small_config(tmp_path, seed=3, backend="autograd"))
     assert name.startswith("k2-H4-autograd-s3-")
+    # auto is named after the kernel it picked
+    name = rundir_mod.default_run_name(small_config(tmp_path, seed=3, schedule="notebook"))
+    assert name.startswith("k2-H4-bptt-s3-")
 
 
 @pytest.mark.parametrize("case", ["logdir_is_a_file", "name_too_long", "unwritable"])

@@ -20,11 +20,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "echo_rnn"
 LAYERS = {
     "base": ["__init__", "errors", "files", "devices", "data", "truncation", "config",
              "console", "locks", "signals", "distributed", "events", "tblog", "curriculum"],
-    "kernels": ["reference", "bptt", "graphs"],
-    "model": ["model", "population"],
+    "kernels": ["reference", "bptt", "graphs", "kernels"],
+    "model": ["model", "population", "members"],
     "verify": ["problem", "compare", "mistakes", "learner", "sandbox", "layouts",
                "truncated", "flow"],
-    "train": ["checkpoint", "rundir", "runlog", "train", "population_train"],
+    "train": ["backends", "checkpoint", "rundir", "runlog", "train", "population_train"],
     "tools": ["sweep", "tables", "bench", "predict"],
     "cli": ["cli", "__main__"],
 }

@@ -414,7 +414,6 @@ def test_presets_say_what_they_change(tmp_path, capsys):
                               "--run-name", "f", "--steps", "2", "--eval-every", "1",
                               capsys=capsys)
     assert code == 0, err
-    assert "--preset frontier: trains with the bptt backend" in err
     code, out, err = run_main("train", *small_flags(tmp_path), "--preset", "notebook",
                               "--run-name", "n", "--seq-len", "10", "--steps", "20",
                               "--eval-every", "10", "--echo-step", "9", capsys=capsys)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import sys
 
 from echo_rnn import distributed
 from echo_rnn.checkpoint import CheckpointError
@@ -93,11 +92,6 @@ def run(args: argparse.Namespace) -> int:
         resume, config = None, build_config(args.preset, args.config, overrides)
 
     d = distributed.init(config.device)  # joins torchrun's process group, if launched by it
-    if args.preset and d.is_main and args.resume is None:
-        preset_backend = PRESETS[args.preset].get("backend")
-        if preset_backend and config.backend == preset_backend:
-            print(f"--preset {args.preset}: trains with the {preset_backend} backend (the "
-                  "hand-written kernel); --backend autograd to change it", file=sys.stderr)
     try:
         result = train(config, resume=resume, verbose=not args.json)
     except ConfigError as exc:
