@@ -118,28 +118,34 @@ static double normal_draw(uint64_t key) {
 
 /* tanh |x| = e / (e + 2) with e = expm1(2 |x|): no cancellation anywhere, so the result is
  * accurate relative to its size down to the smallest x. expm1(y) = 2^k (1 + p) - 1 with
- * y = k ln2 + r, |r| <= ln2 / 2 + tiny, p = expm1(r) by its Taylor series; k is rounded by
- * adding 1.5 * 2^52 (the sum's low bits are k), and 2^k is built from its exponent bits.
- * y is clamped where tanh rounds to 1 (2|x| >= 40 in double, >= 20 in float); NaN is kept.
- * Accuracy (tests/test_compiled.py, test_tanh_*): float64 within 1e-15 relative of
- * torch.tanh; float32: see TANH_F32_MAX_ULP in echo_rnn/kernels/compiled.py. */
+ * y = k ln2 + r, |r| <= ln2 / 2 + tiny, p = expm1(r) by its Taylor series (the first term
+ * left out is below 2^-56 of p in double, 2^-30 in float); k is rounded by adding
+ * 1.5 * 2^52 (the sum's low bits are k), and 2^k is built from its exponent bits. y is
+ * clamped where tanh rounds to 1 (2|x| >= 40 in double, >= 20 in float).
+ * The selects compare bit patterns as integers: for the non-negative |x| that ordering is
+ * the floats' own, NaN above everything. Integer selects let GCC vectorize the loop without
+ * -fno-trapping-math (a float comparison may raise a flag, so GCC keeps it a branch).
+ * Accuracy (tests/test_compiled.py, test_tanh_*): float64 within TANH_F64_MAX_REL = 1e-15
+ * relative of torch.tanh (measured 3.5e-16, 2 ulps); float32 within TANH_F32_MAX_ULP = 3
+ * ulps of the float64 tanh (measured 2.41 ulps over every 7th float in [-1, 1] and a dense
+ * sweep of [-10, 10]; 92% correctly rounded). Both in echo_rnn/kernels/compiled.py. */
 static inline double tanh_f64(double x) {
     uint64_t xb;
     memcpy(&xb, &x, sizeof xb);
     const uint64_t sign = xb & 0x8000000000000000ULL;
-    uint64_t ab = xb ^ sign;
+    const uint64_t ab = xb ^ sign; /* |x| */
+    const uint64_t CLAMP = 0x4034000000000000ULL; /* 20.0: tanh rounds to 1 above it */
+    const uint64_t cb = ab > CLAMP ? CLAMP : ab; /* NaN too: the last select restores it */
     double ax;
-    memcpy(&ax, &ab, sizeof ax);
-    double y = 2.0 * ax;
-    y = y > 40.0 ? 40.0 : y;
-    double yk = y == y ? y : 0.0; /* NaN: any finite value here, the select at the end wins */
+    memcpy(&ax, &cb, sizeof ax);
+    const double y = 2.0 * ax;
     const double SHIFT = 6755399441055744.0; /* 1.5 * 2^52 */
-    double kf = (yk * 1.4426950408889634 + SHIFT);
+    double kf = (y * 1.4426950408889634 + SHIFT);
     uint64_t kb;
     memcpy(&kb, &kf, sizeof kb);
     kf = kf - SHIFT;
     const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
-    double r = (yk - kf * LN2_HI) - kf * LN2_LO;
+    const double r = (y - kf * LN2_HI) - kf * LN2_LO;
     double q = 1.0 / 6227020800.0;
     q = 1.0 / 479001600.0 + r * q;
     q = 1.0 / 39916800.0 + r * q;
@@ -152,36 +158,40 @@ static inline double tanh_f64(double x) {
     q = 1.0 / 24.0 + r * q;
     q = 1.0 / 6.0 + r * q;
     q = 0.5 + r * q;
-    double p = r + (r * r) * q;
-    uint64_t sb = ((kb - 0x4338000000000000ULL) + 1023ULL) << 52; /* 2^k, k in [0, 58] */
+    const double p = r + (r * r) * q;
+    const uint64_t sb = ((kb - 0x4338000000000000ULL) + 1023ULL) << 52; /* 2^k, k in [0, 58] */
     double scale;
     memcpy(&scale, &sb, sizeof scale);
-    double e = scale * p + (scale - 1.0);
-    double t = e / (e + 2.0);
+    const double e = scale * p + (scale - 1.0);
+    const double t = e / (e + 2.0);
     uint64_t tb;
     memcpy(&tb, &t, sizeof tb);
-    tb |= sign;
-    memcpy(&t, &tb, sizeof t);
-    return x == x ? t : x;
+    /* NaN stays NaN, else the sign of x; as a mask, so that the arithmetic above is used on
+     * both sides (a select would let GCC branch around it) */
+    const uint64_t nan = (uint64_t)0 - (uint64_t)(ab > 0x7FF0000000000000ULL);
+    tb = (xb & nan) | ((tb | sign) & ~nan);
+    double out;
+    memcpy(&out, &tb, sizeof out);
+    return out;
 }
 
 static inline float tanh_f32(float x) {
     uint32_t xb;
     memcpy(&xb, &x, sizeof xb);
     const uint32_t sign = xb & 0x80000000u;
-    uint32_t ab = xb ^ sign;
+    const uint32_t ab = xb ^ sign;
+    const uint32_t CLAMP = 0x41200000u; /* 10.0f */
+    const uint32_t cb = ab > CLAMP ? CLAMP : ab;
     float ax;
-    memcpy(&ax, &ab, sizeof ax);
-    float y = 2.0f * ax;
-    y = y > 20.0f ? 20.0f : y;
-    float yk = y == y ? y : 0.0f;
+    memcpy(&ax, &cb, sizeof ax);
+    const float y = 2.0f * ax;
     const float SHIFT = 12582912.0f; /* 1.5 * 2^23 */
-    float kf = (yk * 1.44269504f + SHIFT);
+    float kf = (y * 1.44269504f + SHIFT);
     uint32_t kb;
     memcpy(&kb, &kf, sizeof kb);
     kf = kf - SHIFT;
     const float LN2_HI = 0.693145752f, LN2_LO = 1.42860677e-06f; /* LN2_HI: 16 bits */
-    float r = (yk - kf * LN2_HI) - kf * LN2_LO;
+    const float r = (y - kf * LN2_HI) - kf * LN2_LO;
     float q = 1.0f / 40320.0f;
     q = 1.0f / 5040.0f + r * q;
     q = 1.0f / 720.0f + r * q;
@@ -189,17 +199,19 @@ static inline float tanh_f32(float x) {
     q = 1.0f / 24.0f + r * q;
     q = 1.0f / 6.0f + r * q;
     q = 0.5f + r * q;
-    float p = r + (r * r) * q;
-    uint32_t sb = ((kb - 0x4B400000u) + 127u) << 23; /* 2^k, k in [0, 29] */
+    const float p = r + (r * r) * q;
+    const uint32_t sb = ((kb - 0x4B400000u) + 127u) << 23; /* 2^k, k in [0, 29] */
     float scale;
     memcpy(&scale, &sb, sizeof scale);
-    float e = scale * p + (scale - 1.0f);
-    float t = e / (e + 2.0f);
+    const float e = scale * p + (scale - 1.0f);
+    const float t = e / (e + 2.0f);
     uint32_t tb;
     memcpy(&tb, &t, sizeof tb);
-    tb |= sign;
-    memcpy(&t, &tb, sizeof t);
-    return x == x ? t : x;
+    const uint32_t nan = 0u - (uint32_t)(ab > 0x7F800000u);
+    tb = (xb & nan) | ((tb | sign) & ~nan);
+    float out;
+    memcpy(&out, &tb, sizeof out);
+    return out;
 }
 
 /* Truncated BPTT's rule (echo_rnn/truncation.py): step t (1..T) starts a window, and
