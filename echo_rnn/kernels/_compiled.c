@@ -506,18 +506,16 @@ typedef struct {
 
 /* The workspace of one member's pass, in REALs, carved from one block. */
 typedef struct {
-    REAL *hs;    /* (T + 1, H, B): h_0 .. h_T */
-    REAL *xs;    /* (T, I, B) */
-    REAL *g;     /* (T, B): dJ/dyhat_t */
-    REAL *yhat;  /* (T, B) */
-    REAL *dh;    /* (H, B): dJ/dh_t, then dJ/dz_t in place */
-    REAL *carry; /* (H, B): U^T dJ/dz_{t+1} */
-    REAL *aU, *aV, *ab, *aw; /* per-lane sums over time: (H, H, B), (H, I, B), (H, B), (H, B) */
+    REAL *hs;   /* (T + 1, H, B): h_0 .. h_T */
+    REAL *xs;   /* (T, I, B) */
+    REAL *g;    /* (T, B): dJ/dyhat_t */
+    REAL *yhat; /* (T, B) */
+    REAL *dz;   /* (T, H, B): dJ/dz_t */
 } SFX(Work);
 
 static size_t SFX(work_reals)(const Dims *d) {
     long B = d->B, T = d->T, I = d->I, H = d->H;
-    return (size_t)((T + 1) * H * B + T * I * B + 2 * T * B + 4 * H * B + H * H * B + H * I * B);
+    return (size_t)((T + 1) * H * B + T * I * B + 2 * T * B + T * H * B);
 }
 
 static SFX(Work) SFX(carve)(const Dims *d, REAL *p) {
@@ -531,17 +529,7 @@ static SFX(Work) SFX(carve)(const Dims *d, REAL *p) {
     p += T * B;
     w.yhat = p;
     p += T * B;
-    w.dh = p;
-    p += H * B;
-    w.carry = p;
-    p += H * B;
-    w.ab = p;
-    p += H * B;
-    w.aw = p;
-    p += H * B;
-    w.aU = p;
-    p += H * H * B;
-    w.aV = p;
+    w.dz = p;
     return w;
 }
 
@@ -549,7 +537,43 @@ static void SFX(tanh_many)(long n, const REAL *restrict in, REAL *restrict out) 
     for (long i = 0; i < n; i++) out[i] = TANH(in[i]);
 }
 
-/* Forward, one member (reference.py's step_forward, t = 1..T), on w.hs[0] = h_0 already set:
+/* The loops below walk the batch in chunks of LANES sequences, each chunk's running sums in
+ * a local array that the compiler keeps in vector registers (a sum kept in memory costs a
+ * load and a store per term). Chunking changes nothing per lane, so not the bits; the last
+ * chunk may be shorter (`nb`). */
+#ifndef LANES
+#define LANES 32
+#endif
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* z_t[i] = b[i] + sum_k V[i,k] x_t[k] + sum_j U[i,j] h_{t-1}[j] (that order, per lane),
+ * h_t[i] = tanh(z_t[i]), for lanes [0, nb) of pointers already offset to the chunk. */
+static ALWAYS_INLINE void SFX(forward_lanes)(const long nb, const long B, const long I,
+                                             const long H, const REAL *restrict Ui,
+                                             const REAL *restrict Vi, const REAL bi,
+                                             const REAL *restrict hp, const REAL *restrict xt,
+                                             REAL *restrict hi) {
+    REAL acc[LANES];
+    for (long l = 0; l < nb; l++) acc[l] = bi;
+    for (long k = 0; k < I; k++)
+        for (long l = 0; l < nb; l++) acc[l] = acc[l] + Vi[k] * xt[k * B + l];
+    for (long j = 0; j < H; j++)
+        for (long l = 0; l < nb; l++) acc[l] = acc[l] + Ui[j] * hp[j * B + l];
+    for (long l = 0; l < nb; l++) hi[l] = TANH(acc[l]);
+}
+
+/* yhat_t = sum_i w[i] h_t[i] (i = 0..H-1), lanes [0, nb). */
+static ALWAYS_INLINE void SFX(readout_lanes)(const long nb, const long B, const long H,
+                                             const REAL *restrict wv, const REAL *restrict hc,
+                                             REAL *restrict yt) {
+    REAL acc[LANES];
+    for (long l = 0; l < nb; l++) acc[l] = 0;
+    for (long i = 0; i < H; i++)
+        for (long l = 0; l < nb; l++) acc[l] = acc[l] + wv[i] * hc[i * B + l];
+    for (long l = 0; l < nb; l++) yt[l] = acc[l];
+}
+
+/* Forward, one member (reference.py's step_forward, t = 1..T), on hs[0] = h_0 already set:
  *   z_t[i] = b[i] + sum_k V[i,k] x_t[k] + sum_j U[i,j] h_{t-1}[j]   (that order, per lane)
  *   h_t = tanh(z_t);  yhat_t = sum_i w[i] h_t[i]  (i = 0..H-1)
  * hs (T + 1, H, B), xs (T, I, B), yhat (T, B). */
@@ -563,104 +587,131 @@ HOT static void SFX(forward_member)(const Dims *d, const REAL *restrict U,
         REAL *restrict hc = hs + t * H * B;
         const REAL *restrict xt = xs + (t - 1) * I * B;
         for (long i = 0; i < H; i++) {
-            REAL *restrict z = hc + i * B;
             const REAL bi = bias ? bias[i] : (REAL)0;
-            for (long b = 0; b < B; b++) z[b] = bi;
-            for (long k = 0; k < I; k++) {
-                const REAL v = V[i * I + k];
-                const REAL *restrict xk = xt + k * B;
-                for (long b = 0; b < B; b++) z[b] = z[b] + v * xk[b];
-            }
-            for (long j = 0; j < H; j++) {
-                const REAL u = U[i * H + j];
-                const REAL *restrict hj = hp + j * B;
-                for (long b = 0; b < B; b++) z[b] = z[b] + u * hj[b];
-            }
-            for (long b = 0; b < B; b++) z[b] = TANH(z[b]);
+            long b0 = 0;
+            for (; b0 + LANES <= B; b0 += LANES)
+                SFX(forward_lanes)(LANES, B, I, H, U + i * H, V + i * I, bi, hp + b0, xt + b0,
+                                   hc + i * B + b0);
+            if (b0 < B)
+                SFX(forward_lanes)(B - b0, B, I, H, U + i * H, V + i * I, bi, hp + b0, xt + b0,
+                                   hc + i * B + b0);
         }
         REAL *restrict yt = yhat + (t - 1) * B;
-        for (long b = 0; b < B; b++) yt[b] = 0;
-        for (long i = 0; i < H; i++) {
-            const REAL wi = wv[i];
-            const REAL *restrict hi = hc + i * B;
-            for (long b = 0; b < B; b++) yt[b] = yt[b] + wi * hi[b];
-        }
+        long b0 = 0;
+        for (; b0 + LANES <= B; b0 += LANES) SFX(readout_lanes)(LANES, B, H, wv, hc + b0, yt + b0);
+        if (b0 < B) SFX(readout_lanes)(B - b0, B, H, wv, hc + b0, yt + b0);
     }
 }
 
-/* Backward, one member (reference.py's backward, t = T..1), given g = dJ/dyhat (T, B):
- *   dh_t[i]  = w[i] g_t + carry[i]        (local + carried, carry = 0 at t = T or cut)
- *   dz_t[i]  = dh_t[i] * (1 - h_t[i] h_t[i])
- *   per lane: aU[i,j] += dz_t[i] h_{t-1}[j]; aV[i,k] += dz_t[i] x_t[k]; ab[i] += dz_t[i];
- *             aw[i] += h_t[i] g_t
- *   carry[i] = sum_j U[j,i] dz_t[j]       (j = 0..H-1; 0 when step t starts a window)
- * The per-lane sums start at 0 and run t = T..1; the caller reduces them over b. dh_all
- * (T, H, B) receives dJ/dh_t when not NULL; dh0 (H, B) receives U^T dz_1 when not NULL. */
-HOT static void SFX(backward_member)(const Dims *d, const REAL *restrict U,
-                                     const REAL *restrict wv, SFX(Work) *restrict wk,
-                                     REAL *restrict dh_all, REAL *restrict dh0) {
-    const long B = d->B, I = d->I, H = d->H;
-    REAL *restrict dh = wk->dh, *restrict carry = wk->carry;
-    REAL *restrict aU = wk->aU, *restrict aV = wk->aV, *restrict ab = wk->ab, *restrict aw = wk->aw;
-    for (long n = 0; n < H * H * B; n++) aU[n] = 0;
-    for (long n = 0; n < H * I * B; n++) aV[n] = 0;
-    for (long n = 0; n < H * B; n++) ab[n] = aw[n] = carry[n] = 0;
-    for (long t = d->T; t >= 1; t--) {
-        const REAL *restrict hc = wk->hs + t * H * B;
-        const REAL *restrict hp = wk->hs + (t - 1) * H * B;
-        const REAL *restrict xt = wk->xs + (t - 1) * I * B;
-        const REAL *restrict g = wk->g + (t - 1) * B;
-        for (long i = 0; i < H; i++) {
-            const REAL wi = wv[i];
-            REAL *restrict dhi = dh + i * B;
-            const REAL *restrict ci = carry + i * B;
-            for (long b = 0; b < B; b++) dhi[b] = wi * g[b] + ci[b];
-        }
-        if (dh_all)
-            memcpy(dh_all + (t - 1) * H * B, dh, sizeof(REAL) * H * B);
-        for (long n = 0; n < H * B; n++) dh[n] = dh[n] * ((REAL)1 - hc[n] * hc[n]);
-        for (long i = 0; i < H; i++) {
-            const REAL *restrict dzi = dh + i * B;
-            for (long j = 0; j < H; j++) {
-                REAL *restrict acc = aU + (i * H + j) * B;
-                const REAL *restrict hj = hp + j * B;
-                for (long b = 0; b < B; b++) acc[b] = acc[b] + dzi[b] * hj[b];
-            }
-            for (long k = 0; k < I; k++) {
-                REAL *restrict acc = aV + (i * I + k) * B;
-                const REAL *restrict xk = xt + k * B;
-                for (long b = 0; b < B; b++) acc[b] = acc[b] + dzi[b] * xk[b];
-            }
-            REAL *restrict abi = ab + i * B, *restrict awi = aw + i * B;
-            const REAL *restrict hi = hc + i * B;
-            for (long b = 0; b < B; b++) {
-                abi[b] = abi[b] + dzi[b];
-                awi[b] = awi[b] + hi[b] * g[b];
-            }
-        }
-        if (starts_window(t, d->truncate)) {
-            for (long n = 0; n < H * B; n++) carry[n] = 0;
+/* One step back, lanes [0, nb), for unit i:
+ *   carried = sum_j U[j,i] dz_{t+1}[j]     (j = 0..H-1; 0 when cut or at t = T: dz_next NULL)
+ *   dh_t[i] = w[i] g_t + carried           (the two sources of reference.py, in that order)
+ *   dz_t[i] = dh_t[i] * (1 - h_t[i] h_t[i])
+ * Also serves dh_0 = U^T dz_1 (with wi = 0 and no h: `hc` NULL, the result is dh). */
+static ALWAYS_INLINE void SFX(backward_lanes)(const long nb, const long B, const long H,
+                                              const REAL *restrict Ucol, const REAL wi,
+                                              const REAL *restrict g,
+                                              const REAL *restrict dz_next,
+                                              const REAL *restrict hc, REAL *restrict dh_out,
+                                              REAL *restrict dz) {
+    REAL acc[LANES];
+    for (long l = 0; l < nb; l++) acc[l] = 0;
+    if (dz_next)
+        for (long j = 0; j < H; j++)
+            for (long l = 0; l < nb; l++) acc[l] = acc[l] + Ucol[j * H] * dz_next[j * B + l];
+    if (!hc) {
+        for (long l = 0; l < nb; l++) dz[l] = acc[l];
+        return;
+    }
+    for (long l = 0; l < nb; l++) acc[l] = wi * g[l] + acc[l];
+    if (dh_out)
+        for (long l = 0; l < nb; l++) dh_out[l] = acc[l];
+    for (long l = 0; l < nb; l++) dz[l] = acc[l] * ((REAL)1 - hc[l] * hc[l]);
+}
+
+/* sum over b (0..B-1, in order) of the per-lane sums over t = T..1 of a_t[b] * c_t[b]
+ * (c NULL: of a_t[b] alone), a_t = a + (t - 1) a_step, c_t likewise: one weight gradient.
+ * Each lane's sum runs over time in registers, then the lanes are added in order. */
+static ALWAYS_INLINE REAL SFX(time_sum)(const long nb, const long T, const REAL *restrict a,
+                                        const long a_step, const REAL *restrict c,
+                                        const long c_step, REAL total) {
+    REAL acc[LANES];
+    for (long l = 0; l < nb; l++) acc[l] = 0;
+    for (long t = T; t >= 1; t--) {
+        const REAL *restrict at = a + (t - 1) * a_step;
+        if (c) {
+            const REAL *restrict ct = c + (t - 1) * c_step;
+            for (long l = 0; l < nb; l++) acc[l] = acc[l] + at[l] * ct[l];
         } else {
-            for (long i = 0; i < H; i++) {
-                REAL *restrict ci = carry + i * B;
-                for (long b = 0; b < B; b++) ci[b] = 0;
-                for (long j = 0; j < H; j++) {
-                    const REAL u = U[j * H + i];
-                    const REAL *restrict dzj = dh + j * B;
-                    for (long b = 0; b < B; b++) ci[b] = ci[b] + u * dzj[b];
-                }
-            }
+            for (long l = 0; l < nb; l++) acc[l] = acc[l] + at[l];
         }
-        if (t == 1 && dh0) memcpy(dh0, carry, sizeof(REAL) * H * B);
     }
+    for (long l = 0; l < nb; l++) total = total + acc[l];
+    return total;
 }
 
-/* sum_b a[n, b] for each of `rows` rows of (rows, B), b = 0..B-1 in order. */
-static void SFX(reduce_lanes)(long rows, long B, const REAL *restrict a, REAL *restrict out) {
-    for (long n = 0; n < rows; n++) {
-        REAL s = 0;
-        for (long b = 0; b < B; b++) s = s + a[n * B + b];
-        out[n] = s;
+static REAL SFX(grad_sum)(const long B, const long T, const REAL *a, const long a_step,
+                          const REAL *c, const long c_step) {
+    REAL total = 0;
+    long b0 = 0;
+    for (; b0 + LANES <= B; b0 += LANES)
+        total = SFX(time_sum)(LANES, T, a + b0, a_step, c ? c + b0 : NULL, c_step, total);
+    if (b0 < B) total = SFX(time_sum)(B - b0, T, a + b0, a_step, c ? c + b0 : NULL, c_step, total);
+    return total;
+}
+
+/* Backward, one member (reference.py's backward), given g = dJ/dyhat (T, B) and the forward's
+ * hs. First the recurrence, t = T..1 (backward_lanes), keeping dJ/dz_t (T, H, B); then each
+ * weight gradient as one sum over b of per-lane sums over t = T..1 (grad_sum):
+ *   dU[i,j] = sum dz_t[i] h_{t-1}[j];  dV[i,k] = sum dz_t[i] x_t[k];  db[i] = sum dz_t[i];
+ *   dw[i] = sum h_t[i] g_t.
+ * dh_all (T, H, B) receives dJ/dh_t when not NULL; dh0 (H, B) receives U^T dz_1 when not
+ * NULL (h_0 keeps its gradient under truncation). gb NULL: no bias. */
+HOT static void SFX(backward_member)(const Dims *d, const REAL *restrict U,
+                                     const REAL *restrict wv, const SFX(Work) *restrict wk,
+                                     REAL *restrict dh_all, REAL *restrict dh0,
+                                     REAL *restrict gU, REAL *restrict gV, REAL *restrict gw,
+                                     REAL *restrict gb) {
+    const long B = d->B, T = d->T, I = d->I, H = d->H;
+    const REAL *restrict hs = wk->hs;
+    REAL *restrict dz = wk->dz;
+    for (long t = T; t >= 1; t--) {
+        /* nothing is carried from beyond T, nor back from a step t + 1 that starts a window */
+        const REAL *dz_next = (t < T && !starts_window(t + 1, d->truncate)) ? dz + t * H * B
+                                                                           : NULL;
+        const REAL *g = wk->g + (t - 1) * B;
+        for (long i = 0; i < H; i++) {
+            const long o = (t - 1) * H * B + i * B; /* (t, i) in a (T, H, B) buffer */
+            REAL *dh_out = dh_all ? dh_all + o : NULL;
+            long b0 = 0;
+            for (; b0 + LANES <= B; b0 += LANES)
+                SFX(backward_lanes)(LANES, B, H, U + i, wv[i], g + b0,
+                                    dz_next ? dz_next + b0 : NULL, hs + t * H * B + i * B + b0,
+                                    dh_out ? dh_out + b0 : NULL, dz + o + b0);
+            if (b0 < B)
+                SFX(backward_lanes)(B - b0, B, H, U + i, wv[i], g + b0,
+                                    dz_next ? dz_next + b0 : NULL, hs + t * H * B + i * B + b0,
+                                    dh_out ? dh_out + b0 : NULL, dz + o + b0);
+        }
+    }
+    if (dh0)
+        for (long i = 0; i < H; i++) {
+            long b0 = 0;
+            for (; b0 + LANES <= B; b0 += LANES)
+                SFX(backward_lanes)(LANES, B, H, U + i, 0, NULL, dz + b0, NULL, NULL,
+                                    dh0 + i * B + b0);
+            if (b0 < B)
+                SFX(backward_lanes)(B - b0, B, H, U + i, 0, NULL, dz + b0, NULL, NULL,
+                                    dh0 + i * B + b0);
+        }
+    const long HB = H * B;
+    for (long i = 0; i < H; i++) {
+        for (long j = 0; j < H; j++)
+            gU[i * H + j] = SFX(grad_sum)(B, T, dz + i * B, HB, hs + j * B, HB);
+        for (long k = 0; k < I; k++)
+            gV[i * I + k] = SFX(grad_sum)(B, T, dz + i * B, HB, wk->xs + k * B, I * B);
+        if (gb) gb[i] = SFX(grad_sum)(B, T, dz + i * B, HB, NULL, 0);
+        gw[i] = SFX(grad_sum)(B, T, hs + HB + i * B, HB, wk->g, B);
     }
 }
 
@@ -735,11 +786,8 @@ static void SFX(pass_member)(void *vctx, long r, void *work) {
     c->loss[r] = SFX(loss_and_grad)(d, wk.yhat, ys, wk.g, lanes);
     REAL *dh_all = c->dh ? ys + T * B : NULL;
     REAL *dh0 = c->dh0 ? ys + T * B + T * H * B : NULL;
-    SFX(backward_member)(d, U, w, &wk, dh_all, dh0);
-    SFX(reduce_lanes)(H * H, B, wk.aU, c->dU + r * H * H);
-    SFX(reduce_lanes)(H * I, B, wk.aV, c->dV + r * H * I);
-    SFX(reduce_lanes)(H, B, wk.aw, c->dw + r * H);
-    if (c->db) SFX(reduce_lanes)(H, B, wk.ab, c->db + r * H);
+    SFX(backward_member)(d, U, w, &wk, dh_all, dh0, c->dU + r * H * H, c->dV + r * H * I,
+                         c->dw + r * H, c->db ? c->db + r * H : NULL);
     if (dh_all) {
         REAL *out = c->dh + r * B * T * H; /* (B, T, H) */
         for (long b = 0; b < B; b++)
@@ -815,11 +863,8 @@ static void SFX(train_member)(void *vctx, long r, void *work) {
 
     SFX(forward_member)(d, U, V, w, bias, wk.hs, wk.xs, wk.yhat);
     const double loss = SFX(loss_and_grad)(d, wk.yhat, ys, wk.g, lanes);
-    SFX(backward_member)(d, U, w, &wk, NULL, NULL);
-    SFX(reduce_lanes)(H * H, B, wk.aU, grad);
-    SFX(reduce_lanes)(H * I, B, wk.aV, grad + H * H);
-    SFX(reduce_lanes)(H, B, wk.aw, grad + H * H + H * I);
-    if (d->bias) SFX(reduce_lanes)(H, B, wk.ab, grad + H * H + H * I + H);
+    SFX(backward_member)(d, U, w, &wk, NULL, NULL, grad, grad + H * H, grad + H * H + H * I,
+                         d->bias ? grad + H * H + H * I + H : NULL);
 
     /* the norm of all gradients together, squares summed in double in flat order
      * (U, V, w, b); clipping as torch.nn.utils.clip_grad_norm_: coef = clip / (norm + 1e-6),
