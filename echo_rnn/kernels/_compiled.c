@@ -650,7 +650,7 @@ static ALWAYS_INLINE REAL SFX(time_sum)(const long nb, const long T, const REAL 
     return total;
 }
 
-static REAL SFX(grad_sum)(const long B, const long T, const REAL *a, const long a_step,
+static ALWAYS_INLINE REAL SFX(grad_sum)(const long B, const long T, const REAL *a, const long a_step,
                           const REAL *c, const long c_step) {
     REAL total = 0;
     long b0 = 0;
@@ -811,12 +811,18 @@ static int SFX(pass_many)(const Dims *d, long R, const REAL *x, const REAL *y, c
 
 /* ---- data ---- */
 
-/* Bits (B, T, I): x[b, t, i] = the top bit of word (b T + t) I + i of (seed, stream,
- * counter), as 0.0 / 1.0: Bernoulli(1/2), exactly. */
+/* Bits (B, T, I), as 0.0 / 1.0, Bernoulli(1/2) exactly: element n = (b T + t) I + i is bit
+ * 63 - n % 64 of word n / 64 of (seed, stream, counter), the words' bits read from the top.
+ * (One hash per 64 bits: a hash per bit was a tenth of a training step.) */
 static void SFX(draw_bits)(uint64_t seed, uint64_t stream, uint64_t counter, long B, long T,
                            long I, REAL *out) {
     const uint64_t key = rng_key(seed, stream, counter);
-    for (long n = 0; n < B * T * I; n++) out[n] = (REAL)(rng_word(key, (uint64_t)n) >> 63);
+    const long n_all = B * T * I;
+    for (long n0 = 0; n0 < n_all; n0 += 64) {
+        const uint64_t word = rng_word(key, (uint64_t)(n0 >> 6));
+        const long m = n_all - n0 < 64 ? n_all - n0 : 64;
+        for (long l = 0; l < m; l++) out[n0 + l] = (REAL)((word >> (63 - l)) & 1);
+    }
 }
 
 /* ---- train_step over R members ---- */

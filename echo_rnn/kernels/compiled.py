@@ -178,8 +178,9 @@ def init_params(seed: int, H: int, I: int, bias: bool, init_std: float,
 
 def draw_bits(seed: int, stream: int, counter: int, B: int, T: int,
               dtype: torch.dtype = torch.float32, I: int = 1) -> torch.Tensor:
-    """Bernoulli(1/2) bits as 0.0 / 1.0, ``(B, T)`` (``(B, T, I)`` when I > 1): x[b, t, i] is
-    the top bit of word ``(b T + t) I + i`` of the generator at (seed, stream, counter).
+    """Bernoulli(1/2) bits as 0.0 / 1.0, ``(B, T)`` (``(B, T, I)`` when I > 1): element
+    n = (b T + t) I + i is bit 63 - n % 64 of word n // 64 of the generator at (seed, stream,
+    counter).
     ``counter``: the training step (0, 1, 2, ...), or 0 for a held-out set."""
     _require()
     for name, value in (("seed", seed), ("stream", stream), ("counter", counter)):
