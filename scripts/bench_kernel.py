@@ -21,18 +21,24 @@ per run-step (a call over R), and the ratio torch / compiled.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
+from functools import partial
 
 import torch
 
 from echo_rnn.data import bits, echo_targets
 from echo_rnn.kernels import compiled
-from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
-                                 population_accuracy, population_grads, population_loss)
-from echo_rnn.population import population_forward
+from echo_rnn.population import (
+    PopulationAdam,
+    PopulationRNN,
+    clip_grad_norms_,
+    population_accuracy,
+    population_forward,
+    population_grads,
+    population_loss,
+)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -138,7 +144,7 @@ def main(argv: list[str]) -> int:
             x = compiled.draw_bits(0, compiled.STREAM_VAL, 0, N, T)
             xs = x.expand(R, N, T).contiguous()
             y = torch.stack([echo_targets(x, int(k)) for k in echo])
-            ev = median_ms({"torch": lambda: t_eval(xs, y), "compiled": lambda: c_eval(x, y)},
+            ev = median_ms({"torch": partial(t_eval, xs, y), "compiled": partial(c_eval, x, y)},
                            args.rounds, max(1, args.steps // 4))
             per = {k: (step[k] + ev[k] / args.eval_every) / R for k in step}
             for what, t in (("step", step), ("evaluate", ev)):

@@ -635,13 +635,17 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="^U must be contiguous"):
         kc.forward_backward(x, y, U.transpose(1, 2), V, w)
     params = torch.zeros(1, kc.param_count(3, 1, False))
-    one = torch.zeros(1, dtype=torch.int64)
-    with pytest.raises(ValueError, match=r"^echo_step must be in \[0, T\)"):
-        kc.train_step(params, params.clone(), params.clone(), one.clone(),
-                      torch.ones(1, dtype=F64), one.clone(), one.clone(), one + 4, H=3, I=1,
-                      bias=False, B=2, T=4, truncate=None, grad_clip=None, optimizer="adam")
+    zero = torch.zeros(1, dtype=torch.int64)
+    steps, counters = zero.clone(), zero.clone()
+    before = params.clone()
+    with pytest.raises(ValueError, match=r"^echo_step must be in \[0, T\) = \[0, 4\), got 4 "):
+        kc.train_step(params, params.clone(), params.clone(), steps, torch.ones(1, dtype=F64),
+                      zero, counters, zero + 4, H=3, I=1, bias=False, B=2, T=4,
+                      truncate=None, grad_clip=None, optimizer="adam")
+    assert torch.equal(params, before) and steps.item() == counters.item() == 0  # untouched
+    with pytest.raises(ValueError, match=r"^echo_step must be in \[0, T\) = \[0, 4\), got -2 "):
+        kc.evaluate(params, torch.zeros(2, 4), torch.zeros(1, 2, 4), zero - 2, 3, 1, False)
     with pytest.raises(ValueError, match="^optimizer must be one of adam, sgd"):
-        kc.train_step(params, params.clone(), params.clone(), one.clone(),
-                      torch.ones(1, dtype=F64), one.clone(), one.clone(), one.clone(), H=3,
-                      I=1, bias=False, B=2, T=4, truncate=None, grad_clip=None,
-                      optimizer="rmsprop")
+        kc.train_step(params, params.clone(), params.clone(), steps, torch.ones(1, dtype=F64),
+                      zero, counters, zero, H=3, I=1, bias=False, B=2, T=4, truncate=None,
+                      grad_clip=None, optimizer="rmsprop")

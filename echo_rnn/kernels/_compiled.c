@@ -317,6 +317,19 @@ static int for_members(member_fn fn, void *ctx, long R, size_t work_bytes, int t
 
 #define PTR(v) ((void *)(uintptr_t)(v))
 
+/* Every echo step in [0, T), checked before anything is written (the caller's tensors stay
+ * as they were); else a ValueError naming the first bad one. Here rather than in Python:
+ * a tensor comparison there costs more than a small member's whole step. */
+static int check_echo(const int64_t *echo, long R, long T) {
+    for (long r = 0; r < R; r++)
+        if (echo[r] < 0 || echo[r] >= T) {
+            PyErr_Format(PyExc_ValueError, "echo_step must be in [0, T) = [0, %ld), got %lld "
+                         "for member %ld", T, (long long)echo[r], r);
+            return -1;
+        }
+    return 0;
+}
+
 static PyObject *py_forward_backward(PyObject *self, PyObject *args) {
     int dbl, threads;
     long R, B, T, I, H, truncate;
@@ -350,6 +363,7 @@ static PyObject *py_train_step(PyObject *self, PyObject *args) {
                           &truncate, &clip, &beta1, &beta2, &eps, &sgd, &params, &m, &v, &steps,
                           &lr, &seeds, &counters, &echo, &loss, &norm, &finite, &threads))
         return NULL;
+    if (check_echo(PTR(echo), R, T)) return NULL;
     Dims d = {B, T, I, H, bias, truncate};
     TrainArgs a = {beta1, beta2, eps, clip, sgd, PTR(steps), PTR(lr), PTR(seeds), PTR(counters),
                    PTR(echo), PTR(loss), PTR(norm), PTR(finite)};
@@ -371,6 +385,7 @@ static PyObject *py_evaluate(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "illllliKiKKKKKi", &dbl, &R, &N, &T, &I, &H, &bias, &params,
                           &shared, &x, &y, &echo, &loss, &acc, &threads))
         return NULL;
+    if (check_echo(PTR(echo), R, T)) return NULL;
     Dims d = {N, T, I, H, bias, 0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
