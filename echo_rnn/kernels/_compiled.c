@@ -12,6 +12,7 @@
  *   - Sums over the hidden units run j = 0..H-1 (then k = 0..I-1 for inputs), written out.
  *   - Sums over time (the weight gradients) are kept per lane b, accumulated t = T..1, and
  *     only at the end reduced over b in the order b = 0..B-1. Nothing is summed as a tree.
+ *     Losses and the gradient norm are summed in double, in the same fixed orders.
  *   - No FMA: the package is compiled with -ffp-contract=off, so a * b + c is two roundings
  *     on every CPU (and never -ffast-math: GCC reassociates floats only when told to).
  *   - tanh is ours (tanh_f32 / tanh_f64 below), straight-line code without libm, and the
@@ -241,53 +242,53 @@ typedef struct {
 static long param_count(long H, long I, int bias) { return H * H + H * I + H + (bias ? H : 0); }
 
 /* Runs fn(ctx, r, workspace) for r = 0..R-1 on `threads` threads (the calling one among
- * them), members dealt round-robin; each thread has its own workspace of `work_bytes`.
- * Members share nothing, so the split cannot change any bits. Returns 0, or -1 when
- * memory ran out. */
+ * them, at most MAX_THREADS), members dealt round-robin; each thread has its own workspace
+ * of `work_bytes`. Members share nothing, so the split cannot change any bits. Every
+ * workspace is allocated before any member runs, so that running out of memory (-1)
+ * leaves the caller's tensors as they were; 0 otherwise. */
 typedef void (*member_fn)(void *ctx, long r, void *work);
+
+#define MAX_THREADS 64
 
 typedef struct {
     member_fn fn;
     void *ctx;
     long R, first, stride;
-    size_t work_bytes;
-    int failed;
+    void *work;
 } Job;
 
 static void *run_job(void *arg) {
-    Job *job = (Job *)arg;
-    void *work = malloc(job->work_bytes ? job->work_bytes : 1);
-    if (!work) {
-        job->failed = 1;
-        return NULL;
-    }
-    for (long r = job->first; r < job->R; r += job->stride) job->fn(job->ctx, r, work);
-    free(work);
+    const Job *job = (const Job *)arg;
+    for (long r = job->first; r < job->R; r += job->stride) job->fn(job->ctx, r, job->work);
     return NULL;
 }
 
 static int for_members(member_fn fn, void *ctx, long R, size_t work_bytes, int threads) {
     if (R <= 0) return 0;
-    if (threads < 1) threads = 1;
     if (threads > R) threads = (int)R;
-    Job jobs[64];
-    pthread_t tids[64];
-    int started[64] = {0};
-    if (threads > 64) threads = 64;
-    for (int i = 0; i < threads; i++)
-        jobs[i] = (Job){fn, ctx, R, i, threads, work_bytes, 0};
-    for (int i = 1; i < threads; i++) started[i] = pthread_create(&tids[i], NULL, run_job, &jobs[i]) == 0;
-    /* a thread that could not start: its members run here, after ours */
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    Job jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (Job){fn, ctx, R, i, threads, malloc(work_bytes ? work_bytes : 1)};
+        if (!jobs[i].work) {
+            for (int j = 0; j < i; j++) free(jobs[j].work);
+            return -1;
+        }
+    }
+    for (int i = 1; i < threads; i++)
+        started[i] = pthread_create(&tids[i], NULL, run_job, &jobs[i]) == 0;
     run_job(&jobs[0]);
-    int failed = jobs[0].failed;
     for (int i = 1; i < threads; i++) {
         if (started[i])
             pthread_join(tids[i], NULL);
-        else
+        else /* a thread that could not start: its members run here, after ours */
             run_job(&jobs[i]);
-        failed |= jobs[i].failed;
     }
-    return failed ? -1 : 0;
+    for (int i = 0; i < threads; i++) free(jobs[i].work);
+    return 0;
 }
 
 /* The kernel body, once per real type. */
