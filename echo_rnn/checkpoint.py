@@ -106,12 +106,13 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (see :func:`write_atomically`)."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], durable: bool = True) -> None:
+    """Write ``state`` to ``path`` atomically, fsynced unless not ``durable`` (see
+    :func:`write_atomically`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    write_atomically(path, lambda fh: torch.save(payload, fh))
+    write_atomically(path, lambda fh: torch.save(payload, fh), durable)
 
 
 # Ours are kilobytes; the largest model the config allows (H = 4096) with Adam's state is

@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], None],
+                     durable: bool = True) -> None:
     """Call ``write(fh)`` on a temp file beside ``path``, then put it in place: a crash leaves
     the old file or the new one, never a torn one (temp file in the same directory, fsync,
     ``os.replace``). The file gets the mode a plain ``open`` would give it (0666 less the
-    umask), not mkstemp's 0600."""
+    umask), not mkstemp's 0600.
+
+    ``durable=False`` skips the fsync: a crash of the process still leaves the old file or
+    the new one (the data are in the kernel's cache before the rename), but a crash of the
+    machine may lose the newest file. Training's periodic checkpoints are written so (an
+    fsync costs milliseconds, more than a hundred steps of a small run); a run's last
+    checkpoint is durable."""
     path = Path(path)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
@@ -29,7 +36,8 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> Non
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from echo_rnn.config import TrainConfig
 from echo_rnn.curriculum import Curriculum
 from echo_rnn.data import echo_targets
 from echo_rnn.kernels import compiled
-from echo_rnn.model import EchoRNN, make_optimizer
+from echo_rnn.model import EchoRNN, optimizer_groups
 
 # The training data have one input channel: the bit that is echoed.
 INPUT_SIZE = 1
@@ -163,8 +163,7 @@ class Members:
         its ``state_dict()``: what a checkpoint holds whichever kernel trained the run."""
         c = self.config
         names = list(self.tensors(r))
-        dummies = [torch.zeros(1, requires_grad=True) for _ in names]
-        groups = make_optimizer(c, dummies).state_dict()["param_groups"]
+        groups = optimizer_groups(c, len(names))
         groups[0]["lr"] = float(self.lr[r])
         if c.optimizer == "sgd":
             return {"state": {}, "param_groups": groups}

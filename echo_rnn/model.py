@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 import torch
 from torch import nn
@@ -255,6 +256,21 @@ def make_optimizer(config, params, adam: type[torch.optim.Adam] = torch.optim.Ad
     # optimizer was a sixth of the step). capturable keeps Adam's step count on the device,
     # so that a CUDA graph can replay it.
     return adam(params, lr=config.lr, capturable=config.cuda_graph, fused=config.fused or None)
+
+
+def optimizer_groups(config, count: int) -> list[dict]:
+    """What ``make_optimizer(config, params).state_dict()["param_groups"]`` holds for
+    ``count`` parameters, without building the optimizer: a torch optimizer's first
+    construction in a process imports torch._dynamo (seconds), which a run of the compiled
+    kernel, whose optimizer is in C, has no other reason to pay. The settings are the
+    class's own defaults (its signature) with make_optimizer's choices over them."""
+    cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+    group = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+             if name not in ("self", "params")}
+    group["lr"] = config.lr
+    if cls is torch.optim.Adam:
+        group.update(capturable=config.cuda_graph, fused=config.fused or None)
+    return [{**group, "params": list(range(count))}]
 
 
 def to_nn_rnn(model: EchoRNN) -> tuple[nn.RNN, nn.Linear]:

@@ -185,7 +185,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
             kernel.follow(members, active)
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
-            _checkpoints(kernel, members, active, step, start, _windows(pending))
+            _checkpoints(kernel, members, active, step, start, _windows(pending), durable=True)
             _close(members)
             raise TrainingInterrupted(received[0] if received else signal.SIGTERM, step,
                                       members[active[0]].run_dir)
@@ -411,12 +411,12 @@ def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _checkpoints(kernel, members, active, step, start, windows=None) -> None:
+def _checkpoints(kernel, members, active, step, start, windows=None, durable=False) -> None:
     full = kernel.snapshot()  # once for all members: each takes its rows
     for r, i in enumerate(active):
         if not members[i].diverged:
             _checkpoint(members[i], kernel, full, r, step, start,
-                        windows[r] if windows else [])
+                        windows[r] if windows else [], durable)
 
 
 def _retire(kernel, members, active, step, start, results) -> list[int]:
@@ -504,14 +504,14 @@ def _optimizer_state(full: dict, r: int) -> dict:
 
 
 def _checkpoint(m: _Member, kernel, full, r: int, step: int, start: float,
-                window: list | None = None) -> None:
+                window: list | None = None, durable: bool = False) -> None:
     model, optimizer, rng = kernel.saved(full, r, m)
     state = run_state(
         m.config, step=step, model=model, optimizer=optimizer, rng=rng,
         curriculum=m.curriculum.state_dict(), window=window or [],
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
-    save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()})
+    save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()}, durable)
 
 
 def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainResult:
@@ -519,7 +519,7 @@ def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainR
     (``full``: the kernel's :meth:`snapshot`)."""
     weights = kernel.saved(full, r, m)[0]
     if not m.diverged:
-        _checkpoint(m, kernel, full, r, step, start)
+        _checkpoint(m, kernel, full, r, step, start, durable=True)
     ev = m.last_eval or {}
     stopped = "diverged" if m.diverged else "solved" if m.solved_step is not None else "steps"
     result = TrainResult(

@@ -464,13 +464,14 @@ class _Trainer:
     def gradient_flow(self) -> torch.Tensor:
         return gradient_flow(self.model, *self.val)
 
-    def checkpoint(self, elapsed: float, events: dict[str, int]) -> None:
+    def checkpoint(self, elapsed: float, events: dict[str, int], durable: bool) -> None:
         """Save the state, with the event files' sizes (``events``); finite weights only,
-        so that the last checkpoint is always a good one."""
+        so that the last checkpoint is always a good one. Fsynced when ``durable`` (a run's
+        last one)."""
         self.check_finite()
         if self.dist.is_main:
             save_checkpoint(checkpoint_path(self.run_dir), {**self.state(elapsed),
-                                                             "events": events})
+                                                             "events": events}, durable)
         self.saved_step = self.step
 
 
@@ -632,21 +633,21 @@ def _loop(trainer: _Trainer, log: RunLog, received: list[int],
                 stop = False
             if is_eval:
                 _evaluate(trainer, log, elapsed())
-                _checkpoint(trainer, log, elapsed())
+                _checkpoint(trainer, log, elapsed(), durable=stop)
             if stop:
                 # an evaluation step was checkpointed just above; elsewhere, the steps since
                 # the last point go into the checkpoint, unlogged, so that a resumed run
                 # draws the same points as one never stopped
                 if not is_eval:
-                    _checkpoint(trainer, log, elapsed())
+                    _checkpoint(trainer, log, elapsed(), durable=True)
                 raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
                                           trainer.run_dir)
         if received:  # arrived during start-up; the first checkpoint is written
-            _checkpoint(trainer, log, elapsed())
+            _checkpoint(trainer, log, elapsed(), durable=True)
             raise TrainingInterrupted(received[0], trainer.step, trainer.run_dir)
         if trainer.last_eval.get("step") != trainer.step:  # resumed with nothing left to do
             _evaluate(trainer, log, elapsed())
-        _checkpoint(trainer, log, elapsed())
+        _checkpoint(trainer, log, elapsed(), durable=True)
         stopped = "solved" if trainer.solved_step is not None else "steps"
         return _finish(trainer, log, stopped, elapsed())
     except NonFiniteLoss:
@@ -674,10 +675,10 @@ def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
         log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
 
 
-def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
+def _checkpoint(trainer: _Trainer, log: RunLog, elapsed: float, durable: bool = False) -> None:
     """The events up to now on their way to disk, then a checkpoint that records how far
     they reach (a resume from it cuts off what was logged after it)."""
-    trainer.checkpoint(elapsed, events=log.sizes())
+    trainer.checkpoint(elapsed, events=log.sizes(), durable=durable)
 
 
 def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> TrainResult:

@@ -149,3 +149,15 @@ def test_backends_agree_on_device(device, dtype):
     torch.testing.assert_close(a(x)[0], b(x)[0], **tol)
     for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(pb.grad, pa.grad, **tol, msg=lambda s: f"{n}: {s}")
+
+
+@pytest.mark.parametrize("setting", [{}, {"fused": False}, {"optimizer": "sgd"}])
+def test_optimizer_groups_are_what_the_optimizer_writes(setting):
+    # the compiled kernel's checkpoints write the torch optimizer's settings without
+    # building one; a resume checks them against a real one (echo_rnn.checkpoint)
+    from echo_rnn.config import TrainConfig
+    from echo_rnn.model import make_optimizer, optimizer_groups
+
+    config = TrainConfig(lr=0.003, **setting)
+    params = [torch.zeros(2, requires_grad=True) for _ in range(4)]
+    assert optimizer_groups(config, 4) == make_optimizer(config, params).state_dict()["param_groups"]
