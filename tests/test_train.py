@@ -437,3 +437,23 @@ def test_the_progress_bar_shows_the_evaluation_just_made(tmp_path):
     x = torch.zeros(20)
     log.evaluation(10, {"val_loss": 0.1, "val_accuracy": 0.75}, m, (x, x, x), 2, 0.2, 0.3, 1.0)
     assert log.bar.postfix == {"loss": "0.2000", "acc": "0.750"}
+
+
+def test_only_a_runs_last_checkpoint_is_fsynced(tmp_path, monkeypatch):
+    # an fsync costs milliseconds, more than a hundred steps of a small run: the periodic
+    # checkpoints are atomic (a killed process leaves the old one or the new one) but not
+    # fsynced; the one a run ends with is
+    import echo_rnn.train as train_module
+    import echo_rnn.population_train as population_module
+    from echo_rnn.population_train import train_population
+
+    seen = []
+    for module in (train_module, population_module):
+        real = module.save_checkpoint
+        monkeypatch.setattr(module, "save_checkpoint", lambda path, state, durable, real=real:
+                            seen.append(durable) or real(path, state, durable))
+    train(small_config(tmp_path, steps=30), verbose=False)
+    assert seen == [False, False, False, False, True]  # steps 0, 10, 20, 30; then the last
+    seen.clear()
+    train_population([small_config(tmp_path, steps=30, run_name="p")])
+    assert seen == [False, False, False, True]  # steps 0, 10, 20; the member's last at 30
