@@ -456,4 +456,4 @@ def test_only_a_runs_last_checkpoint_is_fsynced(tmp_path, monkeypatch):
     assert seen == [False, False, False, False, True]  # steps 0, 10, 20, 30; then the last
     seen.clear()
     train_population([small_config(tmp_path, steps=30, run_name="p")])
-    assert seen == [False, False, False, True]  # steps 0, 10, 20; the member's last at 30
+    assert seen == [False, False, False, False, True]  # 0, 10, 20, 30; the member's last
