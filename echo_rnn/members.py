@@ -90,6 +90,7 @@ class Members:
         self.k = torch.tensor([Curriculum.from_config(cfg).k for cfg in configs],
                               dtype=torch.int64)
         self.trained_k = self.k.clone()
+        self._step = None  # compiled.prepare_train_step's call, made at the first step
 
     @property
     def runs(self) -> int:
@@ -100,18 +101,26 @@ class Members:
         loss and gradients, clips and updates. Returns (loss, gradient norm before clipping,
         finite), ``(R,)`` each."""
         c = self.config
-        self.trained_k = self.k.clone()  # the k of the last batch, for last_batch
-        return compiled.train_step(
-            self.params, self.m, self.v, self.steps, self.lr, self.seeds, self.counters,
-            self.k, H=self.H, I=INPUT_SIZE, bias=self.bias, B=c.batch_size, T=c.seq_len,
-            truncate=c.truncate, grad_clip=c.grad_clip, optimizer=c.optimizer,
-            threads=c.threads)
+        if self._step is None:  # checked once, then called on the same tensors
+            self._step = compiled.prepare_train_step(
+                self.params, self.m, self.v, self.steps, self.lr, self.seeds, self.counters,
+                self.k, H=self.H, I=INPUT_SIZE, bias=self.bias, B=c.batch_size, T=c.seq_len,
+                truncate=c.truncate, grad_clip=c.grad_clip, optimizer=c.optimizer,
+                threads=c.threads)
+        self.trained_k.copy_(self.k)  # the k of the last batch, for last_batch
+        loss, norm, finite = self._step()  # overwritten by the next step: copies kept
+        return loss.clone(), norm.clone(), finite.clone()
+
+    def set_k(self, ks: list[int]) -> None:
+        """Each member trains on ``ks[r]`` from the next step (its curriculum's k)."""
+        self.k.copy_(torch.tensor(ks, dtype=torch.int64))
 
     def select(self, keep: list[int]) -> None:
         """Keep the members ``keep`` (their rows, in that order): the others leave."""
         idx = torch.tensor(keep, dtype=torch.int64)
         for name in ("params", "m", "v", "steps", "lr", "seeds", "counters", "k", "trained_k"):
             setattr(self, name, getattr(self, name).index_select(0, idx))
+        self._step = None  # new tensors: the step is prepared again
 
     # --- what the rest of the package reads --------------------------------------------
 

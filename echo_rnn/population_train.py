@@ -286,8 +286,7 @@ class _CompiledKernel:
 
     def follow(self, members: list[_Member], active: list[int]) -> None:
         """Each member trains on its curriculum's k now."""
-        self.members.k = torch.tensor([members[i].curriculum.k for i in active],
-                                      dtype=torch.int64)
+        self.members.set_k([members[i].curriculum.k for i in active])
 
     def metrics(self, stacked: _Stacked):
         """Every active member's held-out loss, accuracy and accuracy at its curriculum's k,

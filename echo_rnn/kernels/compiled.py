@@ -16,6 +16,7 @@ data on every machine; ``tests/test_compiled.py`` re-implements it in pure Pytho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -350,6 +351,22 @@ def train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor, steps: to
         gradients' norm before clipping (float64), and whether the loss and every updated
         parameter are finite (bool).
     """
+    return prepare_train_step(params, m, v, steps, lr, seeds, counters, echo_step, H=H, I=I,
+                              bias=bias, B=B, T=T, truncate=truncate, grad_clip=grad_clip,
+                              optimizer=optimizer, threads=threads)()
+
+
+def prepare_train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
+                       steps: torch.Tensor, lr: torch.Tensor, seeds: torch.Tensor,
+                       counters: torch.Tensor, echo_step: torch.Tensor, *, H: int, I: int,
+                       bias: bool, B: int, T: int, truncate: int | None,
+                       grad_clip: float | None, optimizer: str | Optimizer, threads: int = 1
+                       ) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`train_step`'s arguments checked once: a call that takes the step, again and
+    again, on the same tensors, updated in place between calls (their values may change,
+    not their shapes or storage). The checks cost as much as a small member's step, which a
+    run takes tens of thousands of times. The outputs are the same three tensors every call,
+    overwritten: copy what must outlive the next step."""
     _require()
     for name, value in (("H", H), ("I", I), ("B", B), ("T", T)):
         _positive_int(name, value)
@@ -376,11 +393,17 @@ def train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor, steps: to
     loss = torch.empty(R, dtype=torch.float64)
     norm = torch.empty(R, dtype=torch.float64)
     finite = torch.empty(R, dtype=torch.bool)
-    _compiled.train_step(
+    args = (
         int(dtype == torch.float64), R, H, I, int(bool(bias)), B, T, k,
         -1.0 if grad_clip is None else float(grad_clip), float(opt.betas[0]),
         float(opt.betas[1]), float(opt.eps), int(opt.kind == "sgd"), params.data_ptr(),
         m.data_ptr(), v.data_ptr(), steps.data_ptr(), lr.data_ptr(), seeds.data_ptr(),
         counters.data_ptr(), echo_step.data_ptr(), loss.data_ptr(), norm.data_ptr(),
         finite.data_ptr(), _threads(threads))
-    return loss, norm, finite
+    kernel = _compiled.train_step
+
+    def step() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kernel(*args)
+        return loss, norm, finite
+
+    return step
