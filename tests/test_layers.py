@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "echo_rnn"
 LAYERS = {
     "base": ["__init__", "errors", "files", "devices", "data", "truncation", "config",
              "console", "locks", "signals", "distributed", "events", "tblog", "curriculum"],
-    "kernels": ["reference", "bptt", "graphs"],
+    "kernels": ["reference", "bptt", "graphs", "kernels"],
     "model": ["model", "population"],
     "verify": ["problem", "compare", "mistakes", "learner", "sandbox", "layouts",
                "truncated", "flow"],
