@@ -649,3 +649,21 @@ def test_bad_input_is_named():
         kc.train_step(params, params.clone(), params.clone(), steps, torch.ones(1, dtype=F64),
                       zero, counters, zero, H=3, I=1, bias=False, B=2, T=4, truncate=None,
                       grad_clip=None, optimizer="rmsprop")
+
+
+def test_without_the_extension_the_module_says_why(monkeypatch):
+    """compiled.py loaded where _compiled cannot be imported: AVAILABLE is False, the reason
+    is one line, the pure-Python helpers work and the kernel's functions raise it."""
+    import echo_rnn.kernels
+
+    monkeypatch.setitem(sys.modules, "echo_rnn.kernels._compiled", None)  # import fails
+    monkeypatch.delattr(echo_rnn.kernels, "_compiled")
+    spec = importlib.util.spec_from_file_location("compiled_unbuilt", kc.__file__)
+    unbuilt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unbuilt)
+    assert unbuilt.AVAILABLE is False
+    reason = unbuilt.UNAVAILABLE_REASON
+    assert reason.startswith("echo_rnn.kernels._compiled is not built") and "\n" not in reason
+    assert unbuilt.param_count(6, 1, True) == kc.param_count(6, 1, True) == 54
+    with pytest.raises(RuntimeError, match="is not built"):
+        unbuilt.draw_bits(0, 0, 0, 2, 3)
