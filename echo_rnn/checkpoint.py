@@ -7,6 +7,7 @@ import json
 import math
 import pickle
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     try:
         _check_archive(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns as it rebuilds a sparse or quantized tensor ("in beta state",
+        # "deprecated"): lines about a file refused below in one line of its own
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except PermissionError as exc:  # say so, not "corrupt"
