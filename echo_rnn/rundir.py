@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from echo_rnn import distributed
-from echo_rnn.checkpoint import CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint
+from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
+                                 written_checkpoint)
 from echo_rnn.config import TrainConfig
 from echo_rnn.errors import ConfigError
 from echo_rnn.files import read_regular
@@ -135,7 +136,7 @@ def open_run(resume: str | Path) -> Resumed:
     read from its ``config.json``, to start again from step 0. Raises CheckpointError
     naming the file and what is wrong."""
     path = Path(resume)
-    if path.is_dir() and not checkpoint_path(path).exists() and (path / "config.json").exists():
+    if path.is_dir() and written_checkpoint(path) is None and (path / "config.json").exists():
         return Resumed(path, checkpoint_path(path), None, _recorded_config(path / "config.json"))
     state = load_checkpoint(resume)  # what it is comes first: refused, damaged, ...
     run_dir, ckpt_file = run_dir_of_checkpoint(resume)  # then where it is

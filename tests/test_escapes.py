@@ -175,3 +175,90 @@ def test_a_grads_fifo_is_a_usage_error(tmp_path, capsys):
     code, _, err = run_main("gradcheck", "--grads", f"{fifo}:bptt", capsys=capsys)
     assert code == 2
     assert err == f"echo-rnn gradcheck: error: argument --grads: not a regular file: {fifo}\n"
+
+
+# --- a damaged checkpoint is not a missing one ---------------------------------------------
+
+
+def _damage(run_dir: Path, how: str) -> None:
+    folder = run_dir / "checkpoints"
+    last = folder / "last.pt"
+    if how == "checkpoints a file":
+        shutil.rmtree(folder)
+        folder.write_text("not a folder\n")
+        return
+    last.unlink()
+    if how == "dangling symlink":
+        last.symlink_to(folder / "gone.pt")
+    elif how == "symlink loop":
+        last.symlink_to(last)
+    elif how == "last.pt a directory":
+        last.mkdir()
+    elif how == "last.pt a FIFO":
+        os.mkfifo(last)
+
+
+DAMAGE = ["dangling symlink", "symlink loop", "checkpoints a file", "last.pt a directory",
+          "last.pt a FIFO"]
+
+
+def _tree(root: Path) -> list:
+    """Every entry under ``root``: name, kind, size, modification time (not following
+    symlinks): whatever a command writes changes it."""
+    return sorted((str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_size,
+                   p.lstat().st_mtime_ns) for p in [root, *root.rglob("*")])
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_resume_of_a_damaged_checkpoint_is_refused_and_writes_nothing(tmp_path, finished,
+                                                                      capsys, how):
+    # Before: "it stopped before its first checkpoint", and training from step 0 over a run
+    # whose summary.json says it finished, its checkpoint and events replaced.
+    run_dir = _copy(finished, tmp_path / "r")
+    _damage(run_dir, how)
+    before = _tree(run_dir)
+    code, out, err = run_main("train", "--resume", run_dir, capsys=capsys)
+    assert code == 2 and out == "", err
+    assert err.count("\n") == 1 and err.startswith("echo-rnn train: error: argument --resume: ")
+    assert "damaged" in err and "checkpoints" in err, err
+    assert _tree(run_dir) == before
+
+
+@pytest.mark.parametrize("leftover", [None, "temp file"])
+def test_a_run_that_never_wrote_a_checkpoint_starts_again(tmp_path, finished, capsys,
+                                                          leftover):
+    # The one case that restarts from step 0: no checkpoints/, or one holding only what a
+    # checkpoint being written leaves (a temp file).
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    shutil.copy(finished / "config.json", run_dir)
+    if leftover:
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / ".last.pt.1234abcd.tmp").write_bytes(b"torn")
+    code, _, err = run_main("train", "--resume", run_dir, "--steps", "10", capsys=capsys)
+    assert code == 0, err
+    assert "from step 0" in err
+    assert load_checkpoint(run_dir)["step"] == 10
+
+
+TINY_SWEEP = ["--seq-len", "8", "--val-size", "8", "--batch-size", "4", "--eval-every", "5",
+              "--device", "cpu", "--backend", "bptt", "--no-fused"]
+
+
+@pytest.mark.parametrize("population", ["1", "2"])
+def test_a_sweep_refuses_a_points_damaged_checkpoint(tmp_path, capsys, population):
+    # Before: the point counted as fresh: its directory was removed and it trained from
+    # step 0 (alone, or joined to a population).
+    flags = ["sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1-2",
+             "--hidden-sizes", "2", "--seeds", "0", "--steps", "10", "--workers", "1",
+             "--population", population, *TINY_SWEEP]
+    code, _, err = run_main(*flags, capsys=capsys)
+    assert code == 0, err
+    point = tmp_path / "runs" / "s" / "k1-H2-s0"
+    (point / "summary.json").unlink()  # stopped before it finished, as a kill leaves it
+    _damage(point, "dangling symlink")
+    before = _tree(point)
+    code, _, err = run_main(*flags, capsys=capsys)
+    assert code == 1, err
+    assert err.count("\n") == 1 and f"{point / 'checkpoints' / 'last.pt'} is damaged" in err
+    assert _tree(point) == before
