@@ -141,7 +141,9 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (see :func:`write_atomically`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # checkpoints/ alone, never the run directory above it: a run whose directory was
+    # deleted under it must not make a new one
+    path.parent.mkdir(exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
     write_atomically(path, lambda fh: torch.save(payload, fh))
 

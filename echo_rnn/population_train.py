@@ -42,7 +42,7 @@ from echo_rnn.locks import DirLock
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config
 from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
                                  population_accuracy, population_grads, population_loss)
-from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
+from echo_rnn.rundir import HeldDir, StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
 from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, compare_due,
@@ -87,6 +87,7 @@ class _Member:
     gen: torch.Generator
     val: tuple[torch.Tensor, torch.Tensor]  # (val_size, T) each
     curriculum: Curriculum
+    home: HeldDir | None = None  # the run directory, held: checked before each write
     solved_step: int | None = None
     last_eval: dict | None = None
     last_train_loss: float | None = None
@@ -134,6 +135,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         run_dir = create_run_dir(c)  # with its config.json, as train's
         # one writer: a `train --resume` of a member while the population trains is refused
         held.enter_context(DirLock(run_dir))
+        home = held.enter_context(HeldDir(run_dir))
         # the order of draws is train's: weights, then the training stream, then held-out
         models.append(model_from_config(c).to(device))
         gen = torch.Generator(device=device).manual_seed(c.seed)
@@ -142,7 +144,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
                               device=device)
         members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
                                                   resumed_at=None), gen, val,
-                               Curriculum.from_config(c)))
+                               Curriculum.from_config(c), home))
     pop = PopulationRNN.from_models(models)
     optimizer = make_optimizer(c0, pop.parameters(), adam=PopulationAdam)
     results: dict[int, TrainResult] = {}
@@ -385,6 +387,7 @@ def _checkpoint(m: _Member, pop, optimizer_state: dict, r: int, step: int, start
         curriculum=m.curriculum.state_dict(), window=window or [],
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
+    m.home.check(step, None)
     save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()})
 
 
@@ -401,6 +404,7 @@ def _finish(m: _Member, pop, optimizer_state: dict, r: int, step: int,
         val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         device=str(pop.U.device), backend=m.config.backend, stopped=stopped)
+    m.home.check(step, None)
     write_outcome(result, m.log)
     return result
 

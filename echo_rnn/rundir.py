@@ -56,6 +56,64 @@ def storage_error(exc: BaseException | None, saved_step: int | None,
     return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
 
 
+class RunDirGone(StorageError):
+    """The run directory was deleted or moved while the run wrote it: the run stops rather
+    than make a new one in its place, or write into two."""
+
+
+class HeldDir:
+    """A run directory held from the moment its run claims it: what its path named then
+    (``st_dev``, ``st_ino``) and a descriptor that follows the directory wherever it goes.
+    :meth:`check` comes before each checkpoint and summary, the writes that go by path:
+    without it, a run whose directory was deleted made a new one holding only
+    ``checkpoints/`` and ``summary.json`` (and said "run saved"), and one whose directory
+    was renamed wrote its events under the new name and its checkpoints under the old."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                          | getattr(os, "O_CLOEXEC", 0))
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def check(self, step: int, saved_step: int | None) -> None:
+        """RunDirGone, saying where the run is now and what it keeps, unless the path still
+        names the directory the run started writing."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self.identity:
+                return
+        except OSError:
+            pass
+        stopped = f"stopped at step {step}, nothing more was written"
+        if os.fstat(self.fd).st_nlink == 0:  # removed: a directory's own "." link is gone
+            raise RunDirGone(f"the run directory {self.path} was deleted while the run "
+                             f"trained; {stopped}")
+        now = self.where_now()
+        kept = (f"; its checkpoint of step {saved_step} is there" if saved_step is not None
+                else "")
+        raise RunDirGone(f"the run directory {self.path} was moved or renamed while the run "
+                         f"trained{f' (it is now {now})' if now else ''}; {stopped}{kept}")
+
+    def where_now(self) -> str | None:
+        """The directory's path now (Linux's /proc knows it), or None."""
+        try:
+            return os.readlink(f"/proc/self/fd/{self.fd}")
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> HeldDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def logdir_error(exc: OSError, where: Path | str) -> ConfigError:
     """The one line for a run or sweep directory that cannot be created under --logdir."""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):

@@ -262,3 +262,78 @@ def test_a_sweep_refuses_a_points_damaged_checkpoint(tmp_path, capsys, populatio
     assert code == 1, err
     assert err.count("\n") == 1 and f"{point / 'checkpoints' / 'last.pt'} is damaged" in err
     assert _tree(point) == before
+
+
+# --- a run directory that vanishes under its run -------------------------------------------
+
+
+def _vanish(path: Path, how: str) -> Path | None:
+    """Delete or rename ``path`` (a run directory or its logdir); where it went, if moved."""
+    if how == "deleted":
+        shutil.rmtree(path)
+        return None
+    moved = path.with_name(path.name + "-moved")
+    path.rename(moved)
+    return moved
+
+
+@pytest.mark.parametrize("what", ["run directory", "logdir"])
+@pytest.mark.parametrize("how", ["deleted", "renamed"])
+def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monkeypatch,
+                                                          how, what):
+    # Before: deleted, the run ended with exit 0 and "run saved in runs/r", in a directory it
+    # had made again holding only checkpoints/ and summary.json; renamed, it went on writing
+    # its events under the new name and its checkpoints under the old one.
+    import echo_rnn.train as train_mod
+
+    real = train_mod._evaluate
+    run_dir = tmp_path / "runs" / "r"
+    gone = {}
+
+    def evaluate(trainer, log, elapsed):
+        real(trainer, log, elapsed)
+        if trainer.step == 20:  # after the checkpoint of step 10, before that of step 20
+            gone["to"] = _vanish(run_dir if what == "run directory" else run_dir.parent, how)
+
+    monkeypatch.setattr(train_mod, "_evaluate", evaluate)
+    code, out, err = run_main("train", *small_flags(tmp_path), "--run-name", "r",
+                              "--echo-step", "9", capsys=capsys)
+    assert code == 1, err
+    assert "run saved" not in out and "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"echo-rnn train: error: the run directory {run_dir} was "
+                          + ("deleted" if how == "deleted" else "moved or renamed"))
+    assert "stopped at step 20" in err
+    assert not run_dir.exists()  # not made again
+    if how == "renamed":
+        moved = gone["to"] if what == "run directory" else gone["to"] / "r"
+        assert f"(it is now {moved})" in err and "its checkpoint of step 10 is there" in err
+        assert load_checkpoint(moved)["step"] == 10
+        assert not (moved / "summary.json").exists()
+
+
+@pytest.mark.parametrize("how", ["deleted", "renamed"])
+def test_a_population_member_whose_directory_vanishes_stops_the_population(
+        tmp_path, monkeypatch, how):
+    import echo_rnn.population_train as pop_mod
+    from echo_rnn.population_train import train_population
+    from echo_rnn.rundir import RunDirGone
+
+    configs = [small_config(tmp_path, run_name=f"m{k}", echo_step=k, backend="bptt",
+                            fused=False, steps=40) for k in (7, 8)]
+    victim = tmp_path / "runs" / "m7"
+    real = pop_mod._evaluate
+
+    def evaluate(pop, stacked, members, active, step, *args, **kwargs):
+        moved = real(pop, stacked, members, active, step, *args, **kwargs)
+        if step == 20:
+            _vanish(victim, how)
+        return moved
+
+    monkeypatch.setattr(pop_mod, "_evaluate", evaluate)
+    with pytest.raises(RunDirGone, match=f"the run directory {victim} was "
+                       + ("deleted" if how == "deleted" else "moved or renamed")):
+        train_population(configs)
+    assert not victim.exists()
+    if how == "renamed":
+        assert load_checkpoint(victim.with_name("m7-moved"))["step"] == 10
