@@ -585,6 +585,8 @@ def _loop(trainer: _Trainer, log: RunLog, received: list[int],
         _finish(trainer, log, "diverged", elapsed())
         raise
     except OSError as exc:
+        if trainer.home is not None:  # gone while a file was written: say that, not ENOENT
+            trainer.home.check(trainer.step, trainer.saved_step)
         raise rundir.storage_error(exc, trainer.saved_step, trainer.run_dir) from None
     finally:
         log.close()

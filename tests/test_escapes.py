@@ -337,3 +337,26 @@ def test_a_population_member_whose_directory_vanishes_stops_the_population(
     assert not victim.exists()
     if how == "renamed":
         assert load_checkpoint(victim.with_name("m7-moved"))["step"] == 10
+
+
+def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(tmp_path, capsys,
+                                                                     monkeypatch):
+    # Between the check and the write: the write fails (checkpoints/ is never made with its
+    # parents), and the line says why, not "No such file or directory".
+    import echo_rnn.train as train_mod
+
+    real = train_mod.save_checkpoint
+    run_dir = tmp_path / "runs" / "r"
+
+    def save(path, state):
+        if state["step"] == 20:
+            shutil.rmtree(run_dir)
+        real(path, state)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    code, out, err = run_main("train", *small_flags(tmp_path), "--run-name", "r",
+                              "--echo-step", "9", capsys=capsys)
+    assert code == 1 and "run saved" not in out, err
+    assert err == (f"echo-rnn train: error: the run directory {run_dir} was deleted while the "
+                   "run trained; stopped at step 20, nothing more was written\n")
+    assert not run_dir.exists()
