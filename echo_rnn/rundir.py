@@ -71,8 +71,8 @@ class HeldDir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-                          | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        self.fd: int | None = os.open(self.path, flags)
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
 
@@ -86,10 +86,11 @@ class HeldDir:
         except OSError:
             pass
         stopped = f"stopped at step {step}, nothing more was written"
-        if os.fstat(self.fd).st_nlink == 0:  # removed: a directory's own "." link is gone
+        now = self.where_now()
+        # removed: its links are gone (/proc marks the name "(deleted)" besides)
+        if os.fstat(self.fd).st_nlink == 0 or (now or "").endswith(" (deleted)"):
             raise RunDirGone(f"the run directory {self.path} was deleted while the run "
                              f"trained; {stopped}")
-        now = self.where_now()
         kept = (f"; its checkpoint of step {saved_step} is there" if saved_step is not None
                 else "")
         raise RunDirGone(f"the run directory {self.path} was moved or renamed while the run "
