@@ -71,7 +71,9 @@ class HeldDir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        # O_PATH (Linux): held without the right to list it, which nothing here needs
+        flags = (getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
         self.fd: int | None = os.open(self.path, flags)
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
