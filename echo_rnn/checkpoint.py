@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import os
 import pickle
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,14 +47,43 @@ def _kind(path: Path) -> str:
     return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
+def written_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint file of a run directory, or None when the run never wrote one (no
+    ``checkpoints/``, or no ``last.pt`` in it: its process died before the first). Anything
+    else there that is not a readable file (a dangling symlink, a symlink loop,
+    ``checkpoints`` a file, ``last.pt`` a directory) is a damaged checkpoint, not a missing
+    one: CheckpointError, so that a finished run is never started again over it."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    path = folder / LAST
+    for where, want in ((folder, stat.S_ISDIR), (path, stat.S_ISREG)):
+        try:
+            os.lstat(where)  # the name itself: a symlink counts, whatever it points at
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {where}: {exc.strerror or exc}") from None
+        try:
+            mode = os.stat(where).st_mode
+        except OSError as exc:
+            what = {errno.ELOOP: "a symlink loop",
+                    errno.ENOENT: "a symlink to nothing"}.get(exc.errno, exc.strerror or str(exc))
+            raise CheckpointError(f"{where} is damaged ({what}): the run wrote a checkpoint "
+                                  "that cannot be read, so it is not started again") from None
+        if not want(mode):
+            kind = "a directory" if want is stat.S_ISDIR else "a regular file"
+            raise CheckpointError(f"{where} is not {kind}: the run's checkpoint is damaged, "
+                                  "so it is not started again")
+    return path
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a run directory or a checkpoint file (a regular file: reading a device or a
     FIFO would not end)."""
     path = Path(path)
     kind = _kind(path)
     if kind == "dir":
-        candidate = checkpoint_path(path)
-        if _kind(candidate) != "file":
+        candidate = written_checkpoint(path)
+        if candidate is None:
             raise CheckpointError(f"{path} is a directory without {CHECKPOINT_DIR}/{LAST}")
         return candidate
     if kind == "missing":
@@ -110,7 +142,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], durable: bool = Tru
     """Write ``state`` to ``path`` atomically, fsynced unless not ``durable`` (see
     :func:`write_atomically`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # checkpoints/ alone, never the run directory above it: a run whose directory was
+    # deleted under it must not make a new one
+    path.parent.mkdir(exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
     write_atomically(path, lambda fh: torch.save(payload, fh), durable)
 
@@ -157,7 +191,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     try:
         _check_archive(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns as it rebuilds a sparse or quantized tensor ("in beta state",
+        # "deprecated"): lines about a file refused below in one line of its own
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except PermissionError as exc:  # say so, not "corrupt"

@@ -55,6 +55,27 @@ class Console:
         return getattr(self._stream, name)
 
 
+def reopen_closed_stdout() -> bool:
+    """A process started with its stdout closed (``echo-rnn train >&-``) gets /dev/null as
+    descriptor 1 and ``sys.stdout`` over it; returns True when that was needed. Without it,
+    the first file the command opens (a lock, an event file) would take descriptor 1, and
+    anything written to stdout would land in it; and Python, with ``sys.stdout`` None, ends
+    in a traceback and exit 120."""
+    if sys.stdout is not None:
+        return False
+    try:
+        os.fstat(1)
+    except OSError:  # descriptor 1 is free: hold it with /dev/null
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 1:
+            os.dup2(fd, 1)
+            os.close(fd)
+        sys.stdout = open(1, "w", closefd=False)
+    else:  # already taken by something else: not ours to write into
+        sys.stdout = open(os.devnull, "w")
+    return True
+
+
 @contextmanager
 def safe_stdout() -> Iterator[Console]:
     """``sys.stdout`` is a :class:`Console` inside, the stream it was outside."""

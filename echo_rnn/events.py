@@ -118,7 +118,13 @@ class EventFile:
 
         # 30 equal bins: TensorBoard redraws them into its own; its exponential defaults are
         # 1500 edges, most of them empty at these sizes
-        self.summary(histogram(tag, values.detach().cpu().numpy(), 30), step)
+        values = values.detach().cpu().numpy().astype(float)
+        try:
+            summary = histogram(tag, values, 30)
+        except ValueError:  # too close together for 30 bins at their size (one weight of 1e30)
+            lo, hi = np.nextafter(values.min(), -np.inf), np.nextafter(values.max(), np.inf)
+            summary = histogram(tag, values, np.array([lo, hi]))
+        self.summary(summary, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
         from torch.utils.tensorboard.summary import text as text_summary

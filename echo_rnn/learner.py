@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -184,9 +185,16 @@ def _parse_spec(spec: str) -> tuple[str, str]:
         raise ConfigError("grads", f"must be PATH.py:FUNCTION (a file and the name of the "
                                    f"function in it), got {spec!r}")
     path = Path(path_text)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "no such file"
-        raise ConfigError("grads", f"{what}: {path_text}")
+    try:
+        if not path.is_file():
+            what = ("is a directory" if path.is_dir() else
+                    "not a regular file" if path.exists() else "no such file")
+            raise ConfigError("grads", f"{what}: {path_text}")
+        # here, not in the child that imports it: a file we cannot read is a wrong argument,
+        # not their code raising PermissionError
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as exc:
+        raise ConfigError("grads", f"cannot read {path_text}: {exc.strerror or exc}") from None
     return path_text, name
 
 

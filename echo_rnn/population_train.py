@@ -44,7 +44,7 @@ from echo_rnn.members import Members, held_out
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config, weights_digest
 from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
                                  population_accuracy, population_grads, population_loss)
-from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
+from echo_rnn.rundir import HeldDir, StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
 from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, compare_due,
@@ -89,6 +89,7 @@ class _Member:
     gen: torch.Generator | None  # the torch kernel's training stream (compiled: a counter)
     val: tuple[torch.Tensor, torch.Tensor]  # (val_size, T) each
     curriculum: Curriculum
+    home: HeldDir | None = None  # the run directory, held: checked before each write
     solved_step: int | None = None
     last_eval: dict | None = None
     last_train_loss: float | None = None
@@ -137,6 +138,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         run_dir = create_run_dir(c)  # with its config.json, as train's
         # one writer: a `train --resume` of a member while the population trains is refused
         held.enter_context(DirLock(run_dir))
+        home = held.enter_context(HeldDir(run_dir))
         if compiled:  # every stream the kernel's own, counter-based: nothing to hold
             gen, val = None, held_out(c)
         else:
@@ -146,7 +148,7 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
                                   device=device)
         members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
                                                   resumed_at=None), gen, val,
-                               Curriculum.from_config(c)))
+                               Curriculum.from_config(c), home))
     kernel = (_CompiledKernel(configs) if compiled else _TorchKernel(configs, device))
     results: dict[int, TrainResult] = {}
     active = list(range(len(members)))  # indices into members of the runs still training
@@ -510,6 +512,7 @@ def _checkpoint(m: _Member, kernel, full, r: int, step: int, start: float,
         curriculum=m.curriculum.state_dict(), window=window or [],
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
+    m.home.check(step, None)
     save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()}, durable)
 
 
@@ -527,6 +530,7 @@ def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainR
         solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
         device=str(kernel.device), backend=training_backend(m.config, kernel.device),
         stopped=stopped, weights_sha256=weights_digest(weights))
+    m.home.check(step, None)
     write_outcome(result, m.log)
     return result
 

@@ -99,6 +99,7 @@ class Echo:
     def format(self) -> str:
         lines = [f"input      {self.input}", f"echo (k={self.echo_step}) {self.echo}",
                  f"expected   {self.expected}", "   t  x  y_hat"]
-        lines += [f"{t:>4d}  {xi}  {yi:+.4f}" for t, (xi, yi) in enumerate(zip(self.input,
-                                                                               self.output))]
+        # t = 1..T, as the README and the docstrings count time
+        lines += [f"{t:>4d}  {xi}  {yi:+.4f}"
+                  for t, (xi, yi) in enumerate(zip(self.input, self.output), start=1)]
         return "\n".join(lines)

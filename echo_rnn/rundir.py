@@ -22,7 +22,8 @@ from typing import Any
 
 from echo_rnn import distributed
 from echo_rnn.backends import training_backend
-from echo_rnn.checkpoint import CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint
+from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
+                                 written_checkpoint)
 from echo_rnn.config import TrainConfig
 from echo_rnn.devices import resolve_device
 from echo_rnn.errors import ConfigError
@@ -55,6 +56,67 @@ def storage_error(exc: BaseException | None, saved_step: int | None,
     kept = (f"the last good checkpoint is {ckpt} (step {saved_step})"
             if saved_step is not None and ckpt.exists() else "no checkpoint was written")
     return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
+
+
+class RunDirGone(StorageError):
+    """The run directory was deleted or moved while the run wrote it: the run stops rather
+    than make a new one in its place, or write into two."""
+
+
+class HeldDir:
+    """A run directory held from the moment its run claims it: what its path named then
+    (``st_dev``, ``st_ino``) and a descriptor that follows the directory wherever it goes.
+    :meth:`check` comes before each checkpoint and summary, the writes that go by path:
+    without it, a run whose directory was deleted made a new one holding only
+    ``checkpoints/`` and ``summary.json`` (and said "run saved"), and one whose directory
+    was renamed wrote its events under the new name and its checkpoints under the old."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        # O_PATH (Linux): held without the right to list it, which nothing here needs
+        flags = (getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+        self.fd: int | None = os.open(self.path, flags)
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def check(self, step: int, saved_step: int | None) -> None:
+        """RunDirGone, saying where the run is now and what it keeps, unless the path still
+        names the directory the run started writing."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self.identity:
+                return
+        except OSError:
+            pass
+        stopped = f"stopped at step {step}, nothing more was written"
+        now = self.where_now()
+        # removed: its links are gone (/proc marks the name "(deleted)" besides)
+        if os.fstat(self.fd).st_nlink == 0 or (now or "").endswith(" (deleted)"):
+            raise RunDirGone(f"the run directory {self.path} was deleted while the run "
+                             f"trained; {stopped}")
+        kept = (f"; its checkpoint of step {saved_step} is there" if saved_step is not None
+                else "")
+        raise RunDirGone(f"the run directory {self.path} was moved or renamed while the run "
+                         f"trained{f' (it is now {now})' if now else ''}; {stopped}{kept}")
+
+    def where_now(self) -> str | None:
+        """The directory's path now (Linux's /proc knows it), or None."""
+        try:
+            return os.readlink(f"/proc/self/fd/{self.fd}")
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> HeldDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def logdir_error(exc: OSError, where: Path | str) -> ConfigError:
@@ -139,7 +201,7 @@ def open_run(resume: str | Path) -> Resumed:
     read from its ``config.json``, to start again from step 0. Raises CheckpointError
     naming the file and what is wrong."""
     path = Path(resume)
-    if path.is_dir() and not checkpoint_path(path).exists() and (path / "config.json").exists():
+    if path.is_dir() and written_checkpoint(path) is None and (path / "config.json").exists():
         return Resumed(path, checkpoint_path(path), None, _recorded_config(path / "config.json"))
     state = load_checkpoint(resume)  # what it is comes first: refused, damaged, ...
     run_dir, ckpt_file = run_dir_of_checkpoint(resume)  # then where it is

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from echo_rnn import distributed
-from echo_rnn.checkpoint import checkpoint_path, read_summary
+from echo_rnn.checkpoint import read_summary, written_checkpoint
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig
 from echo_rnn.locks import Busy, DirLock
 from echo_rnn.population_train import population_key, train_population
@@ -190,7 +190,7 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
 def _fresh(config: TrainConfig) -> bool:
     """A point with nothing saved yet (no summary, no checkpoint): it may join a population."""
     run_dir = Path(config.logdir) / config.run_name
-    return not (run_dir / "summary.json").exists() and not checkpoint_path(run_dir).exists()
+    return not (run_dir / "summary.json").exists() and written_checkpoint(run_dir) is None
 
 
 def _hardness(config: TrainConfig) -> tuple[float, int]:
@@ -297,7 +297,8 @@ def _run_point(config: TrainConfig) -> dict[str, Any] | None:
     if needs_run(config):
         if _stop is not None and _stop.is_set():
             return None
-        resume = run_dir if checkpoint_path(run_dir).exists() else None
+        # a damaged checkpoint is CheckpointError, not a run to start again over
+        resume = run_dir if written_checkpoint(run_dir) is not None else None
         if resume is None and run_dir.exists():
             shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
         stop = _stop.is_set if _stop is not None else None

@@ -227,6 +227,7 @@ class _Trainer:
         self.curriculum = Curriculum.from_config(c)
         self.solved_step: int | None = None
         self.saved_step: int | None = None  # the step of the last checkpoint written or read
+        self.home: rundir.HeldDir | None = None  # the run directory, held (the main process)
         self._finite_at: int | None = None  # the step whose weights were last found finite
         self.wall_before = 0.0  # seconds spent in earlier sessions of this run
         self.unlogged = _Unlogged()
@@ -470,6 +471,7 @@ class _Trainer:
         last one)."""
         self.check_finite()
         if self.dist.is_main:
+            self.home.check(self.step, self.saved_step)
             save_checkpoint(checkpoint_path(self.run_dir), {**self.state(elapsed),
                                                              "events": events}, durable)
         self.saved_step = self.step
@@ -528,12 +530,13 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
            held: ExitStack) -> TrainResult:
     d, device = _placement(config, data_parallel)
     run_dir, resumed = rundir.claim(config, resume, d, held)
+    home = held.enter_context(rundir.HeldDir(run_dir)) if d.is_main else None
     if received:  # a signal before anything was written: leave nothing behind
         if (resumed is None or resumed.state is None) and d.is_main:
             rundir.discard(run_dir, fresh=resumed is None)
         raise TrainingInterrupted(received[0], -1, run_dir)
     elapsed = _Clock()
-    trainer, log = _start(config, run_dir, resumed, device, verbose, d, elapsed)
+    trainer, log = _start(config, run_dir, resumed, device, verbose, d, elapsed, home)
     return _loop(trainer, log, received, external_stop, elapsed)
 
 
@@ -567,7 +570,8 @@ class _Clock:
 
 
 def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: torch.device,
-           verbose: bool, d: distributed.Dist, elapsed: _Clock) -> tuple[_Trainer, RunLog]:
+           verbose: bool, d: distributed.Dist, elapsed: _Clock,
+           home: rundir.HeldDir | None) -> tuple[_Trainer, RunLog]:
     """The trainer and its log, the run's state read back on a resume, or evaluated and
     checkpointed at step 0 for a new one. A failure here leaves a run directory that resumes,
     or none: a new run that wrote no checkpoint is removed (a restarted one keeps its config)."""
@@ -575,6 +579,7 @@ def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
     log = trainer = None
     try:
         trainer = _Trainer(config, run_dir, device, verbose, d)
+        trainer.home = home
         elapsed.restart()  # the clock of the run, not of building it
         if saved is not None:
             trainer.load(saved, resumed.checkpoint)
@@ -597,7 +602,7 @@ def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
     except BaseException as exc:
         if log is not None:
             log.close()
-        if d.is_main:
+        if d.is_main and not isinstance(exc, rundir.RunDirGone):  # gone: not ours to clean
             if saved is None and not checkpoint_path(run_dir).exists():
                 rundir.discard(run_dir, fresh=resumed is None)
             else:
@@ -654,6 +659,8 @@ def _loop(trainer: _Trainer, log: RunLog, received: list[int],
         _finish(trainer, log, "diverged", elapsed())
         raise
     except OSError as exc:
+        if trainer.home is not None:  # gone while a file was written: say that, not ENOENT
+            trainer.home.check(trainer.step, trainer.saved_step)
         raise rundir.storage_error(exc, trainer.saved_step, trainer.run_dir) from None
     finally:
         log.close()
@@ -693,6 +700,7 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
         device=str(trainer.device), backend=trainer.backend, stopped=stopped,
         weights_sha256=weights_digest(trainer.model.state_dict()))
     if trainer.dist.is_main:
+        trainer.home.check(trainer.step, trainer.saved_step)
         write_outcome(result, log)
     return result
 

@@ -51,11 +51,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-def test_the_tutorial_runs_top_to_bottom_and_finds_each_mistake(tmp_path):
+def _execute(cwd: Path):
+    """The notebook, executed top to bottom by a kernel working in ``cwd``; the
+    TensorBoard its last cell starts is stopped."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(cwd)}})
     # The %tensorboard magic looks for a `tensorboard` program on PATH: the kernel gets this
     # interpreter's scripts first, as an activated environment has them, so the test passes
     # however pytest was started (`.venv/bin/python -m pytest` included)
@@ -68,8 +69,27 @@ def test_the_tutorial_runs_top_to_bottom_and_finds_each_mistake(tmp_path):
         client.execute(env=env)  # raises CellExecutionError, with the cell, if any cell fails
     finally:
         signal.signal(signal.SIGINT, sigint)
-        for pid in _tensorboards_under(tmp_path):  # the %tensorboard magic's server
+        for pid in _tensorboards_under(cwd):  # the %tensorboard magic's server
             os.kill(pid, signal.SIGTERM)
+    return nb
+
+
+@pytest.mark.slow
+def test_the_tutorial_runs_top_to_bottom_and_finds_each_mistake(tmp_path, monkeypatch):
+    # Twice, as a learner reruns it, and from a directory that is neither the notebook's nor
+    # the test's. Before: the second run stopped at the training cell ("run_name:
+    # runs/tutorial already exists").
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for n in (1, 2):
+        _check_outputs(_execute(work), work, n)
+    assert list(elsewhere.iterdir()) == []
+
+
+def _check_outputs(nb, work: Path, n: int) -> None:
+    """What the ``n``-th execution in ``work`` printed and wrote."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     reports = [_texts(c) for c in code if "check_grads(" in c.source]
     assert len(reports) == 4
@@ -86,9 +106,11 @@ def test_the_tutorial_runs_top_to_bottom_and_finds_each_mistake(tmp_path):
     assert any("image/png" in o.get("data", {}) for o in flow.outputs), "no gradient-flow plot"
     echo = next(_texts(c) for c in code if "train(TrainConfig" in c.source)
     assert "solved at step" in echo and "held-out accuracy 1.000" in echo
-    summary = json.loads((tmp_path / "runs" / "tutorial" / "summary.json").read_text())
+    run_dir = Path(echo.split("saved in ", 1)[1].strip())
+    assert run_dir.parent == Path("runs") and len(list((work / "runs").iterdir())) == n
+    summary = json.loads((work / run_dir / "summary.json").read_text())
     assert summary["solved_step"] is not None
     board = code[-1]
     html = "".join(o.get("data", {}).get("text/html", "") for o in board.outputs)
     assert "<iframe" in html, f"TensorBoard did not open inline: {board.outputs}"
-    assert [p for p in _tensorboards_under(tmp_path) if _alive(p)] == [], "left running"
+    assert [p for p in _tensorboards_under(work) if _alive(p)] == [], "left running"

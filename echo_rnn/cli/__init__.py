@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from echo_rnn import __version__
-from echo_rnn.console import safe_stdout
+from echo_rnn.console import reopen_closed_stdout, safe_stdout
 from echo_rnn.errors import ConfigError
 from echo_rnn.signals import Terminated, exit_status, stop_requests, terminate_raises
 
@@ -95,7 +95,18 @@ def build_parser() -> Parser:
     sub.required = True
     for name in COMMANDS:  # here, not at the top: they import torch
         importlib.import_module(f"echo_rnn.cli.{name}").add_parser(sub)
+    parser.commands = sub.choices  # each command's own parser, for its own errors
     return parser
+
+
+def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with an argument no command knows reported by that command's parser
+    (``see echo-rnn train --help``): argparse leaves the leftovers to the top level, whose
+    help lists commands, not the flag the user looked for."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _check_top_level(parser: Parser, argv: list[str]) -> None:
@@ -109,6 +120,8 @@ def _check_top_level(parser: Parser, argv: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command = "echo-rnn"
+    # first, before any file is opened: one could take the closed stdout's descriptor
+    stdout_closed = reopen_closed_stdout()
 
     def stopped(signum: int) -> int:
         kept = ("nothing was written" if command == "echo-rnn bench"
@@ -123,8 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop_requests() as held:
             parser = build_parser()
             _check_top_level(parser, sys.argv[1:] if argv is None else list(argv))
-            args = parser.parse_args(argv)
+            args = parse(parser, argv)
             command = f"echo-rnn {args.command}"
+        if stdout_closed:
+            print(f"{command}: stdout is closed; what the command prints there is dropped, "
+                  "the command runs on", file=sys.stderr)
         if held:
             return stopped(held[0])
         # While the command runs, SIGTERM and SIGHUP are exceptions as Ctrl-C is: a signal

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from echo_rnn.cli import UsageError
+from echo_rnn.cli import Failed, UsageError
 from echo_rnn.cli.args import device, memory_gib, timeout_s
 from echo_rnn.compare import (autograd_hidden_grads, gradcheck_report, make_problem,
                               manual_grads)
@@ -18,6 +18,7 @@ from echo_rnn.devices import DEVICE_HELP, DTYPES, check_fits, rnn_bytes
 from echo_rnn.flow import check_plot_path, format_per_step, per_step, plot_flow
 from echo_rnn.learner import BadReturn, check_file, departure, make_learner_problem
 from echo_rnn.problem import KERNEL_SEED, GradcheckProblem
+from echo_rnn.rundir import storage_reason
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, LearnerFailed, show_output
 
 
@@ -178,8 +179,12 @@ def _show_flow(args: argparse.Namespace, flow: dict | None, label: str,
         curves = {n: v for n, v in flow.items() if n != "t" and not n.endswith(" diff")}
         diffs = {f"||{n.removesuffix(' diff')} - autograd||": v for n, v in flow.items()
                  if n.endswith(" diff")}
-        plot_flow(args.plot, curves, f"gradient flow through time, {label}", diffs,
-                  departed_at)
+        try:
+            plot_flow(args.plot, curves, f"gradient flow through time, {label}", diffs,
+                      departed_at)
+        except OSError as exc:  # a full disk: one line, as train says it
+            raise Failed(f"error: could not write the plot {args.plot}: "
+                         f"{storage_reason(exc)}") from None
         if not quiet:
             print(f"plot: {args.plot}")
 

@@ -56,7 +56,8 @@ def add_parser(sub) -> None:
     s.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue a run (its directory or a checkpoint file) with the config it "
                         "was started with; only --steps may be given with it. A run that "
-                        "stopped before its first checkpoint starts again from step 0")
+                        "stopped before its first checkpoint starts again from step 0; one "
+                        "whose checkpoint is damaged is refused")
     s.add_argument("--json", action="store_true",
                    help="print the result as one JSON object (the fields of TrainResult) "
                         "instead of a line per evaluation")
