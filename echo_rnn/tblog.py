@@ -417,6 +417,16 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     return np.asarray(img)
 
 
+def custom_scalars_layout(charts: dict[str, list[str]], category: str = "echo-rnn"):
+    """The Custom Scalars dashboard's layout: one chart per title, each overlaying the tags
+    its regular expressions match, in every run. TensorBoard reads a layout from every run
+    and merges them, a chart that is already there once."""
+    from torch.utils.tensorboard.summary import custom_scalars
+
+    return custom_scalars({category: {title: ["Multiline", tags]
+                                      for title, tags in charts.items()}})
+
+
 # Settings that say where a run is kept, not what it is: the trial's name (its path under
 # TensorBoard's logdir) says that, and as columns they would differ between every run and
 # crowd the swept settings out of the five HParams columns TensorBoard ticks by default.
