@@ -158,11 +158,15 @@ class TrainConfig:
         "held-out sequences, drawn from a generator separate from training", "evaluation", int,
         bounds=SIZE))
     target_accuracy: float = field(default=1.0, metadata=_opt(
-        "stop once held-out bit accuracy reaches this, in (0, 1]", "evaluation", float,
+        "stop once held-out bit accuracy reaches this, in (0, 1]; TensorBoard's 'solved' is "
+        "then 1 and 'solved_step' the step, and for a run that never reaches it 0 and the "
+        "steps it ran", "evaluation", float,
         bounds=FRACTION))
-    compare_every: int = field(default=4, metadata=_opt(
-        "log grad/manual_vs_autograd at the first evaluation after step 0, then every N "
-        "evaluations, and at the last", "evaluation", int, bounds=COUNT))
+    compare_every: int = field(default=1, metadata=_opt(
+        "log 'training/kernel vs autograd (rounding units)' at the first evaluation after "
+        "step 0, then every N evaluations, and at the last (by default at every evaluation: "
+        "a card of two points drew nothing in TensorBoard's Scalars dashboard, which scales "
+        "a chart without its outermost points)", "evaluation", int, bounds=COUNT))
     log_every: int = field(default=1, metadata=_opt(
         "a point on the curves every N steps: the training loss averaged over them, held-out "
         "loss and accuracy measured there (one host sync and one held-out forward per point; "

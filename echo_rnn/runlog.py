@@ -2,40 +2,62 @@
 evaluation, and a progress bar on a terminal. The trainer hands it numbers; it decides
 nothing about the run.
 
-What TensorBoard shows of a run ``RUN`` (the README's TensorBoard section is this list):
+What TensorBoard shows of a run ``RUN`` (the README's TensorBoard section is this list): one
+TensorBoard run, ``RUN`` itself, one event file, so that a sweep of 40 runs is 40 TensorBoard
+runs (its Scalars dashboard selects none by default past 40), with
 
-- ``RUN/train`` and ``RUN/val``, two TensorBoard runs, each with a ``loss`` scalar, so that
-  one card overlays training and held-out loss; ``RUN/val`` also has ``accuracy``. Training
-  loss is the mean over the steps since the last point, held-out loss and accuracy are
-  measured at the point; points come every ``log_every`` steps.
-- ``RUN``: ``training/gradient norm`` (the largest of the steps since the last point),
-  ``training/kernel vs autograd (rounding units)``, ``training/lr`` (only with a learning-rate
-  schedule), ``training/curriculum k`` (only with ``--curriculum``), ``solved_step`` (one point,
-  solved runs only), histograms ``weights/*`` and ``training/dJ/d*``, images ``weights/* heatmap``,
-  ``held-out sequence`` and ``training/gradient flow through time``, the config as text, and
+- scalars ``loss/train`` (the mean over the steps since the last point), ``loss/val`` and
+  ``accuracy/val`` (held-out, measured at the point), a point every ``log_every`` steps; the
+  Custom Scalars dashboard overlays ``loss/train`` and ``loss/val`` in one chart (LAYOUT);
+- ``training/gradient norm`` (the largest of the steps since the last point),
+  ``training/kernel vs autograd (rounding units)``, ``training/lr`` and
+  ``training/curriculum k`` (at every point with a learning-rate schedule, at every
+  evaluation with a curriculum or without a schedule: every run has both), and at its end
+  ``solved`` (1 or 0) and ``solved_step`` (the step it was solved at; unsolved, the steps it
+  ran): every run has every metric, so that the HParams parallel-coordinates view, which
+  leaves out a run lacking any metric it shows, draws every run;
+- histograms ``weights/*`` and ``training/dJ/d*``; images ``weights/* heatmap``,
+  ``held-out sequence`` and ``training/gradient flow through time``; the config as text, and
   the hparams.
 
 The scalars' names sort so that TensorBoard's HParams view, which shows the first five
-metrics it sorts, shows held-out accuracy, training and held-out loss, the solved step and
-the gradient norm. Histograms and images come at most PICTURES_PER_RUN times a run (and at
-its first and last evaluation): TensorBoard keeps 10 images and 500 histograms per series
-anyway, and at every evaluation a 40000-step run wrote tens of megabytes of them.
+metrics it sorts, shows held-out accuracy, training and held-out loss, solved and the solved
+step. Histograms and images come at most PICTURES_PER_RUN times a run (and at its first and
+last evaluation): TensorBoard keeps 10 images and 500 histograms per series anyway, and at
+every evaluation a 40000-step run wrote tens of megabytes of them.
+
+Runs recorded before this layout were three TensorBoard runs (``RUN``, ``RUN/train`` and
+``RUN/val``, the losses and accuracy tagged ``loss`` and ``accuracy`` there). A resume of such
+a run cuts ``train/`` and ``val/`` back to its checkpoint as it cuts ``RUN``'s own file and
+writes nothing more into them: their curves end where the resume starts, and go on in
+``RUN`` under the new tags.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from echo_rnn.events import EventFile, NullEventFile
-from echo_rnn.tblog import FLOW_TAG, flow_rgb, heatmap_rgb, hparams_summaries, sequence_rgb
+from echo_rnn.events import EventFile, NullEventFile, event_file_in
+from echo_rnn.tblog import (FLOW_TAG, custom_scalars_layout, flow_rgb, heatmap_rgb,
+                            hparams_summaries, sequence_rgb)
 
-# The TensorBoard runs of one run: its directory, and the two that overlay the loss.
-SUBRUNS = ("", "train", "val")
+# The scalars' tags; the README and --help name them, and a test reads each back.
+TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY = "loss/train", "loss/val", "accuracy/val"
+GRAD_NORM = "training/gradient norm"
+KERNEL_VS_AUTOGRAD = "training/kernel vs autograd (rounding units)"
+LR, CURRICULUM_K = "training/lr", "training/curriculum k"
+SOLVED, SOLVED_STEP = "solved", "solved_step"
+# The Custom Scalars dashboard's charts: title -> the tags it overlays (regular expressions).
+LAYOUT = {"loss: training and held-out": [r"^loss/(train|val)$"],
+          "held-out accuracy": [r"^accuracy/val$"]}
+# Where runs recorded before one TensorBoard run per run kept their losses and accuracy.
+OLD_SUBRUNS = ("train", "val")
 PICTURES_PER_RUN = 20
 
 
@@ -59,24 +81,21 @@ class RunLog:
                  wall_before: float = 0.0) -> None:
         self.config, self.verbose, self.wall_before = config, verbose and main, wall_before
         self.run_dir = run_dir
-        self.files: dict[str, EventFile | NullEventFile] = {}
-        for name in SUBRUNS:
-            if not main:
-                self.files[name] = NullEventFile()
-                continue
-            cut = None if resumed_at is None or event_sizes is None else event_sizes.get(name, 0)
-            self.files[name] = EventFile(run_dir / name if name else run_dir, truncate_to=cut)
-        if main and resumed_at is not None and event_sizes is None:
-            for f in self.files.values():
-                f.purge_from(resumed_at + 1)
-        self.run, self.train, self.val = (self.files[n] for n in SUBRUNS)
+        self.run: EventFile | NullEventFile = NullEventFile()
+        if main:
+            cut = None if resumed_at is None or event_sizes is None else event_sizes.get("", 0)
+            self.run = EventFile(run_dir, truncate_to=cut)
+            if resumed_at is not None:
+                _cut_back_old_layout(run_dir, resumed_at, event_sizes)
+                if event_sizes is None:
+                    self.run.purge_from(resumed_at + 1)
         self.bar = None
         self.start = resumed_at or 0
 
     def sizes(self) -> dict[str, int]:
         """Each event file's size, everything written so far flushed: what a checkpoint
         records, so that a resume from it starts the files where it left them."""
-        return {name: f.size() for name, f in self.files.items()}
+        return {"": self.run.size()}
 
     # --- per step ---------------------------------------------------------------------
 
@@ -92,18 +111,18 @@ class RunLog:
         if not rows:
             return
         step = rows[-1][0]
-        self.train.scalar("loss", sum(r[1] for r in rows) / len(rows), step)
-        self.run.scalar("training/gradient norm", max(r[2] for r in rows), step)
+        self.run.scalar(TRAIN_LOSS, sum(r[1] for r in rows) / len(rows), step)
+        self.run.scalar(GRAD_NORM, max(r[2] for r in rows), step)
         if self.config.lr_halve_every:
-            self.run.scalar("training/lr", rows[-1][3], step)
+            self.run.scalar(LR, rows[-1][3], step)
         if held_out is not None:
             self._held_out(held_out, step)
         if self.bar is not None:
             self.bar.update(len(rows))
 
     def _held_out(self, metrics: dict[str, float], step: int) -> None:
-        self.val.scalar("loss", metrics["val_loss"], step)
-        self.val.scalar("accuracy", metrics["val_accuracy"], step)
+        self.run.scalar(VAL_LOSS, metrics["val_loss"], step)
+        self.run.scalar(VAL_ACCURACY, metrics["val_accuracy"], step)
 
     def progress(self, train_loss: float | None, val_accuracy: float | None) -> None:
         """The bar's figures: the latest train loss and the latest evaluation's accuracy."""
@@ -113,8 +132,11 @@ class RunLog:
     # --- per evaluation -----------------------------------------------------------------
 
     def config_text(self) -> None:
+        """What a run writes once, at its start: the config as text, and the Custom Scalars
+        layout (TensorBoard merges the runs' layouts, the same chart once)."""
         self.run.text("config", "\n".join(
             f"    {k} = {v!r}" for k, v in self.config.to_dict().items()), 0)
+        self.run.summary(custom_scalars_layout(LAYOUT), 0)
 
     def pictures_due(self, step: int, last: bool) -> bool:
         """Histograms and images at the first evaluation, at most PICTURES_PER_RUN times
@@ -144,8 +166,11 @@ class RunLog:
             self.run.image("held-out sequence", sequence_rgb(*sample), step)
             if flow is not None:
                 self.run.image(FLOW_TAG, flow_rgb(flow), step)
-        if c.curriculum:
-            self.run.scalar("training/curriculum k", k, step)
+        # constant ones too, at every evaluation: a metric a run lacks would leave it out
+        # of the HParams parallel-coordinates view
+        self.run.scalar(CURRICULUM_K, k, step)
+        if not c.lr_halve_every:
+            self.run.scalar(LR, c.lr, step)
         if self.verbose:
             tl = "    -   " if train_loss is None else f"{train_loss:.5f}"
             gn = "   -  " if grad_norm is None else f"{grad_norm:.4f}"
@@ -157,27 +182,46 @@ class RunLog:
         self.progress(train_loss, metrics["val_accuracy"])
 
     def kernel_vs_autograd(self, step: int, rounding_units: float) -> None:
-        self.run.scalar("training/kernel vs autograd (rounding units)", rounding_units, step)
+        self.run.scalar(KERNEL_VS_AUTOGRAD, rounding_units, step)
 
     def finish(self, solved_step: int | None, step: int) -> None:
-        """The hparams, and the step the run was solved at (none: the HParams view leaves
-        the cell blank rather than show a sentinel)."""
+        """The hparams, whether the run was solved (1 or 0) and ``solved_step``: the step it
+        was solved at, or for a run never solved the steps it ran (a lower bound, told apart
+        by ``solved`` = 0). Every run has both: the HParams parallel-coordinates view leaves
+        out a run that lacks a metric it shows."""
         for summary in hparams_summaries(self.config.to_dict()):
             self.run.summary(summary, step)
-        if solved_step is not None:
-            self.run.scalar("solved_step", solved_step, solved_step)
+        at = step if solved_step is None else solved_step
+        self.run.scalar(SOLVED, 0.0 if solved_step is None else 1.0, at)
+        self.run.scalar(SOLVED_STEP, at, at)
 
     def flush(self) -> None:
-        for f in self.files.values():
-            f.flush()
+        self.run.flush()
 
     def close(self) -> None:
         """Close the bar and the event files; on a full disk their last flush fails too, and
         that failure is already being reported."""
         if self.bar is not None:
             self.bar.close()
-        for f in self.files.values():
-            try:
-                f.close()
-            except OSError:
-                pass
+        try:
+            self.run.close()
+        except OSError:
+            pass
+
+
+def _cut_back_old_layout(run_dir: Path, resumed_at: int, event_sizes: dict[str, int] | None
+                         ) -> None:
+    """A run recorded as three TensorBoard runs, resumed: ``train/`` and ``val/`` cut back to
+    the checkpoint (to the sizes it recorded; without them, TensorBoard told to drop what
+    follows it) and written no more, so that no step shows twice."""
+    for name in OLD_SUBRUNS:
+        directory = run_dir / name
+        path = event_file_in(directory) if directory.is_dir() else None
+        if path is None:
+            continue
+        if event_sizes is None:
+            old = EventFile(directory)
+            old.purge_from(resumed_at + 1)
+            old.close()
+        elif name in event_sizes and path.stat().st_size > event_sizes[name]:
+            os.truncate(path, event_sizes[name])

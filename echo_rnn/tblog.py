@@ -16,7 +16,10 @@ import torch
 MIN_WIDTH, MAX_WIDTH = 300, 640
 FONT_PX = 12  # reads at card size; PIL's built-in bitmap font (about 11 px) is the fallback
 MATRIX_PX = 400  # the most pixels a weight matrix's longer side is drawn with
-SEQUENCE_PX = 400  # the most pixels a sequence's time axis is drawn with
+# TensorBoard's image cards show a picture at its own size up to their width and shrink a
+# wider one: about 350 px in the Images dashboard, 335 to 370 in Time Series (1920 px
+# window). A picture with text to read (the held-out sequence) stays this wide or less.
+CARD_WIDTH = 330
 _GRID = (160, 160, 160)
 _CURVE = (31, 119, 180)
 _ZERO = (230, 110, 0)  # zero gradient marks: orange, apart from the blue curve
@@ -221,35 +224,48 @@ def sequence_rgb(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> np.nd
     """One held-out sequence as three labelled rows of T cells (input, target, prediction),
     black = 1, white = 0, the prediction clipped to [0, 1] and so grey where it is between
     (a key below says so); the time axis numbered t = 1..T as in the notes, with ticks that
-    never overlap. The time axis takes at most ``SEQUENCE_PX`` pixels: a longer sequence is
-    drawn a column per pixel, each the mean of a block of steps (the image says how many),
-    so that the image stays about 300-640 px wide whatever T is."""
+    never overlap. The picture is at most ``CARD_WIDTH`` pixels wide, so that TensorBoard
+    shows it at its own size and its labels stay readable (it shrinks a wider picture into
+    its card: at T = 50 a 477 px picture was drawn 370 px wide, its labels 8 px high): the
+    time axis gets what the labels leave, a column per step as long as they fit, beyond
+    that each column the mean of a block of steps (the image says how many); the key
+    wraps to a second line where it does not fit on one."""
     from PIL import Image, ImageDraw
 
     rows = np.stack([_as_numpy(x).astype(np.float64).reshape(-1),
                      _as_numpy(y).astype(np.float64).reshape(-1),
                      np.clip(_as_numpy(y_hat).astype(np.float64).reshape(-1), 0, 1)])
     T = rows.shape[1]
-    f = max(1, -(-T // SEQUENCE_PX))
-    if f > 1:
-        rows = _block_mean(rows, f)
-    cw = max(1, min(16, SEQUENCE_PX // rows.shape[1]))  # cell width
-    span = rows.shape[1] * cw  # pixels of the time axis; step t's cell is at (t-1)/f * cw
 
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     font, small_font = _font(), _font(FONT_PX - 1)
     line_h = _text_size(probe, "Ag", font)[1] + 2
     left = 10 + max(_text_size(probe, s, font)[0] for s in SEQUENCE_ROWS)
+    room = CARD_WIDTH - left - 10  # pixels for the time axis
+    f = max(1, -(-T // room))
+    if f > 1:
+        rows = _block_mean(rows, f)
+    cw = max(1, min(16, room // rows.shape[1]))  # cell width
+    span = rows.shape[1] * cw  # pixels of the time axis; step t's cell is at (t-1)/f * cw
     ch, top = 16, 6
+    width = min(max(left + span + 10, MIN_WIDTH), CARD_WIDTH)
+
     key = [((0, 0, 0), "1"), ((255, 255, 255), "0"),
            ((140, 140, 140), "prediction between (clipped to [0, 1])")]
-    key_w = sum(14 + 4 + _text_size(probe, t, small_font)[0] + 12 for _, t in key)
+    key_lines: list[list[tuple[tuple[int, int, int], str, int]]] = [[]]
+    kx = 4
+    for colour, text in key:  # (colour, text, x) a line, a new line where one is full
+        w = 18 + _text_size(probe, text, small_font)[0]
+        if kx > 4 and kx + w > width - 4:
+            key_lines.append([])
+            kx = 4
+        key_lines[-1].append((colour, text, kx))
+        kx += w + 12
     note = f"each column: mean of {f} steps" if f > 1 else ""
-    width = min(max(left + span + 10, key_w + 10, MIN_WIDTH), MAX_WIDTH)
     rows_bottom = top + 3 * (ch + 4)
     tick_y = rows_bottom + 4
     key_y = tick_y + line_h + 6
-    height = key_y + line_h + (line_h if note else 0) + 6
+    height = key_y + line_h * len(key_lines) + (line_h if note else 0) + 6
     gray = ((1 - rows) * 255).round().astype(np.uint8)
 
     img = Image.new("RGB", (width, height), "white")
@@ -271,13 +287,13 @@ def sequence_rgb(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> np.nd
         draw.line((xt, rows_bottom - 3, xt, rows_bottom + 1), fill="black")
         draw.text((tx, tick_y), str(t), fill="black", font=small_font)
 
-    kx = 4
-    for colour, text in key:
-        draw.rectangle((kx, key_y + 1, kx + 12, key_y + 13), fill=colour, outline=(90, 90, 90))
-        draw.text((kx + 18, key_y + 1), text, fill="black", font=small_font)
-        kx += 18 + _text_size(probe, text, small_font)[0] + 12
+    for n, line in enumerate(key_lines):
+        ky = key_y + n * line_h
+        for colour, text, kx in line:
+            draw.rectangle((kx, ky + 1, kx + 12, ky + 13), fill=colour, outline=(90, 90, 90))
+            draw.text((kx + 18, ky + 1), text, fill="black", font=small_font)
     if note:
-        draw.text((4, key_y + line_h), note, fill="black", font=small_font)
+        draw.text((4, key_y + line_h * len(key_lines)), note, fill="black", font=small_font)
     return np.asarray(img)
 
 
@@ -415,6 +431,16 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
             points += [(x, a), (x, b)]
         draw.line(points, fill=_CURVE, width=2)
     return np.asarray(img)
+
+
+def custom_scalars_layout(charts: dict[str, list[str]], category: str = "echo-rnn"):
+    """The Custom Scalars dashboard's layout: one chart per title, each overlaying the tags
+    its regular expressions match, in every run. TensorBoard reads a layout from every run
+    and merges them, a chart that is already there once."""
+    from torch.utils.tensorboard.summary import custom_scalars
+
+    return custom_scalars({category: {title: ["Multiline", tags]
+                                      for title, tags in charts.items()}})
 
 
 # Settings that say where a run is kept, not what it is: the trial's name (its path under

@@ -124,8 +124,9 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return out
 
 
-def screenshot(page, path: Path) -> Path:
-    page.screenshot(path=str(path), full_page=True)
+def screenshot(page, path: Path, full_page: bool = True) -> Path:
+    """``path`` made a screenshot of the page (the whole page, or what the window shows)."""
+    page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     return path
 

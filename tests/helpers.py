@@ -37,13 +37,14 @@ def events(run_dir) -> EventAccumulator:
 # Where a run writes each of its series (echo_rnn.runlog): (TensorBoard run under the run
 # directory, tag).
 SERIES = {
-    "train loss": ("train", "loss"),
-    "val loss": ("val", "loss"),
-    "val accuracy": ("val", "accuracy"),
+    "train loss": ("", "loss/train"),
+    "val loss": ("", "loss/val"),
+    "val accuracy": ("", "accuracy/val"),
     "grad norm": ("", "training/gradient norm"),
     "lr": ("", "training/lr"),
     "curriculum k": ("", "training/curriculum k"),
     "kernel vs autograd": ("", "training/kernel vs autograd (rounding units)"),
+    "solved": ("", "solved"),
     "solved step": ("", "solved_step"),
 }
 

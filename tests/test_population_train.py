@@ -35,7 +35,7 @@ def assert_same_run(got, want):
     """Two run directories hold the same run: curves, checkpoint, summary, hparams."""
     for name in SERIES:
         assert scalar_series(got, name) == scalar_series(want, name), name
-    for name in ("lr", "curriculum k", "solved step"):  # logged by some runs only
+    for name in ("lr", "curriculum k", "solved", "solved step"):
         assert _series_or_none(got, name) == _series_or_none(want, name), name
     a, b = load_checkpoint(got), load_checkpoint(want)
     assert a["step"] == b["step"]

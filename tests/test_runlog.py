@@ -132,3 +132,36 @@ def test_a_run_recorded_without_event_sizes_resumes_with_each_step_once(tmp_path
     for name in ("train loss", "val loss", "grad norm"):
         steps = [s for s, _ in scalar_series(run.run_dir, name)]
         assert steps == sorted(set(steps)) and steps[-1] == 40, (name, steps)
+
+
+def test_a_run_recorded_as_three_tensorboard_runs_resumes_into_one(tmp_path):
+    # Runs recorded before one TensorBoard run per run kept their losses and accuracy in
+    # RUN/train and RUN/val (tags loss, accuracy). A resume cuts those back to its checkpoint,
+    # as it cuts RUN's own file, and goes on in RUN under the new tags: no step twice, and
+    # nothing more written into the old directories.
+    from echo_rnn.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    run_dir = Path(train(small_config(tmp_path, run_name="old", steps=20), verbose=False).run_dir)
+    state = load_checkpoint(run_dir)
+    old = {"train": ("loss",), "val": ("loss", "accuracy")}
+    for sub, tags in old.items():
+        f = EventFile(run_dir / sub)
+        for step in (10, 20):
+            for tag in tags:
+                f.scalar(tag, 0.5, step)
+        state["events"][sub] = f.size()
+        for tag in tags:
+            f.scalar(tag, 0.5, 30)  # a killed session's, after the checkpoint: to be cut
+        f.close()
+    save_checkpoint(checkpoint_path(run_dir), state)
+    for steps in (40, 60):  # and a second resume, from a checkpoint of the new kind
+        resumed = train(small_config(tmp_path, run_name="old", steps=steps), resume=run_dir,
+                        verbose=False)
+        assert resumed.step == steps
+        for sub, tags in old.items():
+            for tag in tags:
+                assert [e.step for e in events(run_dir / sub).Scalars(tag)] == [10, 20], (sub, tag)
+        for name in ("train loss", "val loss", "val accuracy"):
+            points = [s for s, _ in scalar_series(run_dir, name)]
+            assert points == sorted(set(points)) and points[-1] == steps, (name, points)
+    assert set(load_checkpoint(run_dir)["events"]) == {""}

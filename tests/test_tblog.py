@@ -86,6 +86,18 @@ def test_sequence_picture_is_bounded_whatever_t(T):
     _bounded(sequence_rgb(x, x, torch.rand(T) * 1.4 - 0.2), max_height=200)
 
 
+@pytest.mark.parametrize("T", [1, 12, 50, 333, 100_000])
+def test_sequence_picture_fits_tensorboards_card(T):
+    # Before: 477 px wide at T = 50; TensorBoard shrinks a picture wider than its card (370
+    # px in Time Series) and the labels came out 8 px high, unreadable. At CARD_WIDTH or
+    # less it is shown at its own size, its 11-12 px text as drawn; nothing cut at the edges
+    x = (torch.rand(T) > 0.5).float()
+    img = sequence_rgb(x, x, torch.rand(T))
+    assert img.shape[1] <= tblog.CARD_WIDTH
+    white = (img == 255).all(axis=2)
+    assert white[:, -2:].all() and white[-2:].all()  # the key and the ticks end inside
+
+
 def test_sequence_picture_shows_the_values_and_a_key():
     T = 50
     x, y = torch.ones(T), torch.zeros(T)

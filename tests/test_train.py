@@ -95,17 +95,27 @@ def test_tensorboard_contents(tmp_path):
     result = train(small_config(tmp_path, run_name="x", bias=True, steps=40, compare_every=1,
                                 target_accuracy=1.0, lr_halve_every=100), verbose=False)
     run = Path(result.run_dir)
-    # one TensorBoard run per loss curve, so that one card overlays training and held-out
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["checkpoints", "train", "val"]
-    assert events(run / "train").Tags()["scalars"] == ["loss"]
-    assert sorted(events(run / "val").Tags()["scalars"]) == ["accuracy", "loss"]
+    # one TensorBoard run per run (three made 16 runs 48, past the 40 that TensorBoard's
+    # Scalars dashboard selects by default): no train/ or val/ beside the checkpoints
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["checkpoints"]
     acc = events(run)
     tags = acc.Tags()
-    # groups named once: everything about training under training/, weights under weights/
-    assert sorted(tags["scalars"]) == ["training/gradient norm",
+    # groups named once: losses under loss/, everything else about training under training/,
+    # weights under weights/; every metric for every run, solved or not
+    assert sorted(tags["scalars"]) == ["accuracy/val", "loss/train", "loss/val", "solved",
+                                       "solved_step", "training/curriculum k",
+                                       "training/gradient norm",
                                        "training/kernel vs autograd (rounding units)",
-                                       "training/lr"]  # not solved: no solved_step
+                                       "training/lr"]
     assert result.solved_step is None
+    # the Custom Scalars dashboard overlays training and held-out loss
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (layout,) = acc.Tensors("custom_scalars__config__")
+    charts = {chart.title: list(chart.multiline.tag)
+              for category in layout_pb2.Layout.FromString(
+                  layout.tensor_proto.string_val[0]).category for chart in category.chart}
+    assert charts["loss: training and held-out"] == ["^loss/(train|val)$"]
     for name in ("U", "V", "w", "b"):
         assert f"weights/{name}" in tags["histograms"] and f"training/dJ/d{name}" in tags["histograms"]
         assert f"weights/{name} heatmap" in tags["images"]
@@ -127,13 +137,26 @@ def test_tensorboard_contents(tmp_path):
     assert [s for s, _ in scalar_series(run, "train loss")] == [5, 10, 15, 20, 25, 30, 35, 40]
 
 
-def test_no_card_is_a_flat_line(tmp_path):
-    """A constant learning rate, a curriculum that is not there: no card for them."""
-    run = train(small_config(tmp_path, run_name="x", steps=20), verbose=False).run_dir
-    scalars = events(run).Tags()["scalars"]
-    assert "training/lr" not in scalars and "training/curriculum k" not in scalars
-    curr = train(small_config(tmp_path, run_name="c", steps=20, curriculum=True), verbose=False)
-    assert "training/curriculum k" in events(curr.run_dir).Tags()["scalars"]
+def test_every_run_has_every_metric(tmp_path):
+    """Before: no training/lr without a schedule, no training/curriculum k without a
+    curriculum, no solved_step for an unsolved run; TensorBoard's parallel-coordinates view
+    leaves out a run that lacks a metric it shows (5 lines for 16 runs). Now the constant
+    ones are logged at each evaluation, and an unsolved run's solved_step is the steps it
+    ran, with solved = 0."""
+    runs = {"plain": dict(steps=20), "curriculum": dict(steps=20, curriculum=True),
+            "schedule": dict(steps=20, lr_halve_every=10),
+            "solved": dict(steps=20, target_accuracy=0.5)}
+    tags = {}
+    for name, kw in runs.items():
+        result = train(small_config(tmp_path, run_name=name, **kw), verbose=False)
+        tags[name] = set(events(result.run_dir).Tags()["scalars"])
+    assert all(t == tags["plain"] for t in tags.values()), tags
+    assert {"training/lr", "training/curriculum k", "solved", "solved_step"} <= tags["plain"]
+    # constant: the run's lr and its k (the echo step), once an evaluation
+    plain = Path(tmp_path / "runs" / "plain")
+    assert scalar_series(plain, "lr") == [(0, pytest.approx(0.02)), (10, pytest.approx(0.02)),
+                                          (20, pytest.approx(0.02))]
+    assert {k for _, k in scalar_series(plain, "curriculum k")} == {2}
 
 
 def test_hparams_are_typed_and_each_run_is_its_own_trial(tmp_path):
@@ -154,19 +177,28 @@ def test_hparams_are_typed_and_each_run_is_its_own_trial(tmp_path):
     # where a run is kept is its name, not a setting: as columns they would differ between
     # every pair of runs and crowd the swept settings out of TensorBoard's default view
     assert "logdir" not in start.hparams and "run_name" not in start.hparams
-    # the solved step is a metric of solved runs only: an unsolved run's cell stays blank
+    # solved 1 and the step it was solved at; an unsolved run: solved 0 and the steps it ran
+    # (a cell left blank would leave the run out of the parallel-coordinates view)
     assert scalar_series(result.run_dir, "solved step") == [(result.solved_step,) * 2]
+    assert scalar_series(result.run_dir, "solved") == [(result.solved_step, 1.0)]
     unsolved = train(small_config(tmp_path, run_name="u", steps=5), verbose=False)
     assert unsolved.solved_step is None
-    assert "solved_step" not in events(unsolved.run_dir).Tags()["scalars"]
+    assert scalar_series(unsolved.run_dir, "solved step") == [(5, 5.0)]
+    assert scalar_series(unsolved.run_dir, "solved") == [(5, 0.0)]
 
 
 def test_a_short_run_still_compares_the_kernel_with_autograd(tmp_path):
     # Before: grad/manual_vs_autograd every 4th evaluation only: none for a run solved
     # before step 100, one point for the default run.
-    result = train(small_config(tmp_path, run_name="s", steps=30), verbose=False)
+    result = train(small_config(tmp_path, run_name="s", steps=30, compare_every=4),
+                   verbose=False)
     steps = [s for s, _ in scalar_series(result.run_dir, "kernel vs autograd")]
     assert steps == [10, 30]  # the first evaluation with a batch, and the last
+    # by default at every evaluation: TensorBoard's Scalars dashboard drew a card of two
+    # points empty (it scales a chart to its points without the outermost ones)
+    result = train(small_config(tmp_path, run_name="d", steps=30), verbose=False)
+    steps = [s for s, _ in scalar_series(result.run_dir, "kernel vs autograd")]
+    assert steps == [10, 20, 30]
 
 
 def test_cli_end_to_end_and_summary_lines(tmp_path):
