@@ -40,13 +40,27 @@ from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config
-from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
-                                 population_accuracy, population_grads, population_loss)
+from echo_rnn.population import (
+    PopulationAdam,
+    PopulationRNN,
+    clip_grad_norms_,
+    population_accuracy,
+    population_grads,
+    population_loss,
+)
 from echo_rnn.rundir import StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
-from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, compare_due,
-                            gradient_flow, kernel_vs_autograd, run_state, write_outcome)
+from echo_rnn.train import (
+    VAL_SEED_OFFSET,
+    TrainingInterrupted,
+    TrainResult,
+    compare_due,
+    gradient_flow,
+    kernel_vs_autograd,
+    run_state,
+    write_outcome,
+)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -412,7 +426,7 @@ def _without(pop: PopulationRNN, old: dict, keep: list[int], config: TrainConfig
     smaller = PopulationRNN(len(keep), pop.U.shape[-1], pop.V.shape[-1], pop.b is not None)
     smaller.to(dtype=pop.U.dtype, device=pop.U.device)
     with torch.no_grad():
-        for (name, p), q in zip(pop.named_parameters(), smaller.parameters()):
+        for p, q in zip(pop.parameters(), smaller.parameters()):
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
     new_opt = make_optimizer(config, smaller.parameters(), adam=PopulationAdam)

@@ -8,9 +8,9 @@ rank 0 gathering the results and writing the tables (:mod:`echo_rnn.tables`)."""
 from __future__ import annotations
 
 import json
-import re
 import multiprocessing as mp
 import os
+import re
 import shlex
 import shutil
 import signal

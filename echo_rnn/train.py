@@ -136,10 +136,12 @@ def diverged_message(config: TrainConfig, run_dir: Path, step: int, what: float 
     c = config
     ckpt = checkpoint_path(run_dir)
     remedy = f"lower --lr (now {c.lr:g})"
-    remedy += " or add --grad-clip 1.0" if c.grad_clip is None else f" or --grad-clip (now {c.grad_clip:g})"
+    remedy += (" or add --grad-clip 1.0" if c.grad_clip is None
+               else f" or --grad-clip (now {c.grad_clip:g})")
     if c.init_std > 1 or (c.input_init_std or 0) > 1:
         remedy += " or a smaller --init-std / --input-init-std"
-    saved = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
+    saved = (f"the last good checkpoint is {ckpt}" if ckpt.exists()
+             else "no checkpoint was saved yet")
     what = f"loss became {what}" if isinstance(what, float) else f"{what}"
     return f"{what} at step {step}; stopped, {saved}; try {remedy}"
 
@@ -204,7 +206,8 @@ class _Trainer:
             self.fixed = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
                                          generator=self.gen, device=device)
         val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
-        self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device)
+        self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
+                                   device=device)
         self.step = 0
         self.curriculum = Curriculum.from_config(c)
         self.solved_step: int | None = None
@@ -418,10 +421,10 @@ def train(
     Args:
         config: the run's settings; validated first, before anything is written.
         resume: a run directory (or its ``checkpoints/last.pt``, or what
-            :func:`~echo_rnn.rundir.open_run` read from one) to continue. ``config`` must equal the config the run was started
-            with, except what ``config.RESUME_FREE`` lists: ``steps``, and where the run is
-            kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
-            names).
+            :func:`~echo_rnn.rundir.open_run` read from one) to continue. ``config`` must
+            equal the config the run was started with, except what ``config.RESUME_FREE``
+            lists: ``steps``, and where the run is kept (``logdir``, ``run_name``: the run
+            continues in the directory ``resume`` names).
         verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
         data_parallel: under torchrun, train one model on all ranks with DDP; False trains
             in this process alone (as the sweep does with each of its points).

@@ -17,9 +17,9 @@ import pytest
 
 import echo_rnn.rundir as rundir_mod
 import echo_rnn.train as train_mod
+import helpers
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.train import train
-import helpers
 from helpers import cli, run_main, scalar_series, small_config, small_flags
 
 ROOT = Path(__file__).resolve().parent.parent

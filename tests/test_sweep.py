@@ -95,7 +95,8 @@ def test_sweep_writes_runs_and_tables(tmp_path):
     md = (d / "results.md").read_text()
     for H in ("2", "4"):
         for k in ("1", "2"):
-            n = sum(r["solved"] == "True" for r in rows if (r["echo_step"], r["hidden_size"]) == (k, H))
+            n = sum(r["solved"] == "True" for r in rows
+                    if (r["echo_step"], r["hidden_size"]) == (k, H))
             assert f"| {k} | {H} | 2 | {n} | {n / 2:.2f} |" in md
     img = Image.open(d / "heatmap.png")
     assert img.format == "PNG" and img.size[0] > 100
@@ -234,9 +235,11 @@ def test_torchrun_sweep_equals_single_process(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--echo-steps", "x", "--hidden-sizes", "2"], "argument --echo-steps: must be a list"),
-    (["--echo-steps", "1-20", "--hidden-sizes", "2"], "argument --echo-steps: must be in [0, seq_len)"),
+    (["--echo-steps", "1-20", "--hidden-sizes", "2"],
+     "argument --echo-steps: must be in [0, seq_len)"),
     (["--echo-steps", "1", "--hidden-sizes", "0"], "argument --hidden-sizes: must be a positive"),
-    (["--echo-steps", "1", "--hidden-sizes", "100000"], "argument --hidden-sizes: must be a positive integer up to 4096"),
+    (["--echo-steps", "1", "--hidden-sizes", "100000"],
+     "argument --hidden-sizes: must be a positive integer up to 4096"),
     (["--echo-steps", "1", "--hidden-sizes", "2", "--lr", "-1"], "argument --lr"),
     # a prefix of --seeds is not taken for it
     (["--echo-steps", "1", "--hidden-sizes", "2", "--seed", "3"], "unrecognized arguments: --seed"),

@@ -13,8 +13,15 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from browser import (chromium_missing, chromium_page, hparams_table, scalar_cards, screenshot,
-                     screenshot_dir, tensorboard)
+from browser import (
+    chromium_missing,
+    chromium_page,
+    hparams_table,
+    scalar_cards,
+    screenshot,
+    screenshot_dir,
+    tensorboard,
+)
 from helpers import cli
 
 pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "

@@ -13,8 +13,14 @@ from echo_rnn.checkpoint import CheckpointError
 from echo_rnn.cli import Failed
 from echo_rnn.cli.args import COUNT, arg_type
 from echo_rnn.cli.train import add_setup_flags
-from echo_rnn.config import (MAX_THREADS, Bounds, add_config_flags, build_config,
-                             check_dir_name, config_overrides)
+from echo_rnn.config import (
+    MAX_THREADS,
+    Bounds,
+    add_config_flags,
+    build_config,
+    check_dir_name,
+    config_overrides,
+)
 from echo_rnn.console import strict_json
 from echo_rnn.locks import Busy
 from echo_rnn.rundir import StorageError, storage_reason
@@ -40,8 +46,10 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  echo-rnn sweep --echo-steps 1-H+1 --hidden-sizes 2,4,6,8 --seeds 0-4 --name capacity\n"
-            "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 --workers 2\n"
+            "  echo-rnn sweep --echo-steps 1-H+1 --hidden-sizes 2,4,6,8 --seeds 0-4 "
+            "--name capacity\n"
+            "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 "
+            "--workers 2\n"
             "  torchrun --nnodes 2 --nproc-per-node 8 ... -m echo_rnn sweep --echo-steps 1-9 ..."
         ),
     )
