@@ -109,13 +109,17 @@ class _Member:
 
 
 def train_population(configs: list[TrainConfig], *,
-                     stop: Callable[[], bool] | None = None) -> list[TrainResult]:
+                     stop: Callable[[], bool] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
     """Train ``configs`` (equal :func:`population_key`) as one population; their results, in
     order. Every config is validated and every run directory created before training.
 
     ``stop`` is polled after every step; once it returns True, or SIGINT/SIGTERM arrives,
     every member still training is checkpointed (``train --resume``, or the sweep re-run,
-    continues it) and :class:`~echo_rnn.train.TrainingInterrupted` is raised."""
+    continues it) and :class:`~echo_rnn.train.TrainingInterrupted` is raised.
+
+    ``progress``, if given, is called after every step with (step, members still training),
+    and once at step 0: the sweep shows it (it should return at once)."""
     keys = {population_key(c) for c in configs}
     if None in keys or len(keys) != 1:
         raise ConfigError("population", "members must share every setting but echo_step, seed "
@@ -130,7 +134,7 @@ def train_population(configs: list[TrainConfig], *,
         try:
             return _train_population(configs, device,
                                      lambda: bool(received) or bool(stop and stop()), received,
-                                     held)
+                                     held, progress)
         except OSError as exc:  # a full disk: one line, as train says it; checkpoints stay
             raise StorageError(f"could not write the population's runs in {configs[0].logdir}: "
                                f"{storage_reason(exc)}; each run keeps its last checkpoint"
@@ -139,7 +143,8 @@ def train_population(configs: list[TrainConfig], *,
 
 def _train_population(configs: list[TrainConfig], device: torch.device,
                       stopping: Callable[[], bool], received: list[int],
-                      held: ExitStack) -> list[TrainResult]:
+                      held: ExitStack,
+                      progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
     c0 = configs[0]
     start = time.perf_counter()
     members: list[_Member] = []
@@ -171,6 +176,8 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
     if (moved or active is not before) and active:  # a k moved on, or members left
         stacked = _Stacked.of(members, active, c0, device)
+    if progress is not None:
+        progress(step, len(active))
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
         x, y = _batch(stacked)
@@ -196,6 +203,8 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         pop, optimizer, active = _retire(pop, optimizer, members, active, step, start, results)
         if (moved or active is not before) and active:  # a k moved on, or members left
             stacked = _Stacked.of(members, active, c0, device)
+        if progress is not None:
+            progress(step, len(active))
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(pop, optimizer, members, active, step, start, _windows(pending))

@@ -415,6 +415,7 @@ def train(
     verbose: bool = True,
     data_parallel: bool = True,
     stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train an :class:`EchoRNN` on the echo task as ``config`` says.
 
@@ -430,6 +431,8 @@ def train(
             in this process alone (as the sweep does with each of its points).
         stop: polled after every step; once it returns True the run stops as on SIGTERM
             (the sweep's workers learn of a signal to their parent this way).
+        progress: called after every step with (step, 1), the run still training: the
+            sweep shows it (it should return at once).
 
     Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
     From the moment the run directory exists, SIGINT, SIGTERM and SIGHUP are held until the
@@ -450,12 +453,12 @@ def train(
     """
     config.validate()
     with cpu_threads(config.threads), stop_requests() as received, ExitStack() as held:
-        return _train(config, resume, verbose, data_parallel, received, stop, held)
+        return _train(config, resume, verbose, data_parallel, received, stop, held, progress)
 
 
 def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
            received: list[int], external_stop: Callable[[], bool] | None,
-           held: ExitStack) -> TrainResult:
+           held: ExitStack, progress: Callable[[int, int], None] | None = None) -> TrainResult:
     d, device = _placement(config, data_parallel)
     run_dir, resumed = rundir.claim(config, resume, d, held)
     if received:  # a signal before anything was written: leave nothing behind
@@ -464,7 +467,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
         raise TrainingInterrupted(received[0], -1, run_dir)
     elapsed = _Clock()
     trainer, log = _start(config, run_dir, resumed, device, verbose, d, elapsed)
-    return _loop(trainer, log, received, external_stop, elapsed)
+    return _loop(trainer, log, received, external_stop, elapsed, progress)
 
 
 def _placement(config: TrainConfig, data_parallel: bool) -> tuple[distributed.Dist, torch.device]:
@@ -538,7 +541,8 @@ def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
 
 
 def _loop(trainer: _Trainer, log: RunLog, received: list[int],
-          external_stop: Callable[[], bool] | None, elapsed: _Clock) -> TrainResult:
+          external_stop: Callable[[], bool] | None, elapsed: _Clock,
+          progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
     every eval_every, and a stop after any step once a signal (or the sweep) asks."""
     config, d = trainer.config, trainer.dist
@@ -547,6 +551,8 @@ def _loop(trainer: _Trainer, log: RunLog, received: list[int],
         while trainer.step < config.steps and trainer.solved_step is None and not received:
             trainer.train_step()
             s = trainer.step
+            if progress is not None:
+                progress(s, 1)
             is_eval = s % config.eval_every == 0 or s == config.steps
             stop = bool(received) or (external_stop is not None and external_stop())
             # Under torchrun every rank flushes at the same steps (a collective), and

@@ -185,7 +185,10 @@ def test_sweep_into_a_closed_pipe_finishes_the_sweep(tmp_path):
     proc = cli("sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1-3",
                "--hidden-sizes", "2", "--seeds", "0", "--steps", "20", "--workers", "1",
                *TINY_SWEEP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert "k=1 H=2 seed=0" in proc.stdout.readline()
+    line = proc.stdout.readline()
+    while line.startswith(("sweep: ", "  ")):  # the progress, on a slow machine
+        line = proc.stdout.readline()
+    assert "k=1 H=2 seed=0" in line
     proc.stdout.close()
     err = proc.stderr.read()
     proc.wait(timeout=120)

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
         outcome = run_sweep(base, ks, seeds, args.name, args.workers, args.population,
-                            out=sys.stderr if args.json else None)
+                            out=sys.stderr if args.json else None, progress=not args.json)
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         raise Failed(f"{exc}; {kept}") from None
     except (StorageError, Busy) as exc:  # a full disk under a point; another sweep or run
