@@ -15,6 +15,7 @@ dependency); torch is installed at the running interpreter's version, the one th
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -27,6 +28,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import echo_rnn
 
@@ -50,10 +56,20 @@ def _packages(root: Path) -> set[str]:
 
 
 def _extensions(root: Path) -> set[str]:
-    """The modules the package compiles: one per C source under echo_rnn/
-    (``echo_rnn/kernels/_compiled.c`` is ``echo_rnn.kernels._compiled``); none is fine."""
-    return {".".join(p.relative_to(root).with_suffix("").parts)
-            for p in (root / "echo_rnn").rglob("*.c")}
+    """The modules the package compiles, as its build names them: each ``Extension("NAME",
+    ...)`` of setup.py and each ``[[tool.setuptools.ext-modules]]`` of pyproject.toml. None
+    is fine: then the wheel is pure Python."""
+    names = set()
+    if (root / "setup.py").exists():
+        for node in ast.walk(ast.parse((root / "setup.py").read_text())):
+            if isinstance(node, ast.Call) and "Extension" in (getattr(node.func, "id", None),
+                                                              getattr(node.func, "attr", None)):
+                names.add(ast.literal_eval(node.args[0] if node.args else next(
+                    k.value for k in node.keywords if k.arg == "name")))
+    with open(root / "pyproject.toml", "rb") as fh:
+        setuptools = tomllib.load(fh).get("tool", {}).get("setuptools", {})
+    names.update(m["name"] for m in setuptools.get("ext-modules", []))
+    return names
 
 
 def _env(venv: Path | None = None) -> dict[str, str]:
