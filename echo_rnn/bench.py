@@ -177,7 +177,8 @@ def _named(m: EchoRNN) -> dict[str, torch.Tensor]:
     return {n: p.grad for n, p in m.named_parameters()}
 
 
-def _step(fwd: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
+def _step(fwd: Callable[[], torch.Tensor],
+          params: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
     def step() -> torch.Tensor:
         for p in params:
             p.grad = None
@@ -338,7 +339,8 @@ def format_markdown(report: BenchReport) -> str:
              "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in report.rows:
         lines.append(f"| {r.shape} | {r.B} | {r.T} | {r.H} | {r.backend} | {r.ms_per_step:.3f} | "
-                     f"{r.seq_per_s:,.0f} | {r.ratio_to_nn_rnn:.2f}x | {r.saved_bytes / 1024:,.1f} KiB |")
+                     f"{r.seq_per_s:,.0f} | {r.ratio_to_nn_rnn:.2f}x | "
+                     f"{r.saved_bytes / 1024:,.1f} KiB |")
     return "\n".join(lines)
 
 

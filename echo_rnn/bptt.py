@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+
 import torch
 from torch.autograd.function import once_differentiable
 

@@ -220,7 +220,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an echo-rnn checkpoint")
     if state.get("version") != VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint version {state.get('version')!r}; this echo-rnn reads {VERSION}")
+            f"{path} has checkpoint version {state.get('version')!r}; this echo-rnn reads "
+            f"{VERSION}")
     missing = {"config", "step", "model"} - set(state)
     if missing:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(sorted(missing))}")
@@ -335,7 +336,8 @@ def _optimizer_problem(opt: Any, config, step: int,
         return (f"its optimizer state is not {kind}'s, which its config says: its settings "
                 f"include {shown(', '.join(extra))}{whose}")
     if group.get("params") != list(range(n)) or not all(_is_int(i) for i in group["params"]):
-        return (f"its optimizer's param ids must be {list(range(n))} (U, V, w{', b' * config.bias}), "
+        return (f"its optimizer's param ids must be {list(range(n))} "
+                f"(U, V, w{', b' * config.bias}), "
                 f"got {shown(group.get('params'))}")
     problem = _lr_problem(group.get("lr"), config, step)
     if problem:

@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
-from echo_rnn import reference
-from echo_rnn import bptt
+from echo_rnn import bptt, reference
 from echo_rnn.bptt import BPTTFunction
 from echo_rnn.data import bits, make_echo_batch
 from echo_rnn.model import EchoRNN, check_truncate, echo_loss
@@ -326,5 +325,6 @@ def format_rows(rows: list[GradRow]) -> str:
         for r in rows
     ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in [header, *body]]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip()
+             for row in [header, *body]]
     return "\n".join(lines)

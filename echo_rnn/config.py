@@ -19,7 +19,6 @@ from echo_rnn.devices import DEVICE_HELP, resolve_device
 from echo_rnn.errors import ConfigError, shown
 from echo_rnn.files import read_regular
 
-
 # The largest seed torch.Generator.manual_seed takes without overflow.
 MAX_SEED = 2**63 - 1
 # Upper bounds far beyond any useful echo run; what fits in memory is checked separately
@@ -52,7 +51,8 @@ class Bounds:
         lo, hi = self.lo, self.hi
         if lo is not None and hi is not None and (kind is float or lo != 1):
             lead = "" if kind is float else "an integer "
-            return f"{lead}in {'(' if self.lo_open else '['}{lo:g}, {hi}{')' if self.hi_open else ']'}"
+            opening, closing = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"{lead}in {opening}{lo:g}, {hi}{closing}"
         if lo == 0 and self.lo_open or (kind is int and lo == 1):
             text = f"a positive {noun}"
         elif lo is not None:
@@ -258,7 +258,8 @@ class TrainConfig:
                 raise ConfigError(source, f"{name} is set twice, as {seen[name]!r} and "
                                           f"{key!r}; keep one")
             seen[name] = key
-            if isinstance(value, str) and value.lower() == "none" and fields_by_name()[name].metadata["optional"]:
+            if (isinstance(value, str) and value.lower() == "none"
+                    and fields_by_name()[name].metadata["optional"]):
                 value = None
             values[name] = value
         return cls(**values)

@@ -461,7 +461,8 @@ def factor_meaning(name: str) -> str:
     down = down.strip("()")
     said = []
     for symbol, missing, extra in (
-        ("T", "the 1/T of the mean over time missing (a sum over t)", "divided by T once too often"),
+        ("T", "the 1/T of the mean over time missing (a sum over t)",
+         "divided by T once too often"),
         ("B", "the 1/B of the mean over the batch missing (a sum over sequences)",
          "divided by B once too often"),
         ("2", "the 1/2 of the cost forgotten (d/dyhat of (yhat - y)^2 is 2 (yhat - y), "

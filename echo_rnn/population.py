@@ -33,10 +33,10 @@ thread, the frontier shape; ``test_frontier_training_is_bit_identical_to_single_
 because per member every product is the call ``bptt`` makes on the same layout: the loops'
 ``baddbmm_`` treats each batch entry alone (one BLAS ``addmm`` each once ``B H^2 >= 400``,
 ATen's own loop below that, which ``bptt`` calls on a batch of one; at B = 1 ``bptt`` keeps
-``addmm_`` and the population loops over runs, see :func:`echo_rnn.bptt.runs_multiply_alone`); the one-column
-products (readout, dV, dw), which BLAS computes as gemv and a ``bmm`` does not reproduce,
-are loops over runs: R small ops each, about 7% of a step at R = 32, for training runs that
-reproduce single runs.
+``addmm_`` and the population loops over runs, see
+:func:`echo_rnn.bptt.runs_multiply_alone`); the one-column products (readout, dV, dw), which
+BLAS computes as gemv and a ``bmm`` does not reproduce, are loops over runs: R small ops
+each, about 7% of a step at R = 32, for training runs that reproduce single runs.
 
 Training. :func:`population_grads` is the training pass without autograd (forward, every run's
 loss, backward into ``.grad``; what ``population_loss(...).sum().backward()`` computes, bit for

@@ -47,8 +47,16 @@ from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_
 from echo_rnn.rundir import HeldDir, StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests
-from echo_rnn.train import (VAL_SEED_OFFSET, TrainingInterrupted, TrainResult, compare_due,
-                            gradient_flow, kernel_vs_autograd, run_state, write_outcome)
+from echo_rnn.train import (
+    VAL_SEED_OFFSET,
+    TrainingInterrupted,
+    TrainResult,
+    compare_due,
+    gradient_flow,
+    kernel_vs_autograd,
+    run_state,
+    write_outcome,
+)
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")
@@ -98,13 +106,17 @@ class _Member:
 
 
 def train_population(configs: list[TrainConfig], *,
-                     stop: Callable[[], bool] | None = None) -> list[TrainResult]:
+                     stop: Callable[[], bool] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
     """Train ``configs`` (equal :func:`population_key`) as one population; their results, in
     order. Every config is validated and every run directory created before training.
 
     ``stop`` is polled after every step; once it returns True, or SIGINT/SIGTERM arrives,
     every member still training is checkpointed (``train --resume``, or the sweep re-run,
-    continues it) and :class:`~echo_rnn.train.TrainingInterrupted` is raised."""
+    continues it) and :class:`~echo_rnn.train.TrainingInterrupted` is raised.
+
+    ``progress``, if given, is called after every step with (step, members still training),
+    and once at step 0: the sweep shows it (it should return at once)."""
     keys = {population_key(c) for c in configs}
     if None in keys or len(keys) != 1:
         raise ConfigError("population", "members must share every setting but echo_step, seed "
@@ -120,7 +132,7 @@ def train_population(configs: list[TrainConfig], *,
         try:
             return _train_population(configs, device,
                                      lambda: bool(received) or bool(stop and stop()), received,
-                                     held)
+                                     held, progress)
         except OSError as exc:  # a full disk: one line, as train says it; checkpoints stay
             raise StorageError(f"could not write the population's runs in {configs[0].logdir}: "
                                f"{storage_reason(exc)}; each run keeps its last checkpoint"
@@ -129,7 +141,8 @@ def train_population(configs: list[TrainConfig], *,
 
 def _train_population(configs: list[TrainConfig], device: torch.device,
                       stopping: Callable[[], bool], received: list[int],
-                      held: ExitStack) -> list[TrainResult]:
+                      held: ExitStack,
+                      progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
     c0 = configs[0]
     start = time.perf_counter()
     members: list[_Member] = []
@@ -163,6 +176,8 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
     if (moved or active is not before) and active:  # a k moved on, or members left
         stacked = _Stacked.of(members, active, c0, device)
         kernel.follow(members, active)
+    if progress is not None:
+        progress(step, len(active))
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
     while active and step < c0.steps:
         losses, norms = kernel.step(stacked)  # (R,) each: each run's echo_loss, grad norm
@@ -185,6 +200,8 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         if (moved or active is not before) and active:  # a k moved on, or members left
             stacked = _Stacked.of(members, active, c0, device)
             kernel.follow(members, active)
+        if progress is not None:
+            progress(step, len(active))
         if active and stopping():
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(kernel, members, active, step, start, _windows(pending), durable=True)
@@ -542,7 +559,7 @@ def _without(pop: PopulationRNN, old: dict, keep: list[int], config: TrainConfig
     smaller = PopulationRNN(len(keep), pop.U.shape[-1], pop.V.shape[-1], pop.b is not None)
     smaller.to(dtype=pop.U.dtype, device=pop.U.device)
     with torch.no_grad():
-        for (name, p), q in zip(pop.named_parameters(), smaller.parameters()):
+        for p, q in zip(pop.parameters(), smaller.parameters()):
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
     new_opt = make_optimizer(config, smaller.parameters(), adam=PopulationAdam)

@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from echo_rnn.config import (MAX_HIDDEN, MAX_SEED, NON_NEGATIVE, SIZE, Bounds, _opt,
-                             check_fields)
+from echo_rnn.config import MAX_HIDDEN, MAX_SEED, NON_NEGATIVE, SIZE, Bounds, _opt, check_fields
 from echo_rnn.errors import ConfigError, shown
 
 # The seed of a learner's default problem: of seeds 0-19, the one on whose default problem

@@ -8,15 +8,17 @@ rank 0 gathering the results and writing the tables (:mod:`echo_rnn.tables`)."""
 from __future__ import annotations
 
 import json
-import re
 import multiprocessing as mp
 import os
+import queue
+import re
 import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
@@ -24,13 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from echo_rnn import distributed
 from echo_rnn.checkpoint import read_summary, written_checkpoint
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig
 from echo_rnn.locks import Busy, DirLock
 from echo_rnn.population_train import population_key, train_population
+from echo_rnn.progress import REPORT_EVERY_S, Job, SweepProgress, Throttled
 from echo_rnn.rundir import logdir_error
 from echo_rnn.signals import stop_requests
 from echo_rnn.tables import results_markdown, summarize, write_results
@@ -120,6 +121,7 @@ def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
 
 
 _stop = None  # a multiprocessing Event in workers: set once the sweep is told to stop
+_reports = None  # a multiprocessing Queue in workers: their jobs' progress, to the parent
 _busy = threading.Event()  # set in a worker while it runs a job
 
 # How often a worker looks for its parent, and how long a worker whose parent died gives
@@ -128,12 +130,17 @@ PARENT_POLL_S = 0.2
 ORPHAN_GRACE_S = 3.0
 
 
-def _worker_init(stop, parent: int) -> None:
+def _worker_init(stop, parent: int, reports=None) -> None:
     """Runs in each worker before its first job. ``parent`` is the sweep's pid, taken in the
     parent before the worker was started: a worker that starts after its parent died (the
-    interpreter and torch take seconds to load) finds it gone at once."""
-    global _stop
+    interpreter and torch take seconds to load) finds it gone at once. ``reports``: the
+    queue the jobs' progress goes to."""
+    global _stop, _reports
     _stop = stop
+    _reports = reports
+    if reports is not None:
+        # a report still buffered when the worker exits is not worth waiting for
+        reports.cancel_join_thread()
     # Ctrl-C and a closed terminal's SIGHUP reach every process of the terminal's group. A
     # worker between points has nothing to save and leaves stopping to the parent (a
     # KeyboardInterrupt there would break the pool); a worker inside a point handles it
@@ -248,16 +255,20 @@ def _failing_stops_the_sweep():
         _stop.set()
 
 
-def run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
-    """Train fresh points as one population; their rows, or None if the sweep is stopping."""
+def run_population(configs: list[TrainConfig],
+                   progress: Callable[[int, int], None] | None = None
+                   ) -> list[dict[str, Any]] | None:
+    """Train fresh points as one population; their rows, or None if the sweep is stopping.
+    ``progress``: :func:`~echo_rnn.population_train.train_population`'s."""
     _busy.set()
     try:
-        return _run_population(configs)
+        return _run_population(configs, progress)
     finally:
         _busy.clear()
 
 
-def _run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
+def _run_population(configs: list[TrainConfig],
+                    progress: Callable[[int, int], None] | None) -> list[dict[str, Any]] | None:
     if _stop is not None and _stop.is_set():
         return None
     for c in configs:
@@ -265,7 +276,8 @@ def _run_population(configs: list[TrainConfig]) -> list[dict[str, Any]] | None:
         if run_dir.exists():
             shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
     try:
-        train_population(configs, stop=_stop.is_set if _stop is not None else None)
+        train_population(configs, stop=_stop.is_set if _stop is not None else None,
+                         progress=progress)
     except Exception:
         _failing_stops_the_sweep()
         raise
@@ -282,17 +294,28 @@ def needs_run(config: TrainConfig) -> bool:
     return done["stopped"] == "steps" and done["step"] < config.steps
 
 
-def run_point(config: TrainConfig) -> dict[str, Any] | None:
+def run_point(config: TrainConfig,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
     """Run (or finish, or extend, or just read) one grid point; None if the sweep is
-    stopping."""
+    stopping. ``progress``: :func:`~echo_rnn.train.train`'s."""
     _busy.set()
     try:
-        return _run_point(config)
+        return _run_point(config, progress)
     finally:
         _busy.clear()
 
 
-def _run_point(config: TrainConfig) -> dict[str, Any] | None:
+def _reporting(run, job, j: int):
+    """In a worker: ``run(job)`` (:func:`run_point` or :func:`run_population`), its progress
+    sent to the parent as (job index, step, members still training)."""
+    send = None
+    if _reports is not None:
+        send = Throttled(lambda step, active: _reports.put((j, step, active)))
+    return run(job, send)
+
+
+def _run_point(config: TrainConfig,
+               progress: Callable[[int, int], None] | None) -> dict[str, Any] | None:
     run_dir = Path(config.logdir) / config.run_name
     if needs_run(config):
         if _stop is not None and _stop.is_set():
@@ -303,7 +326,8 @@ def _run_point(config: TrainConfig) -> dict[str, Any] | None:
             shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
         stop = _stop.is_set if _stop is not None else None
         try:
-            train(config, resume=resume, verbose=False, data_parallel=False, stop=stop)
+            train(config, resume=resume, verbose=False, data_parallel=False, stop=stop,
+                  progress=progress)
         except NonFiniteLoss:
             pass  # a result like any other: the point diverged, summary.json says so
         except Exception:
@@ -380,41 +404,61 @@ def _finished_before(config: TrainConfig) -> bool:
         return False  # the worker that reads it says what is wrong
 
 
+def _job_label(configs: list[TrainConfig]) -> str:
+    """A job as the progress display names it: a point's run name, or a population's shape,
+    size and echo steps (``H4 x16 (k 1-5)``)."""
+    if len(configs) == 1:
+        return configs[0].run_name
+    ks = sorted({c.echo_step for c in configs})
+    k = f"{ks[0]}-{ks[-1]}" if len(ks) > 1 else f"{ks[0]}"
+    return f"H{configs[0].hidden_size} x{len(configs)} (k {k})"
+
+
 def _run_local(configs: list[TrainConfig], workers: int, label: str,
-               population: int = 1, out=None) -> SweepOutcome:
+               population: int = 1, out=None, progress: bool = True) -> SweepOutcome:
     """Run ``configs`` in ``workers`` processes (fresh points in populations of at most
-    ``population``), with a progress bar and a line per point on ``out`` (default: stdout);
-    on SIGINT/SIGTERM/SIGHUP stop starting points, let running ones checkpoint, and return
+    ``population``), with a line per point on ``out`` (default: stdout) and, with
+    ``progress``, the jobs' progress on stdout (:mod:`echo_rnn.progress`); on
+    SIGINT/SIGTERM/SIGHUP stop starting points, let running ones checkpoint, and return
     what finished."""
     rows: list[dict[str, Any]] = []
     read_back = {c.run_name for c in configs if _finished_before(c)}
     jobs = plan(configs, population)
-    bar = tqdm(total=len(configs), unit="point", desc=label, file=sys.stderr,
-               disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    members = [job if isinstance(job, list) else [job] for job in jobs]
+    shown = SweepProgress.on(
+        sys.stdout, [Job(_job_label(m), len(m), m[0].steps,
+                         trains=not all(c.run_name in read_back for c in m)) for m in members],
+        len(configs), workers, label, enabled=progress)
 
-    def record(done):
-        for row in done if isinstance(done, list) else [done]:
+    def record(done) -> int | None:
+        """Record a job's rows; the step it ended at (None: it was stopping)."""
+        done = [row for row in (done if isinstance(done, list) else [done]) if row is not None]
+        for row in done:
             record_row(row)
+        return max((row["step"] for row in done), default=None)
 
     def record_row(row):
-        if row is not None:
-            rows.append(row)
-            bar.update(1)
-            bar.set_postfix(solved=sum(r["solved"] for r in rows))
-            name = point_name(replace(configs[0], echo_step=row["echo_step"],
-                                      hidden_size=row["hidden_size"], seed=row["seed"]))
-            earlier = " (read back: finished by an earlier run)" if name in read_back else ""
-            tqdm.write(f"{label}k={row['echo_step']} H={row['hidden_size']} "
-                       f"seed={row['seed']}: {_verdict(row)}{earlier}",
-                       file=out if out is not None else sys.stdout)
+        rows.append(row)
+        shown.point_done(row["solved"])
+        name = point_name(replace(configs[0], echo_step=row["echo_step"],
+                                  hidden_size=row["hidden_size"], seed=row["seed"]))
+        earlier = " (read back: finished by an earlier run)" if name in read_back else ""
+        shown.write(f"{label}k={row['echo_step']} H={row['hidden_size']} "
+                    f"seed={row['seed']}: {_verdict(row)}{earlier}",
+                    file=out if out is not None else sys.stdout)
+
+    def run(j: int):
+        return run_population if isinstance(jobs[j], list) else run_point
 
     pool = None
     stop = None
+    reports = None
     if workers > 1:
         ctx = mp.get_context("spawn")
         stop = ctx.Event()
+        reports = ctx.Queue() if progress else None
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(stop, os.getpid()))
+                                   initargs=(stop, os.getpid(), reports))
 
     # A signal stops the starting of points; a point that is training sees the event (or,
     # from a terminal, the signal itself), finishes its step and checkpoints.
@@ -422,27 +466,44 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
     with stop_requests(on_signal, insist=False) as received:
         try:
             if pool is None:
-                for job in jobs:
+                for j, job in enumerate(jobs):
                     if received:
                         break
+
+                    def report(step, active, j=j):
+                        shown.update(j, step, active)
+                        shown.tick()
+
+                    ended = None
                     try:
-                        record(run_population(job) if isinstance(job, list) else run_point(job))
+                        ended = record(run(j)(job, Throttled(report) if progress else None))
                     except TrainingInterrupted as exc:
                         received.append(exc.signum)
+                    finally:
+                        shown.job_done(j, ended)
+                    shown.tick()
             else:
-                pending = {pool.submit(run_population if isinstance(job, list) else run_point,
-                                       job) for job in jobs}
+                futures = {pool.submit(_reporting, run(j), job, j): j
+                           for j, job in enumerate(jobs)}
+                pending = set(futures)
                 while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    # woken at least every REPORT_EVERY_S to show the reports that came in
+                    finished, pending = wait(pending, timeout=REPORT_EVERY_S,
+                                             return_when=FIRST_COMPLETED)
+                    _show_reports(reports, shown)
                     for f in finished:
+                        ended = None
                         try:
-                            record(f.result())
+                            ended = record(f.result())
                         except TrainingInterrupted:
                             pass  # checkpointed; the next run of the sweep resumes it
                         except BrokenProcessPool:
                             if not received:  # not a signal: a worker was killed
                                 raise
                             pending = set()  # a worker hit by the signal while starting
+                        finally:
+                            shown.job_done(futures[f], ended)
+                    shown.tick()
         except BaseException:
             if stop is not None:
                 stop.set()  # a point failed: start no more, let the running ones finish
@@ -450,23 +511,39 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
+            if reports is not None:
+                reports.close()
+            shown.close()
     return SweepOutcome(rows, len(rows), len(configs), received[0] if received else None)
 
 
+def _show_reports(reports, shown: SweepProgress) -> None:
+    """Pass on the (job, step, active) reports the workers sent since the last call."""
+    while reports is not None:
+        try:
+            j, step, active = reports.get_nowait()
+        except queue.Empty:
+            return
+        shown.update(j, step, active)
+
+
 def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int], name: str,
-              workers: int | None = None, population: int = 1, out=None) -> SweepOutcome:
+              workers: int | None = None, population: int = 1, out=None,
+              progress: bool = True) -> SweepOutcome:
     """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables.
     ``echo_steps`` maps each hidden size to its echo steps; fresh points that can share a
     kernel train in populations of at most ``population`` (1: each alone); a line per
-    point goes to ``out`` (default: stdout). The sweep's directory is locked while it
-    runs (one sweep of a name at a time): :class:`~echo_rnn.locks.Busy` otherwise."""
+    point goes to ``out`` (default: stdout), and with ``progress`` the progress of the
+    points under way to stdout (:mod:`echo_rnn.progress`: bars on a terminal, a few lines
+    elsewhere). The sweep's directory is locked while it runs (one sweep of a name at a
+    time): :class:`~echo_rnn.locks.Busy` otherwise."""
     with ExitStack() as held:
-        return _run_sweep(base, echo_steps, seeds, name, workers, population, out, held)
+        return _run_sweep(base, echo_steps, seeds, name, workers, population, out, held,
+                          progress)
 
 
 def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
-               held: ExitStack) -> SweepOutcome:
+               held: ExitStack, progress: bool = True) -> SweepOutcome:
     d = distributed.current()
     sweep_dir = Path(base.logdir) / name
     configs = grid(base, echo_steps, seeds, sweep_dir)
@@ -495,7 +572,7 @@ def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
     mine = share(plan(configs, population), d.world_size)[d.rank]
     distributed.barrier()
     label = f"[rank {d.rank}] " if d.enabled else ""
-    outcome = _run_local(mine, workers, label, population, out=out)
+    outcome = _run_local(mine, workers, label, population, out=out, progress=progress)
     # Every rank reports how it ended, so that none waits for one that was interrupted.
     gathered = distributed.gather_objects((outcome.rows, outcome.interrupted))
     if not d.is_main:

@@ -70,7 +70,8 @@ def results_markdown(summary: list[dict[str, Any]], echo_steps: list[int],
             if s is None:
                 cells.append("")
             else:
-                med = "" if s["median_steps_to_solve"] is None else f" ({s['median_steps_to_solve']:g})"
+                median = s["median_steps_to_solve"]
+                med = "" if median is None else f" ({median:g})"
                 cells.append(f"{s['solved']}/{s['seeds']}{med}")
         lines.append(f"| {H} | " + " | ".join(cells) + " |")
     lines += ["", "| k | H | seeds | solved | solve rate | median steps to solve |",

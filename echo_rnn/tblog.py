@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 # Sizes for TensorBoard's image cards (about 300-450 px wide in the browser): an image is
 # kept between these widths so it is neither shrunk into illegibility nor a speck on the card.
 MIN_WIDTH, MAX_WIDTH = 300, 640
@@ -378,7 +377,8 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     for d in decades:
         if (d - lo) % every and d != hi:
             continue
-        if d == hi and (hi - lo) % every and (hi - lo) % every * (log_bottom - top) / (hi - lo) < label_h + 3:
+        if (d == hi and (hi - lo) % every
+                and (hi - lo) % every * (log_bottom - top) / (hi - lo) < label_h + 3):
             continue  # the top decade would crowd the last one labelled
         y = float(y_of(d))
         if top < y < log_bottom:

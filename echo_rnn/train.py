@@ -143,10 +143,12 @@ def diverged_message(config: TrainConfig, run_dir: Path, step: int, what: float 
     c = config
     ckpt = checkpoint_path(run_dir)
     remedy = f"lower --lr (now {c.lr:g})"
-    remedy += " or add --grad-clip 1.0" if c.grad_clip is None else f" or --grad-clip (now {c.grad_clip:g})"
+    remedy += (" or add --grad-clip 1.0" if c.grad_clip is None
+               else f" or --grad-clip (now {c.grad_clip:g})")
     if c.init_std > 1 or (c.input_init_std or 0) > 1:
         remedy += " or a smaller --init-std / --input-init-std"
-    saved = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
+    saved = (f"the last good checkpoint is {ckpt}" if ckpt.exists()
+             else "no checkpoint was saved yet")
     what = f"loss became {what}" if isinstance(what, float) else f"{what}"
     return f"{what} at step {step}; stopped, {saved}; try {remedy}"
 
@@ -487,21 +489,24 @@ def train(
     verbose: bool = True,
     data_parallel: bool = True,
     stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train an :class:`EchoRNN` on the echo task as ``config`` says.
 
     Args:
         config: the run's settings; validated first, before anything is written.
         resume: a run directory (or its ``checkpoints/last.pt``, or what
-            :func:`~echo_rnn.rundir.open_run` read from one) to continue. ``config`` must equal the config the run was started
-            with, except what ``config.RESUME_FREE`` lists: ``steps``, and where the run is
-            kept (``logdir``, ``run_name``: the run continues in the directory ``resume``
-            names).
+            :func:`~echo_rnn.rundir.open_run` read from one) to continue. ``config`` must
+            equal the config the run was started with, except what ``config.RESUME_FREE``
+            lists: ``steps``, and where the run is kept (``logdir``, ``run_name``: the run
+            continues in the directory ``resume`` names).
         verbose: print one line per evaluation and a progress bar (when stderr is a terminal).
         data_parallel: under torchrun, train one model on all ranks with DDP; False trains
             in this process alone (as the sweep does with each of its points).
         stop: polled after every step; once it returns True the run stops as on SIGTERM
             (the sweep's workers learn of a signal to their parent this way).
+        progress: called after every step with (step, 1), the run still training: the
+            sweep shows it (it should return at once).
 
     Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
     From the moment the run directory exists, SIGINT, SIGTERM and SIGHUP are held until the
@@ -522,12 +527,12 @@ def train(
     """
     config.validate()
     with cpu_threads(config.threads), stop_requests() as received, ExitStack() as held:
-        return _train(config, resume, verbose, data_parallel, received, stop, held)
+        return _train(config, resume, verbose, data_parallel, received, stop, held, progress)
 
 
 def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
            received: list[int], external_stop: Callable[[], bool] | None,
-           held: ExitStack) -> TrainResult:
+           held: ExitStack, progress: Callable[[int, int], None] | None = None) -> TrainResult:
     d, device = _placement(config, data_parallel)
     run_dir, resumed = rundir.claim(config, resume, d, held)
     home = held.enter_context(rundir.HeldDir(run_dir)) if d.is_main else None
@@ -537,7 +542,7 @@ def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
         raise TrainingInterrupted(received[0], -1, run_dir)
     elapsed = _Clock()
     trainer, log = _start(config, run_dir, resumed, device, verbose, d, elapsed, home)
-    return _loop(trainer, log, received, external_stop, elapsed)
+    return _loop(trainer, log, received, external_stop, elapsed, progress)
 
 
 def _placement(config: TrainConfig, data_parallel: bool) -> tuple[distributed.Dist, torch.device]:
@@ -614,7 +619,8 @@ def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
 
 
 def _loop(trainer: _Trainer, log: RunLog, received: list[int],
-          external_stop: Callable[[], bool] | None, elapsed: _Clock) -> TrainResult:
+          external_stop: Callable[[], bool] | None, elapsed: _Clock,
+          progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
     every eval_every, and a stop after any step once a signal (or the sweep) asks."""
     config, d = trainer.config, trainer.dist
@@ -623,6 +629,8 @@ def _loop(trainer: _Trainer, log: RunLog, received: list[int],
         while trainer.step < config.steps and trainer.solved_step is None and not received:
             trainer.train_step()
             s = trainer.step
+            if progress is not None:
+                progress(s, 1)
             is_eval = s % config.eval_every == 0 or s == config.steps
             stop = bool(received) or (external_stop is not None and external_stop())
             # Under torchrun every rank flushes at the same steps (a collective), and

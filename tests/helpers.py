@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from echo_rnn.config import TrainConfig

@@ -86,7 +86,8 @@ def test_bench_cli_json_output_and_markdown(tmp_path):
     (["--output", "no/such/dir/b.json"], "argument --output: directory no/such/dir does not exist"),
     (["--shape", "big=10000000,10,4"], "must have B, T <= 1000000"),
     (["--shape", "big=1000000,100000,64"], "argument --shape: too large: shape big"),
-    (["--seed", "9223372036854775808"], "argument --seed: must be an integer in [0, 9223372036854775807]"),
+    (["--seed", "9223372036854775808"],
+     "argument --seed: must be an integer in [0, 9223372036854775807]"),
     (["--json", "--markdown"], "argument --markdown: not with --json"),
 ])
 def test_bench_usage_errors_before_any_timing(tmp_path, monkeypatch, capsys, args, needle):

@@ -6,12 +6,19 @@ import pytest
 import torch
 
 import echo_rnn.bptt as bptt
-from echo_rnn import reference
 from conftest import DEVICES
+from echo_rnn import reference
 from echo_rnn.bptt import BPTTFunction
-from echo_rnn.compare import autograd_hidden_grads, manual_grads
-from echo_rnn.compare import (KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads,
-                              compare_grads, run_gradcheck)
+from echo_rnn.compare import (
+    KERNELS_REL_F64,
+    SCALE_ATOL_F64,
+    TOLERANCES,
+    autograd_grads,
+    autograd_hidden_grads,
+    compare_grads,
+    manual_grads,
+    run_gradcheck,
+)
 from echo_rnn.model import EchoRNN
 
 # The tolerances, with their reasons, are the package's one table (echo_rnn/compare.py).
@@ -33,7 +40,8 @@ SIZES = list(itertools.product([1, 3], [1, 6, 16], [1, 3]))  # B, H, I
 GRID = [(*SIZES[(i * 5) % len(SIZES)], T, tr, h0, bias)
         for i, (T, tr, h0, bias) in enumerate(STRUCTURE)]
 GRID = [(B, T, H, I, bias, h0, tr) for B, H, I, T, tr, h0, bias in GRID]
-GRID_IDS = [f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-h0{int(h0)}-tr{tr}" for b, t, h, i, bi, h0, tr in GRID]
+GRID_IDS = [f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-h0{int(h0)}-tr{tr}"
+            for b, t, h, i, bi, h0, tr in GRID]
 
 
 def _problem(B, T, H, I, bias, with_h0, seed=0, device="cpu"):
@@ -62,8 +70,9 @@ def test_both_kernels_equal_autograd_and_each_other(B, T, H, I, bias, with_h0, t
     for name in ref:
         fast, reading = got["fast"][name], got["reference"][name]
         scale = max(reading.abs().max().item(), 1e-300)
-        torch.testing.assert_close(fast, reading, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64 * scale,
-                                   msg=lambda s: f"fast vs reference {name}: {s}")
+        torch.testing.assert_close(fast, reading, rtol=KERNELS_REL_F64,
+                                   atol=KERNELS_REL_F64 * scale,
+                                   msg=lambda s, name=name: f"fast vs reference {name}: {s}")
 
 
 @pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)

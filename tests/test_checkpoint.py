@@ -120,7 +120,8 @@ def _set(key, value):
     (_set("config.hidden_size", -1), "hidden_size: must be a positive integer"),
     (_set("config.hidden_size", 10**6), "hidden_size: must be a positive integer up to 4096"),
     (_set("config.seed", 2**64), "seed: must be an integer in"),
-    (_set("model.U", torch.full((4, 4), float("nan"))), "its weight U holds NaN or infinite values"),
+    (_set("model.U", torch.full((4, 4), float("nan"))),
+     "its weight U holds NaN or infinite values"),
     (_set("model.w", torch.full((4,), float("inf"))), "its weight w holds NaN or infinite values"),
     (_set("rng", {"train": "x"}), "its rng state is not a byte tensor"),
 ])

@@ -51,7 +51,8 @@ def test_ddp_resume_continues_the_same_curve(tmp_path):
     runs = tmp_path / "runs"
     # rank 0 alone wrote: one event file in each of the run's TensorBoard runs
     assert sorted(str(p.relative_to(runs / "d")).split(".")[0]
-                  for p in (runs / "d").rglob("events*")) == ["events", "train/events", "val/events"]
+                  for p in (runs / "d").rglob("events*")) == ["events", "train/events",
+                                                              "val/events"]
     again = torchrun("train", "--resume", runs / "d", "--steps", "40")
     assert again.returncode == 0, again.stderr[-2000:]
     one = cli("train", *flags, "--run-name", "one", "--steps", "40")
@@ -78,7 +79,8 @@ THREADS_AROUND_TRAIN = textwrap.dedent("""
     code = main(sys.argv[1:])
     # a file per rank: the ranks share one stdout, where their lines can interleave
     rank = os.environ["RANK"]
-    Path(__file__).with_name(f"rank{rank}.txt").write_text(f"exit {code}, threads {before} -> {threads()}")
+    Path(__file__).with_name(f"rank{rank}.txt").write_text(
+        f"exit {code}, threads {before} -> {threads()}")
 """)
 
 

@@ -14,13 +14,12 @@ import torch
 
 import echo_rnn.rundir as rundir_mod
 import echo_rnn.train as train_mod
+import helpers
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
 from echo_rnn.rundir import StorageError
 from echo_rnn.train import train
-import helpers
 from helpers import cli, events, run_main, scalar_series, small_config, small_flags
-
 
 # --- threads: the curve depends on the count, so the run sets it --------------------------
 
@@ -289,7 +288,8 @@ def test_resuming_on_a_full_disk_leaves_no_empty_event_file(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(echo_rnn.runlog, "EventFile", full)
-    with pytest.raises(StorageError, match=r"the disk is full; the last good checkpoint is .*\(step 10\)"):
+    with pytest.raises(StorageError,
+                       match=r"the disk is full; the last good checkpoint is .*\(step 10\)"):
         train(small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir, verbose=False)
     monkeypatch.undo()
     assert sorted(str(p.relative_to(run.run_dir)) for p in Path(run.run_dir).rglob("*")) == before

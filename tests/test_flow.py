@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_bptt import _retained_dh
 
 from echo_rnn.compare import make_problem
 from echo_rnn.flow import format_per_step, per_step, step_norms
 from echo_rnn.tblog import FLOW_TAG, flow_rgb
 from echo_rnn.train import train
 from helpers import events, run_main, small_config
-from test_bptt import _retained_dh
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EXAMPLE = f"{Path(__file__).resolve().parents[1] / 'examples' / 'my_bptt.py'}:bptt"

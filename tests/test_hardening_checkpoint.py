@@ -215,8 +215,7 @@ def test_checkpoints_of_every_kind_of_run_still_pass(tmp_path):
         state = load_checkpoint(result.run_dir)
         if name == "curriculum":
             assert state["optimizer"]["param_groups"][0]["lr"] < 0.02  # halved on the way
-        resumed = train(small_config(tmp_path, run_name=name, **{"steps": 12, **extra,
-                                                                 "steps": 40}),
+        resumed = train(small_config(tmp_path, run_name=name, **{**extra, "steps": 40}),
                         resume=result.run_dir, verbose=False)
         assert resumed.step >= result.step
 
@@ -234,7 +233,7 @@ def _unreadable(monkeypatch, where):
     root, which chmod does not stop)."""
     import os
 
-    real_stat, real_open, real_listdir = os.stat, open, os.listdir
+    real_stat, real_open = os.stat, open
     where = str(where)
 
     def inside(path):

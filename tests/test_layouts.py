@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echo_rnn.learner import check_grads
 from echo_rnn.layouts import Layout, rows
+from echo_rnn.learner import check_grads
 from helpers import run_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,15 @@ import torch
 
 from echo_rnn import learner
 from echo_rnn.compare import autograd_hidden_grads
-from echo_rnn.learner import (DEFAULT_SEPARATION, MATCH_REL, BadReturn, LearnerCodeError,
-                              check_grads, make_learner_problem, separation)
+from echo_rnn.learner import (
+    DEFAULT_SEPARATION,
+    MATCH_REL,
+    BadReturn,
+    LearnerCodeError,
+    check_grads,
+    make_learner_problem,
+    separation,
+)
 from echo_rnn.mistakes import CATALOGUE, CONSTANTS, VARIATIONS, named_factors
 from helpers import run_main
 
@@ -492,7 +499,8 @@ def test_the_readme_table_is_the_catalogue():
 
 def test_the_readme_walkthrough_is_what_the_command_prints(capsys):
     text = README.read_text()
-    start = text.index("What the command prints:\n\n```\n") + len("What the command prints:\n\n```\n")
+    opening = "What the command prints:\n\n```\n"
+    start = text.index(opening) + len(opening)
     block = text[start:text.index("```", start)]
     _, out, _ = run_main("gradcheck", "--grads", EXAMPLE, capsys=capsys)
     assert out == block
@@ -614,7 +622,8 @@ def test_correct_float32_code_agrees_to_float32_precision(fn, returned):
     assert f"computes in float32 (it returned {returned}" in text or \
         (returned == "float64" and "its arrays are float64 but differ" in text)
     d = report.to_dict()
-    assert d["precision"] == "float32" and d["verdict"] == "all gradients agree to float32 precision"
+    assert d["precision"] == "float32"
+    assert d["verdict"] == "all gradients agree to float32 precision"
     # a float64 learner is still held to float64: the same numbers would not pass as float64
     assert all(r.max_rel_diff > report.tolerances[r.name] / 1e4 for r in report.rows)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_learner import PLANTED, learner_bptt
 
 from echo_rnn.cli import build_parser
 from echo_rnn.learner import DEFAULT_SEPARATION, check_grads, make_learner_problem
 from echo_rnn.mistakes import CATALOGUE, Variation, variation_grads
 from echo_rnn.problem import DEFAULT_SEED
-from test_learner import PLANTED, learner_bptt
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 CODES = list(CATALOGUE)

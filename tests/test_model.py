@@ -3,7 +3,7 @@ import torch
 
 from conftest import DEVICES
 from echo_rnn.compare import TOLERANCES
-from echo_rnn.model import to_nn_rnn, EchoRNN, bit_accuracy, echo_loss, random_orthogonal
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss, random_orthogonal, to_nn_rnn
 
 
 def test_parameter_names_shapes_and_init():
@@ -148,7 +148,7 @@ def test_backends_agree_on_device(device, dtype):
     tol = {"rtol": TOLERANCES[dtype].rtol, "atol": TOLERANCES[dtype].atol}
     torch.testing.assert_close(a(x)[0], b(x)[0], **tol)
     for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
-        torch.testing.assert_close(pb.grad, pa.grad, **tol, msg=lambda s: f"{n}: {s}")
+        torch.testing.assert_close(pb.grad, pa.grad, **tol, msg=lambda s, n=n: f"{n}: {s}")
 
 
 @pytest.mark.parametrize("setting", [{}, {"fused": False}, {"optimizer": "sgd"}])

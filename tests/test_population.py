@@ -10,9 +10,15 @@ from echo_rnn import bptt
 from echo_rnn.compare import KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
-from echo_rnn.population import (PopulationRNN, clip_grad_norms_, population_backward,
-                                 population_accuracy, population_forward, population_grads,
-                                 population_loss)
+from echo_rnn.population import (
+    PopulationRNN,
+    clip_grad_norms_,
+    population_accuracy,
+    population_backward,
+    population_forward,
+    population_grads,
+    population_loss,
+)
 
 R = 3  # members per population: enough for a first, a middle and a last run
 

@@ -17,9 +17,9 @@ import pytest
 
 import echo_rnn.rundir as rundir_mod
 import echo_rnn.train as train_mod
+import helpers
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.train import train
-import helpers
 from helpers import cli, run_main, scalar_series, small_config, small_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,10 @@ def test_sweep_into_a_closed_pipe_finishes_the_sweep(tmp_path):
     proc = cli("sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1-3",
                "--hidden-sizes", "2", "--seeds", "0", "--steps", "20", "--workers", "1",
                *TINY_SWEEP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert "k=1 H=2 seed=0" in proc.stdout.readline()
+    line = proc.stdout.readline()
+    while line.startswith(("sweep: ", "  ")):  # the progress, on a slow machine
+        line = proc.stdout.readline()
+    assert "k=1 H=2 seed=0" in line
     proc.stdout.close()
     err = proc.stderr.read()
     proc.wait(timeout=120)

@@ -61,7 +61,8 @@ def test_one_step_backward_is_the_derivative_of_one_step_forward(bias):
     (h * dh).sum().backward()
     ours = reference.step_backward(dh, cache)
     for name, leaf in zip(("x", "h_prev", "U", "V"), leaves):
-        torch.testing.assert_close(getattr(ours, name), leaf.grad, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64)
+        torch.testing.assert_close(getattr(ours, name), leaf.grad, rtol=KERNELS_REL_F64,
+                                   atol=KERNELS_REL_F64)
     if bias:
         torch.testing.assert_close(ours.b, b_leaf.grad, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64)
 

@@ -1,6 +1,7 @@
 """Sweeps: the grid, the tables, skipping finished points, resuming, and torchrun."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -95,7 +96,8 @@ def test_sweep_writes_runs_and_tables(tmp_path):
     md = (d / "results.md").read_text()
     for H in ("2", "4"):
         for k in ("1", "2"):
-            n = sum(r["solved"] == "True" for r in rows if (r["echo_step"], r["hidden_size"]) == (k, H))
+            n = sum(r["solved"] == "True" for r in rows
+                    if (r["echo_step"], r["hidden_size"]) == (k, H))
             assert f"| {k} | {H} | 2 | {n} | {n / 2:.2f} |" in md
     img = Image.open(d / "heatmap.png")
     assert img.format == "PNG" and img.size[0] > 100
@@ -107,6 +109,8 @@ def test_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
     args = ["--echo-steps", "5-6", "--hidden-sizes", "3", "--seeds", "0-2", "--workers", "1"]
     proc = sweep(tmp_path, *args, steps=400, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first_done = proc.stdout.readline()  # one point finished; the next is under way
+    while first_done.startswith(("sweep: ", "  ")):  # the progress, on a slow machine
+        first_done = proc.stdout.readline()
     assert "k=5 H=3 seed=0" in first_done
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -226,7 +230,7 @@ def test_torchrun_sweep_equals_single_process(tmp_path):
         assert len(list(run.glob("events*"))) == 1, f"{run.name} ran more than once"
     # the two ranks each ran their share: a whole population, one H each
     hidden = {rank: {line.split(" H=")[1].split()[0] for line in two.stdout.splitlines()
-                     if line.startswith(f"[rank {rank}]")} for rank in (0, 1)}
+                     if line.startswith(f"[rank {rank}] k=")} for rank in (0, 1)}
     assert len(hidden[0]) == len(hidden[1]) == 1 and hidden[0] != hidden[1], two.stdout
     assert (tmp_path / "runs" / "one" / "results.md").read_text() == (
         tmp_path / "runs" / "two" / "results.md").read_text()
@@ -234,9 +238,11 @@ def test_torchrun_sweep_equals_single_process(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--echo-steps", "x", "--hidden-sizes", "2"], "argument --echo-steps: must be a list"),
-    (["--echo-steps", "1-20", "--hidden-sizes", "2"], "argument --echo-steps: must be in [0, seq_len)"),
+    (["--echo-steps", "1-20", "--hidden-sizes", "2"],
+     "argument --echo-steps: must be in [0, seq_len)"),
     (["--echo-steps", "1", "--hidden-sizes", "0"], "argument --hidden-sizes: must be a positive"),
-    (["--echo-steps", "1", "--hidden-sizes", "100000"], "argument --hidden-sizes: must be a positive integer up to 4096"),
+    (["--echo-steps", "1", "--hidden-sizes", "100000"],
+     "argument --hidden-sizes: must be a positive integer up to 4096"),
     (["--echo-steps", "1", "--hidden-sizes", "2", "--lr", "-1"], "argument --lr"),
     # a prefix of --seeds is not taken for it
     (["--echo-steps", "1", "--hidden-sizes", "2", "--seed", "3"], "unrecognized arguments: --seed"),
@@ -393,3 +399,94 @@ def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
     for name in ("train loss", "val accuracy"):
         assert (scalar_series(tmp_path / "s" / "k4-H3-s1", name)
                 == scalar_series(tmp_path / "ref" / "r", name)), name
+
+
+# --- a sweep seen as it runs (issue 25) --------------------------------------------------------
+
+SHORT = ["--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "0-1", "--steps", "40",
+         "--population", "1", *FIXED]
+
+
+def test_a_sweep_into_a_file_shows_its_progress_in_plain_lines(tmp_path, capsys, monkeypatch):
+    import echo_rnn.progress as progress
+
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # a block at every report
+    code, out, err = run_main("sweep", "--logdir", tmp_path, "--name", "s", "--workers", "1",
+                              *SHORT, capsys=capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    for seed in (0, 1):  # each point under way, its steps: one block at its first report
+        i = lines.index(f"  k1-H2-s{seed}: step 1 of 40")
+        assert lines[i - 1].startswith(f"sweep: {seed} of 2 points done (")
+        assert lines[i - 1].endswith(", 1 running, time left: measuring" if seed == 0
+                                     else " left if no run solves early"), lines[i - 1]
+    assert "\r" not in out and "|" not in out.split("runs, ")[0]  # no bar in a file
+    assert any(line.startswith("k=1 H=2 seed=1: ") for line in lines)
+
+
+def test_a_sweep_under_json_shows_no_progress(tmp_path, capsys, monkeypatch):
+    import echo_rnn.progress as progress
+
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    code, out, err = run_main("sweep", "--logdir", tmp_path, "--name", "s", "--workers", "1",
+                              "--json", *SHORT, capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out)["done"] == 2  # stdout is the one object
+    assert sorted(line.split(":")[0] for line in err.splitlines()) == [
+        "k=1 H=2 seed=0", "k=1 H=2 seed=1"], err  # the lines per point, and nothing else
+
+
+@pytest.mark.slow
+def test_worker_processes_report_their_jobs_progress(tmp_path, capsys, monkeypatch):
+    from echo_rnn.progress import SweepProgress
+
+    seen = []
+    real = SweepProgress.update
+
+    def update(self, j, step, active):
+        seen.append((self.jobs[j].label, step, active))
+        real(self, j, step, active)
+
+    monkeypatch.setattr(SweepProgress, "update", update)
+    code, _, err = run_main("sweep", "--logdir", tmp_path, "--name", "s", "--workers", "2",
+                            "--population", "2", "--backend", "bptt", "--echo-steps", "1,4",
+                            "--hidden-sizes", "2", "--seeds", "0", "--steps", "200", *FIXED,
+                            capsys=capsys)
+    assert code == 0, err
+    # one population of the two points (k = 4 first, the harder), sent from its worker
+    assert seen and {label for label, _, _ in seen} == {"H2 x2 (k 1-4)"}, seen
+    assert seen[0][1:] == (0, 2)  # the first report at once: the step 0 evaluation
+    assert all(0 <= step <= 200 and 0 <= active <= 2 for _, step, active in seen), seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", [120, 0])  # 0: a terminal that does not say its size
+def test_a_sweep_on_a_terminal_draws_bars(tmp_path, columns):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24 * bool(columns), columns,
+                                                          0, 0))
+    proc = sweep(tmp_path, "--echo-steps", "1-2", "--hidden-sizes", "2", "--seeds", "0",
+                 "--workers", "1", "--population", "1", steps=300, stdout=terminal,
+                 stderr=subprocess.PIPE)
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the sweep ended
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    proc.stderr.close()
+    text = drawn.decode()
+    assert "sweep: 0/2 points |" in text and "sweep: 2/2 points |" in text, text
+    assert "k1-H2-s0: " in text and "/300 steps, training |" in text, text
+    assert "k=2 H=2 seed=0: " in text and "view it: tensorboard" in text, text

@@ -117,7 +117,8 @@ def test_tensorboard_contents(tmp_path):
                   layout.tensor_proto.string_val[0]).category for chart in category.chart}
     assert charts["loss: training and held-out"] == ["^loss/(train|val)$"]
     for name in ("U", "V", "w", "b"):
-        assert f"weights/{name}" in tags["histograms"] and f"training/dJ/d{name}" in tags["histograms"]
+        assert f"weights/{name}" in tags["histograms"]
+        assert f"training/dJ/d{name}" in tags["histograms"]
         assert f"weights/{name} heatmap" in tags["images"]
     assert {"held-out sequence", "training/gradient flow through time"} <= set(tags["images"])
     # TensorBoard files a tag under one plugin per run: a tag written as a histogram and as
@@ -170,7 +171,8 @@ def test_hparams_are_typed_and_each_run_is_its_own_trial(tmp_path):
     # the same point name in two sweeps is two trials, never one row averaging both
     assert start.group_name == ""
     # a bool is a bool (torch's add_hparams shows it as 0.0000), a string a string
-    assert start.hparams["bias"].WhichOneof("kind") == "bool_value" and start.hparams["bias"].bool_value
+    assert start.hparams["bias"].WhichOneof("kind") == "bool_value"
+    assert start.hparams["bias"].bool_value
     assert start.hparams["optimizer"].string_value == "adam"
     assert start.hparams["hidden_size"].number_value == 4
     assert start.hparams["grad_clip"].string_value == "none"
@@ -302,7 +304,8 @@ def test_bad_flags_one_line_exit_2_no_run_dir(tmp_path, monkeypatch, capsys, fla
 def test_a_bad_flag_in_a_real_process(tmp_path):
     proc = cli("train", "--logdir", tmp_path / "runs", "--lr", "0", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == "echo-rnn train: error: argument --lr: must be a positive number, got 0.0\n"
+    assert proc.stderr == ("echo-rnn train: error: argument --lr: must be a positive number, "
+                           "got 0.0\n")
     assert not (tmp_path / "runs").exists()
 
 

@@ -8,8 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from echo_rnn.bench import (SHAPES, format_population, run_benchmark, scaling, time_adam,
-                            time_population)
+from echo_rnn.bench import (
+    SHAPES,
+    format_population,
+    run_benchmark,
+    scaling,
+    time_adam,
+    time_population,
+)
 from echo_rnn.cli import UsageError
 from echo_rnn.cli.args import COUNT, arg_type, device, setting, shape
 from echo_rnn.config import PRESETS, Bounds
@@ -108,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if args.population is not None:
         return _population(args, out)
     for name, (B, T, H) in shapes.items():
-        reason = check_fits(3 * rnn_bytes(B, T, H), args.device, f"shape {name} (B={B}, T={T}, H={H})")
+        reason = check_fits(3 * rnn_bytes(B, T, H), args.device,
+                            f"shape {name} (B={B}, T={T}, H={H})")
         if reason:
             raise UsageError(f"argument --shape: too large: {reason}")
     report = run_benchmark(

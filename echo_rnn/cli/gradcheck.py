@@ -10,8 +10,7 @@ import sys
 
 from echo_rnn.cli import Failed, UsageError
 from echo_rnn.cli.args import device, memory_gib, timeout_s
-from echo_rnn.compare import (autograd_hidden_grads, gradcheck_report, make_problem,
-                              manual_grads)
+from echo_rnn.compare import autograd_hidden_grads, gradcheck_report, make_problem, manual_grads
 from echo_rnn.config import add_field_flags, given_fields
 from echo_rnn.console import strict_json
 from echo_rnn.devices import DEVICE_HELP, DTYPES, check_fits, rnn_bytes

@@ -13,8 +13,14 @@ from echo_rnn.checkpoint import CheckpointError
 from echo_rnn.cli import Failed
 from echo_rnn.cli.args import COUNT, arg_type
 from echo_rnn.cli.train import add_setup_flags
-from echo_rnn.config import (MAX_THREADS, Bounds, add_config_flags, build_config,
-                             check_dir_name, config_overrides)
+from echo_rnn.config import (
+    MAX_THREADS,
+    Bounds,
+    add_config_flags,
+    build_config,
+    check_dir_name,
+    config_overrides,
+)
 from echo_rnn.console import strict_json
 from echo_rnn.locks import Busy
 from echo_rnn.rundir import StorageError, storage_reason
@@ -42,8 +48,10 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  echo-rnn sweep --echo-steps 1-H+1 --hidden-sizes 2,4,6,8 --seeds 0-4 --name capacity\n"
-            "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 --workers 2\n"
+            "  echo-rnn sweep --echo-steps 1-H+1 --hidden-sizes 2,4,6,8 --seeds 0-4 "
+            "--name capacity\n"
+            "  echo-rnn sweep --echo-steps 1-3 --hidden-sizes 4 --seeds 0-2 --steps 300 "
+            "--workers 2\n"
             "  torchrun --nnodes 2 --nproc-per-node 8 ... -m echo_rnn sweep --echo-steps 1-9 ..."
         ),
     )
@@ -89,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
         outcome = run_sweep(base, ks, seeds, args.name, args.workers, args.population,
-                            out=sys.stderr if args.json else None)
+                            out=sys.stderr if args.json else None, progress=not args.json)
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         raise Failed(f"{exc}; {kept}") from None
     except (StorageError, Busy) as exc:  # a full disk under a point; another sweep or run

@@ -40,4 +40,5 @@ def rnn_bptt(Waa, Wax, Wya, x, y, ba=None):
 
 # the wrapper: the notebook's names, and its layout
 from echo_rnn.layouts import batch_middle  # noqa: E402
+
 check = batch_middle(rnn_bptt, U="Waa", V="Wax", w="Wya", b="ba", dh="da")

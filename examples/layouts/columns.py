@@ -32,4 +32,5 @@ def bptt(Whh, Wxh, why, x, y):
 
 # the wrapper: the contract's U, V, w are this file's Whh, Wxh, why
 from echo_rnn.layouts import columns  # noqa: E402
+
 check = columns(bptt, U="Whh", V="Wxh", w="why")

@@ -64,4 +64,5 @@ def loss(x, y, Wx, Wh, Wy, b=None):
 
 # the wrapper: row vectors, and dJ/dh_t recorded from rnn_step_backward
 from echo_rnn.layouts import rows  # noqa: E402
+
 check = rows(loss, U="Wh", V="Wx", w="Wy", record_dh="rnn_step_backward")

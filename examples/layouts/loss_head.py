@@ -29,4 +29,5 @@ def bptt(U, V, w, x, y):
 
 # the wrapper: the gradients are of the sum, T times J's
 from echo_rnn.layouts import loss_head  # noqa: E402
+
 check = loss_head(bptt, dy="yhat - y")

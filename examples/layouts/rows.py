@@ -40,4 +40,5 @@ def rnn_bptt(Wh, Wx, Wy, x, y, b=None):
 
 # the wrapper: Wh = U^T, Wx = V^T, passed and returned in this file's orientation
 from echo_rnn.layouts import rows  # noqa: E402
+
 check = rows(rnn_bptt, U="Wh", V="Wx", w="Wy")

@@ -33,4 +33,5 @@ def bptt(U, V, W, x, y):
 
 # the wrapper: the tutorial's names, its list, its loss head
 from echo_rnn.layouts import columns  # noqa: E402
+
 check = columns(bptt, U="W", V="U", w="V", returns=("U", "V", "W"), dy="yhat - y")
