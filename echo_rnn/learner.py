@@ -33,15 +33,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from echo_rnn.compare import (GradRow, autograd_grads, autograd_hidden_grads, make_problem,
-                              manual_grads)
-from echo_rnn.errors import ConfigError
 from echo_rnn import truncated
+from echo_rnn.compare import (
+    GradRow,
+    autograd_grads,
+    autograd_hidden_grads,
+    make_problem,
+    manual_grads,
+)
+from echo_rnn.errors import ConfigError
 from echo_rnn.layouts import KEYS, Layout
+from echo_rnn.mistakes import (
+    CATALOGUE,
+    CONSTANTS,
+    MISORIENTED,
+    PAIRS,
+    VARIATIONS,
+    Variation,
+    accepts_one_number,
+    named_factors,
+    variation_grads,
+)
 from echo_rnn.model import EchoRNN
-from echo_rnn.mistakes import (CATALOGUE, CONSTANTS, MISORIENTED, PAIRS, VARIATIONS,
-                               Variation, accepts_one_number, named_factors,
-                               variation_grads)
 from echo_rnn.problem import DEFAULT_SEED, GradcheckProblem  # noqa: F401 (a learner's)
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, Opaque, no_function, run_in_child, to_array
 

@@ -42,8 +42,14 @@ from echo_rnn.errors import ConfigError
 from echo_rnn.locks import DirLock
 from echo_rnn.members import Members, held_out
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config, weights_digest
-from echo_rnn.population import (PopulationAdam, PopulationRNN, clip_grad_norms_,
-                                 population_accuracy, population_grads, population_loss)
+from echo_rnn.population import (
+    PopulationAdam,
+    PopulationRNN,
+    clip_grad_norms_,
+    population_accuracy,
+    population_grads,
+    population_loss,
+)
 from echo_rnn.rundir import HeldDir, StorageError, create_run_dir, storage_reason
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests

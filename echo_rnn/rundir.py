@@ -22,8 +22,13 @@ from typing import Any
 
 from echo_rnn import distributed
 from echo_rnn.backends import training_backend
-from echo_rnn.checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_path, load_checkpoint,
-                                 written_checkpoint)
+from echo_rnn.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    written_checkpoint,
+)
 from echo_rnn.config import TrainConfig
 from echo_rnn.devices import resolve_device
 from echo_rnn.errors import ConfigError

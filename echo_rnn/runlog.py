@@ -44,8 +44,14 @@ import torch
 from tqdm import tqdm
 
 from echo_rnn.events import EventFile, NullEventFile, event_file_in
-from echo_rnn.tblog import (FLOW_TAG, custom_scalars_layout, flow_rgb, heatmap_rgb,
-                            hparams_summaries, sequence_rgb)
+from echo_rnn.tblog import (
+    FLOW_TAG,
+    custom_scalars_layout,
+    flow_rgb,
+    heatmap_rgb,
+    hparams_summaries,
+    sequence_rgb,
+)
 
 # The scalars' tags; the README and --help name them, and a test reads each back.
 TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY = "loss/train", "loss/val", "accuracy/val"

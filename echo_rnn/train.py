@@ -35,8 +35,13 @@ from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.flow import step_norms
 from echo_rnn.graphs import capture
 from echo_rnn.members import Members, held_out
-from echo_rnn.model import (bit_accuracy, echo_loss, make_optimizer, model_from_config,
-                            weights_digest)
+from echo_rnn.model import (
+    bit_accuracy,
+    echo_loss,
+    make_optimizer,
+    model_from_config,
+    weights_digest,
+)
 from echo_rnn.rundir import Resumed
 from echo_rnn.runlog import RunLog
 from echo_rnn.signals import stop_requests

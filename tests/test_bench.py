@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import echo_rnn.bptt as bptt
-from echo_rnn.kernels import compiled
 from echo_rnn.bench import make_candidates, run_benchmark, saved_bytes
+from echo_rnn.kernels import compiled
 from helpers import cli
 
 F32 = 4  # bytes

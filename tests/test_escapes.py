@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import helpers
 from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.train import train
-import helpers
 from helpers import cli, events, run_main, small_config, small_flags
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

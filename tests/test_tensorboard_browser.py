@@ -15,8 +15,14 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from browser import (chromium_missing, chromium_page, hparams_table, scalar_cards, screenshot,
-                     screenshot_dir, tensorboard)
+from browser import (
+    chromium_missing,
+    chromium_page,
+    hparams_table,
+    screenshot,
+    screenshot_dir,
+    tensorboard,
+)
 from helpers import cli, events
 
 pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "

@@ -478,8 +478,8 @@ def test_only_a_runs_last_checkpoint_is_fsynced(tmp_path, monkeypatch):
     # an fsync costs milliseconds, more than a hundred steps of a small run: the periodic
     # checkpoints are atomic (a killed process leaves the old one or the new one) but not
     # fsynced; the one a run ends with is
-    import echo_rnn.train as train_module
     import echo_rnn.population_train as population_module
+    import echo_rnn.train as train_module
     from echo_rnn.population_train import train_population
 
     seen = []
