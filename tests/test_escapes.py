@@ -348,10 +348,10 @@ def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(tmp_path, 
     real = train_mod.save_checkpoint
     run_dir = tmp_path / "runs" / "r"
 
-    def save(path, state):
+    def save(path, state, durable=True):
         if state["step"] == 20:
             shutil.rmtree(run_dir)
-        real(path, state)
+        real(path, state, durable)
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save)
     code, out, err = run_main("train", *small_flags(tmp_path), "--run-name", "r",

@@ -263,11 +263,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
     real = train_mod.save_checkpoint
     calls = []
 
-    def fills_up(path, state):
+    def fills_up(path, state, durable=True):
         calls.append(state["step"])
         if len(calls) > 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, state)
+        real(path, state, durable)
 
     monkeypatch.setattr(train_mod, "save_checkpoint", fills_up)
     code, _, err = run_main("train", *small_flags(tmp_path), "--run-name", "full", capsys=capsys)

@@ -205,7 +205,7 @@ def test_a_full_disk_under_a_sweep_is_one_line(tmp_path, monkeypatch, capsys, po
     # Before: 24-38 lines of traceback, where train says one line.
     import echo_rnn.population_train as pop_mod
 
-    def full(path, state):
+    def full(path, state, durable=True):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(train_mod, "save_checkpoint", full)
