@@ -15,7 +15,7 @@ population's forward with ``population_loss`` / ``population_accuracy`` against
 per run-step (a call over R), and the ratio torch / compiled.
 
     python scripts/bench_kernel.py                 # frontier: B 64, T 50, H 6, bias, R 1 and 32
-    python scripts/bench_kernel.py --runs 8 --rounds 30
+    python scripts/bench_kernel.py --runs 8 --rounds 30 --clock cpu
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="steps per evaluation, to charge a run-step its share")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median)")
     p.add_argument("--steps", type=int, default=20, help="calls timed per round")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall-clock time, or this thread's CPU time (steadier on a busy "
+                        "machine: time spent waiting for a core is not counted)")
     args = p.parse_args(argv)
     for name in ("batch_size", "seq_len", "hidden_size", "val_size", "eval_every", "rounds",
                  "steps"):
@@ -109,16 +112,16 @@ def compiled_step(R, B, T, H, bias, echo):
     return step, evaluate
 
 
-def median_ms(fns: dict, rounds: int, calls: int) -> dict[str, float]:
+def median_ms(fns: dict, rounds: int, calls: int, clock) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm up: first-call allocations, lazy imports
         fn()
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(calls):
                 fn()
-            times[name].append((time.perf_counter() - t0) / calls * 1e3)
+            times[name].append((clock() - t0) / calls * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -132,20 +135,25 @@ def main(argv: list[str]) -> int:
     try:
         B, T, H, N = args.batch_size, args.seq_len, args.hidden_size, args.val_size
         bias = not args.no_bias
+        # torch runs its ops on the calling thread with one intra-op thread, so this
+        # thread's CPU time is all of either candidate's
+        clock = time.perf_counter if args.clock == "wall" else time.thread_time
         print(f"B {B}, T {T}, H {H}, bias {bias}, Adam, clip 1.0, one thread; held-out N {N}"
-              f" every {args.eval_every} steps; medians of {args.rounds} interleaved rounds")
+              f" every {args.eval_every} steps; medians of {args.rounds} interleaved rounds, "
+              f"{args.clock} clock")
         print(f"{'R':>4} {'what':<10} {'torch ms':>10} {'compiled ms':>12} {'ratio':>7} "
               f"{'ms/run-step torch':>18} {'compiled':>9}")
         for R in args.runs:
             echo = torch.tensor([1 + r % min(9, T - 1) for r in range(R)])
             t_step, t_eval = torch_step(R, B, T, H, bias, echo)
             c_step, c_eval = compiled_step(R, B, T, H, bias, echo)
-            step = median_ms({"torch": t_step, "compiled": c_step}, args.rounds, args.steps)
+            step = median_ms({"torch": t_step, "compiled": c_step}, args.rounds, args.steps,
+                             clock)
             x = compiled.draw_bits(0, compiled.STREAM_VAL, 0, N, T)
             xs = x.expand(R, N, T).contiguous()
             y = torch.stack([echo_targets(x, int(k)) for k in echo])
             ev = median_ms({"torch": partial(t_eval, xs, y), "compiled": partial(c_eval, x, y)},
-                           args.rounds, max(1, args.steps // 4))
+                           args.rounds, max(1, args.steps // 4), clock)
             per = {k: (step[k] + ev[k] / args.eval_every) / R for k in step}
             for what, t in (("step", step), ("evaluate", ev)):
                 print(f"{R:>4} {what:<10} {t['torch']:>10.3f} {t['compiled']:>12.3f} "

@@ -131,12 +131,14 @@ def test_forward_is_the_pass_forward():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("optimizer,clip,truncate", [("adam", 0.05, None), ("adam", None, 3),
-                                                     ("sgd", 0.05, None), ("sgd", None, 2)])
-def test_train_step_matches_torch(optimizer, clip, truncate):
+@pytest.mark.parametrize("optimizer,clip,truncate,I", [
+    ("adam", 0.05, None, 1), ("adam", None, 3, 1), ("sgd", 0.05, None, 1), ("sgd", None, 2, 1),
+    ("adam", 0.05, 2, 3)])
+def test_train_step_matches_torch(optimizer, clip, truncate, I):
     """train_step's draws, loss, norm, clipping and update, step after step, against EchoRNN
-    trained by torch on the same batches (draw_bits + echo_targets) in float64."""
-    H, I, bias, B, T, k, lr, seed = 5, 1, True, 8, 12, 2, 0.05, 21
+    trained by torch on the same batches (draw_bits + echo_targets of channel 0) in
+    float64."""
+    H, bias, B, T, k, lr, seed = 5, True, 8, 12, 2, 0.05, 21
     params = kc.init_params(seed, H, I, bias, 0.5, dtype=F64).unsqueeze(0)
     m, v = torch.zeros_like(params), torch.zeros_like(params)
     steps, counters = torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
@@ -152,9 +154,9 @@ def test_train_step_matches_torch(optimizer, clip, truncate):
             params, m, v, steps, torch.tensor([lr], dtype=F64), torch.tensor([seed]), counters,
             torch.tensor([k]), H=H, I=I, bias=bias, B=B, T=T, truncate=truncate,
             grad_clip=clip, optimizer=optimizer)
-        x = kc.draw_bits(seed, kc.STREAM_TRAIN, step, B, T, dtype=F64)
+        x = kc.draw_bits(seed, kc.STREAM_TRAIN, step, B, T, dtype=F64, I=I).view(B, T, I)
         opt.zero_grad()
-        want_loss = echo_loss(model(x, truncate=truncate)[0], echo_targets(x, k))
+        want_loss = echo_loss(model(x, truncate=truncate)[0], echo_targets(x[..., 0], k))
         want_loss.backward()
         want_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip or math.inf)
         clipped += clip is not None and want_norm.item() > clip
@@ -599,17 +601,19 @@ def test_flatten_unflatten_round_trip():
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("I", [1, 2], ids=["I=1", "I=2"])
 @pytest.mark.parametrize("shared", [True, False], ids=["shared x", "own x"])
-def test_evaluate_matches_echo_loss_and_bit_accuracy(shared):
+def test_evaluate_matches_echo_loss_and_bit_accuracy(shared, I):
     R, N, T, H, bias = 3, 40, 15, 4, True
-    params = torch.stack([kc.init_params(s, H, 1, bias, 0.8, dtype=F64) for s in range(R)])
+    params = torch.stack([kc.init_params(s, H, I, bias, 0.8, dtype=F64) for s in range(R)])
     echo = torch.tensor([0, 2, 5])
-    xs = [kc.draw_bits(0 if shared else r, kc.STREAM_VAL, 0, N, T, dtype=F64) for r in range(R)]
-    y = torch.stack([echo_targets(x, int(k)) for x, k in zip(xs, echo)])
-    loss, acc = kc.evaluate(params, xs[0] if shared else torch.stack(xs), y, echo, H, 1, bias)
+    xs = [kc.draw_bits(0 if shared else r, kc.STREAM_VAL, 0, N, T, dtype=F64, I=I)
+          for r in range(R)]  # (N, T) or (N, T, I)
+    y = torch.stack([echo_targets(x.view(N, T, I)[..., 0], int(k)) for x, k in zip(xs, echo)])
+    loss, acc = kc.evaluate(params, xs[0] if shared else torch.stack(xs), y, echo, H, I, bias)
     for r in range(R):
-        p = kc.unflatten(params[r], H, 1, bias)
-        y_hat, _, _ = reference.forward(xs[r].unsqueeze(-1), p["U"], p["V"], p["w"], p["b"])
+        p = kc.unflatten(params[r], H, I, bias)
+        y_hat, _, _ = reference.forward(xs[r].view(N, T, I), p["U"], p["V"], p["w"], p["b"])
         assert loss[r].item() == pytest.approx(echo_loss(y_hat, y[r]).item(),
                                                rel=KERNELS_REL_F64)
         hits = ((y_hat[:, echo[r]:] > 0.5) == (y[r, :, echo[r]:] > 0.5)).double().mean()
