@@ -130,11 +130,12 @@ class SweepProgress:
 
     @classmethod
     def on(cls, stream, jobs: list[Job], points: int, workers: int, label: str = "",
-           enabled: bool = True) -> SweepProgress:
-        """Bars where ``stream`` is a terminal, plain lines elsewhere, nothing if not
-        ``enabled``."""
+           enabled: bool = True, bars: bool = True) -> SweepProgress:
+        """Bars where ``stream`` is a terminal (and ``bars``), plain lines elsewhere, nothing
+        if not ``enabled``."""
         isatty = getattr(stream, "isatty", None)
-        mode = None if not enabled else "bars" if isatty is not None and isatty() else "lines"
+        terminal = bars and isatty is not None and isatty()
+        mode = None if not enabled else "bars" if terminal else "lines"
         return cls(jobs, points, workers, stream, mode, label)
 
     def left(self) -> str:

@@ -428,7 +428,9 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
     shown = SweepProgress.on(
         sys.stdout, [Job(_job_label(m), len(m), m[0].steps,
                          trains=not all(c.run_name in read_back for c in m)) for m in members],
-        len(configs), workers, label, enabled=progress)
+        len(configs), workers, label, enabled=progress,
+        # under torchrun the ranks share a terminal, where their bars would overwrite
+        bars=not distributed.current().enabled)
 
     def record(done) -> int | None:
         """Record a job's rows; the step it ended at (None: it was stopping)."""

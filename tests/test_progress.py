@@ -79,8 +79,9 @@ def test_plain_lines_come_every_few_seconds_with_each_job_and_the_time_left():
 
 
 def test_a_terminal_gets_bars_a_file_lines_and_json_nothing():
-    for stream, mode in ((Terminal(), "bars"), (io.StringIO(), "lines")):
-        shown = SweepProgress.on(stream, jobs(), 6, 1)
+    for stream, bars, mode in ((Terminal(), True, "bars"), (io.StringIO(), True, "lines"),
+                               (Terminal(), False, "lines")):  # torchrun's ranks: lines
+        shown = SweepProgress.on(stream, jobs(), 6, 1, bars=bars)
         shown.close()
         assert shown.mode == mode
     terminal = Terminal()

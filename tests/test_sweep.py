@@ -403,7 +403,7 @@ def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
 
 # --- a sweep seen as it runs (issue 25) --------------------------------------------------------
 
-SHORT = ["--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "0-1", "--steps", "40",
+SHORT = ["--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "0-1", "--steps", "20",
          "--population", "1", *FIXED]
 
 
@@ -416,7 +416,7 @@ def test_a_sweep_into_a_file_shows_its_progress_in_plain_lines(tmp_path, capsys,
     assert code == 0, err
     lines = out.splitlines()
     for seed in (0, 1):  # each point under way, its steps: one block at its first report
-        i = lines.index(f"  k1-H2-s{seed}: step 1 of 40")
+        i = lines.index(f"  k1-H2-s{seed}: step 1 of 20")
         assert lines[i - 1].startswith(f"sweep: {seed} of 2 points done (")
         assert lines[i - 1].endswith(", 1 running, time left: measuring" if seed == 0
                                      else " left if no run solves early"), lines[i - 1]
