@@ -312,6 +312,7 @@ def frontier_training(module, steps, monkeypatch) -> dict:
     return out
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 def test_builds_train_to_the_same_bits(builds, monkeypatch):
     runs = {name: frontier_training(m, 300, monkeypatch) for name, m in builds.items()}
     for name in ("baseline", "native"):

@@ -39,6 +39,7 @@ def test_orthogonal_recurrent_weights_have_every_singular_value_equal_to_the_gai
         EchoRNN(orthogonal_gain=0.0)
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 def test_random_orthogonal_is_not_biased_towards_a_positive_diagonal():
     # Q of a plain QR has a skewed diagonal; with R's signs folded in, each diagonal entry of a
     # uniform orthogonal matrix is symmetric about 0.

@@ -72,7 +72,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("backend", ["compiled", "bptt"])
+@pytest.mark.parametrize("backend", ["compiled", pytest.param("bptt", marks=pytest.mark.slow)])
 def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread, backend):
     base = frontier(tmp_path, backend=backend)
     configs = members(base, (2, 0), (6, 1), (3, 2))  # two solve by step 200, one never
@@ -97,6 +97,7 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread, b
         assert_same_run(tmp_path / c.run_name, tmp_path / ("single-" + c.run_name))
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 @pytest.mark.parametrize("setting", [
     {"fused": False}, {"optimizer": "sgd", "lr": 0.05}, {"lr_halve_every": 40},
     {"curriculum": True, "curriculum_advance": 0.9, "curriculum_patience": 40,
@@ -127,6 +128,7 @@ def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(tmp_p
         assert_same_run(tmp_path / c.run_name, tmp_path / ("single-" + c.run_name))
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 def test_population_adam_rounds_fused_updates_as_each_runs_own_adam():
     # the stacked fused update differs from the runs' own in a few elements; run by run it
     # does not (the row views in one call)

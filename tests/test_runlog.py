@@ -1,3 +1,4 @@
+import pytest
 """What a run writes to TensorBoard stays light and true: pictures at most PICTURES_PER_RUN
 times a run, points every log_every steps, one event file per TensorBoard run."""
 
@@ -9,6 +10,7 @@ from echo_rnn.train import train
 from helpers import events, python, scalar_series, small_config
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 def test_pictures_are_bounded_per_run_and_scalars_per_point(tmp_path):
     # Before: every evaluation logged 6 histograms and 5 images; a 40000-step frontier run
     # (400 evaluations) wrote tens of megabytes, of which TensorBoard shows 10 images a tag.

@@ -1,3 +1,4 @@
+import pytest
 """A real TensorBoard server, on 127.0.0.1, serves what was trained: the curve, and an HParams
 table with one row per run, the settings that differ first."""
 
@@ -28,6 +29,7 @@ def fetch(url, body=None, until=lambda _: True, timeout=60):
     return answer
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 def test_tensorboard_server_serves_the_trained_curve(tmp_path):
     run = train(small_config(tmp_path, run_name="served", steps=30), verbose=False)
     want = scalar_series(run.run_dir, "train loss")
@@ -40,6 +42,7 @@ def test_tensorboard_server_serves_the_trained_curve(tmp_path):
     assert [(s, v) for _, s, v in served] == want
 
 
+@pytest.mark.slow  # seconds: the quick tier stays under a minute
 def test_hparams_one_row_per_run_and_what_differs_first(tmp_path):
     # Before: trials were named after the run directory alone, so the same point of two
     # sweeps was one row averaging both runs' metrics; and the columns TensorBoard shows
