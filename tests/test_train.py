@@ -52,7 +52,7 @@ def test_same_seed_same_curve_bit_for_bit(tmp_path):
     assert scalar_series(a.run_dir, "val loss") == scalar_series(b.run_dir, "val loss")
 
 
-@pytest.mark.parametrize("backend", ["autograd", "bptt"])
+@pytest.mark.parametrize("backend", ["compiled", "autograd", "bptt"])
 def test_resumed_curve_equals_uninterrupted(tmp_path, backend):
     full = train(small_config(tmp_path, run_name="full", steps=60, backend=backend), verbose=False)
     part = train(small_config(tmp_path, run_name="part", steps=30, backend=backend), verbose=False)
