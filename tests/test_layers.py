@@ -25,7 +25,7 @@ LAYERS = {
     "verify": ["problem", "compare", "mistakes", "learner", "sandbox", "layouts",
                "truncated", "flow"],
     "train": ["checkpoint", "rundir", "runlog", "train", "population_train"],
-    "tools": ["sweep", "tables", "bench", "predict"],
+    "tools": ["sweep", "tables", "bench", "predict", "grade"],
     "cli": ["cli", "__main__"],
 }
 RANK = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
