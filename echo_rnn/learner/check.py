@@ -99,7 +99,7 @@ def compare_returned(returned: Returned, problem: Problem, where: str,
                     layout, r.name, None, shapes[r.name])
         if d.codes:  # misoriented, and more: both told
             more = Diagnosis(d.codes + more.codes, d.says + more.says, d.fixes + more.fixes,
-                             more.factor, more.factor_name)
+                             more.factor, more.factor_name, more.ways)
         diagnoses[r.name] = more
     _prefer_shared(diagnoses)
     unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows) \

@@ -5,7 +5,7 @@ says at which step the learner's gradient departs (:func:`departure`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,6 +45,9 @@ class Diagnosis:
     fixes: list[str]
     factor: float | None = None
     factor_name: str | None = None
+    # the codes of each variation that reproduces it: one, or two made together, which
+    # stand or fall together (:func:`_prefer_shared`)
+    ways: list[tuple[str, ...]] = field(default_factory=list)
 
 
 def _best_constant(got: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
@@ -114,6 +117,7 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
     for v, c in matches:
         if v is None:
             continue
+        d.ways.append(tuple(v.codes))
         for code, (says, fix) in zip(v.codes, v.sentences(name)):
             if code not in d.codes:
                 d.codes.append(code)
@@ -211,20 +215,30 @@ def departure(got: torch.Tensor, right: torch.Tensor,
 def _prefer_shared(diagnoses: dict[str, Diagnosis]) -> None:
     """Some mistakes give one gradient the same value (tanh' at the previous step, in the
     whole step or in the carried term only, give the same dJ/dh_t): where a gradient is
-    explained by several, keep those that the other gradients name too."""
+    explained in several ways, keep those whose codes the other gradients name too (on
+    average over a way's codes: two mistakes made together stand or fall together, so that
+    a gradient two mistakes made keeps both, and one a shared mistake explains alone does
+    not gain a second)."""
+    constant = {m.code for m in CONSTANTS}  # told beside any other: never dropped
     for name, d in diagnoses.items():
-        constant = {m.code for m in CONSTANTS}  # told beside any other: never dropped
-        alternatives = [c for c in d.codes if c not in constant]
-        if len(alternatives) < 2:
+        ways = list(dict.fromkeys(tuple(c for c in w if c not in constant) for w in d.ways))
+        ways = [w for w in ways if w]
+        if len(ways) < 2:
             continue
-        named_by = {c: sum(c in o.codes for n, o in diagnoses.items() if n != name)
-                    for c in alternatives}
-        most = max(named_by.values())
-        keep = [c for c in alternatives if most and named_by[c] == most]
-        if keep and keep != alternatives:
-            kept = [i for i, c in enumerate(d.codes) if c in keep or c in constant]
+
+        def named_by(code: str) -> int:
+            return sum(code in o.codes for n, o in diagnoses.items() if n != name)
+
+        score = {w: sum(named_by(c) for c in w) / len(w) for w in ways}
+        most = max(score.values())
+        if not most:
+            continue
+        keep = {c for w in ways if score[w] == most for c in w}
+        dropped = {c for w in ways for c in w} - keep
+        if dropped:
+            kept = [i for i, c in enumerate(d.codes) if c not in dropped]
             says_fixes = [(d.says[i], d.fixes[i]) for i in range(len(d.says))]
             d.codes = [d.codes[i] for i in kept]
             d.says = [says_fixes[i][0] for i in kept if i < len(says_fixes)]
             d.fixes = [says_fixes[i][1] for i in kept if i < len(says_fixes)]
-
+            d.ways = [w for w in d.ways if not set(w) & dropped]
