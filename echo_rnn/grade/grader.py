@@ -232,31 +232,47 @@ def verdict_of(sub: Submission, got: Any, problem: Problem, rubric: Rubric,
     return v
 
 
-def _run_one(i: int, sub: Submission, function: str, problem: Problem, kwargs: dict[str, Any],
-             options: dict[str, Any] | None, timeout: float, memory: int | None,
-             scratch: Path) -> Any:
-    """What one submission's child brings back, or the exception that says why not."""
+def _snapshot(i: int, sub: Submission, scratch: Path) -> tuple[Path, Path] | BaseException:
+    """(the file to run, where its imports are looked for): a private copy of the
+    submission's code, taken before any child runs, so that a submission that writes over a
+    classmate's file (or its own, to change what is graded) changes nothing graded: a .py
+    file alone, a student's folder's .py files beside it, a notebook's code cells written
+    out as Python. Or the exception that says why there is nothing to run."""
     if sub.code is None:
         return ConfigError("submissions", sub.missing)
-    path, search_dir = sub.code, None
-    if sub.notebook:  # its code cells, written out; its imports looked for beside it
-        try:
-            source = notebook_source(sub.code)
-        except NotebookError as exc:
-            return exc
-        folder = scratch / str(i)
-        folder.mkdir()
-        path = folder / (sub.code.stem if sub.code.stem.isidentifier() else "notebook")
-        path = path.with_suffix(".py")
-        path.write_text(source)
-        search_dir = str(sub.code.resolve().parent)
+    here = scratch / str(i)
+    here.mkdir()
     try:
-        got = run_in_child(str(path), function, kwargs, problem.expected_shapes(),
-                           timeout=timeout, memory=memory, adapter=options,
-                           search_dir=search_dir, shown=sub.code.name)
+        if sub.notebook:
+            text = notebook_source(sub.code)
+        else:
+            text = sub.code.read_bytes().decode("utf-8", "replace")
+        if sub.folder is not None:  # their own modules, importable as when they ran it
+            for other in sub.folder.glob("*.py"):
+                if other != sub.code and other.is_file():
+                    (here / other.name).write_bytes(other.read_bytes())
+    except NotebookError as exc:
+        return exc
+    except OSError as exc:
+        return ConfigError("submissions", f"{sub.shown} cannot be read: {exc.strerror}")
+    path = here / f"{sub.code.stem}.py"  # its own name: their traceback names it
+    path.write_text(text)
+    return path, here
+
+
+def _run_one(sub: Submission, copy: tuple[Path, Path] | BaseException, function: str,
+             problem: Problem, kwargs: dict[str, Any], options: dict[str, Any] | None,
+             timeout: float, memory: int | None) -> Any:
+    """What one submission's child brings back, or the exception that says why not."""
+    if isinstance(copy, BaseException):
+        return copy
+    path, search_dir = copy
+    try:
+        return run_in_child(str(path), function, kwargs, problem.expected_shapes(),
+                            timeout=timeout, memory=memory, adapter=options,
+                            search_dir=str(search_dir), shown=sub.code.name)
     except (LearnerFailed, ConfigError) as exc:
         return exc
-    return got
 
 
 def grade(submissions: list[Submission], function: str, problem: Problem, rubric: Rubric,
@@ -271,10 +287,11 @@ def grade(submissions: list[Submission], function: str, problem: Problem, rubric
     with tempfile.TemporaryDirectory(prefix="echo-rnn-grade-") as tmp, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scratch = Path(tmp)
+        copies = [_snapshot(i, sub, scratch) for i, sub in enumerate(submissions)]
         started: dict[Any, tuple[int, float]] = {}
         for i, sub in enumerate(submissions):
-            future = pool.submit(_timed, _run_one, i, sub, function, problem, kwargs, options,
-                                 timeout, memory, scratch)
+            future = pool.submit(_timed, _run_one, sub, copies[i], function, problem, kwargs,
+                                 options, timeout, memory)
             started[future] = (i, 0.0)
         try:
             for future in as_completed(started):

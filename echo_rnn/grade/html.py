@@ -36,11 +36,11 @@ pre{white-space:pre-wrap;max-height:8em;overflow:auto;background:#fafafa;font-si
 """
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Any, dpi: float | None = None) -> str:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=dpi)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -78,9 +78,9 @@ def flow_plot(v: Verdict, scratch: Path) -> str | None:
     flow = per_step({"yours": r.dh}, r.autograd_dh)
     curves = {n: x for n, x in flow.items() if n != "t" and not n.endswith(" diff")}
     diffs = {"||yours - autograd||": flow["yours diff"]}
-    path = scratch / "flow.png"
-    plot_flow(path, curves, f"{v.student}: ||dJ/dh_t||", diffs, v.departs_at)
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+    fig = plot_flow(scratch / "flow.png", curves, f"{v.student}: ||dJ/dh_t||", diffs,
+                    v.departs_at)
+    return _png(fig, dpi=60)  # a row's thumbnail: a quarter of the file's pixels
 
 
 def _e(text: Any) -> str:

@@ -31,6 +31,7 @@ class Submission:
     code: Path | None
     shown: str
     missing: str = ""
+    folder: Path | None = None  # the student's own folder, when they handed one in
 
     @property
     def notebook(self) -> bool:
@@ -80,7 +81,7 @@ def find_submissions(root: str | Path, function: str) -> list[Submission]:
                                     "notebook"))
         else:
             shown = str(code.relative_to(root)) if folder != root else code.name
-            found.append(Submission(name, code, shown))
+            found.append(Submission(name, code, shown, folder=code.parent))
     return sorted(found, key=lambda s: s.student)
 
 
