@@ -18,7 +18,7 @@ import pytest
 from echo_rnn.grade.planted import (BATCHED, BIAS_ONLY, LAYOUTS, PLACEMENTS, UNDESCRIBED,
                                     layout_toml, pairs, source, student_name, write_class)
 from echo_rnn.grade.rubric import DEFAULT, DEFAULT_RUBRIC
-from echo_rnn.grade.submissions import find_submissions, notebook_source
+from echo_rnn.grade.submissions import notebook_source
 from echo_rnn.layouts import adapter
 from echo_rnn.problem import Problem
 from helpers import run_main
@@ -248,6 +248,7 @@ def test_hostile_submissions_are_verdicts_and_change_no_one_elses(tmp_path, caps
     code, out, err = run_main("grade", cls, "--function", "rnn_bptt", "--layout", layout,
                               "--timeout", "3", "--workers", "2", "--json", capsys=capsys)
     assert code == 0
+    assert err == ""  # nothing they printed reaches the command's own streams
     subs = by_student(json.loads(out))  # what they printed is not in the JSON's stream
     for name, (_, needle) in HOSTILE.items():
         status = "bad-return" if name == "not_a_dict" else "failed"
@@ -317,7 +318,7 @@ def test_one_submission_writes_gradescopes_own_path(tmp_path, capsys):
     f.write_text(source("columns", ["sign"]))
     layout = tmp_path / "layout.toml"
     layout.write_text(layout_toml("columns"))
-    code, out, _ = run_main("grade", f, "--function", "bptt", "--layout", layout,
+    code, _, _ = run_main("grade", f, "--function", "bptt", "--layout", layout,
                             "--gradescope", tmp_path / "results", capsys=capsys)
     assert code == 0
     r = json.loads((tmp_path / "results" / "results.json").read_text())
@@ -341,8 +342,12 @@ def test_the_default_rubric_is_the_documented_one():
 
     data = tomllib.loads(DEFAULT_RUBRIC)
     assert DEFAULT.points == {k: float(v) for k, v in data["points"].items()}
-    readme = (ROOT / "README.md").read_text()
-    assert DEFAULT_RUBRIC.split("[points]")[1].split("\n\n")[0].strip() in readme
+    import textwrap
+
+    readme = (ROOT / "README.md").read_text().split("## For teachers", 1)[1]
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    shown = tomllib.loads(textwrap.dedent(block))
+    assert shown == {t: {k: v for k, v in data[t].items()} for t in data}
 
 
 def test_progress_is_a_line_per_submission_off_a_terminal(tmp_path, capsys):

@@ -226,7 +226,7 @@ def _prefer_shared(diagnoses: dict[str, Diagnosis]) -> None:
         if len(ways) < 2:
             continue
 
-        def named_by(code: str) -> int:
+        def named_by(code: str, name: str = name) -> int:
             return sum(code in o.codes for n, o in diagnoses.items() if n != name)
 
         score = {w: sum(named_by(c) for c in w) / len(w) for w in ways}
