@@ -398,14 +398,15 @@ def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
                  shapes: dict[str, tuple[int, ...]], arrays: str = "numpy",
                  timeout: float = DEFAULT_TIMEOUT, memory: int | None = None, *,
                  adapter: dict[str, Any] | None = None, search_dir: str | None = None,
-                 shown: str | None = None) -> ChildResult:
+                 shown: str | None = None, stop: threading.Event | None = None) -> ChildResult:
     """Call ``function`` of the file ``path_text`` (as the user typed it) with ``kwargs`` in
     a child process and bring back what it returned (see the module docstring); ``shapes``
     is the expected shape of every key it may return; ``memory`` the child's address space
     in bytes (RLIMIT_AS; default :data:`DEFAULT_MEMORY`, 0 for no limit). ``adapter``: the
     options of a layout adapter (:func:`echo_rnn.layouts.adapter`) the child wraps the
     function in; ``search_dir``: where its imports are looked for (the file's folder by
-    default); ``shown``: the file's name in messages (its own by default).
+    default); ``shown``: the file's name in messages (its own by default); ``stop``: when set
+    (from another thread), the child is killed as if its time had run out.
 
     Raises:
         ConfigError("grads", ...): the file defines no such function (exit 2).
@@ -439,7 +440,13 @@ def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
         output = _Output(proc.stdout)
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
+            if stop is None:
+                proc.wait(timeout=timeout)
+            else:  # a caller on another thread may end it early (grade's Ctrl-C)
+                while proc.poll() is None and not stop.is_set():
+                    if time.monotonic() - start > timeout:
+                        raise subprocess.TimeoutExpired(proc.args, timeout)
+                    stop.wait(0.05)
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:  # whatever happened here (Ctrl-C too), nothing of theirs outlives the call

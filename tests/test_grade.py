@@ -426,3 +426,49 @@ def test_the_html_report_opens_without_a_server(graded, tmp_path):
         shot = screenshot(page, screenshot_dir(tmp_path) / "grade_report.png")
     docs = ROOT / "docs" / "grade_report.png"
     shutil.copyfile(shot, docs)
+
+
+def test_a_stopped_run_leaves_no_child_behind(tmp_path):
+    # Ctrl-C (here: the progress callback raising it after the first verdict) ends the
+    # children still running at once, not when their time runs out
+    from echo_rnn.grade.grader import grade
+    from echo_rnn.grade.submissions import find_submissions
+
+    cls = tmp_path / "class"
+    cls.mkdir()
+    (cls / "a_quick.py").write_text("def f(**kw):\n    return {}\n")
+    pid_file = tmp_path / "pid"
+    (cls / "b_hangs.py").write_text(
+        "import os, time, pathlib\n"
+        "def f(**kw):\n"
+        f"    pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        "    time.sleep(600)\n")
+
+    def interrupt(verdict, done, total):
+        while not pid_file.exists():  # the hanging one is running
+            import time
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    import os
+    import signal
+    import threading
+
+    fired = []
+
+    def watchdog():  # without the stop, grade would wait out the 600 s: end it, and say so
+        fired.append(True)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    timer = threading.Timer(60, watchdog)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            grade(find_submissions(cls, "f"), "f", Problem().on(), DEFAULT, workers=2,
+                  timeout=600, progress=interrupt)
+    finally:
+        timer.cancel()
+        timer.join()
+    assert not fired, "the hanging child outlived the stopped run"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # gone: killed, and reaped

@@ -11,6 +11,7 @@ of the run."""
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -262,15 +263,17 @@ def _snapshot(i: int, sub: Submission, scratch: Path) -> tuple[Path, Path] | Bas
 
 def _run_one(sub: Submission, copy: tuple[Path, Path] | BaseException, function: str,
              problem: Problem, kwargs: dict[str, Any], options: dict[str, Any] | None,
-             timeout: float, memory: int | None) -> Any:
+             timeout: float, memory: int | None, stop: threading.Event) -> Any:
     """What one submission's child brings back, or the exception that says why not."""
     if isinstance(copy, BaseException):
         return copy
+    if stop.is_set():
+        return LearnerFailed("stopped", "not run: grading was stopped")
     path, search_dir = copy
     try:
         return run_in_child(str(path), function, kwargs, problem.expected_shapes(),
                             timeout=timeout, memory=memory, adapter=options,
-                            search_dir=str(search_dir), shown=sub.code.name)
+                            search_dir=str(search_dir), shown=sub.code.name, stop=stop)
     except (LearnerFailed, ConfigError) as exc:
         return exc
 
@@ -284,6 +287,7 @@ def grade(submissions: list[Submission], function: str, problem: Problem, rubric
     checks computed once for all; ``progress(verdict, done, total)`` after each."""
     kwargs = problem.kwargs("numpy")
     verdicts: dict[int, Verdict] = {}
+    stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="echo-rnn-grade-") as tmp, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scratch = Path(tmp)
@@ -291,7 +295,7 @@ def grade(submissions: list[Submission], function: str, problem: Problem, rubric
         started: dict[Any, tuple[int, float]] = {}
         for i, sub in enumerate(submissions):
             future = pool.submit(_timed, _run_one, sub, copies[i], function, problem, kwargs,
-                                 options, timeout, memory)
+                                 options, timeout, memory, stop)
             started[future] = (i, 0.0)
         try:
             for future in as_completed(started):
@@ -301,8 +305,9 @@ def grade(submissions: list[Submission], function: str, problem: Problem, rubric
                                          seconds)
                 if progress is not None:
                     progress(verdicts[i], len(verdicts), len(submissions))
-        except BaseException:
-            for future in started:  # nothing new starts; the running ones end in their time
+        except BaseException:  # Ctrl-C, or a report that failed: no child outlives the run
+            stop.set()
+            for future in started:
                 future.cancel()
             raise
     return [verdicts[i] for i in range(len(submissions))]

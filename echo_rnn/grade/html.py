@@ -1,7 +1,8 @@
 """The teacher's report: one HTML file that opens without a server (styles inline, images as
 base64 PNGs): the class's mistakes by frequency (a matplotlib chart), then a row per
 student with the score, the mistake named with its fix, and the gradient-flow plot
-(:func:`echo_rnn.flow.plot_flow`) where the student's dJ/dh_t departs from autograd's.
+(``gradcheck --plot``'s curves, :func:`echo_rnn.flow.per_step`) where the student's
+dJ/dh_t departs from autograd's.
 
 Everything that comes from a student (names, messages, what their code printed) is
 escaped: a file named ``<script>.py`` is text on the page."""
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import base64
 import html
-import tempfile
-from pathlib import Path
+import math
 from typing import Any
 
-from echo_rnn.flow import per_step, plot_flow
+from echo_rnn.flow import per_step
 from echo_rnn.grade.grader import STATUSES, Verdict
 from echo_rnn.grade.reports import frequencies
 from echo_rnn.grade.rubric import Rubric
@@ -69,25 +69,43 @@ def chart(verdicts: list[Verdict]) -> str | None:
     return _png(fig)
 
 
-def flow_plot(v: Verdict, scratch: Path) -> str | None:
-    """The gradient-flow plot of a student whose dJ/dh_t departs from autograd's, base64
-    PNG; None when it does not depart or was not returned."""
+def flow_plot(v: Verdict) -> str | None:
+    """A thumbnail of the gradient-flow plot (what ``gradcheck --plot`` draws, lighter: the
+    same curves on a log scale, without its key and minor grid, which cost a second a plot
+    on a class of a hundred) of a student whose dJ/dh_t departs from autograd's, base64 PNG;
+    None when it does not depart or was not returned."""
     r = v.report
     if r is None or r.dh is None or v.departs_at is None:
         return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     flow = per_step({"yours": r.dh}, r.autograd_dh)
-    curves = {n: x for n, x in flow.items() if n != "t" and not n.endswith(" diff")}
-    diffs = {"||yours - autograd||": flow["yours diff"]}
-    fig = plot_flow(scratch / "flow.png", curves, f"{v.student}: ||dJ/dh_t||", diffs,
-                    v.departs_at)
-    return _png(fig, dpi=60)  # a row's thumbnail: a quarter of the file's pixels
+    series = {"autograd": flow["autograd"], "yours": flow["yours"],
+              "|yours - autograd|": flow["yours diff"]}
+    values = [x for ys in series.values() for x in ys if x > 0 and math.isfinite(x)]
+    floor = min(values) / 10 if values else 1e-20  # a zero cannot sit on a log axis
+    fig = Figure(figsize=(4.4, 2.3), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.13, 0.2, 0.84, 0.72))
+    styles = (dict(lw=2.0, color="0.6"), dict(lw=1.1, color="C0", ls="--"),
+              dict(lw=1.0, color="C3", marker=".", ms=2))
+    for (label, ys), style in zip(series.items(), styles):
+        ax.plot(flow["t"], [y if y > 0 else floor for y in ys], label=label, **style)
+    ax.axvline(v.departs_at, color="C3", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"t (departs first at t = {v.departs_at})", fontsize=7)
+    ax.set_ylabel("||dJ/dh_t||", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6, loc="lower left", frameon=False, ncol=3)
+    return _png(fig)
 
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _row(v: Verdict, scratch: Path) -> str:
+def _row(v: Verdict) -> str:
     if v.mistakes:
         what = "".join(f"<div><code>{_e(m.code)}</code> in {_e(', '.join(m.gradients))}: "
                        f"<span class='why'>{_e(m.says)}</span></div>" for m in v.mistakes)
@@ -103,7 +121,7 @@ def _row(v: Verdict, scratch: Path) -> str:
     if v.printed:
         what += f"<details><summary>what the code printed</summary><pre>{_e(v.printed)}" \
                 "</pre></details>"
-    png = flow_plot(v, scratch)
+    png = flow_plot(v)
     plot = (f"<img class='flow' alt='gradient flow of {_e(v.student)}: departs at t = "
             f"{v.departs_at}' src='data:image/png;base64,{png}'>" if png else "")
     return (f"<tr data-status='{_e(v.status)}'><td>{_e(v.student)}<br><small>{_e(v.shown)}"
@@ -121,8 +139,7 @@ def page(verdicts: list[Verdict], function: str, problem: Problem, rubric: Rubri
               f"src='data:image/png;base64,{png}'>" if png else
               "<p>No mistakes: every gradient of every submission agrees.</p>")
     summary = ", ".join(f"{n} {_e(s)}" for s, n in counts.items() if n)
-    with tempfile.TemporaryDirectory(prefix="echo-rnn-html-") as tmp:
-        rows = "\n".join(_row(v, Path(tmp)) for v in verdicts)
+    rows = "\n".join(_row(v) for v in verdicts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>echo-rnn grade: {_e(function)}</title><style>{STYLE}</style></head>
