@@ -134,11 +134,12 @@ OVERLAPPING = {("tanh-derivative-wrong-step/previous", "off-by-one/V"),
 
 
 @pytest.mark.slow
-def test_every_pair_is_named_or_said_to_be_undescribed(tmp_path, capsys):
+@pytest.mark.parametrize("layout", ["rows", "batch_middle"])  # row vectors, and columns
+def test_every_pair_is_named_or_said_to_be_undescribed(layout, tmp_path, capsys):
     every = pairs(tuple(SINGLES))
-    subs = grade_class(tmp_path, "rows", [list(p) for p in every], capsys)
+    subs = grade_class(tmp_path, layout, [list(p) for p in every], capsys)
     problem = Problem()
-    singles = {m: _gradients("rows", [m], problem) for m in SINGLES}
+    singles = {m: _gradients(layout, [m], problem) for m in SINGLES}
     named_both = said = absorbed = 0
     wrong = []
     for pair in every:
@@ -153,7 +154,7 @@ def test_every_pair_is_named_or_said_to_be_undescribed(tmp_path, capsys):
             continue
         # one mistake hides the other: the pair's gradients are one placement's alone, and
         # that placement is what is named
-        got = _gradients("rows", list(pair), problem)
+        got = _gradients(layout, list(pair), problem)
         if any(_same(got, singles[m]) and m.split("/")[0] in named(sub) for m in SINGLES):
             absorbed += 1
             continue
@@ -472,3 +473,18 @@ def test_a_stopped_run_leaves_no_child_behind(tmp_path):
     assert not fired, "the hanging child outlived the stopped run"
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)  # gone: killed, and reaped
+
+
+def test_names_that_collide_or_hold_control_characters(tmp_path, capsys):
+    cls = tmp_path / "class"
+    cls.mkdir()
+    for name in ("a b.py", "a_b.py", "\x1b[2Jclear.py"):
+        (cls / name).write_text(source("columns", ["sign"]))
+    layout = tmp_path / "layout.toml"
+    layout.write_text(layout_toml("columns"))
+    code, out, err = run_main("grade", cls, "--function", "bptt", "--layout", layout,
+                              "--gradescope", tmp_path / "gs", capsys=capsys)
+    assert code == 0
+    assert "\x1b" not in out and "\x1b" not in err  # shown, never obeyed by the terminal
+    results = sorted((tmp_path / "gs").glob("*/results.json"))
+    assert len(results) == 3  # one each: "a b" and "a_b" do not share a folder

@@ -45,7 +45,7 @@ def frequencies(verdicts: list[Verdict]) -> list[tuple[str, int]]:
 def table(verdicts: list[Verdict]) -> str:
     """One row per student: score, status, what is wrong; then the class's counts."""
     header = ("student", "score", "status", "verdict")
-    body = [(v.student, f"{_score(v.score)}/{_score(v.max_score)}", v.status,
+    body = [(_one_line(v.student, 40), f"{_score(v.score)}/{_score(v.max_score)}", v.status,
              _one_line(v.summary, 100)) for v in verdicts]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(3)]
     lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths)), r[3]]).rstrip()
@@ -135,8 +135,13 @@ def write_gradescope(directory: str | Path, verdicts: list[Verdict]) -> list[Pat
     ``--gradescope /autograder/results``), else DIR/STUDENT/results.json for each."""
     directory = Path(directory)
     written = []
+    taken: set[str] = set()
     for v in verdicts:
-        folder = directory if len(verdicts) == 1 else directory / _safe_name(v.student)
+        name = _safe_name(v.student)
+        while name in taken:  # "a b" and "a_b" are two students, two folders
+            name += "_"
+        taken.add(name)
+        folder = directory if len(verdicts) == 1 else directory / name
         folder.mkdir(exist_ok=True)
         path = folder / "results.json"
         write_text(path, json.dumps(gradescope(v), indent=1) + "\n")
