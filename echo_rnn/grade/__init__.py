@@ -7,5 +7,7 @@
   ``gradcheck --grads`` runs one, and judged in the parent (:func:`grade`);
 - :mod:`~echo_rnn.grade.reports`: the terminal table, CSV, JSON and Gradescope's
   ``results.json``;
-- :mod:`~echo_rnn.grade.html`: the teacher's single-file HTML report.
+- :mod:`~echo_rnn.grade.html`: the teacher's single-file HTML report;
+- :mod:`~echo_rnn.grade.planted`: a class made from the catalogue of mistakes, every
+  placement in every layout of examples/layouts/ (the tests', the benchmark's, a demo's).
 """

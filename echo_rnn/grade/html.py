@@ -88,8 +88,8 @@ def flow_plot(v: Verdict) -> str | None:
     fig = Figure(figsize=(4.4, 2.3), dpi=80)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.13, 0.2, 0.84, 0.72))
-    styles = (dict(lw=2.0, color="0.6"), dict(lw=1.1, color="C0", ls="--"),
-              dict(lw=1.0, color="C3", marker=".", ms=2))
+    styles = ({"lw": 2.0, "color": "0.6"}, {"lw": 1.1, "color": "C0", "ls": "--"},
+              {"lw": 1.0, "color": "C3", "marker": ".", "ms": 2})
     for (label, ys), style in zip(series.items(), styles):
         ax.plot(flow["t"], [y if y > 0 else floor for y in ys], label=label, **style)
     ax.axvline(v.departs_at, color="C3", lw=0.8, ls=":")

@@ -92,7 +92,7 @@ def _defines(path: Path, function: str) -> bool:
     except OSError:
         return False
     f = re.escape(function)  # in a notebook's JSON a line starts after a quote
-    return re.search(rf"\bdef\s+{f}\s*\(|(^|[\s\"]){f}\s*=[^=]", text, re.M) is not None
+    return re.search(rf"\bdef\s+{f}\s*\(|(^|[\s\"]){f}\s*=[^=]", text, re.MULTILINE) is not None
 
 
 def _one_student(files: list[Path], function: str) -> bool:
