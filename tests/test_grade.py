@@ -488,3 +488,15 @@ def test_names_that_collide_or_hold_control_characters(tmp_path, capsys):
     assert "\x1b" not in out and "\x1b" not in err  # shown, never obeyed by the terminal
     results = sorted((tmp_path / "gs").glob("*/results.json"))
     assert len(results) == 3  # one each: "a b" and "a_b" do not share a folder
+
+
+def test_every_subpackage_is_packaged():
+    # an explicit package list leaves a subpackage out of the wheel silently (echo_rnn/cli
+    # was); echo_rnn/learner and echo_rnn/grade are subpackages now
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    present = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "echo_rnn").rglob("__init__.py")}
+    assert present <= listed, f"not packaged: {sorted(present - listed)}"
