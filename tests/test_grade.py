@@ -500,3 +500,15 @@ def test_every_subpackage_is_packaged():
     present = {".".join(p.parent.relative_to(ROOT).parts)
                for p in (ROOT / "echo_rnn").rglob("__init__.py")}
     assert present <= listed, f"not packaged: {sorted(present - listed)}"
+
+
+def test_the_child_does_not_import_torch(tmp_path, capsys):
+    # a class of a hundred pays for numpy in each child, not for torch (a second or two)
+    f = tmp_path / "spy.py"
+    f.write_text("import sys\ndef rnn_step_backward(dnext_h, cache):\n    pass\n"
+                 "def rnn_bptt(**kw):\n"
+                 "    raise RuntimeError('torch loaded: %s' % ('torch' in sys.modules))\n")
+    layout = tmp_path / "layout.toml"
+    layout.write_text(layout_toml("layered"))  # the adapter with the most machinery
+    result = grade_json(f, "rnn_bptt", "--layout", layout, capsys=capsys)
+    assert result["submissions"][0]["reason"].endswith("torch loaded: False")
