@@ -7,16 +7,13 @@ agrees); the tests assert on them and ``echo-rnn gradcheck`` prints them as a ta
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
 from echo_rnn import bptt, reference
 from echo_rnn.bptt import BPTTFunction
-from echo_rnn.data import bits, make_echo_batch
 from echo_rnn.model import EchoRNN, check_truncate, echo_loss
-from echo_rnn.problem import GradcheckProblem
 
 
 @dataclass(frozen=True)
@@ -271,34 +268,6 @@ class GradcheckReport:
                 "message": self.gradcheck_message,
             },
         }
-
-
-def make_problem(
-    problem: GradcheckProblem | None = None,
-    *,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device = torch.device("cpu"),
-    **settings: Any,
-) -> tuple[EchoRNN, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The seeded model and echo batch of ``problem`` (or of ``GradcheckProblem(**settings)``,
-    its fields as keywords): x (B, T), or (B, T, I) when I > 1, y (B, T), h0 (B, H) or None.
-    Input channel 0 carries the echo task; further input channels are independent random
-    bits. (``problem.truncate`` is the check's, not the problem's: nothing here uses it.)"""
-    p = problem if problem is not None else GradcheckProblem.of(settings)
-    gen = torch.Generator(device=device).manual_seed(p.seed)
-    model = EchoRNN(p.hidden_size, p.input_size, bias=p.bias, init_std=p.init_std,
-                    generator=torch.Generator())  # redrawn below; spares the global RNG
-    model.to(device=device, dtype=dtype)
-    model.reset_parameters(generator=gen)
-    x, y = make_echo_batch(p.batch_size, p.seq_len, p.echo_step, generator=gen, device=device,
-                           dtype=dtype)
-    if p.input_size > 1:
-        extra = torch.rand(p.batch_size, p.seq_len, p.input_size - 1, generator=gen,
-                           device=device)
-        x = torch.cat([x.unsqueeze(-1), bits(extra, dtype=dtype)], dim=-1)  # (B, T, I)
-    h0_ = (torch.randn(p.batch_size, p.hidden_size, generator=gen, device=device, dtype=dtype)
-           * 0.5 if p.h0 else None)
-    return model, x, y, h0_
 
 
 def gradcheck_report(

@@ -302,6 +302,38 @@ def _adapt(kind: str | None, fn: Callable[..., Any], *, dy: str | None = None,
                    returns=tuple(returns) if returns else None, record=record_dh)
 
 
+# What a layout file (``echo-rnn grade --layout``) may set: the adapters' keywords, and
+# "kind" for the layout (one of KINDS) and "globals" for globals_of.
+ADAPTER_OPTIONS = ("kind", "dy", "globals", "args", "returns", "record_dh", *KEYS)
+
+
+def adapter(fn: Callable[..., Any], options: Mapping[str, Any]) -> Adapted:
+    """``fn`` in the adapter that ``options`` describe, as a layout file gives them for a
+    class: ``{"kind": "rows", "U": "Wh", ..., "dy": ..., "globals": true, "args": [...],
+    "returns": [...], "record_dh": "step"}`` (every key optional; :data:`ADAPTER_OPTIONS`).
+
+    Raises:
+        ValueError: an option that is unknown or invalid, named with what is valid.
+    """
+    unknown = [k for k in options if k not in ADAPTER_OPTIONS]
+    if unknown:
+        raise ValueError(f"unknown layout option {unknown[0]!r}; valid are "
+                         f"{', '.join(ADAPTER_OPTIONS)}")
+    o = dict(options)
+    for key in ("args", "returns"):
+        if key in o and (not isinstance(o[key], (list, tuple))
+                         or not all(isinstance(a, str) for a in o[key])):
+            raise ValueError(f"{key} must be a list of names, got {o[key]!r}")
+    for key in ("kind", "dy", "record_dh"):
+        if key in o and not isinstance(o[key], str):
+            raise ValueError(f"{key} must be a string, got {o[key]!r}")
+    if "globals" in o and not isinstance(o["globals"], bool):
+        raise ValueError(f"globals must be true or false, got {o['globals']!r}")
+    kind = o.pop("kind", None)
+    params = "globals" if o.pop("globals", False) else None
+    return _adapt(kind, fn, params=params, **o)
+
+
 def columns(fn: Callable[..., Any], **options: Any) -> Adapted:
     """Column vectors, as the contract, with the learner's own names (``U="Whh"``, ...)."""
     return _adapt("columns", fn, **options)

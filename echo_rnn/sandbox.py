@@ -227,8 +227,9 @@ def _child(workdir: Path) -> None:
     import importlib.util
 
     _stage(workdir, "import")
-    # the file may import its neighbours, as it would when run as a script
-    sys.path.insert(0, str(path.parent))
+    # the file may import its neighbours, as it would when run as a script (a notebook's
+    # code, written out elsewhere, the notebook's)
+    sys.path.insert(0, request.get("search_dir") or str(path.parent))
     stem = path.stem if path.stem.isidentifier() else "learner"
     try:
         spec = importlib.util.spec_from_file_location(stem, path)
@@ -250,6 +251,10 @@ def _child(workdir: Path) -> None:
         _write_status(workdir, {"kind": "no-function",
                                 "text": no_function(request["shown"], module, name, stem)})
         return
+    if request.get("adapter") is not None:  # the layout a teacher gave for the whole class
+        from echo_rnn.layouts import adapter
+
+        fn = adapter(fn, request["adapter"])
     _stage(workdir, "call")
     try:
         out = fn(**kwargs)
@@ -391,11 +396,17 @@ def _read_status(workdir: Path) -> dict[str, Any] | None:
 
 def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
                  shapes: dict[str, tuple[int, ...]], arrays: str = "numpy",
-                 timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> ChildResult:
+                 timeout: float = DEFAULT_TIMEOUT, memory: int | None = None, *,
+                 adapter: dict[str, Any] | None = None, search_dir: str | None = None,
+                 shown: str | None = None, stop: threading.Event | None = None) -> ChildResult:
     """Call ``function`` of the file ``path_text`` (as the user typed it) with ``kwargs`` in
     a child process and bring back what it returned (see the module docstring); ``shapes``
     is the expected shape of every key it may return; ``memory`` the child's address space
-    in bytes (RLIMIT_AS; default :data:`DEFAULT_MEMORY`, 0 for no limit).
+    in bytes (RLIMIT_AS; default :data:`DEFAULT_MEMORY`, 0 for no limit). ``adapter``: the
+    options of a layout adapter (:func:`echo_rnn.layouts.adapter`) the child wraps the
+    function in; ``search_dir``: where its imports are looked for (the file's folder by
+    default); ``shown``: the file's name in messages (its own by default); ``stop``: when set
+    (from another thread), the child is killed as if its time had run out.
 
     Raises:
         ConfigError("grads", ...): the file defines no such function (exit 2).
@@ -405,14 +416,16 @@ def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
     from echo_rnn.errors import ConfigError
 
     path = Path(path_text)
-    shown = path.name
+    named = shown or path_text  # what the messages call the file
+    shown = shown or path.name
     where = f"{shown}:{function}"
     with tempfile.TemporaryDirectory(prefix="echo-rnn-grads-") as tmp:
         workdir = Path(tmp)
         np.savez(workdir / "problem.npz", **kwargs)
         (workdir / "request.json").write_text(json.dumps({
-            "path": str(path.resolve()), "function": function, "shown": path_text,
+            "path": str(path.resolve()), "function": function, "shown": named,
             "arrays": arrays, "shapes": {k: list(v) for k, v in shapes.items()},
+            "adapter": adapter, "search_dir": search_dir,
             "memory": DEFAULT_MEMORY if memory is None else int(memory)}))
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
@@ -427,7 +440,13 @@ def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
         output = _Output(proc.stdout)
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
+            if stop is None:
+                proc.wait(timeout=timeout)
+            else:  # a caller on another thread may end it early (grade's Ctrl-C)
+                while proc.poll() is None and not stop.is_set():
+                    if time.monotonic() - start > timeout:
+                        raise subprocess.TimeoutExpired(proc.args, timeout)
+                    stop.wait(0.05)
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:  # whatever happened here (Ctrl-C too), nothing of theirs outlives the call

@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_bptt import _retained_dh
 
-from echo_rnn.compare import make_problem
 from echo_rnn.flow import format_per_step, per_step, step_norms
+from echo_rnn.problem import Problem
 from echo_rnn.tblog import FLOW_TAG, flow_rgb
 from echo_rnn.train import train
 from helpers import events, run_main, small_config
@@ -30,11 +30,11 @@ def test_per_step_matches_autograds_retained_gradients(flags, capsys):
     assert code == 0
     report = json.loads(out)
     c = report["config"]
-    model, x, y, h0 = make_problem(
+    p = Problem(
         hidden_size=c["hidden_size"], input_size=c["input_size"], batch_size=c["batch_size"],
         seq_len=c["seq_len"], echo_step=c["echo_step"], bias=c["bias"], h0=c["h0"],
-        dtype=torch.float64, device=torch.device("cpu"), seed=c["seed"], init_std=c["init_std"])
-    x3 = x if x.dim() == 3 else x.unsqueeze(-1)
+        seed=c["seed"], init_std=c["init_std"]).on(torch.float64, torch.device("cpu"))
+    model, x3, y, h0 = p.model, p.x, p.y, p.h0_state
     expected = _norms(_retained_dh(model, x3, y, h0).numpy())
     flow = report["per_step"]
     assert flow["t"] == list(range(1, c["seq_len"] + 1))

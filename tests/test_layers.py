@@ -25,7 +25,7 @@ LAYERS = {
     "verify": ["problem", "compare", "mistakes", "learner", "sandbox", "layouts",
                "truncated", "flow"],
     "train": ["backends", "checkpoint", "rundir", "runlog", "train", "population_train"],
-    "tools": ["sweep", "progress", "tables", "bench", "predict"],
+    "tools": ["sweep", "progress", "tables", "bench", "predict", "grade"],
     "cli": ["cli", "__main__"],
 }
 RANK = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}

@@ -79,10 +79,10 @@ def test_each_way_of_making_it_differs_from_the_right_gradient(code):
     p = _problem()
     params = p.params()
     right = variation_grads(Variation(""), p.x, p.y, params["U"], params["V"],
-                            params["w"], params.get("b"), p.h0)
+                            params["w"], params.get("b"), p.h0_state)
     for v in m.variations:
         got = variation_grads(v, p.x, p.y, params["U"], params["V"], params["w"],
-                              params.get("b"), p.h0)
+                              params.get("b"), p.h0_state)
         differs = [n for n in right if not torch.allclose(got[n], right[n], rtol=1e-9,
                                                           atol=0)]
         assert differs, f"{code}: a variation that changes no gradient ({v})"
@@ -95,8 +95,8 @@ def test_the_unchanged_variation_is_the_right_gradient():
     p = _problem()
     params = p.params()
     none = variation_grads(Variation(""), p.x, p.y, params["U"], params["V"],
-                           params["w"], params.get("b"), p.h0)
-    auto = autograd_grads(p.model, p.x, p.y, p.h0)
+                           params["w"], params.get("b"), p.h0_state)
+    auto = autograd_grads(p.model, p.x, p.y, p.h0_state)
     for n, g in auto.items():
         torch.testing.assert_close(none[n], g, rtol=1e-12, atol=1e-15)
 

@@ -1,8 +1,9 @@
-import pytest
 """What a run writes to TensorBoard stays light and true: pictures at most PICTURES_PER_RUN
 times a run, points every log_every steps, one event file per TensorBoard run."""
 
 from pathlib import Path
+
+import pytest
 
 from echo_rnn.events import EventFile, event_file_in
 from echo_rnn.runlog import PICTURES_PER_RUN

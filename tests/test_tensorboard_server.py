@@ -1,10 +1,11 @@
-import pytest
 """A real TensorBoard server, on 127.0.0.1, serves what was trained: the curve, and an HParams
 table with one row per run, the settings that differ first."""
 
 import json
 import time
 import urllib.request
+
+import pytest
 
 from browser import tensorboard
 from echo_rnn.train import train

@@ -3,7 +3,7 @@
 The package's files are its parts: this one holds ``main``, the top-level parser and the
 exit-code policy (below, in ``main``: one place); ``args`` the argument types, all built on
 the config's bounds; and one module per command (``train``, ``sweep``, ``gradcheck``,
-``predict``, ``bench``), each with ``add_parser(sub)``, its flags, and ``run(args)``, which
+``grade``, ``predict``, ``bench``), each with ``add_parser(sub)``, its flags, and ``run(args)``, which
 calls the library and prints what its result objects format.
 
 Exit status: 0 done; 1 the command ran and failed (gradients disagree, a NaN, a full disk,
@@ -33,7 +33,7 @@ from echo_rnn.signals import Terminated, exit_status, stop_requests, terminate_r
 EXIT_USAGE = 2
 
 # The command modules, in the order --help lists them; each is echo_rnn.cli.NAME.
-COMMANDS = ("train", "sweep", "gradcheck", "predict", "bench")
+COMMANDS = ("train", "sweep", "gradcheck", "grade", "predict", "bench")
 
 
 class UsageError(Exception):

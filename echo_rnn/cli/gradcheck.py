@@ -1,6 +1,6 @@
 """``echo-rnn gradcheck``: echo-rnn's kernels (echo_rnn/compare.py), or the learner's own
 BPTT (``--grads``, echo_rnn/learner.py), against autograd. The problem's flags are
-GradcheckProblem's fields (echo_rnn/problem.py); each report prints itself."""
+Problem's fields (echo_rnn/problem.py); each report prints itself."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import sys
 
 from echo_rnn.cli import Failed, UsageError
 from echo_rnn.cli.args import device, memory_gib, timeout_s
-from echo_rnn.compare import autograd_hidden_grads, gradcheck_report, make_problem, manual_grads
+from echo_rnn.compare import autograd_hidden_grads, gradcheck_report, manual_grads
 from echo_rnn.config import add_field_flags, given_fields
 from echo_rnn.console import strict_json
 from echo_rnn.devices import DEVICE_HELP, DTYPES, check_fits, rnn_bytes
 from echo_rnn.flow import check_plot_path, format_per_step, per_step, plot_flow
 from echo_rnn.learner import BadReturn, check_file, departure, make_learner_problem
-from echo_rnn.problem import KERNEL_SEED, GradcheckProblem
+from echo_rnn.problem import KERNEL_SEED, Problem
 from echo_rnn.rundir import storage_reason
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, LearnerFailed, show_output
 
@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
         ),
     )
     groups = {"problem": p.add_argument_group("problem"), "run": p.add_argument_group("run")}
-    add_field_flags(groups, GradcheckProblem)
+    add_field_flags(groups, Problem)
     r = groups["run"]
     r.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="dtype of the comparison; gradcheck itself always uses float64 "
@@ -81,11 +81,11 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _problem(args: argparse.Namespace) -> GradcheckProblem:
+def _problem(args: argparse.Namespace) -> Problem:
     """The problem the flags describe, after the combinations argparse cannot refuse; fills
     in the mode-dependent defaults of the other flags."""
-    given = given_fields(args, GradcheckProblem)
-    defaults = GradcheckProblem()
+    given = given_fields(args, Problem)
+    defaults = Problem()
     k = given.get("echo_step", defaults.echo_step)
     T = given.get("seq_len", defaults.seq_len)
     if k >= T:
@@ -100,7 +100,7 @@ def _problem(args: argparse.Namespace) -> GradcheckProblem:
             raise UsageError("argument --truncation: only with --grads (echo-rnn's kernels "
                              "truncate in windows)")
         args.dtype, args.kernel = args.dtype or "float64", args.kernel or "both"
-        return GradcheckProblem(**{"seed": KERNEL_SEED, **given})
+        return Problem(**{"seed": KERNEL_SEED, **given})
     # --grads: the learner's function computes the gradient of J in float64 on
     # the CPU; the settings that say otherwise are refused rather than ignored
     if "truncation" in given and given.get("truncate") is None:
@@ -114,7 +114,7 @@ def _problem(args: argparse.Namespace) -> GradcheckProblem:
     args.arrays, args.dtype = args.arrays or "numpy", "float64"
     if args.timeout is None:
         args.timeout = DEFAULT_TIMEOUT
-    return GradcheckProblem(**given)
+    return Problem(**given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"argument {biggest}: too large: {reason}")
     if args.grads is not None:
         return _learner(args, problem)
-    model, x, y, h0 = make_problem(problem, dtype=DTYPES[args.dtype], device=args.device)
+    built = problem.on(DTYPES[args.dtype], args.device)
+    model, x, y, h0 = built.model, built.x, built.y, built.h0_state
     kernels = ("reference", "fast") if args.kernel == "both" else (args.kernel,)
     reports = [gradcheck_report(model, x, y, h0, problem.truncate, kernel=k) for k in kernels]
     agrees = all(r.agrees for r in reports)
@@ -188,7 +189,7 @@ def _show_flow(args: argparse.Namespace, flow: dict | None, label: str,
             print(f"plot: {args.plot}")
 
 
-def _learner(args: argparse.Namespace, spec: GradcheckProblem) -> int:
+def _learner(args: argparse.Namespace, spec: Problem) -> int:
     """--grads: the learner's function, run in a process of its own (echo_rnn.sandbox),
     against autograd, with the diagnosis. Whatever their code does, one line says what
     happened; what it printed is shown on stderr, marked as theirs."""

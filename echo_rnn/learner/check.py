@@ -1,0 +1,203 @@
+"""The check, end to end: a learner's function called (in this process, or in a child
+process of its own for a file), what it returned checked against the contract, each gradient
+judged, the ones that disagree diagnosed, and the report made (:func:`compare_returned`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from echo_rnn.errors import ConfigError
+from echo_rnn.learner.contract import (
+    ARRAYS,
+    ORDER,
+    BadReturn,
+    LearnerCodeError,
+    Returned,
+    _layout_of,
+    _NotAMapping,
+    _parse_spec,
+    check_return,
+    make_learner_problem,
+)
+from echo_rnn.learner.diagnosis import (
+    Diagnosis,
+    _autograd,
+    _prefer_shared,
+    _variations,
+    departure,
+    diagnose,
+)
+from echo_rnn.learner.report import LearnerReport, _precision_notes
+from echo_rnn.learner.tolerance import Tolerances, _precision, judge
+from echo_rnn.learner.truncation import _truncated, find_truncation, truncation_words
+from echo_rnn.mistakes import CATALOGUE, MISORIENTED, PAIRS, VARIATIONS
+from echo_rnn.problem import Problem
+from echo_rnn.sandbox import DEFAULT_TIMEOUT, run_in_child
+
+
+def compare_returned(returned: Returned, problem: Problem, where: str,
+                     arrays: str = "numpy") -> LearnerReport:
+    """The report on what a learner's function returned, already checked
+    (:func:`check_return`): each gradient judged (:func:`judge`), the ones that disagree
+    diagnosed, and where dJ/dh_t departs. With the problem's ``truncate``, against truncated
+    BPTT (its ``truncation``: "windows" or "back", :mod:`echo_rnn.truncated`); without it,
+    when full BPTT disagrees but a truncation agrees, the report says which one the code
+    computes."""
+    layout = returned.layout
+    truncate, truncation = problem.truncate, problem.truncation
+    full = _autograd(problem)
+    tolerances = Tolerances(problem, full)  # rounding is measured on full BPTT
+    right = full if truncate is None else _truncated(problem, truncate, truncation)
+    names = [k for k in ORDER if k in returned.grads]
+    B, T, I, H = problem.B, problem.T, problem.I, problem.H
+    shapes = {k: layout.shape(k, B, T, I, H, problem.single) for k in names}  # the learner's
+    judged = {k: judge(k, returned.grads[k], right[k], returned.dtypes.get(k, "float64"),
+                       tolerances) for k in names}
+    rows = [replace(judged[k].row, shape=shapes[k],
+                    agrees=judged[k].row.agrees and k not in returned.misoriented)
+            for k in names]
+    diagnoses: dict[str, Diagnosis] = {}
+    varied: dict[str, list] = {}  # computed once, and only for a gradient that needs it
+
+    def candidates(which: str) -> list:
+        if which not in varied:
+            varied[which] = _variations(problem, VARIATIONS if which == "one" else PAIRS)
+        return varied[which]
+
+    found = None
+    if any(not r.agrees for r in rows) and not returned.misoriented:
+        found = find_truncation(returned.grads, problem, tolerances,
+                                {k: _precision(returned.dtypes.get(k, "float64"))
+                                 for k in names})
+    for r in rows:
+        if r.agrees:
+            continue
+        d = Diagnosis([], [], [])
+        if r.name in returned.misoriented:
+            m = MISORIENTED  # read from a shape that gave it away
+            says, fix = m.in_layout(layout, r.name, returned.misoriented[r.name],
+                                    shapes[r.name])
+            d = Diagnosis([m.code], [says], [fix])
+            if judged[r.name].row.agrees:
+                diagnoses[r.name] = d
+                continue
+        if found is not None:
+            d.says.append(f"your code computes {truncation_words(found['kind'], found['k'])}, "
+                          "not full BPTT")
+            diagnoses[r.name] = d
+            continue
+        if truncate is not None:  # the catalogue's variations are of full BPTT
+            diagnoses[r.name] = d
+            continue
+        got = returned.grads[r.name]
+        rels = [judged[r.name].tolerance]
+        if _precision(returned.dtypes.get(r.name, "float64")) == "float64":
+            # float64 arrays from code that keeps its states in float32 make the mistake
+            # to float32's rounding only
+            rels.append(tolerances(r.name, "float32"))
+        more = Diagnosis([], [], [])
+        # one mistake, else two made together (not for zeros: two mistakes can cancel)
+        for which in ("one", "two") if bool(got.any()) else ("one",):
+            for rel in rels:
+                more = diagnose(r.name, got, right[r.name], candidates(which), problem.B,
+                                problem.T, rel=rel)
+                if more.codes:
+                    break
+            if more.codes:
+                break
+        for i, code in enumerate(more.codes):  # a record told in the learner's layout
+            if CATALOGUE[code].in_layout is not None:
+                more.says[i], more.fixes[i] = CATALOGUE[code].in_layout(
+                    layout, r.name, None, shapes[r.name])
+        if d.codes:  # misoriented, and more: both told
+            more = Diagnosis(d.codes + more.codes, d.says + more.says, d.fixes + more.fixes,
+                             more.factor, more.factor_name, more.ways)
+        diagnoses[r.name] = more
+    _prefer_shared(diagnoses)
+    unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows) \
+        and found is None
+    dep = departure(returned.grads["dh"], right["dh"], judged["dh"].tolerance) \
+        if unexplained and "dh" in returned.grads else None
+    notes = returned.notes + _precision_notes(judged, returned.dtypes, tolerances)
+    return LearnerReport(where, rows, diagnoses, notes, dep, problem, right["dh"],
+                         returned.grads.get("dh"), arrays=arrays,
+                         agrees_to={k: j.agrees_to for k, j in judged.items()},
+                         tolerances={k: j.tolerance for k, j in judged.items()},
+                         layout=layout, truncation_found=found)
+
+
+
+
+def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
+               arrays: str = "numpy") -> LearnerReport:
+    """Call ``fn`` on ``problem``, in this process, and compare what it returns with
+    autograd's gradients (truncated as the problem says, see :func:`compare_returned`).
+
+    Raises:
+        LearnerCodeError: ``fn`` raised (their exception, with their traceback).
+        BadReturn: what it returned breaks the contract.
+    """
+    if arrays not in ARRAYS:
+        raise ConfigError("arrays", f"must be one of {', '.join(ARRAYS)}, got {arrays!r}")
+    try:
+        out = fn(**problem.kwargs(arrays))
+    except Exception as exc:
+        raise LearnerCodeError(where or getattr(fn, "__name__", "the function"), exc) from exc
+    return compare_returned(check_return(out, problem, layout=_layout_of(fn)), problem,
+                            where or getattr(fn, "__name__", "function"), arrays)
+
+
+def check_file(spec: str, problem: Problem, arrays: str = "numpy",
+               timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> LearnerReport:
+    """``echo-rnn gradcheck --grads PATH.py:FUNCTION``: the function run in a child process
+    of its own (:mod:`echo_rnn.sandbox`), at most ``timeout`` seconds, and what it returned
+    compared as :func:`report_for` does.
+
+    Raises:
+        ConfigError("grads", ...): a bad spec, no such file or no such function.
+        LearnerFailed: their code raised, exited, crashed or ran out of time (one line).
+        BadReturn: what it returned breaks the contract.
+    """
+    if arrays not in ARRAYS:
+        raise ConfigError("arrays", f"must be one of {', '.join(ARRAYS)}, got {arrays!r}")
+    path_text, name = _parse_spec(spec)
+    got = run_in_child(path_text, name, problem.kwargs("numpy"), problem.expected_shapes(),
+                       arrays=arrays, timeout=timeout, memory=memory)
+    where = f"{Path(path_text).name}:{name}"
+    out = got.values if got.values is not None else _NotAMapping(got.not_mapping or "?")
+    try:
+        returned = check_return(out, problem, dtypes=got.dtypes, layout=got.layout)
+    except BadReturn as exc:
+        exc.printed = got.output
+        raise
+    report = compare_returned(returned, problem, where, arrays)
+    report.printed = got.output
+    return report
+
+
+
+def check_grads(fn: Callable[..., Any], *, arrays: str = "numpy",
+                **settings: Any) -> LearnerReport:
+    """Check a hand-written BPTT function against autograd, for notebooks: what
+    ``echo-rnn gradcheck --grads`` prints, as a :class:`LearnerReport` (``print`` it, or read
+    ``.agrees``, ``.rows``, ``.diagnoses``, ``.to_dict()``). The function runs in this
+    process (the command line runs a file's function in a child process instead).
+
+    Args:
+        fn: called as ``fn(U=..., V=..., w=..., x=..., y=...)`` (see the module docstring).
+        arrays: ``"numpy"`` (float64 arrays) or ``"torch"`` (float64 tensors).
+        **settings: the fields of :class:`~echo_rnn.problem.Problem`
+            (``hidden_size``, ``batch_size``, ``bias``, ``seed``, ...; ``truncate=k`` checks
+            against truncated BPTT, in the sense of ``truncation``: "windows", echo-rnn's
+            windows of k steps, or "back", each output's gradient flowing back at most k
+            steps, a tutorial's bptt_truncate); the notebook's problem by default.
+
+    Raises:
+        ConfigError: a setting that is unknown or invalid.
+        BadReturn: what ``fn`` returned breaks the contract (each problem on a line).
+        LearnerCodeError: ``fn`` raised; ``.error`` is its exception.
+    """
+    return report_for(fn, make_learner_problem(Problem.of(settings)), arrays=arrays)
