@@ -505,8 +505,11 @@ def test_every_subpackage_is_packaged():
     # was); echo_rnn/learner and echo_rnn/grade are subpackages now
     import tomllib
 
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-                 ["packages"])
+    from setuptools import find_packages
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    # what the build packages: setuptools' discovery with pyproject's own settings
+    listed = set(find_packages(ROOT, include=found["packages"]["find"]["include"]))
     present = {".".join(p.parent.relative_to(ROOT).parts)
                for p in (ROOT / "echo_rnn").rglob("__init__.py")}
     assert present <= listed, f"not packaged: {sorted(present - listed)}"
