@@ -58,8 +58,8 @@ class EventFile:
     """The one event file of ``directory`` (created with it if there is none).
 
     Args:
-        directory: a TensorBoard run: the run directory (a sweep's ``_sweep``; a run
-            recorded by an earlier version also had ``train``/``val``).
+        directory: a TensorBoard run: the run directory (a run recorded by an earlier
+            version also had ``train``/``val``).
         truncate_to: a resume: the file's size when the checkpoint was written; what a killed
             session wrote after that is cut off before anything is appended.
         fresh: replace whatever event files the directory holds (a sweep's heatmap, redrawn

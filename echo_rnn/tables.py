@@ -45,16 +45,9 @@ def write_results(sweep_dir: Path, rows: list[dict[str, Any]], echo_steps: list[
     img = heatmap_image(summary, echo_steps, hidden_sizes)
     from PIL import Image
 
+    # A file, not a TensorBoard run: a run of its own would count among the 40 that
+    # TensorBoard's Scalars dashboard selects by default, so a sweep of 40 would open empty.
     Image.fromarray(img).save(sweep_dir / "heatmap.png")
-    from echo_rnn.events import EventFile
-
-    # fresh: a re-run of the sweep redraws the picture in place of the last one
-    events = EventFile(sweep_dir / "_sweep", fresh=True)
-    try:
-        events.image("solve_rate (rows H, columns k)", img, 0)
-        events.text("results", (sweep_dir / "results.md").read_text(), 0)
-    finally:
-        events.close()
 
 
 def results_markdown(summary: list[dict[str, Any]], echo_steps: list[int],

@@ -43,8 +43,8 @@ POINTS = tuple(f"k{k}-H{h}-s0" for h in (2, 4) for k in (1, 2, 3, 4))
 # A run's trial name in the HParams table and its name in the run selectors: its path under
 # the logdir (the sweep's name included, so that the same point of two sweeps is two runs).
 RUNS = tuple(f"{sweep}/{point}" for sweep in SWEEPS for point in POINTS)
-# TensorBoard's runs: one per run, and each sweep's heatmap in NAME/_sweep.
-TB_RUNS = (*RUNS, *(f"{sweep}/_sweep" for sweep in SWEEPS))
+# TensorBoard's runs: one per run (a sweep's heatmap is a file, not a run).
+TB_RUNS = RUNS
 # The settings the two sweeps vary: TensorBoard sorts the hparams that differ first and ticks
 # the first five, so these must be columns without a click.
 SWEPT_HPARAMS = ("echo_step", "hidden_size", "bias")
