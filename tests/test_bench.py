@@ -73,11 +73,11 @@ def test_bench_cli_json_output_and_markdown(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| t | 2 | 8 | 3 | bptt |" in proc.stdout
     data = json.loads(out.read_text())
-    assert data["threads"] == 1 and len(data["rows"]) == 3
+    assert data["threads"] == 1 and len(data["rows"]) == 3 + len(COMPILED)
     # --json prints, as gradcheck --json and predict --json do
     proc = cli("bench", *quick, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert len(json.loads(proc.stdout)["rows"]) == 3
+    assert len(json.loads(proc.stdout)["rows"]) == 3 + len(COMPILED)
 
 
 @pytest.mark.parametrize("args, needle", [

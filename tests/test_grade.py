@@ -504,7 +504,6 @@ def test_every_subpackage_is_packaged():
     # an explicit package list leaves a subpackage out of the wheel silently (echo_rnn/cli
     # was); echo_rnn/learner and echo_rnn/grade are subpackages now
     import tomllib
-
     from setuptools import find_packages
 
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
