@@ -18,15 +18,28 @@ a gradient ``U^T dJ/dz_t`` is ``dz @ U``. Truncated BPTT follows one rule
 (``echo_rnn.truncation``); the mapping to ``torch.nn.RNN`` is ``echo_rnn.model.to_nn_rnn``'s.
 """
 
-__all__ = ["EchoRNN", "bit_accuracy", "check_grads", "echo_loss", "make_echo_batch",
-           "manual_grads", "record_dh"]
+__all__ = [
+    "EchoRNN",
+    "bit_accuracy",
+    "check_grads",
+    "echo_loss",
+    "make_echo_batch",
+    "manual_grads",
+    "record_dh",
+]
 __version__ = "0.1.0"
 
 # Imported on first use, not with the package: ``echo-rnn`` reaches its signal handling
 # before torch (a second or two to import) is loaded.
-_WHERE = {"EchoRNN": "model", "bit_accuracy": "model", "echo_loss": "model",
-          "make_echo_batch": "data", "manual_grads": "compare", "check_grads": "learner",
-          "record_dh": "layouts"}
+_WHERE = {
+    "EchoRNN": "model",
+    "bit_accuracy": "model",
+    "echo_loss": "model",
+    "make_echo_batch": "data",
+    "manual_grads": "compare",
+    "check_grads": "learner",
+    "record_dh": "layouts",
+}
 
 
 def __getattr__(name: str):

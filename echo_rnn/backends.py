@@ -39,8 +39,10 @@ def check_backend(config, device: torch.device, data_parallel: bool = False) -> 
     if config.backend == "compiled":
         reason = compiled_unfit(config, device, data_parallel)
         if reason:
-            raise ConfigError("backend", f"compiled cannot train this run: {reason}; "
-                                         "--backend bptt or autograd can")
+            raise ConfigError(
+                "backend",
+                f"compiled cannot train this run: {reason}; --backend bptt or autograd can",
+            )
 
 
 def training_backend(config, device: torch.device, data_parallel: bool = False) -> str:

@@ -75,22 +75,28 @@ class BenchReport:
     refused: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k != "rows"},
-                "rows": [asdict(r) for r in self.rows]}
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "rows"},
+            "rows": [asdict(r) for r in self.rows],
+        }
 
     def format(self, adam: dict, markdown: bool = False) -> str:
         """The report as ``echo-rnn bench`` prints it: a table (or Markdown), the cost in T,
         and the Adam step's time (``adam``: :func:`time_adam`'s)."""
-        lines = [f"echo-rnn bench: device={self.device} threads={self.threads} "
-                 f"torch={self.torch_version} cuda_graph={self.cuda_graph}; medians of "
-                 "interleaved steps (forward, loss, backward)",
-                 format_markdown(self) if markdown else format_table(self)]
+        lines = [
+            f"echo-rnn bench: device={self.device} threads={self.threads} "
+            f"torch={self.torch_version} cuda_graph={self.cuda_graph}; medians of "
+            "interleaved steps (forward, loss, backward)",
+            format_markdown(self) if markdown else format_table(self),
+        ]
         scaling_line = format_scaling(self)
         if scaling_line:
             lines.append(scaling_line)
-        lines.append(f"Adam step at H=6 (the trainer's optimizer): fused "
-                     f"{adam['fused'] * 1e6:.1f} us, unfused {adam['unfused'] * 1e6:.1f} us "
-                     f"({adam['unfused'] / adam['fused']:.2f}x)")
+        lines.append(
+            f"Adam step at H=6 (the trainer's optimizer): fused "
+            f"{adam['fused'] * 1e6:.1f} us, unfused {adam['unfused'] * 1e6:.1f} us "
+            f"({adam['unfused'] / adam['fused']:.2f}x)"
+        )
         return "\n".join(lines)
 
 
@@ -117,8 +123,9 @@ def saved_bytes(fn: Callable[[], torch.Tensor], held: list[torch.Tensor]) -> int
     return sum(seen.values())
 
 
-def make_candidates(B: int, T: int, H: int, device: torch.device, seed: int = 0,
-                    cuda_graph: bool = False) -> tuple[list[Candidate], list[torch.Tensor]]:
+def make_candidates(
+    B: int, T: int, H: int, device: torch.device, seed: int = 0, cuda_graph: bool = False
+) -> tuple[list[Candidate], list[torch.Tensor]]:
     """The three candidates on one batch, with identical weights."""
     gen = torch.Generator(device=device).manual_seed(seed)
     x, y = make_echo_batch(B, T, 2, generator=gen, device=device)  # (B, T)
@@ -144,10 +151,16 @@ def make_candidates(B: int, T: int, H: int, device: torch.device, seed: int = 0,
         return echo_loss(lin(out).squeeze(-1), y)
 
     rnn_params = [rnn.weight_hh_l0, rnn.weight_ih_l0, lin.weight]
-    rnn_grads = lambda: {"U": rnn.weight_hh_l0.grad, "V": rnn.weight_ih_l0.grad,  # noqa: E731
-                         "w": lin.weight.grad[0]}
-    cands = [Candidate("nn.RNN", _step(rnn_fwd, rnn_params), rnn_grads, rnn_fwd, rnn_params),
-             echo_model("autograd"), echo_model("bptt")]
+    rnn_grads = lambda: {  # noqa: E731
+        "U": rnn.weight_hh_l0.grad,
+        "V": rnn.weight_ih_l0.grad,
+        "w": lin.weight.grad[0],
+    }
+    cands = [
+        Candidate("nn.RNN", _step(rnn_fwd, rnn_params), rnn_grads, rnn_fwd, rnn_params),
+        echo_model("autograd"),
+        echo_model("bptt"),
+    ]
     if device.type == "cpu" and compiled.AVAILABLE:
         cands.append(_compiled_candidate(ref, x, y))
     if cuda_graph:
@@ -169,16 +182,23 @@ def _compiled_candidate(ref: EchoRNN, x: torch.Tensor, y: torch.Tensor) -> Candi
 
     B, T = x.shape
     # it keeps the states h_1..h_T, float32, for its backward
-    return Candidate("compiled", step, lambda: dict(out), step, list(w.values()),
-                     saved=B * T * ref.hidden_size * 4)
+    return Candidate(
+        "compiled",
+        step,
+        lambda: dict(out),
+        step,
+        list(w.values()),
+        saved=B * T * ref.hidden_size * 4,
+    )
 
 
 def _named(m: EchoRNN) -> dict[str, torch.Tensor]:
     return {n: p.grad for n, p in m.named_parameters()}
 
 
-def _step(fwd: Callable[[], torch.Tensor],
-          params: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
+def _step(
+    fwd: Callable[[], torch.Tensor], params: list[torch.Tensor]
+) -> Callable[[], torch.Tensor]:
     def step() -> torch.Tensor:
         for p in params:
             p.grad = None
@@ -221,8 +241,9 @@ def check_agreement(cands: list[Candidate]) -> dict[str, float]:
     return out
 
 
-def time_interleaved(cands: list[Candidate], device: torch.device, *, warmup: int,
-                     min_reps: int, budget_s: float) -> dict[str, list[float]]:
+def time_interleaved(
+    cands: list[Candidate], device: torch.device, *, warmup: int, min_reps: int, budget_s: float
+) -> dict[str, list[float]]:
     """Seconds per step of each candidate, interleaved A B C A B C ..., until ``min_reps``
     rounds are done and ``budget_s`` has passed."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -241,21 +262,38 @@ def time_interleaved(cands: list[Candidate], device: torch.device, *, warmup: in
     return times
 
 
-def run_benchmark(shapes: dict[str, tuple[int, int, int]], device: torch.device, *,
-                  threads: int = 1, warmup: int = 5, min_reps: int = 30, budget_s: float = 2.0,
-                  cuda_graph: bool = False, seed: int = 0,
-                  progress: Callable[[str], None] | None = None) -> BenchReport:
+def run_benchmark(
+    shapes: dict[str, tuple[int, int, int]],
+    device: torch.device,
+    *,
+    threads: int = 1,
+    warmup: int = 5,
+    min_reps: int = 30,
+    budget_s: float = 2.0,
+    cuda_graph: bool = False,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
     # The thread count and the global RNG (nn.RNN draws its initial weights there) are the
     # caller's again afterwards.
     forked = [device] if device.type == "cuda" else []
     with cpu_threads(threads), torch.random.fork_rng(devices=forked):
-        return _run_benchmark(shapes, device, threads=threads, warmup=warmup,
-                              min_reps=min_reps, budget_s=budget_s, cuda_graph=cuda_graph,
-                              seed=seed, progress=progress)
+        return _run_benchmark(
+            shapes,
+            device,
+            threads=threads,
+            warmup=warmup,
+            min_reps=min_reps,
+            budget_s=budget_s,
+            cuda_graph=cuda_graph,
+            seed=seed,
+            progress=progress,
+        )
 
 
-def _run_benchmark(shapes, device, *, threads, warmup, min_reps, budget_s, cuda_graph, seed,
-                   progress) -> BenchReport:
+def _run_benchmark(
+    shapes, device, *, threads, warmup, min_reps, budget_s, cuda_graph, seed, progress
+) -> BenchReport:
     report = BenchReport(str(device), threads, torch.__version__, cuda_graph)
     for shape, (B, T, H) in shapes.items():
         if progress:
@@ -268,31 +306,53 @@ def _run_benchmark(shapes, device, *, threads, warmup, min_reps, budget_s, cuda_
                 report.refused.append(f"{shape}/{c.name}: gradients disagree with nn.RNN")
         if REFERENCE not in {c.name for c in ok}:
             continue
-        mem = {c.name: c.saved if c.saved is not None
-               else saved_bytes(c.forward_loss, c.params + inputs) for c in ok}
+        mem = {
+            c.name: c.saved
+            if c.saved is not None
+            else saved_bytes(c.forward_loss, c.params + inputs)
+            for c in ok
+        }
         for c in ok:  # leave the gradient buffers the timed steps will refill
             c.step()
         times = time_interleaved(ok, device, warmup=warmup, min_reps=min_reps, budget_s=budget_s)
         ref_ms = statistics.median(times[REFERENCE]) * 1e3
         for c in ok:
             ms = statistics.median(times[c.name]) * 1e3
-            report.rows.append(BenchRow(shape, B, T, H, c.name, ms, B / (ms / 1e3), ms / ref_ms,
-                                        mem[c.name], len(times[c.name]), agreement[c.name]))
+            report.rows.append(
+                BenchRow(
+                    shape,
+                    B,
+                    T,
+                    H,
+                    c.name,
+                    ms,
+                    B / (ms / 1e3),
+                    ms / ref_ms,
+                    mem[c.name],
+                    len(times[c.name]),
+                    agreement[c.name],
+                )
+            )
     return report
 
 
-def time_adam(H: int, device: torch.device, *, reps: int = 300, threads: int = 1,
-              seed: int = 0) -> dict[str, float]:
+def time_adam(
+    H: int, device: torch.device, *, reps: int = 300, threads: int = 1, seed: int = 0
+) -> dict[str, float]:
     """Median seconds of one Adam step over EchoRNN's parameters, fused (one kernel for the
     whole update, the trainer's default) and unfused (per-tensor ops), interleaved."""
     with cpu_threads(threads):
         gen = torch.Generator().manual_seed(seed)
-        params = [torch.randn(shape, generator=gen).to(device).requires_grad_()
-                  for shape in ((H, H), (H, 1), (H,))]
+        params = [
+            torch.randn(shape, generator=gen).to(device).requires_grad_()
+            for shape in ((H, H), (H, 1), (H,))
+        ]
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen).to(device)
-        opts = {"fused": torch.optim.Adam(params, lr=1e-9, fused=True),
-                "unfused": torch.optim.Adam(params, lr=1e-9)}
+        opts = {
+            "fused": torch.optim.Adam(params, lr=1e-9, fused=True),
+            "unfused": torch.optim.Adam(params, lr=1e-9),
+        }
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         times: dict[str, list[float]] = {k: [] for k in opts}
         for i in range(reps + 10):
@@ -309,8 +369,9 @@ def scaling(report: BenchReport) -> dict[str, float]:
     """Per backend, ms per step at the ``long`` shape over ``long-500``: 4.0 is linear in T."""
     short, long_ = SCALING
     ms = {(r.shape, r.backend): r.ms_per_step for r in report.rows}
-    return {b: ms[(long_, b)] / ms[(short, b)] for (sh, b) in ms
-            if sh == long_ and (short, b) in ms}
+    return {
+        b: ms[(long_, b)] / ms[(short, b)] for (sh, b) in ms if sh == long_ and (short, b) in ms
+    }
 
 
 def format_scaling(report: BenchReport) -> str:
@@ -324,28 +385,45 @@ def format_scaling(report: BenchReport) -> str:
 
 def format_table(report: BenchReport) -> str:
     header = ("shape", "B", "T", "H", "backend", "ms/step", "seq/s", "vs nn.RNN", "saved KiB")
-    body = [(r.shape, str(r.B), str(r.T), str(r.H), r.backend, f"{r.ms_per_step:.3f}",
-             f"{r.seq_per_s:,.0f}", f"{r.ratio_to_nn_rnn:.2f}x", f"{r.saved_bytes / 1024:,.1f}")
-            for r in report.rows]
+    body = [
+        (
+            r.shape,
+            str(r.B),
+            str(r.T),
+            str(r.H),
+            r.backend,
+            f"{r.ms_per_step:.3f}",
+            f"{r.seq_per_s:,.0f}",
+            f"{r.ratio_to_nn_rnn:.2f}x",
+            f"{r.saved_bytes / 1024:,.1f}",
+        )
+        for r in report.rows
+    ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     num = {1, 2, 3, 5, 6, 7, 8}
     fmt = lambda row: "  ".join(  # noqa: E731
-        c.rjust(wd) if i in num else c.ljust(wd) for i, (c, wd) in enumerate(zip(row, widths)))
+        c.rjust(wd) if i in num else c.ljust(wd) for i, (c, wd) in enumerate(zip(row, widths))
+    )
     return "\n".join([fmt(header), *map(fmt, body)])
 
 
 def format_markdown(report: BenchReport) -> str:
-    lines = ["| shape | B | T | H | backend | ms/step | seq/s | vs nn.RNN | saved for backward |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| shape | B | T | H | backend | ms/step | seq/s | vs nn.RNN | saved for backward |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for r in report.rows:
-        lines.append(f"| {r.shape} | {r.B} | {r.T} | {r.H} | {r.backend} | {r.ms_per_step:.3f} | "
-                     f"{r.seq_per_s:,.0f} | {r.ratio_to_nn_rnn:.2f}x | "
-                     f"{r.saved_bytes / 1024:,.1f} KiB |")
+        lines.append(
+            f"| {r.shape} | {r.B} | {r.T} | {r.H} | {r.backend} | {r.ms_per_step:.3f} | "
+            f"{r.seq_per_s:,.0f} | {r.ratio_to_nn_rnn:.2f}x | "
+            f"{r.saved_bytes / 1024:,.1f} KiB |"
+        )
     return "\n".join(lines)
 
 
-def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 1,
-                    seed: int = 0, singles: int = 4) -> dict:
+def time_population(
+    runs: int, steps: int = 2000, reps: int = 3, threads: int = 1, seed: int = 0, singles: int = 4
+) -> dict:
     """Run-steps of a population of ``runs`` against single runs, at the frontier shape
     (``--preset frontier --hidden-size 6 --bias``: B = 64, T = 50, H = 6, Adam, clipping,
     40000 steps a run), each doing everything ``train`` does (data, evaluations,
@@ -366,8 +444,9 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
     from echo_rnn.population_train import train_population
     from echo_rnn.train import TrainingInterrupted, train
 
-    base = build_config("frontier", overrides={"hidden_size": 6, "bias": True, "echo_step": 7,
-                                               "threads": threads})
+    base = build_config(
+        "frontier", overrides={"hidden_size": 6, "bias": True, "echo_step": 7, "threads": threads}
+    )
     if steps >= base.steps:
         raise ValueError(f"steps must be below the runs' {base.steps}, got {steps}")
     singles = min(singles, runs)
@@ -380,6 +459,7 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
         def stop() -> bool:
             done[0] += 1
             return done[0] >= n
+
         return stop
 
     def population(configs) -> float:
@@ -392,8 +472,10 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
 
     with tempfile.TemporaryDirectory() as tmp, cpu_threads(threads):
         for rep in range(reps):
-            configs = [replace(base, seed=seed + i, logdir=f"{tmp}/pop{rep}", run_name=f"s{i}")
-                       for i in range(runs)]
+            configs = [
+                replace(base, seed=seed + i, logdir=f"{tmp}/pop{rep}", run_name=f"s{i}")
+                for i in range(runs)
+            ]
             timed["population"].append(population(configs))
             start = time.perf_counter()
             for c in configs[:singles]:
@@ -402,32 +484,43 @@ def time_population(runs: int, steps: int = 2000, reps: int = 3, threads: int = 
                 except TrainingInterrupted as stopped:
                     assert stopped.step == steps, f"a run stopped at {stopped.step}"
             timed["single"].append((time.perf_counter() - start) / (singles * steps))
-            timed["torch_population"].append(population(
-                [replace(c, backend="bptt", logdir=f"{tmp}/torch{rep}") for c in configs]))
+            timed["torch_population"].append(
+                population(
+                    [replace(c, backend="bptt", logdir=f"{tmp}/torch{rep}") for c in configs]
+                )
+            )
     ms = {k: statistics.median(v) * 1e3 for k, v in timed.items()}
-    return {"runs": runs, "steps": steps, "run_steps": base.steps, "reps": reps,
-            "threads": threads, "backend": training_backend(base, torch.device("cpu")),
-            "shape": {"B": base.batch_size, "T": base.seq_len, "H": base.hidden_size},
-            "ms_per_run_step_population": ms["population"],
-            "ms_per_run_step_single": ms["single"],
-            "ms_per_run_step_torch_population": ms["torch_population"],
-            "run_steps_per_s_population": 1e3 / ms["population"],
-            "run_steps_per_s_single": 1e3 / ms["single"],
-            "speedup": ms["single"] / ms["population"],
-            "speedup_over_torch_population": ms["torch_population"] / ms["population"]}
+    return {
+        "runs": runs,
+        "steps": steps,
+        "run_steps": base.steps,
+        "reps": reps,
+        "threads": threads,
+        "backend": training_backend(base, torch.device("cpu")),
+        "shape": {"B": base.batch_size, "T": base.seq_len, "H": base.hidden_size},
+        "ms_per_run_step_population": ms["population"],
+        "ms_per_run_step_single": ms["single"],
+        "ms_per_run_step_torch_population": ms["torch_population"],
+        "run_steps_per_s_population": 1e3 / ms["population"],
+        "run_steps_per_s_single": 1e3 / ms["single"],
+        "speedup": ms["single"] / ms["population"],
+        "speedup_over_torch_population": ms["torch_population"] / ms["population"],
+    }
 
 
 def format_population(p: dict) -> str:
     s = p["shape"]
-    return (f"population of {p['runs']} vs single runs, B={s['B']} T={s['T']} H={s['H']}, "
-            f"the first {p['steps']} steps of {p['run_steps']}-step runs (evaluation, TensorBoard "
-            f"and checkpoints included), "
-            f"threads={p['threads']}, median of {p['reps']} interleaved rounds:\n"
-            f"  population  {p['ms_per_run_step_population']:.3f} ms per run-step "
-            f"({p['run_steps_per_s_population']:.0f} run-steps/s, {p['backend']} kernel)\n"
-            f"  single run  {p['ms_per_run_step_single']:.3f} ms per run-step "
-            f"({p['run_steps_per_s_single']:.0f} run-steps/s, {p['backend']} kernel)\n"
-            f"  population  {p['ms_per_run_step_torch_population']:.3f} ms per run-step "
-            f"(torch kernel, --backend bptt)\n"
-            f"  speedup     {p['speedup']:.1f}x over single runs, "
-            f"{p['speedup_over_torch_population']:.1f}x over the torch kernel's population")
+    return (
+        f"population of {p['runs']} vs single runs, B={s['B']} T={s['T']} H={s['H']}, "
+        f"the first {p['steps']} steps of {p['run_steps']}-step runs (evaluation, TensorBoard "
+        f"and checkpoints included), "
+        f"threads={p['threads']}, median of {p['reps']} interleaved rounds:\n"
+        f"  population  {p['ms_per_run_step_population']:.3f} ms per run-step "
+        f"({p['run_steps_per_s_population']:.0f} run-steps/s, {p['backend']} kernel)\n"
+        f"  single run  {p['ms_per_run_step_single']:.3f} ms per run-step "
+        f"({p['run_steps_per_s_single']:.0f} run-steps/s, {p['backend']} kernel)\n"
+        f"  population  {p['ms_per_run_step_torch_population']:.3f} ms per run-step "
+        f"(torch kernel, --backend bptt)\n"
+        f"  speedup     {p['speedup']:.1f}x over single runs, "
+        f"{p['speedup_over_torch_population']:.1f}x over the torch kernel's population"
+    )

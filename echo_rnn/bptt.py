@@ -245,8 +245,9 @@ def bptt_backward(
     # dU as a batch of one: ATen's bmm treats each batch entry alike, so a population's dU
     # (echo_rnn.population) is this one, run by run, at every size (mm and bmm part at small
     # products, where bmm uses a loop of its own)
-    dU = torch.bmm(delta[1:].view(1, (T - 1) * B, H).transpose(1, 2),
-                   hs[:-1].reshape(1, (T - 1) * B, H))[0]
+    dU = torch.bmm(
+        delta[1:].view(1, (T - 1) * B, H).transpose(1, 2), hs[:-1].reshape(1, (T - 1) * B, H)
+    )[0]
     if h0 is not None:
         dU.addmm_(delta[0].t(), h0)  # the first step's h_{t-1} is h_0
     xt = x.transpose(0, 1).reshape(T * B, I)  # (T*B, I), time-major like delta

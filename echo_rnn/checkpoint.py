@@ -34,7 +34,7 @@ def checkpoint_path(run_dir: str | Path) -> Path:
 
 
 def _kind(path: Path) -> str:
-    """"dir", "file" (a regular file), "other" (a device, a FIFO, a socket) or "missing";
+    """ "dir", "file" (a regular file), "other" (a device, a FIFO, a socket) or "missing";
     CheckpointError when the path cannot be looked at (permission denied)."""
     try:
         mode = path.stat().st_mode
@@ -65,14 +65,19 @@ def written_checkpoint(run_dir: str | Path) -> Path | None:
         try:
             mode = os.stat(where).st_mode
         except OSError as exc:
-            what = {errno.ELOOP: "a symlink loop",
-                    errno.ENOENT: "a symlink to nothing"}.get(exc.errno, exc.strerror or str(exc))
-            raise CheckpointError(f"{where} is damaged ({what}): the run wrote a checkpoint "
-                                  "that cannot be read, so it is not started again") from None
+            what = {errno.ELOOP: "a symlink loop", errno.ENOENT: "a symlink to nothing"}.get(
+                exc.errno, exc.strerror or str(exc)
+            )
+            raise CheckpointError(
+                f"{where} is damaged ({what}): the run wrote a checkpoint "
+                "that cannot be read, so it is not started again"
+            ) from None
         if not want(mode):
             kind = "a directory" if want is stat.S_ISDIR else "a regular file"
-            raise CheckpointError(f"{where} is not {kind}: the run's checkpoint is damaged, "
-                                  "so it is not started again")
+            raise CheckpointError(
+                f"{where} is not {kind}: the run's checkpoint is damaged, "
+                "so it is not started again"
+            )
     return path
 
 
@@ -89,15 +94,24 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if kind == "missing":
         raise CheckpointError(f"no such run directory or checkpoint file: {path}")
     if kind == "other":
-        raise CheckpointError(f"{path} is not a regular file (a device, a FIFO or a socket), "
-                              "so not a checkpoint; it was not read")
+        raise CheckpointError(
+            f"{path} is not a regular file (a device, a FIFO or a socket), "
+            "so not a checkpoint; it was not read"
+        )
     return path
 
 
 SUMMARY = "summary.json"
 # What summary.json holds of a finished run (train.write_outcome writes it).
-SUMMARY_FIELDS = ("step", "solved_step", "val_accuracy", "val_loss", "wall_time_s", "stopped",
-                  "run_dir")
+SUMMARY_FIELDS = (
+    "step",
+    "solved_step",
+    "val_accuracy",
+    "val_loss",
+    "wall_time_s",
+    "stopped",
+    "run_dir",
+)
 MAX_SUMMARY_BYTES = 2**20
 
 
@@ -107,8 +121,7 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / SUMMARY
     kind = _kind(path)
     if kind != "file":
-        what = {"dir": "a directory", "other": "not a regular file",
-                "missing": "missing"}[kind]
+        what = {"dir": "a directory", "other": "not a regular file", "missing": "missing"}[kind]
         raise CheckpointError(f"{path} is {what}; a finished run's summary.json is a JSON file")
     try:
         data = read_regular(path, MAX_SUMMARY_BYTES)
@@ -121,20 +134,29 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"larger than {MAX_SUMMARY_BYTES} bytes")
         summary = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not JSON ({shown(str(exc))}); delete the run "
-                              "directory to run the point again") from None
+        raise CheckpointError(
+            f"{path} is not JSON ({shown(str(exc))}); delete the run "
+            "directory to run the point again"
+        ) from None
     if not isinstance(summary, dict):
         raise CheckpointError(f"{path} is not a JSON object, got {shown(summary)}")
     missing = [k for k in SUMMARY_FIELDS if k not in summary]
     if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}; delete the run directory "
-                              "to run the point again")
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}; delete the run directory to run the point again"
+        )
     step, solved = summary["step"], summary["solved_step"]
-    if not (_is_int(step) and step >= 0 and (solved is None or _is_int(solved))
-            and summary["stopped"] in ("solved", "steps", "diverged")):
-        raise CheckpointError(f"{path} does not hold a finished run's summary (step "
-                              f"{shown(step)}, solved_step {shown(solved)}, stopped "
-                              f"{shown(summary['stopped'])})")
+    if not (
+        _is_int(step)
+        and step >= 0
+        and (solved is None or _is_int(solved))
+        and summary["stopped"] in ("solved", "steps", "diverged")
+    ):
+        raise CheckpointError(
+            f"{path} does not hold a finished run's summary (step "
+            f"{shown(step)}, solved_step {shown(solved)}, stopped "
+            f"{shown(summary['stopped'])})"
+        )
     return summary
 
 
@@ -160,22 +182,27 @@ def _check_archive(path: Path) -> None:
     and could inflate far beyond its size: a zip bomb)."""
     size = path.stat().st_size
     if size > MAX_BYTES:
-        raise CheckpointError(f"{path} is {size / 2**20:.0f} MiB; an echo-rnn checkpoint is at "
-                              f"most {MAX_BYTES // 2**20} MiB, so it was not read")
+        raise CheckpointError(
+            f"{path} is {size / 2**20:.0f} MiB; an echo-rnn checkpoint is at "
+            f"most {MAX_BYTES // 2**20} MiB, so it was not read"
+        )
     if not zipfile.is_zipfile(path):
         return  # torch.load tells a legacy checkpoint from garbage
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt): "
-                              f"{exc}") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt): {exc}"
+        ) from None
     if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
-        raise CheckpointError(f"{path} holds compressed entries, which torch.save never writes; "
-                              "it was not read")
+        raise CheckpointError(
+            f"{path} holds compressed entries, which torch.save never writes; it was not read"
+        )
     if sum(i.file_size for i in infos) > MAX_BYTES:
-        raise CheckpointError(f"{path} declares more than {MAX_BYTES // 2**20} MiB of contents; "
-                              "it was not read")
+        raise CheckpointError(
+            f"{path} declares more than {MAX_BYTES // 2**20} MiB of contents; it was not read"
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -208,8 +235,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"refused {path}: it carries pickled Python objects beyond tensors and plain "
                 "data, which could run code; it was not loaded"
             ) from None
-        detail = next((l.strip() for l in text.splitlines() if "Unsupported operand" in l),
-                      "not a pickle torch can read")
+        detail = next(
+            (l.strip() for l in text.splitlines() if "Unsupported operand" in l),
+            "not a pickle torch can read",
+        )
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt?): {detail}") from None
     except Exception as exc:  # the unpickler fails on junk in many ways: IndexError, KeyError, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -220,8 +249,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an echo-rnn checkpoint")
     if state.get("version") != VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint version {state.get('version')!r}; this echo-rnn reads "
-            f"{VERSION}")
+            f"{path} has checkpoint version {state.get('version')!r}; this echo-rnn reads {VERSION}"
+        )
     missing = {"config", "step", "model"} - set(state)
     if missing:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(sorted(missing))}")
@@ -245,8 +274,19 @@ def _is_number(v: Any) -> bool:
 
 
 # What echo-rnn writes into a checkpoint, field by field; anything else is not ours.
-FIELDS = {"format", "version", "config", "step", "model", "optimizer", "rng", "curriculum",
-          "window", "progress", "events"}
+FIELDS = {
+    "format",
+    "version",
+    "config",
+    "step",
+    "model",
+    "optimizer",
+    "rng",
+    "curriculum",
+    "window",
+    "progress",
+    "events",
+}
 PROGRESS_FIELDS = {"solved_step", "wall_time_s", "last_eval", "train_loss"}
 # A CPU generator's state is 5056 bytes, a CUDA one's 16; nothing larger is a generator's.
 MAX_RNG_BYTES = 2**16
@@ -254,12 +294,19 @@ MAX_RNG_BYTES = 2**16
 OPTIMIZER_STATE = {"adam": {"step", "exp_avg", "exp_avg_sq"}, "sgd": {"momentum_buffer"}}
 # What torch's optimizers assume for a hyperparameter a state_dict lacks (older torch wrote
 # fewer): a missing key is compared as this value.
-OPTIMIZER_DEFAULTS = {"foreach": None, "differentiable": False, "fused": None,
-                      "capturable": False, "maximize": False, "decoupled_weight_decay": False}
+OPTIMIZER_DEFAULTS = {
+    "foreach": None,
+    "differentiable": False,
+    "fused": None,
+    "capturable": False,
+    "maximize": False,
+    "decoupled_weight_decay": False,
+}
 
 
-def _tensor_problem(name: str, t: Any, shape: tuple[int, ...] | None = None,
-                    dtype: torch.dtype = torch.float32) -> str | None:
+def _tensor_problem(
+    name: str, t: Any, shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float32
+) -> str | None:
     """What makes ``t`` unfit to be the tensor ``name``: its kind (a plain, dense tensor in
     CPU memory, as torch.save writes one: not sparse, quantized, nested or on the meta
     device), its dtype, its shape and, floating point, its values (finite)."""
@@ -288,8 +335,11 @@ def _same(saved: Any, want: Any) -> bool:
     if isinstance(want, (int, float)):
         return _is_number(saved) and saved == want
     if isinstance(want, tuple):
-        return (isinstance(saved, (tuple, list)) and len(saved) == len(want)
-                and all(_same(a, b) for a, b in zip(saved, want)))
+        return (
+            isinstance(saved, (tuple, list))
+            and len(saved) == len(want)
+            and all(_same(a, b) for a, b in zip(saved, want))
+        )
     return type(saved) is type(want) and saved == want
 
 
@@ -303,14 +353,15 @@ def _lr_problem(lr: Any, config, step: int) -> str | None:
         for _ in range(min(step // config.lr_halve_every, 1100)):  # 2^-1100: below any float
             rates.append(rates[-1] / 2)
     if lr not in rates:
-        return (f"its optimizer's lr is {shown(lr)}, but its config says lr = {config.lr}"
-                + (f" (halved every {config.lr_halve_every} steps)" if config.lr_halve_every
-                   else ""))
+        return f"its optimizer's lr is {shown(lr)}, but its config says lr = {config.lr}" + (
+            f" (halved every {config.lr_halve_every} steps)" if config.lr_halve_every else ""
+        )
     return None
 
 
-def _optimizer_problem(opt: Any, config, step: int,
-                       shapes: dict[str, tuple[int, ...]]) -> str | None:
+def _optimizer_problem(
+    opt: Any, config, step: int, shapes: dict[str, tuple[int, ...]]
+) -> str | None:
     """Whether ``opt`` is the state_dict of the optimizer ``config`` trains with (kind and
     hyperparameters) over the model's parameters (ids 0..n-1, in the order U, V, w, b, each
     state tensor of its parameter's shape): checked here because torch.optim loads what it
@@ -325,20 +376,28 @@ def _optimizer_problem(opt: Any, config, step: int,
     expected = make_optimizer(config, [torch.zeros(1, requires_grad=True) for _ in range(n)])
     want = expected.state_dict()["param_groups"][0]
     kind = config.optimizer
-    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
-            and all(isinstance(k, str) for k in groups[0])):
+    if not (
+        isinstance(groups, list)
+        and len(groups) == 1
+        and isinstance(groups[0], dict)
+        and all(isinstance(k, str) for k in groups[0])
+    ):
         return f"its optimizer's param_groups must be a list of one table, got {shown(groups)}"
     group = groups[0]
     extra = sorted(set(group) - set(want))
     if extra:
         other = next((o for o in ("adam", "sgd") if o != kind), "")
         whose = f" ({other}'s?)" if other else ""
-        return (f"its optimizer state is not {kind}'s, which its config says: its settings "
-                f"include {shown(', '.join(extra))}{whose}")
+        return (
+            f"its optimizer state is not {kind}'s, which its config says: its settings "
+            f"include {shown(', '.join(extra))}{whose}"
+        )
     if group.get("params") != list(range(n)) or not all(_is_int(i) for i in group["params"]):
-        return (f"its optimizer's param ids must be {list(range(n))} "
-                f"(U, V, w{', b' * config.bias}), "
-                f"got {shown(group.get('params'))}")
+        return (
+            f"its optimizer's param ids must be {list(range(n))} "
+            f"(U, V, w{', b' * config.bias}), "
+            f"got {shown(group.get('params'))}"
+        )
     problem = _lr_problem(group.get("lr"), config, step)
     if problem:
         return problem
@@ -349,8 +408,10 @@ def _optimizer_problem(opt: Any, config, step: int,
             return f"its optimizer's settings lack {key}"
         saved = group.get(key, OPTIMIZER_DEFAULTS.get(key))
         if not _same(saved, value):
-            return (f"its optimizer's {key} is {shown(saved)}, but its config trains with "
-                    f"{key} = {value!r}")
+            return (
+                f"its optimizer's {key} is {shown(saved)}, but its config trains with "
+                f"{key} = {value!r}"
+            )
     if not isinstance(state, dict):
         return f"its optimizer's state must be a table, got {shown(state)}"
     allowed = OPTIMIZER_STATE[kind]
@@ -359,11 +420,16 @@ def _optimizer_problem(opt: Any, config, step: int,
         if not (_is_int(pid) and 0 <= pid < n):
             return f"its optimizer's state has parameter id {shown(pid)}; valid are 0..{n - 1}"
         name = names[pid]
-        if not isinstance(entry, dict) or not set(entry) <= allowed or (
-                kind == "adam" and set(entry) != allowed):
+        if (
+            not isinstance(entry, dict)
+            or not set(entry) <= allowed
+            or (kind == "adam" and set(entry) != allowed)
+        ):
             got = sorted(map(str, entry)) if isinstance(entry, dict) else entry
-            return (f"its optimizer's state of {name} must hold {', '.join(sorted(allowed))} "
-                    f"({kind}), got {shown(got)}")
+            return (
+                f"its optimizer's state of {name} must hold {', '.join(sorted(allowed))} "
+                f"({kind}), got {shown(got)}"
+            )
         for key, value in entry.items():
             what = f"its optimizer's {key} of {name}"
             if key == "step":
@@ -388,9 +454,11 @@ def _curriculum_problem(cur: Any, config, step: int) -> str | None:
     if k is not None:
         lo = min(1, config.echo_step) if config.curriculum else config.echo_step
         if not (_is_int(k) and lo <= k <= config.echo_step):
-            allowed = (f"in [{lo}, {config.echo_step}] (--curriculum up to --echo-step)"
-                       if config.curriculum else
-                       f"{config.echo_step}, its echo_step (the run has no --curriculum)")
+            allowed = (
+                f"in [{lo}, {config.echo_step}] (--curriculum up to --echo-step)"
+                if config.curriculum
+                else f"{config.echo_step}, its echo_step (the run has no --curriculum)"
+            )
             return f"its curriculum k must be {allowed}, got {shown(k)}"
     since = cur.get("k_since", 0)
     if not (_is_int(since) and 0 <= since <= step):
@@ -428,8 +496,10 @@ def _structure_problem(state: dict[str, Any]) -> str | None:
         if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or t.is_quantized):
             return f"its weight {name} is not a floating-point tensor"
         if tuple(t.shape) != shape:
-            return (f"its weights do not fit its config: {name} has shape {tuple(t.shape)}, "
-                    f"hidden_size = {H} needs {shape}")
+            return (
+                f"its weights do not fit its config: {name} has shape {tuple(t.shape)}, "
+                f"hidden_size = {H} needs {shape}"
+            )
         problem = _tensor_problem(f"its weight {name}", t, shape)
         if problem:
             return problem
@@ -462,19 +532,37 @@ def _structure_problem(state: dict[str, Any]) -> str | None:
         if v is not None and not (_is_number(v) and v >= 0):
             return f"its {key} must be a finite number >= 0, got {shown(v)}"
     window = state.get("window", [])
-    if not (isinstance(window, list) and len(window) <= config.log_every and all(
-            isinstance(row, (list, tuple)) and len(row) == 4 and _is_int(row[0])
+    if not (
+        isinstance(window, list)
+        and len(window) <= config.log_every
+        and all(
+            isinstance(row, (list, tuple))
+            and len(row) == 4
+            and _is_int(row[0])
             and step - config.log_every < row[0] <= step
-            and all(isinstance(v, float) for v in row[1:]) for row in window)):
-        return ("its window (the steps since the last logged point) must be at most "
-                f"log_every rows [step, loss, grad norm, lr], got {shown(window)}")
+            and all(isinstance(v, float) for v in row[1:])
+            for row in window
+        )
+    ):
+        return (
+            "its window (the steps since the last logged point) must be at most "
+            f"log_every rows [step, loss, grad norm, lr], got {shown(window)}"
+        )
     events = state.get("events", {})
-    if not (isinstance(events, dict) and set(events) <= {"", "train", "val"}
-            and all(_is_int(v) and 0 <= v <= MAX_EVENT_BYTES for v in events.values())):
-        return ("its event-file sizes must be a table of byte counts for '', 'train' and "
-                f"'val', got {shown(events)}")
+    if not (
+        isinstance(events, dict)
+        and set(events) <= {"", "train", "val"}
+        and all(_is_int(v) and 0 <= v <= MAX_EVENT_BYTES for v in events.values())
+    ):
+        return (
+            "its event-file sizes must be a table of byte counts for '', 'train' and "
+            f"'val', got {shown(events)}"
+        )
     last_eval = progress.get("last_eval", {})
-    if not (isinstance(last_eval, dict) and len(last_eval) <= 32
-            and all(isinstance(k, str) and _is_number(v) for k, v in last_eval.items())):
+    if not (
+        isinstance(last_eval, dict)
+        and len(last_eval) <= 32
+        and all(isinstance(k, str) and _is_number(v) for k, v in last_eval.items())
+    ):
         return f"its last evaluation must be a table of finite numbers, got {shown(last_eval)}"
     return None

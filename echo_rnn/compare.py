@@ -116,9 +116,14 @@ def manual_grads(
             grads = reference.backward((y_hat - y) / (B * T), caches, w, truncate)
         else:
             y_hat, _, cache = bptt.bptt_forward(x3, U, V, w, b, h0)
-            grads = bptt.bptt_backward((y_hat - y) / (B * T), cache, truncate=truncate,
-                                       need_h0=h0 is not None, need_b=b is not None,
-                                       need_h=hidden)
+            grads = bptt.bptt_backward(
+                (y_hat - y) / (B * T),
+                cache,
+                truncate=truncate,
+                need_h0=h0 is not None,
+                need_b=b is not None,
+                need_h=hidden,
+            )
     out = {name: getattr(grads, name) for name in params}
     if h0 is not None:
         out["h0"] = grads.h0
@@ -138,8 +143,14 @@ def autograd_grads(
     ``"autograd"`` backend, keyed the same way."""
     # A fresh module, not a deepcopy: the model may carry DDP's gradient hooks, which must
     # not fire for this side computation. Its throwaway generator spares the global RNG.
-    ref = EchoRNN(model.hidden_size, model.input_size, model.bias, model.init_std,
-                  backend="autograd", generator=torch.Generator())
+    ref = EchoRNN(
+        model.hidden_size,
+        model.input_size,
+        model.bias,
+        model.init_std,
+        backend="autograd",
+        generator=torch.Generator(),
+    )
     ref.to(device=model.U.device, dtype=model.U.dtype)
     ref.load_state_dict(model.state_dict())
     h0_ = h0.detach().clone().requires_grad_(True) if h0 is not None else None
@@ -183,8 +194,9 @@ class ReferenceFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy_hat, dh_T):
         if dy_hat is None:
-            dy_hat = torch.zeros(ctx.caches[0].h.shape[0], len(ctx.caches),
-                                 dtype=ctx.w.dtype, device=ctx.w.device)
+            dy_hat = torch.zeros(
+                ctx.caches[0].h.shape[0], len(ctx.caches), dtype=ctx.w.dtype, device=ctx.w.device
+            )
         g = reference.backward(dy_hat, ctx.caches, ctx.w, dh_T=dh_T)
         return (g.x, g.h0 if ctx.has_h0 else None, g.U, g.V, g.w, g.b if ctx.has_b else None)
 
@@ -253,10 +265,12 @@ class GradcheckReport:
         verdict."""
         function = {"reference": "ReferenceFunction", "fast": "BPTTFunction"}[self.kernel]
         mode = "fast mode (random projections)" if self.gradcheck_fast_mode else "full Jacobian"
-        return (f"hand-written BPTT, {self.kernel} kernel, vs autograd:\n"
-                f"{format_rows(self.rows)}\n"
-                f"torch.autograd.gradcheck on {function} (finite differences, float64, "
-                f"{mode}, full BPTT): {self.gradcheck_message}")
+        return (
+            f"hand-written BPTT, {self.kernel} kernel, vs autograd:\n"
+            f"{format_rows(self.rows)}\n"
+            f"torch.autograd.gradcheck on {function} (finite differences, float64, "
+            f"{mode}, full BPTT): {self.gradcheck_message}"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -279,8 +293,10 @@ def gradcheck_report(
     kernel: str = "fast",
 ) -> GradcheckReport:
     """One kernel vs autograd rows, plus finite differences on the kernel's Function."""
-    rows = compare_grads(manual_grads(model, x, y, h0, truncate, kernel=kernel),
-                         autograd_grads(model, x, y, h0, truncate))
+    rows = compare_grads(
+        manual_grads(model, x, y, h0, truncate, kernel=kernel),
+        autograd_grads(model, x, y, h0, truncate),
+    )
     passed, fast, message = run_gradcheck(model, x, h0, kernel=kernel)
     return GradcheckReport(rows, passed, fast, message, kernel)
 
@@ -289,11 +305,17 @@ def format_rows(rows: list[GradRow]) -> str:
     """An aligned table, one row per gradient."""
     header = ("name", "shape", "max abs diff", "max rel diff", "agrees")
     body = [
-        (r.name, str(r.shape), f"{r.max_abs_diff:.3e}", f"{r.max_rel_diff:.3e}",
-         "yes" if r.agrees else "NO")
+        (
+            r.name,
+            str(r.shape),
+            f"{r.max_abs_diff:.3e}",
+            f"{r.max_rel_diff:.3e}",
+            "yes" if r.agrees else "NO",
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip()
-             for row in [header, *body]]
+    lines = [
+        "  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in [header, *body]
+    ]
     return "\n".join(lines)

@@ -64,10 +64,24 @@ class Bounds:
         return text
 
 
-def _opt(help: str, group: str, kind: type, choices: tuple[str, ...] | None = None,
-         optional: bool = False, bounds: Bounds | None = None, flag: bool = True) -> dict:
-    return {"help": help, "group": group, "kind": kind, "choices": choices, "optional": optional,
-            "bounds": bounds, "flag": flag}
+def _opt(
+    help: str,
+    group: str,
+    kind: type,
+    choices: tuple[str, ...] | None = None,
+    optional: bool = False,
+    bounds: Bounds | None = None,
+    flag: bool = True,
+) -> dict:
+    return {
+        "help": help,
+        "group": group,
+        "kind": kind,
+        "choices": choices,
+        "optional": optional,
+        "bounds": bounds,
+        "flag": flag,
+    }
 
 
 POSITIVE = Bounds(lo=0, lo_open=True)  # a positive, finite number
@@ -87,112 +101,275 @@ class TrainConfig:
     (``hidden_size`` is ``--hidden-size``) and a key of a ``--config`` TOML file."""
 
     # --- task
-    echo_step: int = field(default=2, metadata=_opt(
-        "k: the target is the input delayed by k steps; 0 <= k < seq_len", "task", int))
-    seq_len: int = field(default=50, metadata=_opt("T: bits per sequence", "task", int,
-                                                   bounds=SIZE))
+    echo_step: int = field(
+        default=2,
+        metadata=_opt(
+            "k: the target is the input delayed by k steps; 0 <= k < seq_len", "task", int
+        ),
+    )
+    seq_len: int = field(
+        default=50, metadata=_opt("T: bits per sequence", "task", int, bounds=SIZE)
+    )
     # --- model
-    hidden_size: int = field(default=6, metadata=_opt("H: hidden units", "model", int,
-                                                      bounds=Bounds(lo=1, hi=MAX_HIDDEN)))
+    hidden_size: int = field(
+        default=6,
+        metadata=_opt("H: hidden units", "model", int, bounds=Bounds(lo=1, hi=MAX_HIDDEN)),
+    )
     bias: bool = field(default=False, metadata=_opt("give the RNN the bias b", "model", bool))
-    init_std: float = field(default=0.1, metadata=_opt(
-        "parameters drawn from N(0, init_std^2), as in the notebook", "model", float,
-        bounds=NON_NEGATIVE))
-    input_init_std: float | None = field(default=None, metadata=_opt(
-        "the input weights V drawn from N(0, input_init_std^2) instead ('none': init_std)",
-        "model", float, optional=True, bounds=NON_NEGATIVE))
-    orthogonal_gain: float | None = field(default=None, metadata=_opt(
-        "draw U as G times a random orthogonal matrix (every singular value G) instead of "
-        "from N(0, init_std^2) ('none': normal)", "model", float, optional=True,
-        bounds=POSITIVE))
-    backend: str = field(default="auto", metadata=_opt(
-        "the kernel that trains: compiled (the whole step in C, the same bits on any CPU), "
-        "bptt (the hand-written BPTT kernel in PyTorch ops, any device), autograd (PyTorch's "
-        "autograd); auto: compiled on a CPU where it can train the run, else bptt",
-        "model", str, BACKENDS))
+    init_std: float = field(
+        default=0.1,
+        metadata=_opt(
+            "parameters drawn from N(0, init_std^2), as in the notebook",
+            "model",
+            float,
+            bounds=NON_NEGATIVE,
+        ),
+    )
+    input_init_std: float | None = field(
+        default=None,
+        metadata=_opt(
+            "the input weights V drawn from N(0, input_init_std^2) instead ('none': init_std)",
+            "model",
+            float,
+            optional=True,
+            bounds=NON_NEGATIVE,
+        ),
+    )
+    orthogonal_gain: float | None = field(
+        default=None,
+        metadata=_opt(
+            "draw U as G times a random orthogonal matrix (every singular value G) instead of "
+            "from N(0, init_std^2) ('none': normal)",
+            "model",
+            float,
+            optional=True,
+            bounds=POSITIVE,
+        ),
+    )
+    backend: str = field(
+        default="auto",
+        metadata=_opt(
+            "the kernel that trains: compiled (the whole step in C, the same bits on any CPU), "
+            "bptt (the hand-written BPTT kernel in PyTorch ops, any device), autograd (PyTorch's "
+            "autograd); auto: compiled on a CPU where it can train the run, else bptt",
+            "model",
+            str,
+            BACKENDS,
+        ),
+    )
     # --- optimization
-    optimizer: str = field(default="adam", metadata=_opt(
-        "optimizer", "optimization", str, ("sgd", "adam")))
-    fused: bool = field(default=True, metadata=_opt(
-        "Adam as torch's fused kernel: one kernel updates every parameter, about twice as "
-        "fast per step at these sizes and the same update up to rounding (so a different curve "
-        "than --no-fused; runs recorded before this option resume unfused)", "optimization",
-        bool))
-    lr: float = field(default=0.02, metadata=_opt("learning rate", "optimization", float,
-                                                  bounds=POSITIVE))
-    grad_clip: float | None = field(default=None, metadata=_opt(
-        "clip the global gradient norm to this value ('none': no clipping)",
-        "optimization", float, optional=True, bounds=POSITIVE))
-    batch_size: int = field(default=32, metadata=_opt(
-        "B: sequences per step (with --schedule notebook: the fixed training set)",
-        "optimization", int, bounds=SIZE))
-    steps: int = field(default=500, metadata=_opt(
-        "most optimizer steps; on --resume it may be raised", "optimization", int,
-        bounds=COUNT))
-    truncate: int | None = field(default=None, metadata=_opt(
-        "window length of truncated BPTT ('none': full BPTT)", "optimization", int,
-        optional=True, bounds=SIZE))
-    curriculum: bool = field(default=False, metadata=_opt(
-        "train on k = 1, 2, ... in turn, moving on once held-out accuracy at the current k "
-        "reaches --curriculum-advance; --echo-step is the last k, and solved means solved there",
-        "optimization", bool))
-    curriculum_advance: float = field(default=1.0, metadata=_opt(
-        "held-out accuracy at the current k that moves the curriculum on, in (0, 1]",
-        "optimization", float, bounds=FRACTION))
-    curriculum_patience: int | None = field(default=None, metadata=_opt(
-        "move the curriculum on after N steps at a k even if it is not solved, so that one "
-        "hard k cannot stall it ('none': wait)", "optimization", int, optional=True,
-        bounds=COUNT))
-    lr_halve_every: int | None = field(default=None, metadata=_opt(
-        "halve the learning rate every N steps, counted from reaching the last k with "
-        "--curriculum ('none': constant)", "optimization", int, optional=True, bounds=COUNT))
-    schedule: str = field(default="batch", metadata=_opt(
-        "batch: a fresh random batch per step; notebook: the notebook's schedule, one fixed "
-        "training set, one update per time step t on the error at step t alone (an epoch is "
-        "seq_len steps)", "optimization", str, ("batch", "notebook")))
+    optimizer: str = field(
+        default="adam", metadata=_opt("optimizer", "optimization", str, ("sgd", "adam"))
+    )
+    fused: bool = field(
+        default=True,
+        metadata=_opt(
+            "Adam as torch's fused kernel: one kernel updates every parameter, about twice as "
+            "fast per step at these sizes and the same update up to rounding (so a different curve "
+            "than --no-fused; runs recorded before this option resume unfused)",
+            "optimization",
+            bool,
+        ),
+    )
+    lr: float = field(
+        default=0.02, metadata=_opt("learning rate", "optimization", float, bounds=POSITIVE)
+    )
+    grad_clip: float | None = field(
+        default=None,
+        metadata=_opt(
+            "clip the global gradient norm to this value ('none': no clipping)",
+            "optimization",
+            float,
+            optional=True,
+            bounds=POSITIVE,
+        ),
+    )
+    batch_size: int = field(
+        default=32,
+        metadata=_opt(
+            "B: sequences per step (with --schedule notebook: the fixed training set)",
+            "optimization",
+            int,
+            bounds=SIZE,
+        ),
+    )
+    steps: int = field(
+        default=500,
+        metadata=_opt(
+            "most optimizer steps; on --resume it may be raised", "optimization", int, bounds=COUNT
+        ),
+    )
+    truncate: int | None = field(
+        default=None,
+        metadata=_opt(
+            "window length of truncated BPTT ('none': full BPTT)",
+            "optimization",
+            int,
+            optional=True,
+            bounds=SIZE,
+        ),
+    )
+    curriculum: bool = field(
+        default=False,
+        metadata=_opt(
+            "train on k = 1, 2, ... in turn, moving on once held-out accuracy at the current k "
+            "reaches --curriculum-advance; --echo-step is the last k, and solved means solved "
+            "there",
+            "optimization",
+            bool,
+        ),
+    )
+    curriculum_advance: float = field(
+        default=1.0,
+        metadata=_opt(
+            "held-out accuracy at the current k that moves the curriculum on, in (0, 1]",
+            "optimization",
+            float,
+            bounds=FRACTION,
+        ),
+    )
+    curriculum_patience: int | None = field(
+        default=None,
+        metadata=_opt(
+            "move the curriculum on after N steps at a k even if it is not solved, so that one "
+            "hard k cannot stall it ('none': wait)",
+            "optimization",
+            int,
+            optional=True,
+            bounds=COUNT,
+        ),
+    )
+    lr_halve_every: int | None = field(
+        default=None,
+        metadata=_opt(
+            "halve the learning rate every N steps, counted from reaching the last k with "
+            "--curriculum ('none': constant)",
+            "optimization",
+            int,
+            optional=True,
+            bounds=COUNT,
+        ),
+    )
+    schedule: str = field(
+        default="batch",
+        metadata=_opt(
+            "batch: a fresh random batch per step; notebook: the notebook's schedule, one fixed "
+            "training set, one update per time step t on the error at step t alone (an epoch is "
+            "seq_len steps)",
+            "optimization",
+            str,
+            ("batch", "notebook"),
+        ),
+    )
     # --- evaluation
-    eval_every: int = field(default=25, metadata=_opt(
-        "evaluate on the held-out set, log and checkpoint every N steps", "evaluation", int,
-        bounds=COUNT))
-    val_size: int = field(default=256, metadata=_opt(
-        "held-out sequences, drawn from a generator separate from training", "evaluation", int,
-        bounds=SIZE))
-    target_accuracy: float = field(default=1.0, metadata=_opt(
-        "stop once held-out bit accuracy reaches this, in (0, 1]; TensorBoard's 'solved' is "
-        "then 1 and 'solved_step' the step, and for a run that never reaches it 0 and the "
-        "steps it ran", "evaluation", float,
-        bounds=FRACTION))
-    compare_every: int = field(default=1, metadata=_opt(
-        "log 'training/kernel vs autograd (rounding units)' at the first evaluation after "
-        "step 0, then every N evaluations, and at the last (by default at every evaluation: "
-        "a card of two points drew nothing in TensorBoard's Scalars dashboard, which scales "
-        "a chart without its outermost points)", "evaluation", int, bounds=COUNT))
-    log_every: int = field(default=1, metadata=_opt(
-        "a point on the curves every N steps: the training loss averaged over them, held-out "
-        "loss and accuracy measured there (one host sync and one held-out forward per point; "
-        "every step by default, so that a short run's held-out curve reaches what it reached "
-        "under TensorBoard's smoothing)", "evaluation", int, bounds=COUNT))
+    eval_every: int = field(
+        default=25,
+        metadata=_opt(
+            "evaluate on the held-out set, log and checkpoint every N steps",
+            "evaluation",
+            int,
+            bounds=COUNT,
+        ),
+    )
+    val_size: int = field(
+        default=256,
+        metadata=_opt(
+            "held-out sequences, drawn from a generator separate from training",
+            "evaluation",
+            int,
+            bounds=SIZE,
+        ),
+    )
+    target_accuracy: float = field(
+        default=1.0,
+        metadata=_opt(
+            "stop once held-out bit accuracy reaches this, in (0, 1]; TensorBoard's 'solved' is "
+            "then 1 and 'solved_step' the step, and for a run that never reaches it 0 and the "
+            "steps it ran",
+            "evaluation",
+            float,
+            bounds=FRACTION,
+        ),
+    )
+    compare_every: int = field(
+        default=1,
+        metadata=_opt(
+            "log 'training/kernel vs autograd (rounding units)' at the first evaluation after "
+            "step 0, then every N evaluations, and at the last (by default at every evaluation: "
+            "a card of two points drew nothing in TensorBoard's Scalars dashboard, which scales "
+            "a chart without its outermost points)",
+            "evaluation",
+            int,
+            bounds=COUNT,
+        ),
+    )
+    log_every: int = field(
+        default=1,
+        metadata=_opt(
+            "a point on the curves every N steps: the training loss averaged over them, held-out "
+            "loss and accuracy measured there (one host sync and one held-out forward per point; "
+            "every step by default, so that a short run's held-out curve reaches what it reached "
+            "under TensorBoard's smoothing)",
+            "evaluation",
+            int,
+            bounds=COUNT,
+        ),
+    )
     # --- run
     device: str = field(default="auto", metadata=_opt(DEVICE_HELP, "run", str))
-    threads: int = field(default=1, metadata=_opt(
-        "CPU threads for this run's tensor operations (torch.set_num_threads, restored "
-        "afterwards); the curve depends on it, so it is part of the run. 1 is fastest at "
-        "these sizes", "run", int, bounds=Bounds(lo=1, hi=MAX_THREADS)))
-    cuda_graph: bool = field(default=False, metadata=_opt(
-        "capture the training step (forward, loss, backward, clipping, optimizer) in a CUDA "
-        "graph and replay it: a time loop on a GPU is bound by kernel launches "
-        "(CUDA and --schedule batch only)", "run", bool))
-    seed: int = field(default=0, metadata=_opt(
-        "seed of the weights, the training data and the held-out set", "run", int,
-        bounds=Bounds(lo=0, hi=MAX_SEED)))
-    logdir: str = field(default="runs", metadata=_opt(
-        "directory that holds one directory per run", "run", str))
-    run_name: str | None = field(default=None, metadata=_opt(
-        "name of this run's directory (default: task, backend, seed and time)", "run", str,
-        optional=True))
-    preset: str | None = field(default=None, metadata=_opt(
-        "the preset these settings started from: set by --preset, recorded for TensorBoard; "
-        "it changes nothing by itself", "run", str, optional=True, flag=False))
+    threads: int = field(
+        default=1,
+        metadata=_opt(
+            "CPU threads for this run's tensor operations (torch.set_num_threads, restored "
+            "afterwards); the curve depends on it, so it is part of the run. 1 is fastest at "
+            "these sizes",
+            "run",
+            int,
+            bounds=Bounds(lo=1, hi=MAX_THREADS),
+        ),
+    )
+    cuda_graph: bool = field(
+        default=False,
+        metadata=_opt(
+            "capture the training step (forward, loss, backward, clipping, optimizer) in a CUDA "
+            "graph and replay it: a time loop on a GPU is bound by kernel launches "
+            "(CUDA and --schedule batch only)",
+            "run",
+            bool,
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=_opt(
+            "seed of the weights, the training data and the held-out set",
+            "run",
+            int,
+            bounds=Bounds(lo=0, hi=MAX_SEED),
+        ),
+    )
+    logdir: str = field(
+        default="runs", metadata=_opt("directory that holds one directory per run", "run", str)
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata=_opt(
+            "name of this run's directory (default: task, backend, seed and time)",
+            "run",
+            str,
+            optional=True,
+        ),
+    )
+    preset: str | None = field(
+        default=None,
+        metadata=_opt(
+            "the preset these settings started from: set by --preset, recorded for TensorBoard; "
+            "it changes nothing by itself",
+            "run",
+            str,
+            optional=True,
+            flag=False,
+        ),
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid setting. A config validated
@@ -209,11 +386,13 @@ class TrainConfig:
     def _check(self) -> None:
         check_fields(self)  # each field's kind, choices and bounds, as its metadata declares
         if self.echo_step < 0 or self.echo_step >= self.seq_len:
-            raise ConfigError("echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), "
-                                           f"got {self.echo_step}")
+            raise ConfigError(
+                "echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), got {self.echo_step}"
+            )
         if self.preset is not None and self.preset not in PRESETS:
-            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got "
-                                        f"{shown(self.preset)}")
+            raise ConfigError(
+                "preset", f"must be one of {', '.join(PRESETS)}, got {shown(self.preset)}"
+            )
         if self.curriculum and self.schedule != "batch":
             raise ConfigError("curriculum", "needs --schedule batch")
         if self.run_name is not None:
@@ -226,8 +405,11 @@ class TrainConfig:
         if self.cuda_graph and device.type != "cuda":
             raise ConfigError("cuda_graph", f"needs a CUDA device, got {self.device!r}")
         if self.cuda_graph and self.schedule != "batch":
-            raise ConfigError("cuda_graph", "needs --schedule batch (the notebook schedule "
-                                            "changes the step's shape every step)")
+            raise ConfigError(
+                "cuda_graph",
+                "needs --schedule batch (the notebook schedule "
+                "changes the step's shape every step)",
+            )
         check_memory(self, device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,8 +423,9 @@ class TrainConfig:
         return sorted(k for k in mine if k not in RESUME_FREE and theirs[k] != mine[k])
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config",
-                  recorded: bool = False) -> TrainConfig:
+    def from_dict(
+        cls, data: dict[str, Any], source: str = "config", recorded: bool = False
+    ) -> TrainConfig:
         """Build from a mapping of field names (dashes or underscores) to values. With
         ``recorded`` (a config a run saved), a setting added since takes the value that
         reproduces how that run was made (LEGACY), not today's default."""
@@ -252,14 +435,19 @@ class TrainConfig:
         for key, value in data.items():
             name = key.replace("-", "_") if isinstance(key, str) else None
             if name not in known:
-                raise ConfigError(source, f"unknown setting {shown(key)}; valid are "
-                                          f"{', '.join(sorted(known))}")
+                raise ConfigError(
+                    source, f"unknown setting {shown(key)}; valid are {', '.join(sorted(known))}"
+                )
             if name in seen:  # hidden-size and hidden_size: which one would win is a guess
-                raise ConfigError(source, f"{name} is set twice, as {seen[name]!r} and "
-                                          f"{key!r}; keep one")
+                raise ConfigError(
+                    source, f"{name} is set twice, as {seen[name]!r} and {key!r}; keep one"
+                )
             seen[name] = key
-            if (isinstance(value, str) and value.lower() == "none"
-                    and fields_by_name()[name].metadata["optional"]):
+            if (
+                isinstance(value, str)
+                and value.lower() == "none"
+                and fields_by_name()[name].metadata["optional"]
+            ):
                 value = None
             values[name] = value
         return cls(**values)
@@ -278,16 +466,22 @@ def fields_by_name() -> dict[str, Any]:
     return {f.name: f for f in fields(TrainConfig)}
 
 
-
-
 # A preset is a named set of settings applied before the config file and the flags.
 PRESETS: dict[str, dict[str, Any]] = {
     # The notebook's experiment: one fixed 50-bit sequence, SGD at lr 0.01, at most 1000
     # epochs of one update per time step, evaluated once per epoch.
     "notebook": {
-        "schedule": "notebook", "optimizer": "sgd", "lr": 0.01, "batch_size": 1,
-        "seq_len": 50, "echo_step": 2, "hidden_size": 6, "bias": False,
-        "steps": 1000 * 50, "eval_every": 50, "log_every": 50,
+        "schedule": "notebook",
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "batch_size": 1,
+        "seq_len": 50,
+        "echo_step": 2,
+        "hidden_size": 6,
+        "bias": False,
+        "steps": 1000 * 50,
+        "eval_every": 50,
+        "log_every": 50,
     },
     # The recipe that reaches k = H (see the README): train at k directly, from input weights
     # large enough (1.5) that inputs drive units into tanh's saturation, the nonlinearity a
@@ -296,8 +490,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # over k is available (--curriculum) but hurts here: the shift register it builds for
     # k < H is the near-linear solution that cannot be extended to k = H.
     "frontier": {
-        "init_std": 0.3, "input_init_std": 1.5, "optimizer": "adam", "lr": 0.005,
-        "grad_clip": 1.0, "batch_size": 64, "eval_every": 100, "log_every": 50,
+        "init_std": 0.3,
+        "input_init_std": 1.5,
+        "optimizer": "adam",
+        "lr": 0.005,
+        "grad_clip": 1.0,
+        "batch_size": 64,
+        "eval_every": 100,
+        "log_every": 50,
         "steps": 40000,
     },
 }
@@ -312,8 +512,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(read_regular(path, MAX_TOML_BYTES).decode("utf-8"))
     except RecursionError:
-        raise ConfigError("config", f"{path} nests its tables or arrays too deeply for a "
-                                    "config") from None
+        raise ConfigError(
+            "config", f"{path} nests its tables or arrays too deeply for a config"
+        ) from None
     except FileNotFoundError:
         raise ConfigError("config", f"no such file: {path}") from None
     except IsADirectoryError:
@@ -323,8 +524,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError("config", f"{path} is not UTF-8 text, so not a TOML file") from None
     except NotADirectoryError:
-        raise ConfigError("config", f"no such file: {path} (a part of the path is a "
-                                    "file)") from None
+        raise ConfigError(
+            "config", f"no such file: {path} (a part of the path is a file)"
+        ) from None
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:  # not a regular file, too large
@@ -335,8 +537,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(
-    preset: str | None = None, file: str | Path | None = None,
-    overrides: dict[str, Any] | None = None, exclude: tuple[str, ...] = (),
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> TrainConfig:
     """Defaults, then the preset, then the TOML file, then the overrides (the flags). A
     setting the file gets wrong is named as the file's (``config``); the file may not set
@@ -346,24 +550,31 @@ def build_config(
     for key, value in (load_toml(file) if file is not None else {}).items():
         name = key.replace("-", "_")
         if name in from_file:  # hidden-size and hidden_size: which one would win is a guess
-            raise ConfigError("config", f"{file} sets {name} twice (as {key!r} and another "
-                                        "spelling); keep one")
+            raise ConfigError(
+                "config", f"{file} sets {name} twice (as {key!r} and another spelling); keep one"
+            )
         if name in exclude:
-            raise ConfigError("config", f"{file} sets {name}, which the sweep decides "
-                                        "(--echo-steps, --hidden-sizes, --seeds, and each "
-                                        "point's run name); remove it from the file")
+            raise ConfigError(
+                "config",
+                f"{file} sets {name}, which the sweep decides "
+                "(--echo-steps, --hidden-sizes, --seeds, and each "
+                "point's run name); remove it from the file",
+            )
         from_file[name] = value
     named = from_file.get("preset")
     if preset is not None and named is not None and named != preset:
-        raise ConfigError("preset", f"--preset {preset} and {file}'s preset = "
-                                    f"{shown(named)} disagree; give one of them")
+        raise ConfigError(
+            "preset",
+            f"--preset {preset} and {file}'s preset = {shown(named)} disagree; give one of them",
+        )
     if preset is None and isinstance(named, str):
         preset = named  # a file may name its preset
     if preset is not None:
         if preset not in PRESETS:
             where = "" if named is None else f" (in {file})"
-            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got "
-                                        f"{shown(preset)}{where}")
+            raise ConfigError(
+                "preset", f"must be one of {', '.join(PRESETS)}, got {shown(preset)}{where}"
+            )
         values.update(PRESETS[preset], preset=preset)
     values.update(from_file)
     values.update(overrides or {})
@@ -437,16 +648,18 @@ def check_fields(obj: Any) -> None:
         if not ok:
             raise ConfigError(f.name, f"must be {kind.__name__}, got {shown(value)}")
         if m["choices"] and value not in m["choices"]:
-            raise ConfigError(f.name, f"must be one of {', '.join(m['choices'])}, got "
-                                      f"{shown(value)}")
+            raise ConfigError(
+                f.name, f"must be one of {', '.join(m['choices'])}, got {shown(value)}"
+            )
         bounds = m["bounds"]
         if bounds is not None and not bounds.holds(value):
             what = bounds.describe(kind) + (" or none" if m["optional"] else "")
             raise ConfigError(f.name, f"must be {what}, got {shown(value)}")
 
 
-def add_field_flags(groups: dict[str, Any], cls: type, exclude: tuple[str, ...] = (),
-                    check_bounds: bool = True) -> None:
+def add_field_flags(
+    groups: dict[str, Any], cls: type, exclude: tuple[str, ...] = (), check_bounds: bool = True
+) -> None:
     """One flag per field of the dataclass ``cls`` (declared with :func:`_opt`), added to
     ``groups[its group]`` (argparse argument groups), typed and bounded by its metadata
     (without ``check_bounds`` the bounds are left to the dataclass's own validation), its
@@ -463,12 +676,17 @@ def add_field_flags(groups: dict[str, Any], cls: type, exclude: tuple[str, ...] 
             help_ += f" (default: {'none' if default is None else default})"
         if m["kind"] is bool:
             groups[m["group"]].add_argument(
-                opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+                opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+            )
         else:
             groups[m["group"]].add_argument(
-                opt, type=_parser_for(f, check_bounds=check_bounds), choices=m["choices"],
-                default=argparse.SUPPRESS, metavar=None if m["choices"] else f.name.upper(),
-                help=help_)
+                opt,
+                type=_parser_for(f, check_bounds=check_bounds),
+                choices=m["choices"],
+                default=argparse.SUPPRESS,
+                metavar=None if m["choices"] else f.name.upper(),
+                help=help_,
+            )
 
 
 def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -502,12 +720,13 @@ def check_dir_name(name: str, setting: str) -> None:
     """A name for one directory: not empty, no path separator, not . or .., at most 255
     bytes. Raises ConfigError naming ``setting``."""
     shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} characters)"
-    if (not name or "/" in name or "\\" in name or "\0" in name or name in (".", "..")):
+    if not name or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
         raise ConfigError(setting, f"must be a plain directory name, got {shown}")
     check_utf8(name, setting)
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise ConfigError(setting, f"must be a directory name of at most {MAX_NAME_BYTES} "
-                                   f"bytes, got {shown}")
+        raise ConfigError(
+            setting, f"must be a directory name of at most {MAX_NAME_BYTES} bytes, got {shown}"
+        )
 
 
 def check_utf8(text: str, setting: str) -> None:
@@ -531,8 +750,10 @@ def run_bytes(config: TrainConfig) -> int:
     from echo_rnn.devices import rnn_bytes
 
     c = config
-    return (rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
-            + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2)
+    return (
+        rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
+        + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2
+    )
 
 
 def check_memory(config: TrainConfig, device) -> None:
@@ -541,8 +762,9 @@ def check_memory(config: TrainConfig, device) -> None:
 
     c = config
     need = run_bytes(c)
-    reason = check_fits(need, device, f"B={c.batch_size}, T={c.seq_len}, H={c.hidden_size}, "
-                                      f"val_size={c.val_size}")
+    reason = check_fits(
+        need, device, f"B={c.batch_size}, T={c.seq_len}, H={c.hidden_size}, val_size={c.val_size}"
+    )
     if reason:
         defaults = {f.name: f.default for f in fields(TrainConfig)}
         culprit = max(_SIZE_FIELDS, key=lambda n: getattr(c, n) / defaults[n])

@@ -44,8 +44,12 @@ def _masked_crc(data: bytes) -> int:
 def record(data: bytes) -> bytes:
     """``data`` framed as a TFRecord: length, its CRC, the data, its CRC (little-endian)."""
     header = struct.pack("<Q", len(data))
-    return (header + struct.pack("<I", _masked_crc(header)) + data
-            + struct.pack("<I", _masked_crc(data)))
+    return (
+        header
+        + struct.pack("<I", _masked_crc(header))
+        + data
+        + struct.pack("<I", _masked_crc(data))
+    )
 
 
 def event_file_in(directory: Path) -> Path | None:
@@ -66,8 +70,9 @@ class EventFile:
             on every run of the sweep, replaces the previous one instead of stacking).
     """
 
-    def __init__(self, directory: Path, *, truncate_to: int | None = None,
-                 fresh: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, truncate_to: int | None = None, fresh: bool = False
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         if fresh:
             for old in directory.glob("events.out.tfevents.*"):
@@ -75,8 +80,9 @@ class EventFile:
         path = event_file_in(directory)
         new = path is None
         if new:
-            path = directory / (f"events.out.tfevents.{int(time.time()):010d}."
-                                f"{socket.gethostname()}{SUFFIX}")
+            path = directory / (
+                f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}{SUFFIX}"
+            )
         elif truncate_to is not None and path.stat().st_size > truncate_to:
             os.truncate(path, truncate_to)
         self.path = path
@@ -107,11 +113,13 @@ class EventFile:
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG",
-                                                                        compress_level=1)
+        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(
+            buf, format="PNG", compress_level=1
+        )
         height, width = rgb.shape[:2]
-        picture = Summary.Image(height=height, width=width, colorspace=3,
-                                encoded_image_string=buf.getvalue())
+        picture = Summary.Image(
+            height=height, width=width, colorspace=3, encoded_image_string=buf.getvalue()
+        )
         self.summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
@@ -136,8 +144,9 @@ class EventFile:
         """Tell TensorBoard to drop the events at ``step`` and after that it read before
         this one: for a run recorded before event files were cut back on resume, whose
         older files may hold steps after its last checkpoint."""
-        self._write(Event(wall_time=time.time(), step=step,
-                          session_log=SessionLog(status=SessionLog.START)))
+        self._write(
+            Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START))
+        )
 
     def flush(self) -> None:
         self._fh.flush()

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], None],
-                     durable: bool = True) -> None:
+def write_atomically(
+    path: str | Path, write: Callable[[BinaryIO], None], durable: bool = True
+) -> None:
     """Call ``write(fh)`` on a temp file beside ``path``, then put it in place: a crash leaves
     the old file or the new one, never a torn one (temp file in the same directory, fsync,
     ``os.replace``). The file gets the mode a plain ``open`` would give it (0666 less the
@@ -27,8 +28,9 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None],
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                         0o666)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666
+            )
             break
         except FileExistsError:
             continue

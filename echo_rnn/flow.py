@@ -43,8 +43,12 @@ def format_per_step(figures: dict[str, list[float]], most: int = 60) -> str:
     every = max(1, math.ceil(T / most))
     steps = sorted({T, 1, *range(T, 0, -every)}, reverse=True)
     names = [n for n in figures if n != "t"]
-    header = ["t"] + [f"||dJ/dh_t|| {n}" if not n.endswith(" diff") else
-                      f"||{n.removesuffix(' diff')} - autograd||" for n in names]
+    header = ["t"] + [
+        f"||dJ/dh_t|| {n}"
+        if not n.endswith(" diff")
+        else f"||{n.removesuffix(' diff')} - autograd||"
+        for n in names
+    ]
     body = [[str(t)] + [f"{figures[n][t - 1]:.3e}" for n in names] for t in steps]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *body]]
@@ -79,9 +83,13 @@ def check_plot_path(path: str | Path) -> Path:
     return p
 
 
-def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str,
-              differences: dict[str, list[float]] | None = None,
-              departure: int | None = None):
+def plot_flow(
+    path: str | Path,
+    curves: dict[str, list[float]],
+    title: str,
+    differences: dict[str, list[float]] | None = None,
+    departure: int | None = None,
+):
     """Draw ||dJ/dh_t|| against t (log scale) for each curve ({label: norms for t = 1..T}),
     and each of ``differences`` ({label: ||yours - autograd's|| per step}) as a curve of its
     own, and write it to ``path`` atomically (its format from the suffix). A zero cannot sit
@@ -102,11 +110,18 @@ def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str,
     fig = Figure(figsize=(7.5, 4.0 + 0.2 * (len(title_lines) - 1)), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    values = [v for series in (*curves.values(), *differences.values()) for v in series
-              if v > 0 and math.isfinite(v)]
+    values = [
+        v
+        for series in (*curves.values(), *differences.values())
+        for v in series
+        if v > 0 and math.isfinite(v)
+    ]
     floor = min(values) / 10 if values else 1e-20
-    styles = [dict(lw=2.2, color="0.6"), dict(lw=1.2, color="C0", ls="--"),
-              dict(lw=1.2, color="C2", ls=":")]
+    styles = [
+        dict(lw=2.2, color="0.6"),
+        dict(lw=1.2, color="C0", ls="--"),
+        dict(lw=1.2, color="C2", ls=":"),
+    ]
     zero_drawn = False
 
     def draw(label: str, series: list[float], style: dict) -> None:
@@ -115,9 +130,16 @@ def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str,
         ax.plot(t, [v if v > 0 else floor for v in series], label=label, **style)
         zeros = [i + 1 for i, v in enumerate(series) if v == 0]
         if zeros:
-            ax.plot(zeros, [floor] * len(zeros), ls="none", marker="v", ms=5, mfc="white",
-                    color=style.get("color", "k"),
-                    label=None if zero_drawn else f"exactly 0 (drawn at {floor:.0e})")
+            ax.plot(
+                zeros,
+                [floor] * len(zeros),
+                ls="none",
+                marker="v",
+                ms=5,
+                mfc="white",
+                color=style.get("color", "k"),
+                label=None if zero_drawn else f"exactly 0 (drawn at {floor:.0e})",
+            )
             zero_drawn = True
 
     for (label, norms), style in zip(curves.items(), styles * len(curves)):
@@ -125,8 +147,9 @@ def plot_flow(path: str | Path, curves: dict[str, list[float]], title: str,
     for (label, diff), color in zip(differences.items(), ["C3", "C1", "C4"] * len(differences)):
         draw(label, diff, dict(lw=1.4, color=color, marker=".", ms=3))
     if departure is not None:
-        ax.axvline(departure, color="C3", lw=1, ls="--",
-                   label=f"yours departs first at t = {departure}")
+        ax.axvline(
+            departure, color="C3", lw=1, ls="--", label=f"yours departs first at t = {departure}"
+        )
     ax.set_yscale("log")
     ax.set_xlabel("t (the cost's gradient enters at every step and flows back to t = 1)")
     ax.set_ylabel("||dJ/dh_t||")

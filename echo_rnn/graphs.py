@@ -31,8 +31,13 @@ class Captured:
         return self.out
 
 
-def capture(step: Callable[[], Any], *, device: torch.device | None = None, warmup: int = 3,
-            after_warmup: Callable[[], None] | None = None) -> Captured:
+def capture(
+    step: Callable[[], Any],
+    *,
+    device: torch.device | None = None,
+    warmup: int = 3,
+    after_warmup: Callable[[], None] | None = None,
+) -> Captured:
     """Run ``step`` ``warmup`` times on a side stream (CUDA graphs need their allocations
     made outside the capture), call ``after_warmup`` (to undo what the warm-up changed), then
     record one ``step`` as a graph."""

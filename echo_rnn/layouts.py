@@ -50,10 +50,10 @@ KEYS = ("U", "V", "w", "b", "h0", "x", "y", "dh")
 # The loss heads a learner's backward may start from, and the factor its gradients are then
 # larger than those of J = sum_t (yhat_t - y_t)^2 / (2T), averaged over the batch.
 LOSS_HEADS = {
-    "(yhat - y) / (B T)": lambda B, T: 1.0,   # the contract's J
-    "(yhat - y) / T": lambda B, T: float(B),   # summed over the batch
-    "(yhat - y) / B": lambda B, T: float(T),   # summed over time
-    "yhat - y": lambda B, T: float(B * T),     # sum of (yhat - y)^2 / 2 over batch and time
+    "(yhat - y) / (B T)": lambda B, T: 1.0,  # the contract's J
+    "(yhat - y) / T": lambda B, T: float(B),  # summed over the batch
+    "(yhat - y) / B": lambda B, T: float(T),  # summed over time
+    "yhat - y": lambda B, T: float(B * T),  # sum of (yhat - y)^2 / 2 over batch and time
     "2 (yhat - y)": lambda B, T: 2.0 * B * T,  # sum of (yhat - y)^2
 }
 CONTRACT_HEAD = "(yhat - y) / (B T)"
@@ -73,12 +73,14 @@ class Layout:
         if self.kind not in KINDS:
             raise ValueError(f"layout must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.dy not in LOSS_HEADS:
-            raise ValueError(f"dy must be one of {', '.join(map(repr, LOSS_HEADS))}, "
-                             f"got {self.dy!r}")
+            raise ValueError(
+                f"dy must be one of {', '.join(map(repr, LOSS_HEADS))}, got {self.dy!r}"
+            )
         for k, v in self.names.items():
             if k not in KEYS or not isinstance(v, str) or not v.isidentifier():
-                raise ValueError(f"a name maps one of {', '.join(KEYS)} to an identifier, "
-                                 f"got {k}={v!r}")
+                raise ValueError(
+                    f"a name maps one of {', '.join(KEYS)} to an identifier, got {k}={v!r}"
+                )
 
     def name(self, key: str) -> str:
         """The learner's name for contract key ``key``."""
@@ -103,26 +105,50 @@ class Layout:
         names = data.get("names", {})
         if not isinstance(names, dict):
             raise ValueError("not a layout")
-        return cls(str(data.get("kind", ""))[:20], {str(k)[:20]: str(v)[:60]
-                                                     for k, v in list(names.items())[:10]},
-                   str(data.get("dy", ""))[:40])
+        return cls(
+            str(data.get("kind", ""))[:20],
+            {str(k)[:20]: str(v)[:60] for k, v in list(names.items())[:10]},
+            str(data.get("dy", ""))[:40],
+        )
 
     # --- shapes and conversions (contract side: x (B, T, I), dh (B, T, H), h0 (B, H)) ---
 
-    def shape(self, key: str, B: int, T: int, I: int, H: int,  # noqa: E741
-              single: bool) -> tuple[int, ...]:
+    def shape(
+        self,
+        key: str,
+        B: int,
+        T: int,
+        I: int,
+        H: int,  # noqa: E741
+        single: bool,
+    ) -> tuple[int, ...]:
         """The shape of ``key`` in the learner's layout."""
         if self.kind == "columns":
             one = {"x": (T,), "y": (T,), "h0": (H,), "dh": (T, H)}
             full = {"x": (B, T, I), "y": (B, T), "h0": (B, H), "dh": (B, T, H)}
-            shapes = {"U": (H, H), "V": (H, I), "w": (H,), "b": (H,),
-                      **(one if single else full)}
+            shapes = {"U": (H, H), "V": (H, I), "w": (H,), "b": (H,), **(one if single else full)}
         elif self.kind == "rows":
-            shapes = {"U": (H, H), "V": (I, H), "w": (H,), "b": (H,), "h0": (B, H),
-                      "x": (B, T, I), "y": (B, T), "dh": (B, T, H)}
+            shapes = {
+                "U": (H, H),
+                "V": (I, H),
+                "w": (H,),
+                "b": (H,),
+                "h0": (B, H),
+                "x": (B, T, I),
+                "y": (B, T),
+                "dh": (B, T, H),
+            }
         else:
-            shapes = {"U": (H, H), "V": (H, I), "w": (1, H), "b": (H, 1), "h0": (H, B),
-                      "x": (I, B, T), "y": (1, B, T), "dh": (H, B, T)}
+            shapes = {
+                "U": (H, H),
+                "V": (H, I),
+                "w": (1, H),
+                "b": (H, 1),
+                "h0": (H, B),
+                "x": (I, B, T),
+                "y": (1, B, T),
+                "dh": (H, B, T),
+            }
         return shapes[key]
 
     def to_learner(self, key: str, a: Any, single: bool) -> Any:
@@ -180,9 +206,16 @@ class Adapted:
     contract's keys, still in the learner's orientation (``echo_rnn_layout`` tells the
     checker how to turn them back)."""
 
-    def __init__(self, fn: Callable[..., Any], layout: Layout, *, params: str = "arguments",
-                 args: tuple[str, ...] | None = None, returns: tuple[str, ...] | None = None,
-                 record: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        layout: Layout,
+        *,
+        params: str = "arguments",
+        args: tuple[str, ...] | None = None,
+        returns: tuple[str, ...] | None = None,
+        record: str | None = None,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"an adapter takes the learner's function, got {type(fn).__name__}")
         if params not in ("arguments", "globals"):
@@ -223,8 +256,9 @@ class Adapted:
                 import numpy as np
 
                 H = given["w"].shape[0]
-                rest[layout.name("h0")] = np.zeros(H if given["x"].ndim == 1 else
-                                                   (given["x"].shape[0], H))
+                rest[layout.name("h0")] = np.zeros(
+                    H if given["x"].ndim == 1 else (given["x"].shape[0], H)
+                )
             return self._call(rest)
         finally:
             for n, v in saved.items():
@@ -242,8 +276,10 @@ class Adapted:
         space = getattr(self.fn, "__globals__", None)
         step = space.get(self.record) if space is not None else None
         if not callable(step):
-            raise NameError(f"record_dh: the module of {getattr(self.fn, '__name__', 'fn')} "
-                            f"has no function {self.record!r}")
+            raise NameError(
+                f"record_dh: the module of {getattr(self.fn, '__name__', 'fn')} "
+                f"has no function {self.record!r}"
+            )
         seen: list[Any] = []
 
         @functools.wraps(step)
@@ -284,22 +320,39 @@ class Adapted:
         return keyed
 
 
-def _adapt(kind: str | None, fn: Callable[..., Any], *, dy: str | None = None,
-           params: str | None = None, args: tuple[str, ...] | None = None,
-           returns: tuple[str, ...] | None = None, record_dh: str | None = None,
-           **names: str) -> Adapted:
+def _adapt(
+    kind: str | None,
+    fn: Callable[..., Any],
+    *,
+    dy: str | None = None,
+    params: str | None = None,
+    args: tuple[str, ...] | None = None,
+    returns: tuple[str, ...] | None = None,
+    record_dh: str | None = None,
+    **names: str,
+) -> Adapted:
     if isinstance(fn, Adapted):  # an adapter of an adapter: the inner one's options stay
         inner = fn
         layout = inner.echo_rnn_layout
-        layout = replace(layout, kind=kind or layout.kind, names={**layout.names, **names},
-                         dy=dy or layout.dy)
-        return Adapted(inner.fn, layout, params=params or inner.params,
-                       args=args if args is not None else inner.args,
-                       returns=returns if returns is not None else inner.returns,
-                       record=record_dh or inner.record)
-    return Adapted(fn, Layout(kind or "columns", names, dy or CONTRACT_HEAD),
-                   params=params or "arguments", args=tuple(args) if args else None,
-                   returns=tuple(returns) if returns else None, record=record_dh)
+        layout = replace(
+            layout, kind=kind or layout.kind, names={**layout.names, **names}, dy=dy or layout.dy
+        )
+        return Adapted(
+            inner.fn,
+            layout,
+            params=params or inner.params,
+            args=args if args is not None else inner.args,
+            returns=returns if returns is not None else inner.returns,
+            record=record_dh or inner.record,
+        )
+    return Adapted(
+        fn,
+        Layout(kind or "columns", names, dy or CONTRACT_HEAD),
+        params=params or "arguments",
+        args=tuple(args) if args else None,
+        returns=tuple(returns) if returns else None,
+        record=record_dh,
+    )
 
 
 # What a layout file (``echo-rnn grade --layout``) may set: the adapters' keywords, and
@@ -317,12 +370,14 @@ def adapter(fn: Callable[..., Any], options: Mapping[str, Any]) -> Adapted:
     """
     unknown = [k for k in options if k not in ADAPTER_OPTIONS]
     if unknown:
-        raise ValueError(f"unknown layout option {unknown[0]!r}; valid are "
-                         f"{', '.join(ADAPTER_OPTIONS)}")
+        raise ValueError(
+            f"unknown layout option {unknown[0]!r}; valid are {', '.join(ADAPTER_OPTIONS)}"
+        )
     o = dict(options)
     for key in ("args", "returns"):
-        if key in o and (not isinstance(o[key], (list, tuple))
-                         or not all(isinstance(a, str) for a in o[key])):
+        if key in o and (
+            not isinstance(o[key], (list, tuple)) or not all(isinstance(a, str) for a in o[key])
+        ):
             raise ValueError(f"{key} must be a list of names, got {o[key]!r}")
     for key in ("kind", "dy", "record_dh"):
         if key in o and not isinstance(o[key], str):
@@ -367,8 +422,7 @@ def globals_of(fn: Callable[..., Any], **options: Any) -> Adapted:
     return _adapt(None, fn, params="globals", **options)
 
 
-def record_dh(fn: Callable[..., Any], step: str = "rnn_step_backward",
-              **options: Any) -> Adapted:
+def record_dh(fn: Callable[..., Any], step: str = "rnn_step_backward", **options: Any) -> Adapted:
     """Layered code: while ``fn`` runs, its module's function ``step`` (the step backward,
     ``step(dnext_h, cache)``) is wrapped to keep what it is handed first, dJ/dh_t, one call
     per step from T down to 1; it is returned as "dh", so that the report can say where the
@@ -379,28 +433,37 @@ def record_dh(fn: Callable[..., Any], step: str = "rnn_step_backward",
 # What each layout's gradient of a parameter is, to name one returned in the other
 # orientation: {kind: {key: the right accumulation, in the layout's own code}}.
 _RIGHT = {
-    "columns": {"U": "d{U} += np.outer(dz_t, h_{{t-1}}) (batched: dz.T @ h_prev), (H, H): "
-                     "row i is unit i's pre-activation",
-                "V": "d{V} += np.outer(dz_t, x_t) (batched: dz.T @ x_t), (H, I), {V}'s shape",
-                "w": "d{w} += (yhat_t - y_t) / T * h_t, (H,), {w}'s shape",
-                "b": "d{b} += dz_t, (H,)", "h0": "d{h0} = U.T @ dz_1, {h0}'s shape"},
-    "rows": {"U": "d{U} += h_prev.T @ dz, (H, H): with h_t = tanh(h_{{t-1}} @ {U} + ...), "
-                  "row i of d{U} is unit i of h_{{t-1}}; return it untransposed, rows() "
-                  "turns it into dU itself",
-             "V": "d{V} += x_t.T @ dz, (I, H), {V}'s shape: return it untransposed, rows() "
-                  "turns it into dV itself",
-             "w": "d{w} += h_t.T @ dyhat_t, (H,), {w}'s shape", "b": "d{b} += dz.sum(0), (H,)",
-             "h0": "d{h0} = dz_1 @ {U}.T, (B, H), {h0}'s shape"},
-    "batch-middle": {"U": "d{U} += dz_t @ a_prev.T, (n_a, n_a)",
-                     "V": "d{V} += dz_t @ x_t.T, (n_a, n_x), {V}'s shape",
-                     "w": "d{w} += dy_t @ a_t.T, (n_y, n_a) = (1, H), {w}'s shape",
-                     "b": "d{b} += dz_t.sum(axis=1, keepdims=True), (n_a, 1), {b}'s shape",
-                     "h0": "d{h0} = {U}.T @ dz_1, (n_a, m), {h0}'s shape"},
+    "columns": {
+        "U": "d{U} += np.outer(dz_t, h_{{t-1}}) (batched: dz.T @ h_prev), (H, H): "
+        "row i is unit i's pre-activation",
+        "V": "d{V} += np.outer(dz_t, x_t) (batched: dz.T @ x_t), (H, I), {V}'s shape",
+        "w": "d{w} += (yhat_t - y_t) / T * h_t, (H,), {w}'s shape",
+        "b": "d{b} += dz_t, (H,)",
+        "h0": "d{h0} = U.T @ dz_1, {h0}'s shape",
+    },
+    "rows": {
+        "U": "d{U} += h_prev.T @ dz, (H, H): with h_t = tanh(h_{{t-1}} @ {U} + ...), "
+        "row i of d{U} is unit i of h_{{t-1}}; return it untransposed, rows() "
+        "turns it into dU itself",
+        "V": "d{V} += x_t.T @ dz, (I, H), {V}'s shape: return it untransposed, rows() "
+        "turns it into dV itself",
+        "w": "d{w} += h_t.T @ dyhat_t, (H,), {w}'s shape",
+        "b": "d{b} += dz.sum(0), (H,)",
+        "h0": "d{h0} = dz_1 @ {U}.T, (B, H), {h0}'s shape",
+    },
+    "batch-middle": {
+        "U": "d{U} += dz_t @ a_prev.T, (n_a, n_a)",
+        "V": "d{V} += dz_t @ x_t.T, (n_a, n_x), {V}'s shape",
+        "w": "d{w} += dy_t @ a_t.T, (n_y, n_a) = (1, H), {w}'s shape",
+        "b": "d{b} += dz_t.sum(axis=1, keepdims=True), (n_a, 1), {b}'s shape",
+        "h0": "d{h0} = {U}.T @ dz_1, (n_a, m), {h0}'s shape",
+    },
 }
 
 
-def orientation(layout: Layout, key: str, got: tuple[int, ...] | None,
-                expected: tuple[int, ...]) -> tuple[str, str]:
+def orientation(
+    layout: Layout, key: str, got: tuple[int, ...] | None, expected: tuple[int, ...]
+) -> tuple[str, str]:
     """(what went wrong, the fix) for the gradient of ``key`` returned in the other
     orientation, in the learner's terms: ``got`` its shape when that gave it away (not
     square), None when only its values did."""
@@ -412,11 +475,16 @@ def orientation(layout: Layout, key: str, got: tuple[int, ...] | None,
         says = f"d{n} is the transpose of the right gradient"
     if layout.kind == "rows" and key in ("U", "V"):
         col = "U" if key == "U" else "V"
-        says += (f": the orientation of the column-vector {col} = {n}^T, where the "
-                 f"gradient of {n} itself belongs (rows layout: {n} is used as "
-                 f"{'h @ ' + n if key == 'U' else 'x @ ' + n})")
+        says += (
+            f": the orientation of the column-vector {col} = {n}^T, where the "
+            f"gradient of {n} itself belongs (rows layout: {n} is used as "
+            f"{'h @ ' + n if key == 'U' else 'x @ ' + n})"
+        )
     elif got is not None:
-        says += (": an update " f"{n} -= lr * d{n} would broadcast to "
-                 f"{tuple(max(a, b) for a, b in zip(got, expected))} instead of failing")
+        says += (
+            ": an update "
+            f"{n} -= lr * d{n} would broadcast to "
+            f"{tuple(max(a, b) for a, b in zip(got, expected))} instead of failing"
+        )
     fix = _RIGHT[layout.kind][key].format(**names)
     return says, fix

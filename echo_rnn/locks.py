@@ -25,9 +25,11 @@ class Busy(RuntimeError):
     def __init__(self, what: str, directory: Path, pid: int | None) -> None:
         self.what, self.directory, self.pid = what, Path(directory), pid
         holder = f"process {pid}" if pid is not None else "another process"
-        super().__init__(f"{what} {directory} is in use by {holder} (it holds "
-                         f"{self.directory / LOCK_NAME}); wait for it to end, or stop it, and "
-                         "try again")
+        super().__init__(
+            f"{what} {directory} is in use by {holder} (it holds "
+            f"{self.directory / LOCK_NAME}); wait for it to end, or stop it, and "
+            "try again"
+        )
 
     def __reduce__(self):  # crosses processes: a sweep's workers, torchrun's ranks
         return (type(self), (self.what, self.directory, self.pid))

@@ -42,8 +42,9 @@ def held_out(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
 def initial_params(config: TrainConfig) -> torch.Tensor:
     """A compiled run's initial parameters (P,), from its seed's init stream."""
     c = config
-    return compiled.init_params(c.seed, c.hidden_size, INPUT_SIZE, c.bias, c.init_std,
-                                c.input_init_std, c.orthogonal_gain)
+    return compiled.init_params(
+        c.seed, c.hidden_size, INPUT_SIZE, c.bias, c.init_std, c.input_init_std, c.orthogonal_gain
+    )
 
 
 def _counter_bytes(counter: int) -> torch.Tensor:
@@ -55,8 +56,9 @@ def _counter_bytes(counter: int) -> torch.Tensor:
 def counter_of(rng: torch.Tensor) -> int:
     """The inverse of :func:`_counter_bytes`; a ValueError for a state of another kind."""
     if rng.dtype != torch.uint8 or rng.shape != (8,):
-        raise ValueError(f"a compiled run's rng state is 8 bytes, got {tuple(rng.shape)} "
-                         f"{rng.dtype}")
+        raise ValueError(
+            f"a compiled run's rng state is 8 bytes, got {tuple(rng.shape)} {rng.dtype}"
+        )
     return int.from_bytes(bytes(rng.tolist()), "little")
 
 
@@ -87,8 +89,7 @@ class Members:
         self.seeds = torch.tensor([cfg.seed for cfg in configs], dtype=torch.int64)
         self.counters = torch.zeros(R, dtype=torch.int64)
         # each trains on its curriculum's first k (its echo step without a curriculum)
-        self.k = torch.tensor([Curriculum.from_config(cfg).k for cfg in configs],
-                              dtype=torch.int64)
+        self.k = torch.tensor([Curriculum.from_config(cfg).k for cfg in configs], dtype=torch.int64)
         self.trained_k = self.k.clone()
         self._step = None  # compiled.prepare_train_step's call, made at the first step
 
@@ -103,10 +104,24 @@ class Members:
         c = self.config
         if self._step is None:  # checked once, then called on the same tensors
             self._step = compiled.prepare_train_step(
-                self.params, self.m, self.v, self.steps, self.lr, self.seeds, self.counters,
-                self.k, H=self.H, I=INPUT_SIZE, bias=self.bias, B=c.batch_size, T=c.seq_len,
-                truncate=c.truncate, grad_clip=c.grad_clip, optimizer=c.optimizer,
-                threads=c.threads)
+                self.params,
+                self.m,
+                self.v,
+                self.steps,
+                self.lr,
+                self.seeds,
+                self.counters,
+                self.k,
+                H=self.H,
+                I=INPUT_SIZE,
+                bias=self.bias,
+                B=c.batch_size,
+                T=c.seq_len,
+                truncate=c.truncate,
+                grad_clip=c.grad_clip,
+                optimizer=c.optimizer,
+                threads=c.threads,
+            )
         self.trained_k.copy_(self.k)  # the k of the last batch, for last_batch
         loss, norm, finite = self._step()  # overwritten by the next step: copies kept
         return loss.clone(), norm.clone(), finite.clone()
@@ -135,10 +150,16 @@ class Members:
         place); with ``with_grads`` the gradients of its last batch, computed again by the
         kernel, as ``.grad``."""
         c = self.config
-        model = EchoRNN(self.H, INPUT_SIZE, bias=self.bias, init_std=c.init_std,
-                        backend="bptt", input_init_std=c.input_init_std,
-                        orthogonal_gain=c.orthogonal_gain,
-                        generator=torch.Generator().manual_seed(0))
+        model = EchoRNN(
+            self.H,
+            INPUT_SIZE,
+            bias=self.bias,
+            init_std=c.init_std,
+            backend="bptt",
+            input_init_std=c.input_init_std,
+            orthogonal_gain=c.orthogonal_gain,
+            generator=torch.Generator().manual_seed(0),
+        )
         for name, t in self.tensors(r).items():
             if alias:
                 setattr(model, name, torch.nn.Parameter(t))
@@ -149,8 +170,14 @@ class Members:
             x, y = self.last_batch(r)
             t = self.tensors(r)
             grads = compiled.forward_backward(
-                x[None, :, :, None], y[None], t["U"][None], t["V"][None], t["w"][None],
-                t["b"][None] if self.bias else None, truncate=c.truncate)
+                x[None, :, :, None],
+                y[None],
+                t["U"][None],
+                t["V"][None],
+                t["w"][None],
+                t["b"][None] if self.bias else None,
+                truncate=c.truncate,
+            )
             for name in t:
                 getattr(model, name).grad = getattr(grads, name)[0].clone()
         return model
@@ -159,8 +186,13 @@ class Members:
         """Member r's last training batch, ``(B, T)`` each, drawn again from its stream
         (the weights have moved since: the gradients of it are at the current weights)."""
         c = self.config
-        x = compiled.draw_bits(int(self.seeds[r]), compiled.STREAM_TRAIN,
-                               int(self.counters[r]) - 1, c.batch_size, c.seq_len)
+        x = compiled.draw_bits(
+            int(self.seeds[r]),
+            compiled.STREAM_TRAIN,
+            int(self.counters[r]) - 1,
+            c.batch_size,
+            c.seq_len,
+        )
         return x, echo_targets(x, int(self.trained_k[r]))
 
     def model_state(self, r: int) -> dict[str, torch.Tensor]:
@@ -179,8 +211,14 @@ class Members:
         m = compiled.unflatten(self.m[r], self.H, INPUT_SIZE, self.bias)
         v = compiled.unflatten(self.v[r], self.H, INPUT_SIZE, self.bias)
         step = torch.tensor(float(self.steps[r]))
-        state = {i: {"step": step.clone(), "exp_avg": m[n].clone(), "exp_avg_sq": v[n].clone()}
-                 for i, n in enumerate(names)} if int(self.steps[r]) > 0 else {}
+        state = (
+            {
+                i: {"step": step.clone(), "exp_avg": m[n].clone(), "exp_avg_sq": v[n].clone()}
+                for i, n in enumerate(names)
+            }
+            if int(self.steps[r]) > 0
+            else {}
+        )
         return {"state": state, "param_groups": groups}
 
     def rng_state(self, r: int) -> torch.Tensor:
@@ -202,17 +240,23 @@ class Members:
 
     # --- held-out evaluation -----------------------------------------------------------
 
-    def evaluate(self, val_x: torch.Tensor, val_y: torch.Tensor, scored_from: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(
+        self, val_x: torch.Tensor, val_y: torch.Tensor, scored_from: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's held-out loss and bit accuracy, ``(R,)`` float64 each, computed by
         the kernel in a fixed order (the same bits on any machine). ``val_x``, ``val_y``:
         ``(R, N, T)``; ``scored_from``: ``(R,)``, the first step scored (the echo step)."""
-        return compiled.evaluate(self.params, val_x, val_y, scored_from, self.H, INPUT_SIZE,
-                                 self.bias)
+        return compiled.evaluate(
+            self.params, val_x, val_y, scored_from, self.H, INPUT_SIZE, self.bias
+        )
 
     def predictions(self, r: int, x: torch.Tensor) -> torch.Tensor:
         """Member r's outputs on ``x`` (N, T): (N, T), the kernel's forward."""
         t = self.tensors(r)
-        return compiled.forward(x[None, :, :, None], t["U"][None], t["V"][None], t["w"][None],
-                                t["b"][None] if self.bias else None)[0]
-
+        return compiled.forward(
+            x[None, :, :, None],
+            t["U"][None],
+            t["V"][None],
+            t["w"][None],
+            t["b"][None] if self.bias else None,
+        )[0]

@@ -182,136 +182,265 @@ def _record(code: str, what: str, fix: str, *ways: dict[str, Any], **special: An
     return Mistake(code, what, fix, tuple(Variation(code, **w) for w in ways), **special)
 
 
-_PREV_WRAP = ("at the first step it reads h_T, index -1 of an array that holds h_1..h_T "
-              "without h_0")
+_PREV_WRAP = "at the first step it reads h_T, index -1 of an array that holds h_1..h_T without h_0"
 _OFF_BY_ONE_FIX = {
     "w": "dw += (yhat_t - y_t) / T * h_t, the state the prediction was read from",
     "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
-    "V": "dV += np.outer(dz_t, x_t), the input of the same step"}
+    "V": "dV += np.outer(dz_t, x_t), the input of the same step",
+}
 
-CATALOGUE = {m.code: m for m in (
-    _record("sign", "opposite sign: the error taken as y - yhat while the update subtracts "
+CATALOGUE = {
+    m.code: m
+    for m in (
+        _record(
+            "sign",
+            "opposite sign: the error taken as y - yhat while the update subtracts "
             "the gradient, so training climbs the loss",
             "take the error as yhat - y: dJ/dyhat_t = (yhat_t - y_t) / (B T)",
-            constant=Constant(-1.0, _negative)),
-    _record("scale", "off by a constant factor: T (a sum over time where J takes the mean), "
+            constant=Constant(-1.0, _negative),
+        ),
+        _record(
+            "scale",
+            "off by a constant factor: T (a sum over time where J takes the mean), "
             "B (a sum over the batch), 2 (the 1/2 of the cost forgotten) or their inverses",
             "dJ/dyhat_t = (yhat_t - y_t) / (B T): divide by T and by B once each, no factor 2",
-            constant=Constant(50.0, _common_size, _size_detail, reported=True)),
-    _record("inner-product", "a scalar, or a matrix with every entry equal, where the sum of "
+            constant=Constant(50.0, _common_size, _size_detail, reported=True),
+        ),
+        _record(
+            "inner-product",
+            "a scalar, or a matrix with every entry equal, where the sum of "
             "outer products belongs (np.dot of two vectors is their inner product)",
             "accumulate the outer product: dU += np.outer(dz_t, h_{t-1}) "
             "(batched: dz_t.T @ h_{t-1})",
-            dict(after="inner-product", says={
-                "*": "it is one number, or a matrix with every entry equal: the inner "
-                     "product sum_t dz_t . h_{t-1} where the sum of outer products "
-                     "dz_t h_{t-1}^T belongs",
-                "V": "it is one number, or a matrix with every entry equal: the inner "
-                     "product sum_t dz_t . x_t where the sum of outer products dz_t x_t^T "
-                     "belongs"},
-                fix={"V": "accumulate the outer product: dV += np.outer(dz_t, x_t) "
-                          "(batched: dz_t.T @ x_t)"}),
+            dict(
+                after="inner-product",
+                says={
+                    "*": "it is one number, or a matrix with every entry equal: the inner "
+                    "product sum_t dz_t . h_{t-1} where the sum of outer products "
+                    "dz_t h_{t-1}^T belongs",
+                    "V": "it is one number, or a matrix with every entry equal: the inner "
+                    "product sum_t dz_t . x_t where the sum of outer products dz_t x_t^T "
+                    "belongs",
+                },
+                fix={
+                    "V": "accumulate the outer product: dV += np.outer(dz_t, x_t) "
+                    "(batched: dz_t.T @ x_t)"
+                },
+            ),
             one_number=_one_number_fits,
             unfitted=" (its value is not that sum times 1, T, B, 2 or their inverses either: "
-                     "look for a second mistake)"),
-    _record("transposed", "the transpose of the right gradient (dU)",
+            "look for a second mistake)",
+        ),
+        _record(
+            "transposed",
+            "the transpose of the right gradient (dU)",
             "dU += np.outer(dz_t, h_{t-1}), not np.outer(h_{t-1}, dz_t): row i is unit i's "
             "pre-activation",
-            dict(after="transpose", says={
-                "*": "it is the transpose of the right gradient: np.outer(h_{t-1}, dz_t) where "
-                     "np.outer(dz_t, h_{t-1}) belongs"}),
-            in_layout=orientation, misoriented=True),
-    _record("carry-transposed", "U where U^T belongs in the gradient carried back through "
-            "time", "carry dJ/dh_{t-1} = U.T @ dz_t (column vectors), dz_t @ U (row vectors)",
-            dict(carry="U^T", says={
-                "*": "the gradient carried back through time uses U where U^T belongs "
-                     "(dh_{t-1} = U @ dz_t instead of U.T @ dz_t)"})),
-    _record("no-carry", "no gradient carried through time: each step's own loss only "
-            "(truncation at 1)",
+            dict(
+                after="transpose",
+                says={
+                    "*": "it is the transpose of the right gradient: np.outer(h_{t-1}, dz_t) where "
+                    "np.outer(dz_t, h_{t-1}) belongs"
+                },
+            ),
+            in_layout=orientation,
+            misoriented=True,
+        ),
+        _record(
+            "carry-transposed",
+            "U where U^T belongs in the gradient carried back through time",
+            "carry dJ/dh_{t-1} = U.T @ dz_t (column vectors), dz_t @ U (row vectors)",
+            dict(
+                carry="U^T",
+                says={
+                    "*": "the gradient carried back through time uses U where U^T belongs "
+                    "(dh_{t-1} = U @ dz_t instead of U.T @ dz_t)"
+                },
+            ),
+        ),
+        _record(
+            "no-carry",
+            "no gradient carried through time: each step's own loss only (truncation at 1)",
             "walk t from T down to 1 and add the carried term U.T @ dz_{t+1} to dJ/dh_t before "
             "multiplying by tanh'",
-            dict(carry="none", says={
-                "*": "no gradient is carried back through time: each step sees only its own "
-                     "loss, as if truncated at 1 step"})),
-    _record("no-tanh-derivative", "the factor tanh' = 1 - h_t^2 missing",
+            dict(
+                carry="none",
+                says={
+                    "*": "no gradient is carried back through time: each step sees only its own "
+                    "loss, as if truncated at 1 step"
+                },
+            ),
+        ),
+        _record(
+            "no-tanh-derivative",
+            "the factor tanh' = 1 - h_t^2 missing",
             "dz_t = dh_t * (1 - h_t**2), with h_t = tanh(z_t)",
-            dict(tanh_at=None, says={
-                "*": "the tanh derivative is missing: dz_t = dh_t where "
-                     "dz_t = dh_t * (1 - h_t^2) belongs"})),
-    _record("tanh-derivative-wrong-step", "tanh' taken at the neighbouring step: "
+            dict(
+                tanh_at=None,
+                says={
+                    "*": "the tanh derivative is missing: dz_t = dh_t where "
+                    "dz_t = dh_t * (1 - h_t^2) belongs"
+                },
+            ),
+        ),
+        _record(
+            "tanh-derivative-wrong-step",
+            "tanh' taken at the neighbouring step: "
             "1 - h_{t-1}^2 or 1 - h_{t+1}^2 where 1 - h_t^2 belongs",
             "use the state the step itself made: dz_t = dh_t * (1 - h_t**2)",
-            dict(tanh_at=-1, says={
-                "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
-                     "1 - h_t^2 belongs"}),
-            dict(tanh_at=-1, wrap=True, says={
-                "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
-                     f"1 - h_t^2 belongs ({_PREV_WRAP})"}),
-            dict(tanh_at=1, says={
-                "*": "the tanh derivative is taken at the next step, 1 - h_{t+1}^2, where "
-                     "1 - h_t^2 belongs"})),
-    _record("off-by-one", "a step off in time: h_{t-1} where h_t belongs (dw), h_t where "
+            dict(
+                tanh_at=-1,
+                says={
+                    "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
+                    "1 - h_t^2 belongs"
+                },
+            ),
+            dict(
+                tanh_at=-1,
+                wrap=True,
+                says={
+                    "*": "the tanh derivative is taken at the previous step, 1 - h_{t-1}^2, where "
+                    f"1 - h_t^2 belongs ({_PREV_WRAP})"
+                },
+            ),
+            dict(
+                tanh_at=1,
+                says={
+                    "*": "the tanh derivative is taken at the next step, 1 - h_{t+1}^2, where "
+                    "1 - h_t^2 belongs"
+                },
+            ),
+        ),
+        _record(
+            "off-by-one",
+            "a step off in time: h_{t-1} where h_t belongs (dw), h_t where "
             "h_{t-1} belongs (dU), x_{t-1} or x_{t+1} where x_t belongs (dV)",
             "yhat_t = w . h_t pairs dJ/dyhat_t with h_t; z_t = U h_{t-1} + V x_t pairs "
             "dJ/dz_t with h_{t-1} and x_t",
-            dict(w_at=-1, U_at=0, V_at=-1, fix=_OFF_BY_ONE_FIX, says={
-                "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
-                "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-                "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t"}),
-            dict(w_at=-1, U_at=0, V_at=-1, wrap=True, fix=_OFF_BY_ONE_FIX, says={
-                "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); "
-                     "yhat_t = w . h_t needs h_t",
-                "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-                "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
-                     "z_t = U h_{t-1} + V x_t needs x_t"}),
-            dict(w_at=1, U_at=0, V_at=1, fix=_OFF_BY_ONE_FIX, says={
-                "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
-                "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-                "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t"})),
-    _record("last-step-only", "only the last step's loss differentiated, as if J were "
-            "(yhat_T - y_T)^2 / 2",
+            dict(
+                w_at=-1,
+                U_at=0,
+                V_at=-1,
+                fix=_OFF_BY_ONE_FIX,
+                says={
+                    "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
+                    "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                    "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t",
+                },
+            ),
+            dict(
+                w_at=-1,
+                U_at=0,
+                V_at=-1,
+                wrap=True,
+                fix=_OFF_BY_ONE_FIX,
+                says={
+                    "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); "
+                    "yhat_t = w . h_t needs h_t",
+                    "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                    "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
+                    "z_t = U h_{t-1} + V x_t needs x_t",
+                },
+            ),
+            dict(
+                w_at=1,
+                U_at=0,
+                V_at=1,
+                fix=_OFF_BY_ONE_FIX,
+                says={
+                    "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
+                    "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                    "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t",
+                },
+            ),
+        ),
+        _record(
+            "last-step-only",
+            "only the last step's loss differentiated, as if J were (yhat_T - y_T)^2 / 2",
             "J sums every step's loss: add dJ/dyhat_t w to dJ/dh_t at every t, not only at T",
-            dict(last_only=True, says={
-                "*": "only the last step's loss is differentiated; J sums the loss of every "
-                     "step"})),
-    _record("last-step-twice", "the last step's loss gradient counted twice: the carried "
+            dict(
+                last_only=True,
+                says={
+                    "*": "only the last step's loss is differentiated; J sums the loss of every "
+                    "step"
+                },
+            ),
+        ),
+        _record(
+            "last-step-twice",
+            "the last step's loss gradient counted twice: the carried "
             "gradient started at dJ/dyhat_T w, and dJ/dyhat_T w added again at t = T",
             "start the carried gradient at zero (dh_next = np.zeros(H)); each step adds its "
             "own dJ/dyhat_t w once",
-            dict(last_twice=True, says={
-                "*": "the last step's loss gradient is counted twice: dJ/dh_T is "
-                     "2 dJ/dyhat_T w (was the carried gradient started at dJ/dyhat_T w, then "
-                     "added again?)"})),
-    _record("bias-skips-tanh-derivative", "the bias gradient sums dJ/dh_t where it sums "
-            "dJ/dz_t (db += dh_t)",
+            dict(
+                last_twice=True,
+                says={
+                    "*": "the last step's loss gradient is counted twice: dJ/dh_T is "
+                    "2 dJ/dyhat_T w (was the carried gradient started at dJ/dyhat_T w, then "
+                    "added again?)"
+                },
+            ),
+        ),
+        _record(
+            "bias-skips-tanh-derivative",
+            "the bias gradient sums dJ/dh_t where it sums dJ/dz_t (db += dh_t)",
             "db += dz_t, with dz_t = dh_t * (1 - h_t**2): b enters before the tanh",
-            dict(db_from_dh=True, says={
-                "b": "db sums dJ/dh_t where dJ/dz_t = dJ/dh_t * (1 - h_t^2) belongs: the bias "
-                     "gradient skips tanh'"})),
-    _record("carry-tanh-derivative-wrong-step", "tanh' at the wrong step in the carried term "
+            dict(
+                db_from_dh=True,
+                says={
+                    "b": "db sums dJ/dh_t where dJ/dz_t = dJ/dh_t * (1 - h_t^2) belongs: the bias "
+                    "gradient skips tanh'"
+                },
+            ),
+        ),
+        _record(
+            "carry-tanh-derivative-wrong-step",
+            "tanh' at the wrong step in the carried term "
             "only: dJ/dh_{t-1} = U^T (dJ/dh_t * (1 - h_{t-1}^2)) where 1 - h_t^2 belongs",
             "carry the same dz_t the step used for dU: dJ/dh_{t-1} = U.T @ dz_t, "
             "dz_t = dh_t * (1 - h_t**2)",
-            dict(carry_tanh_at=-1, says={
-                "*": "the carried term takes tanh' at the previous step: dJ/dh_{t-1} = "
-                     "U^T (dJ/dh_t * (1 - h_{t-1}^2)) where 1 - h_t^2 belongs (the step's own "
-                     "dz_t is right)"})),
-    _record("upstream-off-by-one", "the gradient arriving from the loss read one step off: "
+            dict(
+                carry_tanh_at=-1,
+                says={
+                    "*": "the carried term takes tanh' at the previous step: dJ/dh_{t-1} = "
+                    "U^T (dJ/dh_t * (1 - h_{t-1}^2)) where 1 - h_t^2 belongs (the step's own "
+                    "dz_t is right)"
+                },
+            ),
+        ),
+        _record(
+            "upstream-off-by-one",
+            "the gradient arriving from the loss read one step off: "
             "dJ/dyhat_{t-1} w added to dJ/dh_t (dh[:, t-1] in a loop over t; at the first "
             "step index -1, the last step's)",
             "add the upstream gradient of the same step: dh_t = dy[:, t] * w + carried",
-            dict(local_at=-1, wrap=True, says={
-                "*": "dJ/dh_t takes the loss gradient of step t-1 (dh[:, t-1]; at the first "
-                     "step index -1, step T's): the upstream gradient is read one step off"})),
-    _record("cache-off-by-one", "the step's cache read one step off: step t's backward "
+            dict(
+                local_at=-1,
+                wrap=True,
+                says={
+                    "*": "dJ/dh_t takes the loss gradient of step t-1 (dh[:, t-1]; at the first "
+                    "step index -1, step T's): the upstream gradient is read one step off"
+                },
+            ),
+        ),
+        _record(
+            "cache-off-by-one",
+            "the step's cache read one step off: step t's backward "
             "given the cache of step t-1 (caches[t-1]; at the first step index -1, the last "
             "step's)",
             "give step t's backward its own cache: step_backward(dh_t, caches[t])",
-            dict(cache_at=-1, wrap=True, says={
-                "*": "step t's backward reads the cache of step t-1 (caches[t-1]; at the "
-                     "first step index -1, step T's): tanh', h_{t-1} and x_t all come from "
-                     "the wrong step"})),
-)}
+            dict(
+                cache_at=-1,
+                wrap=True,
+                says={
+                    "*": "step t's backward reads the cache of step t-1 (caches[t-1]; at the "
+                    "first step index -1, step T's): tanh', h_{t-1} and x_t all come from "
+                    "the wrong step"
+                },
+            ),
+        ),
+    )
+}
 
 # Every way of making a mistake of the catalogue: what a gradient is compared with.
 VARIATIONS = tuple(v for m in CATALOGUE.values() for v in m.variations)
@@ -330,8 +459,20 @@ def accepts_one_number(name: str, shape: tuple[int, ...]) -> bool:
 # Two mistakes in one gradient: pairs of variations that change different parts of the
 # backward pass, tried when no single variation reproduces a gradient.
 _DEFAULTS = Variation("", {})
-_FIELDS = ("carry", "tanh_at", "last_only", "w_at", "U_at", "V_at", "after", "last_twice",
-           "db_from_dh", "carry_tanh_at", "local_at", "cache_at")
+_FIELDS = (
+    "carry",
+    "tanh_at",
+    "last_only",
+    "w_at",
+    "U_at",
+    "V_at",
+    "after",
+    "last_twice",
+    "db_from_dh",
+    "carry_tanh_at",
+    "local_at",
+    "cache_at",
+)
 
 
 def _combine(a: Variation, b: Variation) -> Variation | None:
@@ -348,13 +489,18 @@ def _combine(a: Variation, b: Variation) -> Variation | None:
     if a.wrap != b.wrap and (a.wrap or b.wrap):
         return None
     if ("carry_tanh_at" in changed or "db_from_dh" in changed) and (
-            changed.get("tanh_at", 0) is None or changed.get("carry") == "none"):
+        changed.get("tanh_at", 0) is None or changed.get("carry") == "none"
+    ):
         return None  # the second changes nothing the first left
     return Variation(f"{a.code}+{b.code}", {}, wrap=a.wrap or b.wrap, parts=(a, b), **changed)
 
 
-PAIRS = tuple(c for i, a in enumerate(VARIATIONS) for b in VARIATIONS[i + 1:]
-              if a.code != b.code and (c := _combine(a, b)) is not None)
+PAIRS = tuple(
+    c
+    for i, a in enumerate(VARIATIONS)
+    for b in VARIATIONS[i + 1 :]
+    if a.code != b.code and (c := _combine(a, b)) is not None
+)
 
 
 def variation_grads(
@@ -400,6 +546,7 @@ def variation_grads(
     dU, dV, dw, db = (torch.zeros_like(p) for p in (U, V, w, w))
     dh = [None] * T
     carried = torch.zeros_like(hs[0])
+
     def local(t: int) -> torch.Tensor:  # dJ/dyhat_t w; before the first step: step T's
         if t < 1:  # (wrap) or nothing
             return dy_hat[:, T - 1, None] * w if v.wrap else torch.zeros_like(hs[0])
@@ -412,16 +559,23 @@ def variation_grads(
         s = t + v.cache_at  # the step whose cache step t's backward reads
         if s < 1:
             s += T  # caches[-1]
-        dz = dh[t - 1] if v.tanh_at is None else \
-            dh[t - 1] * (1 - h_at(s + v.tanh_at, v.tanh_at != 0) ** 2)
+        dz = (
+            dh[t - 1]
+            if v.tanh_at is None
+            else dh[t - 1] * (1 - h_at(s + v.tanh_at, v.tanh_at != 0) ** 2)
+        )
         dU = dU + dz.T @ h_at(s + v.U_at, v.U_at != -1)
         dV = dV + dz.T @ x_at(s + v.V_at)
         db = db + (dh[t - 1] if v.db_from_dh else dz).sum(0)
         dw = dw + h_at(t + v.w_at, v.w_at != 0).T @ dy_hat[:, t - 1]
-        carried_dz = dz if v.carry_tanh_at == 0 or v.tanh_at is None else \
-            dh[t - 1] * (1 - h_at(t + v.carry_tanh_at, False) ** 2)
-        carried = {"U": carried_dz @ U, "U^T": carried_dz @ U.T,
-                   "none": torch.zeros_like(dz)}[v.carry]
+        carried_dz = (
+            dz
+            if v.carry_tanh_at == 0 or v.tanh_at is None
+            else dh[t - 1] * (1 - h_at(t + v.carry_tanh_at, False) ** 2)
+        )
+        carried = {"U": carried_dz @ U, "U^T": carried_dz @ U.T, "none": torch.zeros_like(dz)}[
+            v.carry
+        ]
     grads = {"U": dU, "V": dV, "w": dw, "b": db, "h0": carried, "dh": torch.stack(dh, dim=1)}
     if v.after == "transpose":
         grads["U"] = dU.T
@@ -446,7 +600,7 @@ def named_factors(B: int, T: int) -> dict[float, str]:
                 if (a, bb, c) != (0, 0, 0):
                     terms.append((abs(a) + abs(bb) + abs(c), a, bb, c))
     for _, a, bb, c in sorted(terms):
-        value = float(T) ** a * float(B) ** bb * 2.0 ** c
+        value = float(T) ** a * float(B) ** bb * 2.0**c
         up = "".join(s for s, e in (("2", c), ("B", bb), ("T", a)) if e == 1)
         down = "".join(s for s, e in (("2", c), ("B", bb), ("T", a)) if e == -1)
         name = (up or "1") + (f"/{down}" if len(down) == 1 else f"/({down})" if down else "")
@@ -461,12 +615,22 @@ def factor_meaning(name: str) -> str:
     down = down.strip("()")
     said = []
     for symbol, missing, extra in (
-        ("T", "the 1/T of the mean over time missing (a sum over t)",
-         "divided by T once too often"),
-        ("B", "the 1/B of the mean over the batch missing (a sum over sequences)",
-         "divided by B once too often"),
-        ("2", "the 1/2 of the cost forgotten (d/dyhat of (yhat - y)^2 is 2 (yhat - y), "
-              "of (yhat - y)^2 / 2 it is yhat - y)", "halved once too often"),
+        (
+            "T",
+            "the 1/T of the mean over time missing (a sum over t)",
+            "divided by T once too often",
+        ),
+        (
+            "B",
+            "the 1/B of the mean over the batch missing (a sum over sequences)",
+            "divided by B once too often",
+        ),
+        (
+            "2",
+            "the 1/2 of the cost forgotten (d/dyhat of (yhat - y)^2 is 2 (yhat - y), "
+            "of (yhat - y)^2 / 2 it is yhat - y)",
+            "halved once too often",
+        ),
     ):
         if symbol in up:
             said.append(missing)

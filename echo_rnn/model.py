@@ -228,9 +228,16 @@ def model_from_config(config, seed: int | None = None) -> EchoRNN:
     # the module computes with a torch kernel: autograd where the config says so, else the
     # hand-written one (what the compiled kernel's runs are drawn and compared with)
     backend = "autograd" if config.backend == "autograd" else "bptt"
-    return EchoRNN(config.hidden_size, 1, bias=config.bias, init_std=config.init_std,
-                   backend=backend, input_init_std=config.input_init_std,
-                   orthogonal_gain=config.orthogonal_gain, generator=gen)
+    return EchoRNN(
+        config.hidden_size,
+        1,
+        bias=config.bias,
+        init_std=config.init_std,
+        backend=backend,
+        input_init_std=config.input_init_std,
+        orthogonal_gain=config.orthogonal_gain,
+        generator=gen,
+    )
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -245,8 +252,9 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def make_optimizer(config, params, adam: type[torch.optim.Adam] = torch.optim.Adam
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(
+    config, params, adam: type[torch.optim.Adam] = torch.optim.Adam
+) -> torch.optim.Optimizer:
     """The optimizer a :class:`~echo_rnn.config.TrainConfig` trains ``params`` with; what a
     checkpoint's optimizer state is checked against (echo_rnn.checkpoint). ``adam``: the
     Adam class to build (a population's, :class:`~echo_rnn.population.PopulationAdam`)."""
@@ -265,8 +273,11 @@ def optimizer_groups(config, count: int) -> list[dict]:
     kernel, whose optimizer is in C, has no other reason to pay. The settings are the
     class's own defaults (its signature) with make_optimizer's choices over them."""
     cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
-    group = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
-             if name not in ("self", "params")}
+    group = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name not in ("self", "params")
+    }
     group["lr"] = config.lr
     if cls is torch.optim.Adam:
         group.update(capturable=config.cuda_graph, fused=config.fused or None)
@@ -279,8 +290,14 @@ def to_nn_rnn(model: EchoRNN) -> tuple[nn.RNN, nn.Linear]:
     bias_hh_l0 = 0, w -> the readout's row), on its device and in its dtype: the same
     function, computed by PyTorch's own RNN (cuDNN on a GPU)."""
     like = {"device": model.U.device, "dtype": model.U.dtype}
-    rnn = nn.RNN(model.input_size, model.hidden_size, nonlinearity="tanh", bias=model.bias,
-                 batch_first=True, **like)
+    rnn = nn.RNN(
+        model.input_size,
+        model.hidden_size,
+        nonlinearity="tanh",
+        bias=model.bias,
+        batch_first=True,
+        **like,
+    )
     lin = nn.Linear(model.hidden_size, 1, bias=False, **like)
     with torch.no_grad():
         rnn.weight_hh_l0.copy_(model.U)

@@ -180,8 +180,9 @@ def population_backward(
     x, hs, hs_r, U, V, w = cache.x, cache.hs, cache.hs_r, cache.U, cache.V, cache.w
     T, R, B, H = hs.shape
     if tuple(dy_hat.shape) != (R, B, T):
-        raise ValueError(f"dy_hat must have shape (R, B, T) = {(R, B, T)}, "
-                         f"got {tuple(dy_hat.shape)}")
+        raise ValueError(
+            f"dy_hat must have shape (R, B, T) = {(R, B, T)}, got {tuple(dy_hat.shape)}"
+        )
     g = dy_hat.permute(2, 0, 1).unsqueeze(-1)  # (T, R, B, 1), time-major like hs
     delta, dtanh, d, dt = _workspace.get(hs)  # (T, R, B, H) twice, and their per-step slabs
     mac = _loop_product(d[0])
@@ -198,7 +199,7 @@ def population_backward(
     delta_r = _by_run(delta)  # (R, T*B, H)
     # Steps 2..T of delta against 1..T-1 of h: run by run, row slices of the by-run layouts,
     # the same (T-1)*B-row matrices that bptt's dU multiplies.
-    dU = torch.bmm(delta_r[:, B:].transpose(1, 2), hs_r[:, :(T - 1) * B])  # (R, H, H)
+    dU = torch.bmm(delta_r[:, B:].transpose(1, 2), hs_r[:, : (T - 1) * B])  # (R, H, H)
     # dV and dw have one column (I == 1): BLAS computes bptt's products as gemv, which a bmm
     # does not reproduce bit for bit, so these are a loop over runs, as the readout is.
     xt = x.transpose(1, 2).reshape(R, T * B, -1).unbind(0)  # R x (T*B, I), time-major
@@ -224,8 +225,10 @@ def _check_shapes(x, U, V, w, b) -> None:
         expected["b"], got["b"] = (R, H), b
     for name, shape in expected.items():
         if tuple(got[name].shape) != shape:
-            raise ValueError(f"{name} must have shape {shape} for x of shape (R, B, T, I) = "
-                             f"{tuple(x.shape)} and H = {H}, got {tuple(got[name].shape)}")
+            raise ValueError(
+                f"{name} must have shape {shape} for x of shape (R, B, T, I) = "
+                f"{tuple(x.shape)} and H = {H}, got {tuple(got[name].shape)}"
+            )
 
 
 class PopulationFunction(torch.autograd.Function):
@@ -247,8 +250,13 @@ class PopulationFunction(torch.autograd.Function):
     def backward(ctx, dy_hat):
         x, hs, hs_r, U, V, w = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grads = population_backward(dy_hat, PopulationCache(x=x, hs=hs, hs_r=hs_r, U=U, V=V, w=w),
-                                    ctx.truncate, need_b=ctx.has_b and need[4], need_x=need[0])
+        grads = population_backward(
+            dy_hat,
+            PopulationCache(x=x, hs=hs, hs_r=hs_r, U=U, V=V, w=w),
+            ctx.truncate,
+            need_b=ctx.has_b and need[4],
+            need_x=need[0],
+        )
         return grads.x, grads.U, grads.V, grads.w, grads.b, None
 
 
@@ -260,8 +268,9 @@ class PopulationRNN(nn.Module):
     Build one with :meth:`from_models`; read run r back with :meth:`member`.
     """
 
-    def __init__(self, runs: int, hidden_size: int, input_size: int = 1,
-                 bias: bool = False) -> None:
+    def __init__(
+        self, runs: int, hidden_size: int, input_size: int = 1, bias: bool = False
+    ) -> None:
         super().__init__()
         R, H, I = runs, hidden_size, input_size
         self.U = nn.Parameter(torch.zeros(R, H, H))
@@ -280,8 +289,10 @@ class PopulationRNN(nn.Module):
         for r, m in enumerate(models):
             mine = (m.hidden_size, m.input_size, m.bias, m.U.dtype, m.U.device)
             if mine != like:
-                raise ValueError(f"models[{r}] has (H, I, bias, dtype, device) = {mine}, "
-                                 f"models[0] has {like}: a population shares them")
+                raise ValueError(
+                    f"models[{r}] has (H, I, bias, dtype, device) = {mine}, "
+                    f"models[0] has {like}: a population shares them"
+                )
         pop = cls(len(models), first.hidden_size, first.input_size, first.bias)
         pop.to(dtype=first.U.dtype, device=first.U.device)
         with torch.no_grad():
@@ -298,8 +309,9 @@ class PopulationRNN(nn.Module):
         if not -self.runs <= r < self.runs:
             raise IndexError(f"r must be in [0, R) = [0, {self.runs}), got {r}")
         R, H, I = self.V.shape
-        m = EchoRNN(H, I, bias=self.b is not None, backend=backend,
-                    generator=torch.Generator())  # a throwaway draw: the weights are copied
+        m = EchoRNN(
+            H, I, bias=self.b is not None, backend=backend, generator=torch.Generator()
+        )  # a throwaway draw: the weights are copied
         m.to(dtype=self.U.dtype, device=self.U.device)
         m.load_state_dict({name: p.detach()[r] for name, p in self.named_parameters()})
         return m
@@ -310,14 +322,17 @@ class PopulationRNN(nn.Module):
         if x.dim() == 3 and I == 1:
             x = x.unsqueeze(-1)  # (R, B, T) -> (R, B, T, 1)
         if x.dim() != 4 or x.shape[0] != R or x.shape[-1] != I:
-            expected = f"(R, B, T) or (R, B, T, 1) with R = {R}" if I == 1 else \
-                f"(R, B, T, {I}) with R = {R}"
+            expected = (
+                f"(R, B, T) or (R, B, T, 1) with R = {R}"
+                if I == 1
+                else f"(R, B, T, {I}) with R = {R}"
+            )
             raise ValueError(f"x must have shape {expected}, got {tuple(x.shape)}")
         if x.dtype != self.U.dtype or x.device != self.U.device:
-            raise ValueError(f"x must have dtype {self.U.dtype} on {self.U.device}, "
-                             f"got {x.dtype} on {x.device}")
-        return PopulationFunction.apply(x, self.U, self.V, self.w, self.b,
-                                        check_truncate(truncate))
+            raise ValueError(
+                f"x must have dtype {self.U.dtype} on {self.U.device}, got {x.dtype} on {x.device}"
+            )
+        return PopulationFunction.apply(x, self.U, self.V, self.w, self.b, check_truncate(truncate))
 
 
 def population_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -327,8 +342,9 @@ def population_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Its backward computes dJ/dyhat as :func:`echo_rnn.model.echo_loss`'s does (the same
     ``mse_loss`` backward on the same scale), so the upstream gradients agree bit for bit."""
     if y_hat.shape != y.shape or y_hat.dim() != 3:
-        raise ValueError(f"y_hat and y must both be (R, B, T), got {tuple(y_hat.shape)} "
-                         f"and {tuple(y.shape)}")
+        raise ValueError(
+            f"y_hat and y must both be (R, B, T), got {tuple(y_hat.shape)} and {tuple(y.shape)}"
+        )
     _, B, T = y.shape
     sq = nn.functional.mse_loss(y_hat, y, reduction="none")
     return sq.sum((1, 2)) / (2 * T * B)
@@ -348,8 +364,9 @@ def population_accuracy(y_hat: torch.Tensor, y: torch.Tensor, echoed: torch.Tens
 
 
 @torch.no_grad()
-def population_grads(pop: PopulationRNN, x: torch.Tensor, y: torch.Tensor,
-                     truncate: int | None = None) -> torch.Tensor:
+def population_grads(
+    pop: PopulationRNN, x: torch.Tensor, y: torch.Tensor, truncate: int | None = None
+) -> torch.Tensor:
     """One training pass without autograd: forward, every run's loss
     (:func:`population_loss`), and the gradients of their sum, put in ``pop``'s ``.grad``
     (replacing what was there). Returns the losses, ``(R,)``.
@@ -406,15 +423,30 @@ class PopulationAdam(torch.optim.Adam):
                 state["step"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            for key, t in (("p", p), ("g", p.grad), ("m", state["exp_avg"]),
-                           ("v", state["exp_avg_sq"]), ("step", state["step"])):
+            for key, t in (
+                ("p", p),
+                ("g", p.grad),
+                ("m", state["exp_avg"]),
+                ("v", state["exp_avg_sq"]),
+                ("step", state["step"]),
+            ):
                 rows[key] += t.unbind(0)
         options = {k: group[k] for k in ("lr", "weight_decay", "eps", "maximize", "amsgrad")}
         if "decoupled_weight_decay" in group:  # AdamW's switch, in torch releases that have it
             options["decoupled_weight_decay"] = group["decoupled_weight_decay"]
-        adam_update(rows["p"], rows["g"], rows["m"], rows["v"], [], rows["step"], fused=True,
-                    capturable=group["capturable"], beta1=group["betas"][0],
-                    beta2=group["betas"][1], **options)
+        adam_update(
+            rows["p"],
+            rows["g"],
+            rows["m"],
+            rows["v"],
+            [],
+            rows["step"],
+            fused=True,
+            capturable=group["capturable"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            **options,
+        )
         return None
 
 
@@ -427,8 +459,9 @@ def clip_grad_norms_(module: PopulationRNN, max_norm: float) -> torch.Tensor:
     The order is torch's: each tensor's norm, then the norm of those norms."""
     grads = [p.grad for p in module.parameters()]
     R = module.runs
-    per_tensor = torch.stack([torch.linalg.vector_norm(g.view(R, -1), dim=1) for g in grads],
-                             dim=1)  # (R, number of parameters)
+    per_tensor = torch.stack(
+        [torch.linalg.vector_norm(g.view(R, -1), dim=1) for g in grads], dim=1
+    )  # (R, number of parameters)
     total = torch.linalg.vector_norm(per_tensor, dim=1)  # (R,)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for g in grads:

@@ -74,8 +74,12 @@ def population_key(config: TrainConfig) -> tuple | None:
     c = config
     # With both a curriculum and an lr schedule, each member's learning rate halves from the
     # step it reached its last k: one optimizer step could not serve them all.
-    if (c.backend == "autograd" or c.schedule != "batch" or c.cuda_graph
-            or (c.curriculum and c.lr_halve_every)):
+    if (
+        c.backend == "autograd"
+        or c.schedule != "batch"
+        or c.cuda_graph
+        or (c.curriculum and c.lr_halve_every)
+    ):
         return None
     return tuple(sorted((k, v) for k, v in c.to_dict().items() if k not in MEMBER_FIELDS))
 
@@ -84,11 +88,16 @@ def check_population_memory(configs: list[TrainConfig], device: torch.device) ->
     """Refuse, before anything is written, a population that cannot fit: R members cost R
     times one run (:func:`echo_rnn.devices.rnn_bytes`)."""
     c = configs[0]
-    one = (rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
-           + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2)
-    reason = check_fits(one * len(configs), device,
-                        f"a population of {len(configs)} runs at B={c.batch_size}, "
-                        f"T={c.seq_len}, H={c.hidden_size}")
+    one = (
+        rnn_bytes(c.batch_size, c.seq_len, c.hidden_size)
+        + rnn_bytes(c.val_size, c.seq_len, c.hidden_size) // 2
+    )
+    reason = check_fits(
+        one * len(configs),
+        device,
+        f"a population of {len(configs)} runs at B={c.batch_size}, "
+        f"T={c.seq_len}, H={c.hidden_size}",
+    )
     if reason:
         raise ConfigError("population", f"too large: {reason}; a smaller --population fits")
 
@@ -111,9 +120,12 @@ class _Member:
     diverged: str | None = None
 
 
-def train_population(configs: list[TrainConfig], *,
-                     stop: Callable[[], bool] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
+def train_population(
+    configs: list[TrainConfig],
+    *,
+    stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TrainResult]:
     """Train ``configs`` (equal :func:`population_key`) as one population; their results, in
     order. Every config is validated and every run directory created before training.
 
@@ -125,10 +137,13 @@ def train_population(configs: list[TrainConfig], *,
     and once at step 0: the sweep shows it (it should return at once)."""
     keys = {population_key(c) for c in configs}
     if None in keys or len(keys) != 1:
-        raise ConfigError("population", "members must share every setting but echo_step, seed "
-                                        "and run_name, with backend auto, compiled or bptt, "
-                                        "schedule batch, no CUDA graph, not both a curriculum "
-                                        "and an lr schedule")
+        raise ConfigError(
+            "population",
+            "members must share every setting but echo_step, seed "
+            "and run_name, with backend auto, compiled or bptt, "
+            "schedule batch, no CUDA graph, not both a curriculum "
+            "and an lr schedule",
+        )
     for c in configs:
         c.validate()
     device = resolve_device(configs[0].device)
@@ -136,19 +151,29 @@ def train_population(configs: list[TrainConfig], *,
     check_population_memory(configs, device)
     with cpu_threads(configs[0].threads), stop_requests() as received, ExitStack() as held:
         try:
-            return _train_population(configs, device,
-                                     lambda: bool(received) or bool(stop and stop()), received,
-                                     held, progress)
+            return _train_population(
+                configs,
+                device,
+                lambda: bool(received) or bool(stop and stop()),
+                received,
+                held,
+                progress,
+            )
         except OSError as exc:  # a full disk: one line, as train says it; checkpoints stay
-            raise StorageError(f"could not write the population's runs in {configs[0].logdir}: "
-                               f"{storage_reason(exc)}; each run keeps its last checkpoint"
-                               ) from None
+            raise StorageError(
+                f"could not write the population's runs in {configs[0].logdir}: "
+                f"{storage_reason(exc)}; each run keeps its last checkpoint"
+            ) from None
 
 
-def _train_population(configs: list[TrainConfig], device: torch.device,
-                      stopping: Callable[[], bool], received: list[int],
-                      held: ExitStack,
-                      progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
+def _train_population(
+    configs: list[TrainConfig],
+    device: torch.device,
+    stopping: Callable[[], bool],
+    received: list[int],
+    held: ExitStack,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TrainResult]:
     c0 = configs[0]
     start = time.perf_counter()
     members: list[_Member] = []
@@ -163,12 +188,21 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
         else:
             gen = torch.Generator(device=device).manual_seed(c.seed)
             val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
-            val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
-                                  device=device)
-        members.append(_Member(c, run_dir, RunLog(run_dir, c, main=True, verbose=False,
-                                                  resumed_at=None), gen, val,
-                               Curriculum.from_config(c), home))
-    kernel = (_CompiledKernel(configs) if compiled else _TorchKernel(configs, device))
+            val = make_echo_batch(
+                c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device
+            )
+        members.append(
+            _Member(
+                c,
+                run_dir,
+                RunLog(run_dir, c, main=True, verbose=False, resumed_at=None),
+                gen,
+                val,
+                Curriculum.from_config(c),
+                home,
+            )
+        )
+    kernel = _CompiledKernel(configs) if compiled else _TorchKernel(configs, device)
     results: dict[int, TrainResult] = {}
     active = list(range(len(members)))  # indices into members of the runs still training
     for m in members:
@@ -212,8 +246,9 @@ def _train_population(configs: list[TrainConfig], device: torch.device,
             # as train does: the steps since the last point go into the checkpoints, unlogged
             _checkpoints(kernel, members, active, step, start, _windows(pending), durable=True)
             _close(members)
-            raise TrainingInterrupted(received[0] if received else signal.SIGTERM, step,
-                                      members[active[0]].run_dir)
+            raise TrainingInterrupted(
+                received[0] if received else signal.SIGTERM, step, members[active[0]].run_dir
+            )
     _close(members)
     return [results[i] for i in range(len(members))]
 
@@ -257,15 +292,24 @@ class _TorchKernel:
         prediction (R, T)."""
         y_hat = self.pop(stacked.val_x)
         accuracy = population_accuracy(y_hat, stacked.val_y, stacked.scored)
-        at_k = (accuracy if stacked.now is stacked.scored  # every member at its last k
-                else population_accuracy(y_hat, stacked.val_y_now, stacked.now))
-        values = torch.stack([population_loss(y_hat, stacked.val_y), accuracy, at_k],
-                             dim=1).tolist()  # one sync for all
+        at_k = (
+            accuracy
+            if stacked.now is stacked.scored  # every member at its last k
+            else population_accuracy(y_hat, stacked.val_y_now, stacked.now)
+        )
+        values = torch.stack(
+            [population_loss(y_hat, stacked.val_y), accuracy, at_k], dim=1
+        ).tolist()  # one sync for all
         return _metric_rows(values), y_hat[:, 0]
 
     def finite(self) -> list[bool]:
-        return torch.stack([torch.isfinite(p.detach().flatten(1)).all(1)
-                            for p in self.pop.parameters()]).all(0).tolist()  # one sync
+        return (
+            torch.stack(
+                [torch.isfinite(p.detach().flatten(1)).all(1) for p in self.pop.parameters()]
+            )
+            .all(0)
+            .tolist()
+        )  # one sync
 
     def model(self, r: int) -> EchoRNN:
         """Run r as an EchoRNN, with its gradients: what the single run logs its pictures
@@ -319,8 +363,11 @@ class _CompiledKernel:
         held-out prediction (R, T)."""
         ms = self.members
         loss, accuracy = ms.evaluate(stacked.val_x, stacked.val_y, stacked.k_end)
-        at_k = (accuracy if stacked.now is stacked.scored
-                else ms.evaluate(stacked.val_x, stacked.val_y_now, stacked.k_now)[1])
+        at_k = (
+            accuracy
+            if stacked.now is stacked.scored
+            else ms.evaluate(stacked.val_x, stacked.val_y_now, stacked.k_now)[1]
+        )
         values = torch.stack([loss, accuracy, at_k], dim=1).tolist()
         return _metric_rows(values), _FirstPredictions(ms, stacked.val_x)
 
@@ -370,8 +417,10 @@ def _windows(pending) -> list[list[list[float]]]:
     if not pending:
         return []
     values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending]).tolist()
-    return [[[s, *values[j][r], lr] for j, (s, _, _, lr) in enumerate(pending)]
-            for r in range(len(values[0]))]
+    return [
+        [[s, *values[j][r], lr] for j, (s, _, _, lr) in enumerate(pending)]
+        for r in range(len(values[0]))
+    ]
 
 
 @dataclass
@@ -402,8 +451,9 @@ class _Stacked:
     k_end: torch.Tensor
 
     @classmethod
-    def of(cls, members: list[_Member], active: list[int], c0: TrainConfig,
-           device: torch.device) -> _Stacked:
+    def of(
+        cls, members: list[_Member], active: list[int], c0: TrainConfig, device: torch.device
+    ) -> _Stacked:
         R, B, T = len(active), c0.batch_size, c0.seq_len
         k_now = [members[i].curriculum.k for i in active]
         k_end = [members[i].config.echo_step for i in active]
@@ -412,14 +462,19 @@ class _Stacked:
         val_y = torch.stack([members[i].val[1] for i in active])
         scored = t >= torch.tensor(k_end, device=device).view(R, 1, 1)
         at_end = k_now == k_end  # no curriculum, or every one at its last k: one set of targets
-        return cls(val_x=torch.stack([members[i].val[0] for i in active]), val_y=val_y,
-                   val_y_now=val_y if at_end else torch.stack(
-                       [echo_targets(members[i].val[0], kk) for i, kk in zip(active, k_now)]),
-                   generators=[members[i].gen for i in active],
-                   source=(t - k).clamp(min=0).expand(R, B, T).contiguous(),
-                   now=scored if at_end else t >= k, scored=scored,
-                   k_now=torch.tensor(k_now, dtype=torch.int64),
-                   k_end=torch.tensor(k_end, dtype=torch.int64))
+        return cls(
+            val_x=torch.stack([members[i].val[0] for i in active]),
+            val_y=val_y,
+            val_y_now=val_y
+            if at_end
+            else torch.stack([echo_targets(members[i].val[0], kk) for i, kk in zip(active, k_now)]),
+            generators=[members[i].gen for i in active],
+            source=(t - k).clamp(min=0).expand(R, B, T).contiguous(),
+            now=scored if at_end else t >= k,
+            scored=scored,
+            k_now=torch.tensor(k_now, dtype=torch.int64),
+            k_end=torch.tensor(k_end, dtype=torch.int64),
+        )
 
 
 def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,8 +483,7 @@ def _batch(stacked: _Stacked) -> tuple[torch.Tensor, torch.Tensor]:
     member), and the rest (the bits, the targets k steps behind) one op for all."""
     R, B, T = stacked.source.shape
     device = stacked.source.device
-    u = torch.stack([torch.rand(B, T, generator=gen, device=device)
-                     for gen in stacked.generators])
+    u = torch.stack([torch.rand(B, T, generator=gen, device=device) for gen in stacked.generators])
     x = bits(u)  # make_echo_batch's p = 0.5, float32
     y = x.gather(2, stacked.source).mul_(stacked.now)  # y_t = x_{t-k}, zeros before k
     return x, y
@@ -439,8 +493,9 @@ def _checkpoints(kernel, members, active, step, start, windows=None, durable=Fal
     full = kernel.snapshot()  # once for all members: each takes its rows
     for r, i in enumerate(active):
         if not members[i].diverged:
-            _checkpoint(members[i], kernel, full, r, step, start,
-                        windows[r] if windows else [], durable)
+            _checkpoint(
+                members[i], kernel, full, r, step, start, windows[r] if windows else [], durable
+            )
 
 
 def _retire(kernel, members, active, step, start, results) -> list[int]:
@@ -448,8 +503,11 @@ def _retire(kernel, members, active, step, start, results) -> list[int]:
     of the population: from now on they cost nothing. Returns the active members that
     remain."""
     c0 = members[active[0]].config if active else None
-    done = [r for r, i in enumerate(active) if members[i].diverged
-            or members[i].solved_step is not None or step >= c0.steps]
+    done = [
+        r
+        for r, i in enumerate(active)
+        if members[i].diverged or members[i].solved_step is not None or step >= c0.steps
+    ]
     if not done:
         return active
     full = kernel.snapshot()  # once: each leaving member's checkpoint and the rest
@@ -493,8 +551,11 @@ def _evaluate(kernel, stacked, members, active, step, batch: bool, start) -> boo
             m.diverged = f"non-finite weights at step {step}"
             continue
         # as train records an evaluation: last_eval, solved, then the curriculum
-        m.last_eval = {"step": step, "val_loss": metrics[r]["val_loss"],
-                       "val_accuracy": metrics[r]["val_accuracy"]}
+        m.last_eval = {
+            "step": step,
+            "val_loss": metrics[r]["val_loss"],
+            "val_accuracy": metrics[r]["val_accuracy"],
+        }
         if metrics[r]["val_accuracy"] >= c.target_accuracy and m.solved_step is None:
             m.solved_step = step
         k = m.curriculum.k
@@ -505,10 +566,18 @@ def _evaluate(kernel, stacked, members, active, step, batch: bool, start) -> boo
         pictures = m.log.pictures_due(step, last)
         compare = batch and compare_due(c, step, last)
         model = kernel.model(r) if pictures or compare else None
-        m.log.evaluation(step, metrics[r], model, (vx[0], vy[0], first[r] if pictures else None),
-                         m.curriculum.k, m.last_train_loss, m.last_grad_norm,
-                         time.perf_counter() - start,
-                         flow=gradient_flow(model, vx, vy) if pictures else None, last=last)
+        m.log.evaluation(
+            step,
+            metrics[r],
+            model,
+            (vx[0], vy[0], first[r] if pictures else None),
+            m.curriculum.k,
+            m.last_train_loss,
+            m.last_grad_norm,
+            time.perf_counter() - start,
+            flow=gradient_flow(model, vx, vy) if pictures else None,
+            last=last,
+        )
         if compare:
             x, y = kernel.batch(r)
             m.log.kernel_vs_autograd(step, kernel_vs_autograd(model, x, y, c.truncate))
@@ -521,20 +590,44 @@ def _optimizer_state(full: dict, r: int) -> dict:
     """Run r's share of the population's optimizer (``full``, its ``state_dict()``), as
     ``state_dict()`` of an optimizer over one EchoRNN's parameters (U, V, w, b in that
     order) would hold it."""
-    state = {idx: {k: (v[r].clone() if torch.is_tensor(v) and v.dim() > 0 else
-                       (v.clone() if torch.is_tensor(v) else v))
-                   for k, v in s.items()} for idx, s in full["state"].items()}
+    state = {
+        idx: {
+            k: (
+                v[r].clone()
+                if torch.is_tensor(v) and v.dim() > 0
+                else (v.clone() if torch.is_tensor(v) else v)
+            )
+            for k, v in s.items()
+        }
+        for idx, s in full["state"].items()
+    }
     return {"state": state, "param_groups": full["param_groups"]}
 
 
-def _checkpoint(m: _Member, kernel, full, r: int, step: int, start: float,
-                window: list | None = None, durable: bool = False) -> None:
+def _checkpoint(
+    m: _Member,
+    kernel,
+    full,
+    r: int,
+    step: int,
+    start: float,
+    window: list | None = None,
+    durable: bool = False,
+) -> None:
     model, optimizer, rng = kernel.saved(full, r, m)
     state = run_state(
-        m.config, step=step, model=model, optimizer=optimizer, rng=rng,
-        curriculum=m.curriculum.state_dict(), window=window or [],
-        solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
-        last_eval=m.last_eval or {}, train_loss=m.last_train_loss)
+        m.config,
+        step=step,
+        model=model,
+        optimizer=optimizer,
+        rng=rng,
+        curriculum=m.curriculum.state_dict(),
+        window=window or [],
+        solved_step=m.solved_step,
+        wall_time_s=time.perf_counter() - start,
+        last_eval=m.last_eval or {},
+        train_loss=m.last_train_loss,
+    )
     m.home.check(step, None)
     save_checkpoint(checkpoint_path(m.run_dir), {**state, "events": m.log.sizes()}, durable)
 
@@ -548,11 +641,18 @@ def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainR
     ev = m.last_eval or {}
     stopped = "diverged" if m.diverged else "solved" if m.solved_step is not None else "steps"
     result = TrainResult(
-        run_dir=str(m.run_dir), step=step, train_loss=m.last_train_loss,
-        val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
-        solved_step=m.solved_step, wall_time_s=time.perf_counter() - start,
-        device=str(kernel.device), backend=training_backend(m.config, kernel.device),
-        stopped=stopped, weights_sha256=weights_digest(weights))
+        run_dir=str(m.run_dir),
+        step=step,
+        train_loss=m.last_train_loss,
+        val_loss=ev.get("val_loss", math.nan),
+        val_accuracy=ev.get("val_accuracy", math.nan),
+        solved_step=m.solved_step,
+        wall_time_s=time.perf_counter() - start,
+        device=str(kernel.device),
+        backend=training_backend(m.config, kernel.device),
+        stopped=stopped,
+        weights_sha256=weights_digest(weights),
+    )
     m.home.check(step, None)
     write_outcome(result, m.log)
     return result
@@ -569,7 +669,12 @@ def _without(pop: PopulationRNN, old: dict, keep: list[int], config: TrainConfig
             q.copy_(p.index_select(0, idx))
             q.grad = p.grad.index_select(0, idx) if p.grad is not None else None
     new_opt = make_optimizer(config, smaller.parameters(), adam=PopulationAdam)
-    state = {pid: {k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
-                   for k, v in s.items()} for pid, s in old["state"].items()}
+    state = {
+        pid: {
+            k: (v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v)
+            for k, v in s.items()
+        }
+        for pid, s in old["state"].items()
+    }
     new_opt.load_state_dict({"state": state, "param_groups": old["param_groups"]})
     return smaller, new_opt

@@ -41,8 +41,9 @@ def read_bits(stream) -> str:
     """At most MAX_TEXT characters of ``stream`` (stdin): ValueError if it holds more."""
     text = stream.read(MAX_TEXT + 1)
     if len(text) > MAX_TEXT:
-        raise ValueError(f"must be at most {MAX_BITS} bits (and {MAX_TEXT} characters with "
-                         "whitespace), got more")
+        raise ValueError(
+            f"must be at most {MAX_BITS} bits (and {MAX_TEXT} characters with whitespace), got more"
+        )
     return text
 
 
@@ -59,8 +60,9 @@ def parse_bits(text: str) -> torch.Tensor:
         raise ValueError("must hold at least one 0 or 1, got nothing")
     bad = re.search(r"[^01]", bits)
     if bad:
-        raise ValueError(f"must contain only 0 and 1, got {bad.group()!r} at position "
-                         f"{bad.start()}")
+        raise ValueError(
+            f"must contain only 0 and 1, got {bad.group()!r} at position {bad.start()}"
+        )
     if len(bits) > MAX_BITS:
         raise ValueError(f"must be at most {MAX_BITS} bits, got {len(bits)}")
     return torch.tensor([[float(c) for c in bits]])
@@ -90,16 +92,27 @@ class Echo:
         """The prediction for the first sequence of ``x`` (B, T)."""
         y_hat = predict(model, x)[0].cpu().tolist()
         bits_in = "".join(str(int(v)) for v in x[0].tolist())
-        return cls(echo_step, bits_in, "".join("1" if v > 0.5 else "0" for v in y_hat),
-                   ("0" * echo_step + bits_in)[: len(bits_in)], y_hat)
+        return cls(
+            echo_step,
+            bits_in,
+            "".join("1" if v > 0.5 else "0" for v in y_hat),
+            ("0" * echo_step + bits_in)[: len(bits_in)],
+            y_hat,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def format(self) -> str:
-        lines = [f"input      {self.input}", f"echo (k={self.echo_step}) {self.echo}",
-                 f"expected   {self.expected}", "   t  x  y_hat"]
+        lines = [
+            f"input      {self.input}",
+            f"echo (k={self.echo_step}) {self.echo}",
+            f"expected   {self.expected}",
+            "   t  x  y_hat",
+        ]
         # t = 1..T, as the README and the docstrings count time
-        lines += [f"{t:>4d}  {xi}  {yi:+.4f}"
-                  for t, (xi, yi) in enumerate(zip(self.input, self.output), start=1)]
+        lines += [
+            f"{t:>4d}  {xi}  {yi:+.4f}"
+            for t, (xi, yi) in enumerate(zip(self.input, self.output), start=1)
+        ]
         return "\n".join(lines)

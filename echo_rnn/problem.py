@@ -54,40 +54,81 @@ class Problem:
     so that a class of learners graded on one problem pays for them once. Two problems are
     equal when their settings are."""
 
-    batch_size: int = field(default=1, metadata=_setting(
-        "B: sequences in the batch", int, "B", bounds=SIZE))
-    seq_len: int = field(default=50, metadata=_setting(
-        "T: steps per sequence", int, "T", bounds=SIZE))
-    hidden_size: int = field(default=6, metadata=_setting(
-        "H: hidden units", int, "H", bounds=Bounds(lo=1, hi=MAX_HIDDEN)))
-    input_size: int = field(default=1, metadata=_setting(
-        "I: inputs per step; channel 0 carries the echo task, the others random bits", int,
-        "I", bounds=Bounds(lo=1, hi=MAX_HIDDEN)))
-    echo_step: int = field(default=2, metadata=_setting(
-        "k: the target is the input delayed by k steps, below --seq-len", int, "k",
-        bounds=Bounds(lo=0)))
+    batch_size: int = field(
+        default=1, metadata=_setting("B: sequences in the batch", int, "B", bounds=SIZE)
+    )
+    seq_len: int = field(
+        default=50, metadata=_setting("T: steps per sequence", int, "T", bounds=SIZE)
+    )
+    hidden_size: int = field(
+        default=6,
+        metadata=_setting("H: hidden units", int, "H", bounds=Bounds(lo=1, hi=MAX_HIDDEN)),
+    )
+    input_size: int = field(
+        default=1,
+        metadata=_setting(
+            "I: inputs per step; channel 0 carries the echo task, the others random bits",
+            int,
+            "I",
+            bounds=Bounds(lo=1, hi=MAX_HIDDEN),
+        ),
+    )
+    echo_step: int = field(
+        default=2,
+        metadata=_setting(
+            "k: the target is the input delayed by k steps, below --seq-len",
+            int,
+            "k",
+            bounds=Bounds(lo=0),
+        ),
+    )
     bias: bool = field(default=False, metadata=_setting("give the model the bias b", bool))
-    h0: bool = field(default=False, metadata=_setting(
-        "start from a random initial state and check its gradient too", bool))
-    seed: int = field(default=DEFAULT_SEED, metadata=_setting(
-        f"seed of the weights and the data (default: {DEFAULT_SEED} with --grads, the seed "
-        f"that keeps the catalogue's mistakes furthest apart; {KERNEL_SEED} for echo-rnn's "
-        "kernels)", int, bounds=Bounds(lo=0, hi=MAX_SEED)))
-    init_std: float = field(default=0.1, metadata=_setting(
-        "parameters drawn from N(0, init_std^2)", float, bounds=NON_NEGATIVE))
-    truncate: int | None = field(default=None, metadata=_setting(
-        "window length k of truncated BPTT ('none': full BPTT); with --grads, in the sense "
-        "of --truncation", int, optional=True, bounds=SIZE))
-    truncation: str | None = field(default=None, metadata=_setting(
-        "with --grads --truncate k: windows (echo-rnn's: windows of k steps) or back (each "
-        "output's gradient flows back at most k steps, a tutorial's bptt_truncate) (default: "
-        "windows, when --truncate is given)", str, choices=TRUNCATIONS, optional=True))
+    h0: bool = field(
+        default=False,
+        metadata=_setting("start from a random initial state and check its gradient too", bool),
+    )
+    seed: int = field(
+        default=DEFAULT_SEED,
+        metadata=_setting(
+            f"seed of the weights and the data (default: {DEFAULT_SEED} with --grads, the seed "
+            f"that keeps the catalogue's mistakes furthest apart; {KERNEL_SEED} for echo-rnn's "
+            "kernels)",
+            int,
+            bounds=Bounds(lo=0, hi=MAX_SEED),
+        ),
+    )
+    init_std: float = field(
+        default=0.1,
+        metadata=_setting("parameters drawn from N(0, init_std^2)", float, bounds=NON_NEGATIVE),
+    )
+    truncate: int | None = field(
+        default=None,
+        metadata=_setting(
+            "window length k of truncated BPTT ('none': full BPTT); with --grads, in the sense "
+            "of --truncation",
+            int,
+            optional=True,
+            bounds=SIZE,
+        ),
+    )
+    truncation: str | None = field(
+        default=None,
+        metadata=_setting(
+            "with --grads --truncate k: windows (echo-rnn's: windows of k steps) or back (each "
+            "output's gradient flows back at most k steps, a tutorial's bptt_truncate) (default: "
+            "windows, when --truncate is given)",
+            str,
+            choices=TRUNCATIONS,
+            optional=True,
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.echo_step >= self.seq_len:
-            raise ConfigError("echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), "
-                                           f"got {self.echo_step}")
+            raise ConfigError(
+                "echo_step", f"must be in [0, seq_len) = [0, {self.seq_len}), got {self.echo_step}"
+            )
         # one spelling per check: no truncation without truncate, windows by default
         truncation = None if self.truncate is None else (self.truncation or "windows")
         object.__setattr__(self, "truncation", truncation)
@@ -100,8 +141,9 @@ class Problem:
         known = [f.name for f in fields(cls)]
         for key in settings:
             if key not in known:
-                raise ConfigError("problem", f"unknown setting {shown(key)}; valid are "
-                                             f"{', '.join(known)}")
+                raise ConfigError(
+                    "problem", f"unknown setting {shown(key)}; valid are {', '.join(known)}"
+                )
         return cls(**settings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,8 +152,11 @@ class Problem:
     def describe(self) -> str:
         """The header line's settings, every field that is set: "B=1 T=50 H=6 I=1 k=2
         bias=False h0=False seed=7 init_std=0.1" (and "truncate=4 truncation=back")."""
-        return " ".join(f"{f.metadata['symbol'] or f.name}={getattr(self, f.name)}"
-                        for f in fields(self) if getattr(self, f.name) is not None)
+        return " ".join(
+            f"{f.metadata['symbol'] or f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        )
 
     # --- the tensors, built when first read ---------------------------------------------
 
@@ -119,8 +164,10 @@ class Problem:
         """This problem with its tensors built in ``dtype`` on ``device`` (torch's, or their
         names; float64 on the CPU when left out)."""
         other = replace(self)
-        target = (str(dtype).removeprefix("torch.") if dtype is not None else "float64",
-                  str(device) if device is not None else "cpu")
+        target = (
+            str(dtype).removeprefix("torch.") if dtype is not None else "float64",
+            str(device) if device is not None else "cpu",
+        )
         object.__setattr__(other, "_target", target)
         return other
 
@@ -141,20 +188,32 @@ class Problem:
 
         dtype, device = getattr(torch, self._target[0]), torch.device(self._target[1])
         gen = torch.Generator(device=device).manual_seed(self.seed)
-        model = EchoRNN(self.hidden_size, self.input_size, bias=self.bias,
-                        init_std=self.init_std,
-                        generator=torch.Generator())  # redrawn below; spares the global RNG
+        model = EchoRNN(
+            self.hidden_size,
+            self.input_size,
+            bias=self.bias,
+            init_std=self.init_std,
+            generator=torch.Generator(),
+        )  # redrawn below; spares the global RNG
         model.to(device=device, dtype=dtype)
         model.reset_parameters(generator=gen)
-        x, y = make_echo_batch(self.batch_size, self.seq_len, self.echo_step, generator=gen,
-                               device=device, dtype=dtype)
+        x, y = make_echo_batch(
+            self.batch_size, self.seq_len, self.echo_step, generator=gen, device=device, dtype=dtype
+        )
         x = x.unsqueeze(-1)  # (B, T) -> (B, T, 1)
         if self.input_size > 1:
-            extra = torch.rand(self.batch_size, self.seq_len, self.input_size - 1,
-                               generator=gen, device=device)
+            extra = torch.rand(
+                self.batch_size, self.seq_len, self.input_size - 1, generator=gen, device=device
+            )
             x = torch.cat([x, bits(extra, dtype=dtype)], dim=-1)  # (B, T, I)
-        h0 = (torch.randn(self.batch_size, self.hidden_size, generator=gen, device=device,
-                          dtype=dtype) * 0.5 if self.h0 else None)
+        h0 = (
+            torch.randn(
+                self.batch_size, self.hidden_size, generator=gen, device=device, dtype=dtype
+            )
+            * 0.5
+            if self.h0
+            else None
+        )
         return model, x, y, h0
 
     def _tensors(self) -> tuple[Any, Any, Any, Any]:

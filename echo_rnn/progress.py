@@ -106,9 +106,17 @@ class SweepProgress:
     :meth:`job_done`, :meth:`tick` between them and :meth:`close` at the end;
     :meth:`write` prints a line of its own without breaking the bars."""
 
-    def __init__(self, jobs: list[Job], points: int, workers: int, stream, mode: str | None,
-                 label: str = "", every: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        jobs: list[Job],
+        points: int,
+        workers: int,
+        stream,
+        mode: str | None,
+        label: str = "",
+        every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.jobs, self.points, self.workers = jobs, points, workers
         self.stream, self.mode, self.label = stream, mode, label
         self.every = LINE_EVERY_S if every is None else every
@@ -119,18 +127,31 @@ class SweepProgress:
         self.bars: dict[int, tqdm] = {}
         self.sized = mode == "bars" and _sized(stream)
         if mode == "bars":
-            self.bar = tqdm(total=points, desc=f"{label}sweep", unit="point", file=stream,
-                            dynamic_ncols=self.sized, **self._size(),
-                            bar_format="{desc}: {n_fmt}/{total_fmt} points |{bar}| "
-                                       "{elapsed}{postfix}")
+            self.bar = tqdm(
+                total=points,
+                desc=f"{label}sweep",
+                unit="point",
+                file=stream,
+                dynamic_ncols=self.sized,
+                **self._size(),
+                bar_format="{desc}: {n_fmt}/{total_fmt} points |{bar}| {elapsed}{postfix}",
+            )
             self._sweep_postfix()
 
     def _size(self) -> dict[str, int]:
         return {} if self.sized else UNSIZED
 
     @classmethod
-    def on(cls, stream, jobs: list[Job], points: int, workers: int, label: str = "",
-           enabled: bool = True, bars: bool = True) -> SweepProgress:
+    def on(
+        cls,
+        stream,
+        jobs: list[Job],
+        points: int,
+        workers: int,
+        label: str = "",
+        enabled: bool = True,
+        bars: bool = True,
+    ) -> SweepProgress:
         """Bars where ``stream`` is a terminal (and ``bars``), plain lines elsewhere, nothing
         if not ``enabled``."""
         isatty = getattr(stream, "isatty", None)
@@ -153,12 +174,21 @@ class SweepProgress:
             bar = self.bars.get(j)
             if bar is None:
                 bar = self.bars[j] = tqdm(
-                    total=job.steps, initial=step, desc=f"{self.label}  {job.label}",
-                    unit="step", leave=False, file=self.stream, dynamic_ncols=self.sized,
-                    **self._size(), bar_format="{desc}: {n_fmt}/{total_fmt} steps{postfix} |{bar}|")
+                    total=job.steps,
+                    initial=step,
+                    desc=f"{self.label}  {job.label}",
+                    unit="step",
+                    leave=False,
+                    file=self.stream,
+                    dynamic_ncols=self.sized,
+                    **self._size(),
+                    bar_format="{desc}: {n_fmt}/{total_fmt} steps{postfix} |{bar}|",
+                )
             bar.n = step
-            bar.set_postfix_str(f"{active} of {job.members} training" if job.members > 1
-                                else "training", refresh=False)
+            bar.set_postfix_str(
+                f"{active} of {job.members} training" if job.members > 1 else "training",
+                refresh=False,
+            )
             bar.refresh()
 
     def point_done(self, solved: bool) -> None:
@@ -191,8 +221,10 @@ class SweepProgress:
 
     def _lines(self) -> None:
         running = [j for j in self.jobs if j.running]
-        lines = [f"{self.label}sweep: {self.done} of {self.points} points done "
-                 f"({self.solved} solved), {len(running)} running, {self.left()}"]
+        lines = [
+            f"{self.label}sweep: {self.done} of {self.points} points done "
+            f"({self.solved} solved), {len(running)} running, {self.left()}"
+        ]
         lines += [f"{self.label}  {j.label}: {j.describe()}" for j in running]
         print("\n".join(lines), file=self.stream, flush=True)
 
@@ -216,8 +248,12 @@ class Throttled:
     at most every ``every`` seconds, and at once when the members still training change
     (the first report, a member leaving, the last)."""
 
-    def __init__(self, send: Callable[[int, int], None], every: float = REPORT_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        send: Callable[[int, int], None],
+        every: float = REPORT_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.send, self.every, self.clock = send, every, clock
         self.last: float | None = None
         self.active: int | None = None

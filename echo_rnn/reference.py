@@ -88,8 +88,13 @@ class Grads:
     h: torch.Tensor
 
 
-def step_forward(x_t: torch.Tensor, h_prev: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
-                 b: torch.Tensor | None = None) -> tuple[torch.Tensor, StepCache]:
+def step_forward(
+    x_t: torch.Tensor,
+    h_prev: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    b: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, StepCache]:
     """One step: h_t = tanh(U h_{t-1} + V x_t + b), each row a sequence of the batch.
 
     Args:
@@ -121,9 +126,14 @@ def step_backward(dh: torch.Tensor, cache: StepCache) -> StepGrads:
     )
 
 
-def forward(x: torch.Tensor, U: torch.Tensor, V: torch.Tensor, w: torch.Tensor,
-            b: torch.Tensor | None = None, h0: torch.Tensor | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor, list[StepCache]]:
+def forward(
+    x: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[StepCache]]:
     """The whole sequence, step by step.
 
     Args:
@@ -142,8 +152,13 @@ def forward(x: torch.Tensor, U: torch.Tensor, V: torch.Tensor, w: torch.Tensor,
     return torch.stack(y_hat, dim=1), h, caches
 
 
-def backward(dy_hat: torch.Tensor, caches: list[StepCache], w: torch.Tensor,
-             truncate: int | None = None, dh_T: torch.Tensor | None = None) -> Grads:
+def backward(
+    dy_hat: torch.Tensor,
+    caches: list[StepCache],
+    w: torch.Tensor,
+    truncate: int | None = None,
+    dh_T: torch.Tensor | None = None,
+) -> Grads:
     """Back through time.
 
     Args:
@@ -174,5 +189,6 @@ def backward(dy_hat: torch.Tensor, caches: list[StepCache], w: torch.Tensor,
             carried = torch.zeros_like(g.h_prev)
         else:
             carried = g.h_prev
-    return Grads(U=dU, V=dV, w=dw, b=db, x=torch.stack(dx, dim=1), h0=carried,
-                 h=torch.stack(dh, dim=1))
+    return Grads(
+        U=dU, V=dV, w=dw, b=db, x=torch.stack(dx, dim=1), h0=carried, h=torch.stack(dh, dim=1)
+    )

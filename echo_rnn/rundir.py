@@ -45,12 +45,16 @@ class StorageError(RuntimeError):
 
 def storage_reason(exc: OSError) -> str:
     """Why writing failed, in words: "the disk is full" for ENOSPC and EDQUOT."""
-    return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-        exc.strerror or str(exc))
+    return (
+        "the disk is full"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else (exc.strerror or str(exc))
+    )
 
 
-def storage_error(exc: BaseException | None, saved_step: int | None,
-                  run_dir: Path) -> StorageError | None:
+def storage_error(
+    exc: BaseException | None, saved_step: int | None, run_dir: Path
+) -> StorageError | None:
     """A StorageError saying what could not be written and what is kept (the checkpoint of
     ``saved_step``, the last one written or read), for an OSError from writing the run;
     None for anything else."""
@@ -58,8 +62,11 @@ def storage_error(exc: BaseException | None, saved_step: int | None,
         return None
     reason = storage_reason(exc)
     ckpt = checkpoint_path(run_dir)
-    kept = (f"the last good checkpoint is {ckpt} (step {saved_step})"
-            if saved_step is not None and ckpt.exists() else "no checkpoint was written")
+    kept = (
+        f"the last good checkpoint is {ckpt} (step {saved_step})"
+        if saved_step is not None and ckpt.exists()
+        else "no checkpoint was written"
+    )
     return StorageError(f"could not write the run in {run_dir}: {reason}; {kept}")
 
 
@@ -79,8 +86,11 @@ class HeldDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         # O_PATH (Linux): held without the right to list it, which nothing here needs
-        flags = (getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0)
-                 | getattr(os, "O_CLOEXEC", 0))
+        flags = (
+            getattr(os, "O_PATH", os.O_RDONLY)
+            | getattr(os, "O_DIRECTORY", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
         self.fd: int | None = os.open(self.path, flags)
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
@@ -98,12 +108,14 @@ class HeldDir:
         now = self.where_now()
         # removed: its links are gone (/proc marks the name "(deleted)" besides)
         if os.fstat(self.fd).st_nlink == 0 or (now or "").endswith(" (deleted)"):
-            raise RunDirGone(f"the run directory {self.path} was deleted while the run "
-                             f"trained; {stopped}")
-        kept = (f"; its checkpoint of step {saved_step} is there" if saved_step is not None
-                else "")
-        raise RunDirGone(f"the run directory {self.path} was moved or renamed while the run "
-                         f"trained{f' (it is now {now})' if now else ''}; {stopped}{kept}")
+            raise RunDirGone(
+                f"the run directory {self.path} was deleted while the run trained; {stopped}"
+            )
+        kept = f"; its checkpoint of step {saved_step} is there" if saved_step is not None else ""
+        raise RunDirGone(
+            f"the run directory {self.path} was moved or renamed while the run "
+            f"trained{f' (it is now {now})' if now else ''}; {stopped}{kept}"
+        )
 
     def where_now(self) -> str | None:
         """The directory's path now (Linux's /proc knows it), or None."""
@@ -153,8 +165,11 @@ def create_run_dir(config: TrainConfig) -> Path:
     out-of-memory killer), always holds the config that ``--resume`` restarts it from. An
     explicit ``run_name`` that exists is refused, a default name gets a suffix."""
     logdir = Path(config.logdir)
-    names = ([config.run_name] if config.run_name is not None else
-             [default_run_name(config) + ("" if n == 0 else f"-{n}") for n in range(1000)])
+    names = (
+        [config.run_name]
+        if config.run_name is not None
+        else [default_run_name(config) + ("" if n == 0 else f"-{n}") for n in range(1000)]
+    )
     tmp = None
     try:
         logdir.mkdir(parents=True, exist_ok=True)
@@ -175,8 +190,11 @@ def create_run_dir(config: TrainConfig) -> Path:
             return run_dir
         if config.run_name is not None:
             run_dir = logdir / config.run_name
-            raise ConfigError("run_name", f"{run_dir} already exists; choose another "
-                                          f"name, or continue it with --resume {run_dir}")
+            raise ConfigError(
+                "run_name",
+                f"{run_dir} already exists; choose another "
+                f"name, or continue it with --resume {run_dir}",
+            )
         raise ConfigError("logdir", f"{logdir} holds too many runs named {names[0]}-N")
     except OSError as exc:
         raise logdir_error(exc, logdir / (config.run_name or "RUN")) from None
@@ -222,19 +240,29 @@ def _recorded_config(path: Path) -> TrainConfig:
     naming the file otherwise."""
     try:
         if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{path} is not a run's config.json (not a regular file of "
-                                  f"at most {MAX_CONFIG_BYTES} bytes)")
+            raise CheckpointError(
+                f"{path} is not a run's config.json (not a regular file of "
+                f"at most {MAX_CONFIG_BYTES} bytes)"
+            )
         text = read_regular(path, MAX_CONFIG_BYTES).decode("utf-8")
         config = TrainConfig.from_dict(json.loads(text), recorded=True)
         config.validate()
         return config
     except CheckpointError:
         raise
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError,
-            RecursionError) as exc:
+    except (
+        OSError,
+        UnicodeDecodeError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a usable run config, and the run has no "
-                              f"checkpoint to resume from: {first}") from None
+        raise CheckpointError(
+            f"{path} is not a usable run config, and the run has no "
+            f"checkpoint to resume from: {first}"
+        ) from None
 
 
 def check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
@@ -245,7 +273,8 @@ def check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
         raise CheckpointError(
             f"{resumed.checkpoint} was made with a different config "
             f"({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); a resumed run keeps the "
-            "config it was started with, only --steps may change")
+            "config it was started with, only --steps may change"
+        )
 
 
 def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
@@ -262,15 +291,17 @@ def run_dir_of_checkpoint(resume: str | Path) -> tuple[Path, Path]:
         raise CheckpointError(
             f"{path} is not inside a run directory (RUN/{CHECKPOINT_DIR}/last.pt with "
             "RUN/config.json); a resumed run is written into its own run directory, so resume "
-            "from that directory")
+            "from that directory"
+        )
     return run_dir, path
 
 
 # --- one writer ----------------------------------------------------------------------------
 
 
-def claim(config: TrainConfig, resume: str | Path | Resumed | None, d: distributed.Dist,
-          held: ExitStack) -> tuple[Path, Resumed | None]:
+def claim(
+    config: TrainConfig, resume: str | Path | Resumed | None, d: distributed.Dist, held: ExitStack
+) -> tuple[Path, Resumed | None]:
     """The run directory this process writes, locked in ``held`` by rank 0 (one writer at a
     time: a second resume, or one while the run trains, is refused with Busy): the one
     ``resume`` names, checked against ``config``, or a new one. Returns it and what was read

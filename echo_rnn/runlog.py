@@ -60,8 +60,10 @@ KERNEL_VS_AUTOGRAD = "training/kernel vs autograd (rounding units)"
 LR, CURRICULUM_K = "training/lr", "training/curriculum k"
 SOLVED, SOLVED_STEP = "solved", "solved_step"
 # The Custom Scalars dashboard's charts: title -> the tags it overlays (regular expressions).
-LAYOUT = {"loss: training and held-out": [r"^loss/(train|val)$"],
-          "held-out accuracy": [r"^accuracy/val$"]}
+LAYOUT = {
+    "loss: training and held-out": [r"^loss/(train|val)$"],
+    "held-out accuracy": [r"^accuracy/val$"],
+}
 # Where runs recorded before one TensorBoard run per run kept their losses and accuracy.
 OLD_SUBRUNS = ("train", "val")
 PICTURES_PER_RUN = 20
@@ -82,9 +84,17 @@ class RunLog:
         wall_before: seconds earlier sessions of the run took (the console counts from 0).
     """
 
-    def __init__(self, run_dir: Path, config, *, main: bool, verbose: bool,
-                 resumed_at: int | None, event_sizes: dict[str, int] | None = None,
-                 wall_before: float = 0.0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config,
+        *,
+        main: bool,
+        verbose: bool,
+        resumed_at: int | None,
+        event_sizes: dict[str, int] | None = None,
+        wall_before: float = 0.0,
+    ) -> None:
         self.config, self.verbose, self.wall_before = config, verbose and main, wall_before
         self.run_dir = run_dir
         self.run: EventFile | NullEventFile = NullEventFile()
@@ -106,12 +116,18 @@ class RunLog:
     # --- per step ---------------------------------------------------------------------
 
     def open_bar(self) -> None:
-        self.bar = tqdm(total=self.config.steps, initial=self.start, unit="step",
-                        file=sys.stderr, disable=not (self.verbose and sys.stderr.isatty()),
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=self.config.steps,
+            initial=self.start,
+            unit="step",
+            file=sys.stderr,
+            disable=not (self.verbose and sys.stderr.isatty()),
+            dynamic_ncols=True,
+        )
 
-    def steps(self, rows: list[tuple[int, float, float, float]],
-              held_out: dict[str, float] | None) -> None:
+    def steps(
+        self, rows: list[tuple[int, float, float, float]], held_out: dict[str, float] | None
+    ) -> None:
         """(step, train loss, gradient norm, lr) of each step since the last call, written
         as one point at the last of them; with the held-out metrics measured there."""
         if not rows:
@@ -140,8 +156,9 @@ class RunLog:
     def config_text(self) -> None:
         """What a run writes once, at its start: the config as text, and the Custom Scalars
         layout (TensorBoard merges the runs' layouts, the same chart once)."""
-        self.run.text("config", "\n".join(
-            f"    {k} = {v!r}" for k, v in self.config.to_dict().items()), 0)
+        self.run.text(
+            "config", "\n".join(f"    {k} = {v!r}" for k, v in self.config.to_dict().items()), 0
+        )
         self.run.summary(custom_scalars_layout(LAYOUT), 0)
 
     def pictures_due(self, step: int, last: bool) -> bool:
@@ -151,10 +168,19 @@ class RunLog:
         every = max(1, math.ceil(c.steps // c.eval_every / PICTURES_PER_RUN))
         return last or step == 0 or (step // c.eval_every) % every == 0
 
-    def evaluation(self, step: int, metrics: dict[str, float], model: torch.nn.Module | None,
-                   sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor], k: int,
-                   train_loss: float | None, grad_norm: float | None, elapsed: float,
-                   flow: torch.Tensor | None = None, last: bool = False) -> None:
+    def evaluation(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        model: torch.nn.Module | None,
+        sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        k: int,
+        train_loss: float | None,
+        grad_norm: float | None,
+        elapsed: float,
+        flow: torch.Tensor | None = None,
+        last: bool = False,
+    ) -> None:
         """Everything an evaluation shows: held-out loss and accuracy; when pictures are due,
         the weights and their gradients (histograms, and the weights as pictures), one
         held-out sequence and the gradient flow through time (``flow``, ||dJ/dh_t|| for
@@ -184,7 +210,9 @@ class RunLog:
             tqdm.write(
                 f"step {step:>7d} | {epoch}train_loss {tl} | val_loss {metrics['val_loss']:.5f} | "
                 f"val_acc {metrics['val_accuracy']:.4f} | grad_norm {gn} | "
-                f"{self.wall_before + elapsed:7.1f}s", file=sys.stdout)
+                f"{self.wall_before + elapsed:7.1f}s",
+                file=sys.stdout,
+            )
         self.progress(train_loss, metrics["val_accuracy"])
 
     def kernel_vs_autograd(self, step: int, rounding_units: float) -> None:
@@ -215,8 +243,9 @@ class RunLog:
             pass
 
 
-def _cut_back_old_layout(run_dir: Path, resumed_at: int, event_sizes: dict[str, int] | None
-                         ) -> None:
+def _cut_back_old_layout(
+    run_dir: Path, resumed_at: int, event_sizes: dict[str, int] | None
+) -> None:
     """A run recorded as three TensorBoard runs, resumed: ``train/`` and ``val/`` cut back to
     the checkpoint (to the sizes it recorded; without them, TensorBoard told to drop what
     follows it) and written no more, so that no step shows twice."""

@@ -56,8 +56,10 @@ DEFAULT_MEMORY = 8 << 30
 OUTPUT_KEPT = 4000
 # The status the child writes is a few kilobytes; nothing larger is read.
 STATUS_MAX_BYTES = 1 << 20
-MAIN_ADVICE = ('put the script part of the file under `if __name__ == "__main__":`, so that '
-               "importing it only defines the function")
+MAIN_ADVICE = (
+    'put the script part of the file under `if __name__ == "__main__":`, so that '
+    "importing it only defines the function"
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ class LearnerFailed(Exception):
     the one line that says so; ``traceback`` their traceback (text, their frames only) or "";
     ``output`` what their code printed."""
 
-    def __init__(self, kind: str, line: str, traceback_text: str = "", output: str = "",
-                 error: str = "") -> None:
+    def __init__(
+        self, kind: str, line: str, traceback_text: str = "", output: str = "", error: str = ""
+    ) -> None:
         super().__init__(line)
         self.kind, self.line, self.traceback, self.output = kind, line, traceback_text, output
         self.error = error  # "TypeName: message" when it raised
@@ -114,8 +117,9 @@ def to_array(value: Any, expected: tuple[int, ...]) -> tuple[np.ndarray | Opaque
     try:
         return _to_array(value, expected)
     except Exception as exc:  # a value that breaks while it is read: described, not raised
-        return Opaque(f"{type(value).__name__} that cannot be read as numbers "
-                      f"({type(exc).__name__})"), ""
+        return Opaque(
+            f"{type(value).__name__} that cannot be read as numbers ({type(exc).__name__})"
+        ), ""
 
 
 def _to_array(value: Any, expected: tuple[int, ...]) -> tuple[np.ndarray | Opaque, str]:
@@ -124,11 +128,11 @@ def _to_array(value: Any, expected: tuple[int, ...]) -> tuple[np.ndarray | Opaqu
         import torch
 
         if value.is_nested:
-            return Opaque("a nested tensor (one list of tensors of different shapes); "
-                          "return a plain tensor"), ""
+            return Opaque(
+                "a nested tensor (one list of tensors of different shapes); return a plain tensor"
+            ), ""
         if value.layout != torch.strided:
-            return Opaque(f"a sparse tensor ({value.layout}); return it dense, "
-                          ".to_dense()"), ""
+            return Opaque(f"a sparse tensor ({value.layout}); return it dense, .to_dense()"), ""
         if value.is_quantized:
             return Opaque(f"a quantized tensor ({value.dtype}); return .dequantize()"), ""
         if value.is_meta:
@@ -167,10 +171,14 @@ def _their_traceback(exc: BaseException) -> str:
     """The traceback of their exception, without this module's frames nor importlib's."""
     here = str(Path(__file__).resolve())
     adapters = str(Path(__file__).resolve().with_name("layouts.py"))  # echo_rnn.layouts
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename not in (here, adapters) and not f.filename.startswith("<frozen")]
-    lines = (["Traceback (most recent call last):\n"] + traceback.format_list(frames)
-             if frames else [])
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename not in (here, adapters) and not f.filename.startswith("<frozen")
+    ]
+    lines = (
+        ["Traceback (most recent call last):\n"] + traceback.format_list(frames) if frames else []
+    )
     try:
         lines += traceback.format_exception_only(type(exc), exc)
     except BaseException:  # noqa: BLE001 - their __str__ may raise anything
@@ -197,12 +205,17 @@ def no_function(shown: str, module, name: str, module_name: str) -> str:
     ``module_name``) has no function ``name``: what ``name`` is instead, and the functions
     the file defines."""
     fn = getattr(module, name, None)
-    defined = sorted(k for k, v in vars(module).items()
-                     if callable(v) and not k.startswith("_")
-                     and getattr(v, "__module__", None) == module_name)
+    defined = sorted(
+        k
+        for k, v in vars(module).items()
+        if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module_name
+    )
     listing = f" (it defines: {', '.join(defined)})" if defined else ""
-    what = (f"{name!r} is not a function but {type(fn).__name__}" if fn is not None
-            else f"defines no function {name!r}")
+    what = (
+        f"{name!r} is not a function but {type(fn).__name__}"
+        if fn is not None
+        else f"defines no function {name!r}"
+    )
     return f"{shown} {what}{listing}"
 
 
@@ -234,22 +247,36 @@ def _child(workdir: Path) -> None:
     try:
         spec = importlib.util.spec_from_file_location(stem, path)
         if spec is None or spec.loader is None:
-            _write_status(workdir, {"kind": "no-function",
-                                    "text": f"cannot load {request['shown']} as Python "
-                                            "(is it a .py file?)"})
+            _write_status(
+                workdir,
+                {
+                    "kind": "no-function",
+                    "text": f"cannot load {request['shown']} as Python (is it a .py file?)",
+                },
+            )
             return
         module = importlib.util.module_from_spec(spec)
         sys.modules[stem] = module
         spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001 - their code, whatever it raised
-        _write_status(workdir, {"kind": "raised", "stage": "import", "type": type(exc).__name__,
-                                "message": _message(exc), "traceback": _their_traceback(exc),
-                                "code": _exit_code(exc)})
+        _write_status(
+            workdir,
+            {
+                "kind": "raised",
+                "stage": "import",
+                "type": type(exc).__name__,
+                "message": _message(exc),
+                "traceback": _their_traceback(exc),
+                "code": _exit_code(exc),
+            },
+        )
         return
     fn = getattr(module, name, None)
     if not callable(fn):
-        _write_status(workdir, {"kind": "no-function",
-                                "text": no_function(request["shown"], module, name, stem)})
+        _write_status(
+            workdir,
+            {"kind": "no-function", "text": no_function(request["shown"], module, name, stem)},
+        )
         return
     if request.get("adapter") is not None:  # the layout a teacher gave for the whole class
         from echo_rnn.layouts import adapter
@@ -259,9 +286,17 @@ def _child(workdir: Path) -> None:
     try:
         out = fn(**kwargs)
     except BaseException as exc:  # noqa: BLE001
-        _write_status(workdir, {"kind": "raised", "stage": "call", "type": type(exc).__name__,
-                                "message": _message(exc), "traceback": _their_traceback(exc),
-                                "code": _exit_code(exc)})
+        _write_status(
+            workdir,
+            {
+                "kind": "raised",
+                "stage": "call",
+                "type": type(exc).__name__,
+                "message": _message(exc),
+                "traceback": _their_traceback(exc),
+                "code": _exit_code(exc),
+            },
+        )
         return
     _stage(workdir, "return")
     status: dict[str, Any] = {"kind": "returned", "keys": {}, "dtypes": {}}
@@ -282,8 +317,10 @@ def _child(workdir: Path) -> None:
                 continue
             value, dtype = to_array(out[key], expected[key])
             if isinstance(value, Opaque):
-                status["keys"][key] = {"what": value.what,
-                                       "shape": list(value.shape) if value.shape else None}
+                status["keys"][key] = {
+                    "what": value.what,
+                    "shape": list(value.shape) if value.shape else None,
+                }
             else:
                 arrays[f"a{i}"] = value
                 status["keys"][key] = {"array": f"a{i}"}
@@ -358,8 +395,12 @@ def show_output(text: str, who: str) -> str:
         return ""
     lines = []
     for line in text.rstrip("\n").split("\n"):
-        safe = "".join(c if (c >= " " and c != "\x7f" and not "\x80" <= c <= "\x9f") or c == "\t"
-                       else c.encode("unicode_escape").decode("ascii") for c in line)
+        safe = "".join(
+            c
+            if (c >= " " and c != "\x7f" and not "\x80" <= c <= "\x9f") or c == "\t"
+            else c.encode("unicode_escape").decode("ascii")
+            for c in line
+        )
         lines.append(f"  | {safe}")
     return f"what {who} printed while it ran (not part of the check):\n" + "\n".join(lines)
 
@@ -376,10 +417,14 @@ def _signal_name(returncode: int) -> str:
         sig = signal.Signals(-returncode)
     except ValueError:
         return f"signal {-returncode}"
-    meaning = {signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "abort",
-               signal.SIGBUS: "bus error", signal.SIGFPE: "arithmetic error",
-               signal.SIGKILL: "killed, perhaps for memory",
-               signal.SIGILL: "illegal instruction"}.get(sig)
+    meaning = {
+        signal.SIGSEGV: "segmentation fault",
+        signal.SIGABRT: "abort",
+        signal.SIGBUS: "bus error",
+        signal.SIGFPE: "arithmetic error",
+        signal.SIGKILL: "killed, perhaps for memory",
+        signal.SIGILL: "illegal instruction",
+    }.get(sig)
     return f"{sig.name} ({meaning})" if meaning else sig.name
 
 
@@ -394,11 +439,20 @@ def _read_status(workdir: Path) -> dict[str, Any] | None:
     return status if isinstance(status, dict) else None
 
 
-def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
-                 shapes: dict[str, tuple[int, ...]], arrays: str = "numpy",
-                 timeout: float = DEFAULT_TIMEOUT, memory: int | None = None, *,
-                 adapter: dict[str, Any] | None = None, search_dir: str | None = None,
-                 shown: str | None = None, stop: threading.Event | None = None) -> ChildResult:
+def run_in_child(
+    path_text: str,
+    function: str,
+    kwargs: dict[str, np.ndarray],
+    shapes: dict[str, tuple[int, ...]],
+    arrays: str = "numpy",
+    timeout: float = DEFAULT_TIMEOUT,
+    memory: int | None = None,
+    *,
+    adapter: dict[str, Any] | None = None,
+    search_dir: str | None = None,
+    shown: str | None = None,
+    stop: threading.Event | None = None,
+) -> ChildResult:
     """Call ``function`` of the file ``path_text`` (as the user typed it) with ``kwargs`` in
     a child process and bring back what it returned (see the module docstring); ``shapes``
     is the expected shape of every key it may return; ``memory`` the child's address space
@@ -422,21 +476,35 @@ def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
     with tempfile.TemporaryDirectory(prefix="echo-rnn-grads-") as tmp:
         workdir = Path(tmp)
         np.savez(workdir / "problem.npz", **kwargs)
-        (workdir / "request.json").write_text(json.dumps({
-            "path": str(path.resolve()), "function": function, "shown": named,
-            "arrays": arrays, "shapes": {k: list(v) for k, v in shapes.items()},
-            "adapter": adapter, "search_dir": search_dir,
-            "memory": DEFAULT_MEMORY if memory is None else int(memory)}))
+        (workdir / "request.json").write_text(
+            json.dumps(
+                {
+                    "path": str(path.resolve()),
+                    "function": function,
+                    "shown": named,
+                    "arrays": arrays,
+                    "shapes": {k: list(v) for k, v in shapes.items()},
+                    "adapter": adapter,
+                    "search_dir": search_dir,
+                    "memory": DEFAULT_MEMORY if memory is None else int(memory),
+                }
+            )
+        )
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
         env["PYTHONUNBUFFERED"] = "1"
         start = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "echo_rnn.sandbox", str(workdir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         output = _Output(proc.stdout)
         timed_out = False
         try:
@@ -461,44 +529,66 @@ def run_in_child(path_text: str, function: str, kwargs: dict[str, np.ndarray],
         except OSError:
             stage = ""
         if status is None:
-            raise _no_status(where, shown, stage, timed_out, timeout, elapsed, proc.returncode,
-                             printed)
+            raise _no_status(
+                where, shown, stage, timed_out, timeout, elapsed, proc.returncode, printed
+            )
         kind = status.get("kind")
         if kind == "no-function":
             raise ConfigError("grads", str(status.get("text", ""))[:1000])
         if kind == "raised":
             raise _raised(status, where, shown, printed)
         if kind != "returned":
-            raise LearnerFailed("unreadable", f"{where}: what its process wrote back cannot "
-                                "be read", output=printed)
+            raise LearnerFailed(
+                "unreadable", f"{where}: what its process wrote back cannot be read", output=printed
+            )
         return _returned(status, workdir, shapes, where, printed)
 
 
-def _no_status(where: str, shown: str, stage: str, timed_out: bool, timeout: float,
-               elapsed: float, returncode: int, printed: str) -> LearnerFailed:
+def _no_status(
+    where: str,
+    shown: str,
+    stage: str,
+    timed_out: bool,
+    timeout: float,
+    elapsed: float,
+    returncode: int,
+    printed: str,
+) -> LearnerFailed:
     at_import = stage in ("", "import")
     who = shown if at_import else where
     if timed_out:
         if at_import:
-            return LearnerFailed("timeout", f"{shown} was still being imported after "
-                                 f"{timeout:g} s (--timeout) and was stopped: does it train or "
-                                 f"run a script at import? {MAIN_ADVICE}", output=printed)
-        return LearnerFailed("timeout", f"{where} did not return within {timeout:g} s "
-                             "(--timeout) and was stopped: does it loop forever, or wait? "
-                             "A larger --timeout gives a slow function more time",
-                             output=printed)
+            return LearnerFailed(
+                "timeout",
+                f"{shown} was still being imported after "
+                f"{timeout:g} s (--timeout) and was stopped: does it train or "
+                f"run a script at import? {MAIN_ADVICE}",
+                output=printed,
+            )
+        return LearnerFailed(
+            "timeout",
+            f"{where} did not return within {timeout:g} s "
+            "(--timeout) and was stopped: does it loop forever, or wait? "
+            "A larger --timeout gives a slow function more time",
+            output=printed,
+        )
     if returncode is not None and returncode < 0:
         what = f"crashed with {_signal_name(returncode)}"
-        line = (f"{shown} {what} at import" if at_import
-                else f"{where} {what} before it returned")
-        return LearnerFailed("crashed", f"{line}: its process died, no gradients came back",
-                             output=printed)
+        line = f"{shown} {what} at import" if at_import else f"{where} {what} before it returned"
+        return LearnerFailed(
+            "crashed", f"{line}: its process died, no gradients came back", output=printed
+        )
     if stage == "return":
-        return LearnerFailed("unreadable", f"{where} returned, but what it returned could not "
-                             "be brought back as arrays", output=printed)
-    line = (f"{who} ended its process with exit status {returncode} "
-            f"{'at import' if at_import else 'instead of returning its gradients'} "
-            "(os._exit?)")
+        return LearnerFailed(
+            "unreadable",
+            f"{where} returned, but what it returned could not be brought back as arrays",
+            output=printed,
+        )
+    line = (
+        f"{who} ended its process with exit status {returncode} "
+        f"{'at import' if at_import else 'instead of returning its gradients'} "
+        "(os._exit?)"
+    )
     if at_import:
         line += f": {MAIN_ADVICE}"
     return LearnerFailed("exited", line, output=printed)
@@ -512,23 +602,34 @@ def _raised(status: dict[str, Any], where: str, shown: str, printed: str) -> Lea
     who = shown if at_import else where
     if name == "SystemExit":
         code = status.get("code")
-        line = (f"{who} called sys.exit({'' if code is None else code}) "
-                f"{'at import' if at_import else 'instead of returning its gradients'}")
+        line = (
+            f"{who} called sys.exit({'' if code is None else code}) "
+            f"{'at import' if at_import else 'instead of returning its gradients'}"
+        )
         if at_import:
             line += f": {MAIN_ADVICE}"
         return LearnerFailed("exited", line, output=printed, error=f"SystemExit: {message}")
-    line = f"{who} raised {name}{' at import' if at_import else ''} (the traceback above is " \
-           "your code's)"
+    line = (
+        f"{who} raised {name}{' at import' if at_import else ''} (the traceback above is "
+        "your code's)"
+    )
     if at_import and name not in ("SyntaxError", "IndentationError", "TabError"):
         line += f"; if it runs a script at import, {MAIN_ADVICE}"
     if name == "MemoryError":
-        line += ("; it ran out of the memory its process may use (--memory, default "
-                 f"{DEFAULT_MEMORY >> 30} GiB)")
+        line += (
+            "; it ran out of the memory its process may use (--memory, default "
+            f"{DEFAULT_MEMORY >> 30} GiB)"
+        )
     return LearnerFailed(kind, line, tb, printed, error=f"{name}: {message}")
 
 
-def _returned(status: dict[str, Any], workdir: Path, shapes: dict[str, tuple[int, ...]],
-              where: str, printed: str) -> ChildResult:
+def _returned(
+    status: dict[str, Any],
+    workdir: Path,
+    shapes: dict[str, tuple[int, ...]],
+    where: str,
+    printed: str,
+) -> ChildResult:
     if status.get("not_mapping") is not None:
         return ChildResult(None, str(status["not_mapping"])[:100], output=printed)
     bound = 4096 + sum(8 * _numel(s) + 512 for s in shapes.values())
@@ -544,19 +645,27 @@ def _returned(status: dict[str, Any], workdir: Path, shapes: dict[str, tuple[int
                     raise ValueError("bad record")
                 if "array" in record:
                     a = data[str(record["array"])]
-                    if a.dtype != np.float64 or key not in shapes or \
-                            a.size not in (1, _numel(shapes[key])):
+                    if (
+                        a.dtype != np.float64
+                        or key not in shapes
+                        or a.size not in (1, _numel(shapes[key]))
+                    ):
                         raise ValueError("bad array")
                     values[key] = a
                 elif record.get("unexpected"):
                     values[str(key)[:60]] = Opaque("unexpected")
                 else:
                     shape = record.get("shape")
-                    values[key] = Opaque(str(record.get("what", "?"))[:200],
-                                         tuple(int(n) for n in shape) if shape else None)
+                    values[key] = Opaque(
+                        str(record.get("what", "?"))[:200],
+                        tuple(int(n) for n in shape) if shape else None,
+                    )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise LearnerFailed("unreadable", f"{where}: what its process wrote back cannot be "
-                            f"read ({type(exc).__name__})", output=printed) from None
+        raise LearnerFailed(
+            "unreadable",
+            f"{where}: what its process wrote back cannot be read ({type(exc).__name__})",
+            output=printed,
+        ) from None
     dtypes = {str(k): str(v)[:20] for k, v in dict(status.get("dtypes", {})).items()}
     layout = None
     if "layout" in status:
@@ -565,8 +674,9 @@ def _returned(status: dict[str, Any], workdir: Path, shapes: dict[str, tuple[int
         try:
             layout = Layout.from_json(status["layout"])
         except ValueError as exc:
-            raise LearnerFailed("unreadable", f"{where}: its layout cannot be read ({exc})",
-                                output=printed) from None
+            raise LearnerFailed(
+                "unreadable", f"{where}: its layout cannot be read ({exc})", output=printed
+            ) from None
     return ChildResult(values, None, dtypes, printed, layout)
 
 

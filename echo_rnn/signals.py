@@ -51,8 +51,9 @@ def terminate_raises() -> Iterator[None]:
 
 
 @contextmanager
-def stop_requests(on_signal: Callable[[int], None] | None = None,
-                  insist: bool = True) -> Iterator[list[int]]:
+def stop_requests(
+    on_signal: Callable[[int], None] | None = None, insist: bool = True
+) -> Iterator[list[int]]:
     """Turn SIGINT/SIGTERM/SIGHUP into a request to stop: yields a list that holds the signal
     numbers received, and calls ``on_signal(signum)`` for each. With ``insist``, a second
     signal acts as it did before (the user insists: KeyboardInterrupt, Terminated, or

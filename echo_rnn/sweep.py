@@ -69,13 +69,16 @@ def parse_int_list(text: str, setting: str, H: int | None = None) -> list[int]:
             if lo > hi:
                 raise ValueError
         except ValueError:
-            raise ConfigError(setting, f"must be a list like 1-8, 2,4,6 or 1-H+1, got "
-                                       f"{text!r}") from None
+            raise ConfigError(
+                setting, f"must be a list like 1-8, 2,4,6 or 1-H+1, got {text!r}"
+            ) from None
         if hi > MAX_SEED:
             raise ConfigError(setting, f"values must be at most {MAX_SEED}, got {hi}")
         if hi - lo + 1 + len(out) > MAX_POINTS:  # checked before the range is built
-            raise ConfigError(setting, f"at most {MAX_POINTS} values, got "
-                                       f"{hi - lo + 1 + len(out)} or more in {text!r}")
+            raise ConfigError(
+                setting,
+                f"at most {MAX_POINTS} values, got {hi - lo + 1 + len(out)} or more in {text!r}",
+            )
         out.update(range(lo, hi + 1))
     return sorted(out)
 
@@ -90,24 +93,36 @@ def point_name(config: TrainConfig) -> str:
 
 
 # The sweep's own flags for the settings its grid sets: an error names what the user typed.
-GRID_FLAGS = {"echo_step": "echo_steps", "hidden_size": "hidden_sizes", "seed": "seeds",
-              "run_name": "name"}
+GRID_FLAGS = {
+    "echo_step": "echo_steps",
+    "hidden_size": "hidden_sizes",
+    "seed": "seeds",
+    "run_name": "name",
+}
 
 
-def grid(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int],
-         sweep_dir: Path) -> list[TrainConfig]:
+def grid(
+    base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int], sweep_dir: Path
+) -> list[TrainConfig]:
     """One config per (H, k, seed), k from ``echo_steps[H]``, each validated; raises
     ConfigError for a bad point (or too many), naming the sweep's flag."""
     total = sum(len(ks) for ks in echo_steps.values()) * len(seeds)
     if total > MAX_POINTS:
-        raise ConfigError("seeds", f"the grid has {total} points; a sweep runs at most "
-                                   f"{MAX_POINTS}")
+        raise ConfigError(
+            "seeds", f"the grid has {total} points; a sweep runs at most {MAX_POINTS}"
+        )
     configs = []
     for H, ks in echo_steps.items():
         for k in ks:
             for seed in seeds:
-                c = replace(base, echo_step=k, hidden_size=H, seed=seed, logdir=str(sweep_dir),
-                            run_name=None)
+                c = replace(
+                    base,
+                    echo_step=k,
+                    hidden_size=H,
+                    seed=seed,
+                    logdir=str(sweep_dir),
+                    run_name=None,
+                )
                 c = replace(c, run_name=point_name(c))
                 try:
                     c.validate()
@@ -180,8 +195,9 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
     try:
         recorded = TrainConfig.from_dict(json.loads(spec.read_text())["base"], recorded=True)
     except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError("name", f"{spec} is not a readable sweep record; choose "
-                                  "another --name") from None
+        raise ConfigError(
+            "name", f"{spec} is not a readable sweep record; choose another --name"
+        ) from None
     diff = base.resume_changes(recorded)
     if base.steps < recorded.steps:
         diff.append("steps")
@@ -189,9 +205,11 @@ def check_rerun(sweep_dir: Path, base: TrainConfig) -> None:
         old, new = recorded.to_dict(), base.to_dict()
         changes = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff)
         raise ConfigError(
-            "name", f"the sweep in {sweep_dir} was run with other settings ({changes}); "
-                    "re-run it with the same settings (--steps may only be raised) or choose "
-                    "another --name")
+            "name",
+            f"the sweep in {sweep_dir} was run with other settings ({changes}); "
+            "re-run it with the same settings (--steps may only be raised) or choose "
+            "another --name",
+        )
 
 
 def _fresh(config: TrainConfig) -> bool:
@@ -230,7 +248,7 @@ def plan(configs: list[TrainConfig], population: int) -> list[TrainConfig | list
     chunks: list[list[TrainConfig]] = []
     for members in groups.values():
         members = sorted(members, key=_hardness, reverse=True)  # stable: seeds keep order
-        chunks += [members[i:i + population] for i in range(0, len(members), population)]
+        chunks += [members[i : i + population] for i in range(0, len(members), population)]
     chunks.sort(key=lambda chunk: (_hardness(chunk[0]), len(chunk)), reverse=True)
     return [chunk if len(chunk) > 1 else chunk[0] for chunk in chunks] + alone
 
@@ -239,15 +257,23 @@ def share(jobs: list[TrainConfig | list[TrainConfig]], ranks: int) -> list[list[
     """The points of each of ``ranks`` ranks: whole jobs (a population is never split over
     ranks), dealt largest first to the rank with the fewest points so far; deterministic, so
     every rank computes the same shares. Within a rank the jobs keep their order."""
-    order = sorted(range(len(jobs)), key=lambda j: -(len(jobs[j]) if isinstance(jobs[j], list)
-                                                      else 1))
+    order = sorted(
+        range(len(jobs)), key=lambda j: -(len(jobs[j]) if isinstance(jobs[j], list) else 1)
+    )
     load, owner = [0] * ranks, {}
     for j in order:
         rank = min(range(ranks), key=lambda r: (load[r], r))
         owner[j] = rank
         load[rank] += len(jobs[j]) if isinstance(jobs[j], list) else 1
-    return [[c for j, job in enumerate(jobs) if owner[j] == r
-             for c in (job if isinstance(job, list) else [job])] for r in range(ranks)]
+    return [
+        [
+            c
+            for j, job in enumerate(jobs)
+            if owner[j] == r
+            for c in (job if isinstance(job, list) else [job])
+        ]
+        for r in range(ranks)
+    ]
 
 
 def _failing_stops_the_sweep():
@@ -255,9 +281,9 @@ def _failing_stops_the_sweep():
         _stop.set()
 
 
-def run_population(configs: list[TrainConfig],
-                   progress: Callable[[int, int], None] | None = None
-                   ) -> list[dict[str, Any]] | None:
+def run_population(
+    configs: list[TrainConfig], progress: Callable[[int, int], None] | None = None
+) -> list[dict[str, Any]] | None:
     """Train fresh points as one population; their rows, or None if the sweep is stopping.
     ``progress``: :func:`~echo_rnn.population_train.train_population`'s."""
     _busy.set()
@@ -267,8 +293,9 @@ def run_population(configs: list[TrainConfig],
         _busy.clear()
 
 
-def _run_population(configs: list[TrainConfig],
-                    progress: Callable[[int, int], None] | None) -> list[dict[str, Any]] | None:
+def _run_population(
+    configs: list[TrainConfig], progress: Callable[[int, int], None] | None
+) -> list[dict[str, Any]] | None:
     if _stop is not None and _stop.is_set():
         return None
     for c in configs:
@@ -276,8 +303,9 @@ def _run_population(configs: list[TrainConfig],
         if run_dir.exists():
             shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
     try:
-        train_population(configs, stop=_stop.is_set if _stop is not None else None,
-                         progress=progress)
+        train_population(
+            configs, stop=_stop.is_set if _stop is not None else None, progress=progress
+        )
     except Exception:
         _failing_stops_the_sweep()
         raise
@@ -294,8 +322,9 @@ def needs_run(config: TrainConfig) -> bool:
     return done["stopped"] == "steps" and done["step"] < config.steps
 
 
-def run_point(config: TrainConfig,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
+def run_point(
+    config: TrainConfig, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any] | None:
     """Run (or finish, or extend, or just read) one grid point; None if the sweep is
     stopping. ``progress``: :func:`~echo_rnn.train.train`'s."""
     _busy.set()
@@ -314,8 +343,9 @@ def _reporting(run, job, j: int):
     return run(job, send)
 
 
-def _run_point(config: TrainConfig,
-               progress: Callable[[int, int], None] | None) -> dict[str, Any] | None:
+def _run_point(
+    config: TrainConfig, progress: Callable[[int, int], None] | None
+) -> dict[str, Any] | None:
     run_dir = Path(config.logdir) / config.run_name
     if needs_run(config):
         if _stop is not None and _stop.is_set():
@@ -326,8 +356,14 @@ def _run_point(config: TrainConfig,
             shutil.rmtree(run_dir)  # died before its first checkpoint: nothing was saved
         stop = _stop.is_set if _stop is not None else None
         try:
-            train(config, resume=resume, verbose=False, data_parallel=False, stop=stop,
-                  progress=progress)
+            train(
+                config,
+                resume=resume,
+                verbose=False,
+                data_parallel=False,
+                stop=stop,
+                progress=progress,
+            )
         except NonFiniteLoss:
             pass  # a result like any other: the point diverged, summary.json says so
         except Exception:
@@ -339,10 +375,24 @@ def _run_point(config: TrainConfig,
 def _row(config: TrainConfig) -> dict[str, Any]:
     """A finished point's row of results.csv, from its summary.json."""
     done = read_summary(Path(config.logdir) / config.run_name)
-    return {"echo_step": config.echo_step, "hidden_size": config.hidden_size,
-            "seed": config.seed, "solved": done["solved_step"] is not None,
-            **{k: done[k] for k in ("solved_step", "val_accuracy", "val_loss", "step",
-                                    "wall_time_s", "stopped", "run_dir")}}
+    return {
+        "echo_step": config.echo_step,
+        "hidden_size": config.hidden_size,
+        "seed": config.seed,
+        "solved": done["solved_step"] is not None,
+        **{
+            k: done[k]
+            for k in (
+                "solved_step",
+                "val_accuracy",
+                "val_loss",
+                "step",
+                "wall_time_s",
+                "stopped",
+                "run_dir",
+            )
+        },
+    }
 
 
 @dataclass
@@ -361,13 +411,19 @@ class SweepOutcome:
     def to_dict(self, sweep_dir: str) -> dict[str, Any]:
         """``sweep --json``'s object: the counts, the tables (once every point finished) and
         a row per point as in results.csv."""
-        return {"sweep_dir": sweep_dir, "total": self.total, "done": self.done,
-                "solved": self.solved,
-                "interrupted": (signal.Signals(self.interrupted).name
-                                if self.interrupted is not None else None),
-                "tables": ([f"{sweep_dir}/{f}" for f in self.TABLES]
-                           if self.done == self.total else []),
-                "rows": self.rows}
+        return {
+            "sweep_dir": sweep_dir,
+            "total": self.total,
+            "done": self.done,
+            "solved": self.solved,
+            "interrupted": (
+                signal.Signals(self.interrupted).name if self.interrupted is not None else None
+            ),
+            "tables": (
+                [f"{sweep_dir}/{f}" for f in self.TABLES] if self.done == self.total else []
+            ),
+            "rows": self.rows,
+        }
 
     def format(self, sweep_dir: str, echo_steps: dict[int, list[int]]) -> str:
         """What a finished sweep prints: the counts, the per-(k, H) table of results.md, and
@@ -375,17 +431,21 @@ class SweepOutcome:
         all_ks = sorted({k for ks in echo_steps.values() for k in ks})
         # results.md's table, without its title line
         table = results_markdown(summarize(self.rows), all_ks, list(echo_steps)).split("\n\n")[1]
-        return (f"{self.total} runs, {self.solved} solved; tables in {sweep_dir}/results.md, "
-                f"results.csv, heatmap.png\n{table}\n"
-                f"view it: tensorboard --logdir {shlex.quote(sweep_dir)}")
+        return (
+            f"{self.total} runs, {self.solved} solved; tables in {sweep_dir}/results.md, "
+            f"results.csv, heatmap.png\n{table}\n"
+            f"view it: tensorboard --logdir {shlex.quote(sweep_dir)}"
+        )
 
     def stopped_line(self) -> str:
         """The one line for a sweep a signal stopped (``interrupted`` is set)."""
         name = signal.Signals(self.interrupted).name
-        rest = ("the tables are written" if self.done == self.total
-                else "run the same command again to finish the rest")
-        return (f"stopped by {name}: {self.done} of {self.total} points finished and kept; "
-                f"{rest}")
+        rest = (
+            "the tables are written"
+            if self.done == self.total
+            else "run the same command again to finish the rest"
+        )
+        return f"stopped by {name}: {self.done} of {self.total} points finished and kept; {rest}"
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -414,8 +474,14 @@ def _job_label(configs: list[TrainConfig]) -> str:
     return f"H{configs[0].hidden_size} x{len(configs)} (k {k})"
 
 
-def _run_local(configs: list[TrainConfig], workers: int, label: str,
-               population: int = 1, out=None, progress: bool = True) -> SweepOutcome:
+def _run_local(
+    configs: list[TrainConfig],
+    workers: int,
+    label: str,
+    population: int = 1,
+    out=None,
+    progress: bool = True,
+) -> SweepOutcome:
     """Run ``configs`` in ``workers`` processes (fresh points in populations of at most
     ``population``), with a line per point on ``out`` (default: stdout) and, with
     ``progress``, the jobs' progress on stdout (:mod:`echo_rnn.progress`); on
@@ -426,11 +492,23 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
     jobs = plan(configs, population)
     members = [job if isinstance(job, list) else [job] for job in jobs]
     shown = SweepProgress.on(
-        sys.stdout, [Job(_job_label(m), len(m), m[0].steps,
-                         trains=not all(c.run_name in read_back for c in m)) for m in members],
-        len(configs), workers, label, enabled=progress,
+        sys.stdout,
+        [
+            Job(
+                _job_label(m),
+                len(m),
+                m[0].steps,
+                trains=not all(c.run_name in read_back for c in m),
+            )
+            for m in members
+        ],
+        len(configs),
+        workers,
+        label,
+        enabled=progress,
         # under torchrun the ranks share a terminal, where their bars would overwrite
-        bars=not distributed.current().enabled)
+        bars=not distributed.current().enabled,
+    )
 
     def record(done) -> int | None:
         """Record a job's rows; the step it ended at (None: it was stopping)."""
@@ -442,12 +520,20 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
     def record_row(row):
         rows.append(row)
         shown.point_done(row["solved"])
-        name = point_name(replace(configs[0], echo_step=row["echo_step"],
-                                  hidden_size=row["hidden_size"], seed=row["seed"]))
+        name = point_name(
+            replace(
+                configs[0],
+                echo_step=row["echo_step"],
+                hidden_size=row["hidden_size"],
+                seed=row["seed"],
+            )
+        )
         earlier = " (read back: finished by an earlier run)" if name in read_back else ""
-        shown.write(f"{label}k={row['echo_step']} H={row['hidden_size']} "
-                    f"seed={row['seed']}: {_verdict(row)}{earlier}",
-                    file=out if out is not None else sys.stdout)
+        shown.write(
+            f"{label}k={row['echo_step']} H={row['hidden_size']} "
+            f"seed={row['seed']}: {_verdict(row)}{earlier}",
+            file=out if out is not None else sys.stdout,
+        )
 
     def run(j: int):
         return run_population if isinstance(jobs[j], list) else run_point
@@ -459,8 +545,9 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
         ctx = mp.get_context("spawn")
         stop = ctx.Event()
         reports = ctx.Queue() if progress else None
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(stop, os.getpid(), reports))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(stop, os.getpid(), reports)
+        )
 
     # A signal stops the starting of points; a point that is training sees the event (or,
     # from a terminal, the signal itself), finishes its step and checkpoints.
@@ -485,13 +572,13 @@ def _run_local(configs: list[TrainConfig], workers: int, label: str,
                         shown.job_done(j, ended)
                     shown.tick()
             else:
-                futures = {pool.submit(_reporting, run(j), job, j): j
-                           for j, job in enumerate(jobs)}
+                futures = {pool.submit(_reporting, run(j), job, j): j for j, job in enumerate(jobs)}
                 pending = set(futures)
                 while pending:
                     # woken at least every REPORT_EVERY_S to show the reports that came in
-                    finished, pending = wait(pending, timeout=REPORT_EVERY_S,
-                                             return_when=FIRST_COMPLETED)
+                    finished, pending = wait(
+                        pending, timeout=REPORT_EVERY_S, return_when=FIRST_COMPLETED
+                    )
                     _show_reports(reports, shown)
                     for f in finished:
                         ended = None
@@ -529,9 +616,16 @@ def _show_reports(reports, shown: SweepProgress) -> None:
         shown.update(j, step, active)
 
 
-def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[int], name: str,
-              workers: int | None = None, population: int = 1, out=None,
-              progress: bool = True) -> SweepOutcome:
+def run_sweep(
+    base: TrainConfig,
+    echo_steps: dict[int, list[int]],
+    seeds: list[int],
+    name: str,
+    workers: int | None = None,
+    population: int = 1,
+    out=None,
+    progress: bool = True,
+) -> SweepOutcome:
     """Run the grid (this rank's share of it under torchrun); rank 0 writes the tables.
     ``echo_steps`` maps each hidden size to its echo steps; fresh points that can share a
     kernel train in populations of at most ``population`` (1: each alone); a line per
@@ -540,12 +634,12 @@ def run_sweep(base: TrainConfig, echo_steps: dict[int, list[int]], seeds: list[i
     elsewhere). The sweep's directory is locked while it runs (one sweep of a name at a
     time): :class:`~echo_rnn.locks.Busy` otherwise."""
     with ExitStack() as held:
-        return _run_sweep(base, echo_steps, seeds, name, workers, population, out, held,
-                          progress)
+        return _run_sweep(base, echo_steps, seeds, name, workers, population, out, held, progress)
 
 
-def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
-               held: ExitStack, progress: bool = True) -> SweepOutcome:
+def _run_sweep(
+    base, echo_steps, seeds, name, workers, population, out, held: ExitStack, progress: bool = True
+) -> SweepOutcome:
     d = distributed.current()
     sweep_dir = Path(base.logdir) / name
     configs = grid(base, echo_steps, seeds, sweep_dir)
@@ -554,8 +648,12 @@ def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
         workers = max(1, (os.cpu_count() or 1) // (local * base.threads))
     error = None
     if d.is_main:
-        spec = {"echo_steps": {str(H): ks for H, ks in echo_steps.items()}, "seeds": seeds,
-                "base": base.to_dict(), "points": len(configs)}
+        spec = {
+            "echo_steps": {str(H): ks for H, ks in echo_steps.items()},
+            "seeds": seeds,
+            "base": base.to_dict(),
+            "points": len(configs),
+        }
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             held.enter_context(DirLock(sweep_dir, "sweep"))
@@ -581,8 +679,10 @@ def _run_sweep(base, echo_steps, seeds, name, workers, population, out,
         return outcome
     # the points' own order (as configs lists them), not the order they finished in
     place = {c.run_name: i for i, c in enumerate(configs)}
-    rows = sorted((r for part, _ in gathered for r in part),
-                  key=lambda r: place.get(Path(r["run_dir"]).name, len(place)))
+    rows = sorted(
+        (r for part, _ in gathered for r in part),
+        key=lambda r: place.get(Path(r["run_dir"]).name, len(place)),
+    )
     interrupted = next((sig for _, sig in gathered if sig is not None), None)
     outcome = SweepOutcome(rows, len(rows), len(configs), interrupted)
     if len(rows) == len(configs):  # also when a signal came after the last point

@@ -61,8 +61,11 @@ def axis_ticks(n: int, px_per_unit: float, min_gap_px: float) -> list[int]:
         step = {1: 2, 2: 5, 5: 10}.get(int(str(step)[0]), 10) * 10 ** (len(str(step)) - 1)
     if (n - 1) * px_per_unit < min_gap_px:  # no room even for both ends: the start alone
         return [1]
-    inner = [t for t in range(step, n, step)
-             if (t - 1) * px_per_unit >= min_gap_px and (n - t) * px_per_unit >= min_gap_px]
+    inner = [
+        t
+        for t in range(step, n, step)
+        if (t - 1) * px_per_unit >= min_gap_px and (n - t) * px_per_unit >= min_gap_px
+    ]
     return [1, *inner, n]
 
 
@@ -78,10 +81,10 @@ def _max_magnitude_pool(m: np.ndarray, f: int) -> np.ndarray:
     band = max(1, (1 << 20) // max(C * f, 1))  # block rows per band: about 1M entries
     for b0 in range(0, r, band):
         b1 = min(r, b0 + band)
-        chunk = np.asarray(m[b0 * f:b1 * f], dtype=np.float64)
+        chunk = np.asarray(m[b0 * f : b1 * f], dtype=np.float64)
         # zeros pad a ragged edge: they never win against a block's largest magnitude
         padded = np.zeros(((b1 - b0) * f, c * f))
-        padded[:chunk.shape[0], :C] = chunk
+        padded[: chunk.shape[0], :C] = chunk
         blocks = padded.reshape(b1 - b0, f, c, f)
         hi, lo = blocks.max(axis=(1, 3)), blocks.min(axis=(1, 3))
         out[b0:b1] = np.where(hi >= -lo, hi, lo)
@@ -93,7 +96,7 @@ def _largest_magnitude(m: np.ndarray) -> float:
     big = 0.0
     step = max(1, (1 << 20) // max(m.shape[1], 1))
     for r0 in range(0, m.shape[0], step):
-        band = m[r0:r0 + step]
+        band = m[r0 : r0 + step]
         big = max(big, float(band.max()), -float(band.min()))
     return big
 
@@ -125,8 +128,9 @@ def heatmap_rgb(matrix: torch.Tensor | np.ndarray, cell: int = 32) -> np.ndarray
     return _heatmap(matrix, cell)[0]
 
 
-def _heatmap(matrix: torch.Tensor | np.ndarray, cell: int = 32
-             ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def _heatmap(
+    matrix: torch.Tensor | np.ndarray, cell: int = 32
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """:func:`heatmap_rgb`'s image and where the matrix lies in it (x0, y0, x1, y1), for a
     test to find the cells."""
     from PIL import Image, ImageDraw
@@ -194,8 +198,9 @@ def _heatmap(matrix: torch.Tensor | np.ndarray, cell: int = 32
     ramp = _diverging(np.linspace(1, -1, bar_h)[:, None]).repeat(12, axis=1)  # +max on top
     img.paste(Image.fromarray(ramp), (bar_x, top))
     draw.rectangle((bar_x - 1, top - 1, bar_x + 12, top + bar_h), outline=_GRID)
-    for text, y in zip(scale_labels, (top, top + bar_h / 2 - label_h / 2 - 1,
-                                      top + bar_h - label_h - 2)):
+    for text, y in zip(
+        scale_labels, (top, top + bar_h / 2 - label_h / 2 - 1, top + bar_h - label_h - 2)
+    ):
         draw.text((bar_x + 16, y), text, fill="black", font=small_font)
     return np.asarray(img), (left, top, left + mat_w, top + mat_h)
 
@@ -231,9 +236,13 @@ def sequence_rgb(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> np.nd
     wraps to a second line where it does not fit on one."""
     from PIL import Image, ImageDraw
 
-    rows = np.stack([_as_numpy(x).astype(np.float64).reshape(-1),
-                     _as_numpy(y).astype(np.float64).reshape(-1),
-                     np.clip(_as_numpy(y_hat).astype(np.float64).reshape(-1), 0, 1)])
+    rows = np.stack(
+        [
+            _as_numpy(x).astype(np.float64).reshape(-1),
+            _as_numpy(y).astype(np.float64).reshape(-1),
+            np.clip(_as_numpy(y_hat).astype(np.float64).reshape(-1), 0, 1),
+        ]
+    )
     T = rows.shape[1]
 
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -249,8 +258,11 @@ def sequence_rgb(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> np.nd
     ch, top = 16, 6
     width = min(max(left + span + 10, MIN_WIDTH), CARD_WIDTH)
 
-    key = [((0, 0, 0), "1"), ((255, 255, 255), "0"),
-           ((140, 140, 140), "prediction between (clipped to [0, 1])")]
+    key = [
+        ((0, 0, 0), "1"),
+        ((255, 255, 255), "0"),
+        ((140, 140, 140), "prediction between (clipped to [0, 1])"),
+    ]
     key_lines: list[list[tuple[tuple[int, int, int], str, int]]] = [[]]
     kx = 4
     for colour, text in key:  # (colour, text, x) a line, a new line where one is full
@@ -329,8 +341,11 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     note = ""
     if zero.any():
         n_zero = int(zero.sum())
-        note = (f"= 0 at all {T} steps" if n_zero == T
-                else f"= 0 at {n_zero} step{'s' if n_zero > 1 else ''}")
+        note = (
+            f"= 0 at all {T} steps"
+            if n_zero == T
+            else f"= 0 at {n_zero} step{'s' if n_zero > 1 else ''}"
+        )
     if positive.any():
         lo = math.floor(math.log10(v[positive].min()))
         hi = max(math.ceil(math.log10(v[positive].max())), lo + 1)
@@ -347,8 +362,10 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     log_bottom = bottom - (label_h + 8) if zero.any() else bottom
     ylabel = "||dJ/dh_t||"
     ylabel_w = _text_size(draw, ylabel, small_font)[1] + 2  # rotated: its height is its width
-    tick_w = max([_text_size(draw, _decade_label(d), small_font)[0] for d in decades]
-                 + [_text_size(draw, "0", small_font)[0]])
+    tick_w = max(
+        [_text_size(draw, _decade_label(d), small_font)[0] for d in decades]
+        + [_text_size(draw, "0", small_font)[0]]
+    )
     left = 2 + ylabel_w + 2 + tick_w + 4
     right = width - 8
 
@@ -377,20 +394,31 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     for d in decades:
         if (d - lo) % every and d != hi:
             continue
-        if (d == hi and (hi - lo) % every
-                and (hi - lo) % every * (log_bottom - top) / (hi - lo) < label_h + 3):
+        if (
+            d == hi
+            and (hi - lo) % every
+            and (hi - lo) % every * (log_bottom - top) / (hi - lo) < label_h + 3
+        ):
             continue  # the top decade would crowd the last one labelled
         y = float(y_of(d))
         if top < y < log_bottom:
             draw.line((left + 1, y, right - 1, y), fill=(228, 228, 228))
         draw.line((left - 3, y, left, y), fill="black")
         text = _decade_label(d)
-        draw.text((left - 5 - _text_size(draw, text, small_font)[0], y - label_h / 2 - 2), text,
-                  fill="black", font=small_font)
+        draw.text(
+            (left - 5 - _text_size(draw, text, small_font)[0], y - label_h / 2 - 2),
+            text,
+            fill="black",
+            font=small_font,
+        )
     if zero.any():
         draw.line((left + 1, log_bottom + 3, right - 1, log_bottom + 3), fill=(228, 228, 228))
-        draw.text((left - 5 - _text_size(draw, "0", small_font)[0], bottom - 5 - label_h / 2 - 2),
-                  "0", fill=_ZERO, font=small_font)
+        draw.text(
+            (left - 5 - _text_size(draw, "0", small_font)[0], bottom - 5 - label_h / 2 - 2),
+            "0",
+            fill=_ZERO,
+            font=small_font,
+        )
     draw.rectangle((left, top, right, bottom), outline=_GRID)
 
     span = right - left
@@ -399,15 +427,23 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
         return left + span * (np.asarray(t, dtype=np.float64) - 1) / max(T - 1, 1)
 
     gap = _text_size(draw, str(T), small_font)[0] + 10
-    draw.text((left - 8 - _text_size(draw, "t", small_font)[0], bottom + 4), "t", fill="black",
-              font=small_font)
+    draw.text(
+        (left - 8 - _text_size(draw, "t", small_font)[0], bottom + 4),
+        "t",
+        fill="black",
+        font=small_font,
+    )
     for t in axis_ticks(T, span / max(T - 1, 1), gap):
         xt = float(x_of(t))
         text = str(t)
         w = _text_size(draw, text, small_font)[0]
         draw.line((xt, bottom, xt, bottom + 3), fill="black")
-        draw.text((min(max(xt - w / 2, left - 2), width - w - 2), bottom + 4), text,
-                  fill="black", font=small_font)
+        draw.text(
+            (min(max(xt - w / 2, left - 2), width - w - 2), bottom + 4),
+            text,
+            fill="black",
+            font=small_font,
+        )
 
     t_all = np.arange(1, T + 1)
     if zero.any():
@@ -439,8 +475,9 @@ def custom_scalars_layout(charts: dict[str, list[str]], category: str = "echo-rn
     and merges them, a chart that is already there once."""
     from torch.utils.tensorboard.summary import custom_scalars
 
-    return custom_scalars({category: {title: ["Multiline", tags]
-                                      for title, tags in charts.items()}})
+    return custom_scalars(
+        {category: {title: ["Multiline", tags] for title, tags in charts.items()}}
+    )
 
 
 # Settings that say where a run is kept, not what it is: the trial's name (its path under
@@ -479,8 +516,11 @@ def hparams_summaries(config: dict[str, Any]) -> list:
 
     def summary(tag: str, **data) -> Summary:
         content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
-        return Summary(value=[Summary.Value(tag=tag,
-                                            metadata=metadata.create_summary_metadata(content))])
+        return Summary(
+            value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(content))]
+        )
 
-    return [summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
-            summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)]
+    return [
+        summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
+        summary(metadata.SESSION_END_INFO_TAG, session_end_info=end),
+    ]

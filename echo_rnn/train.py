@@ -72,6 +72,7 @@ class TrainResult:
 
     def format(self, config: TrainConfig) -> str:
         """The lines after the run: its verdict, where it is saved, how to view it."""
+
         def at(step: int) -> str:  # the notebook's schedule counts epochs of seq_len updates
             if config.schedule == "notebook":
                 return f"step {step} (epoch {step // config.seq_len})"
@@ -81,20 +82,33 @@ class TrainResult:
             verdict = f"solved at {at(self.solved_step)}"
         else:
             verdict = f"not solved after {self.step} steps" + (
-                f" ({self.step // config.seq_len} epochs)" if config.schedule == "notebook"
-                else "")
+                f" ({self.step // config.seq_len} epochs)" if config.schedule == "notebook" else ""
+            )
         # the run's own parent, not config.logdir: a resumed run may have been moved since
         view = shlex.quote(str(Path(self.run_dir).parent))
-        return (f"{verdict}: val_acc {self.val_accuracy:.4f}, val_loss {self.val_loss:.5f}, "
-                f"{self.wall_time_s:.1f}s on {self.device} with the {self.backend} backend\n"
-                f"weights sha256 {self.weights_sha256}\n"
-                f"run saved in {self.run_dir}\n"
-                f"view it: tensorboard --logdir {view}")
+        return (
+            f"{verdict}: val_acc {self.val_accuracy:.4f}, val_loss {self.val_loss:.5f}, "
+            f"{self.wall_time_s:.1f}s on {self.device} with the {self.backend} backend\n"
+            f"weights sha256 {self.weights_sha256}\n"
+            f"run saved in {self.run_dir}\n"
+            f"view it: tensorboard --logdir {view}"
+        )
 
 
-def run_state(config: TrainConfig, *, step: int, model: dict, optimizer: dict,
-              rng: torch.Tensor, curriculum: dict, window: list, solved_step: int | None,
-              wall_time_s: float, last_eval: dict, train_loss: float | None) -> dict[str, Any]:
+def run_state(
+    config: TrainConfig,
+    *,
+    step: int,
+    model: dict,
+    optimizer: dict,
+    rng: torch.Tensor,
+    curriculum: dict,
+    window: list,
+    solved_step: int | None,
+    wall_time_s: float,
+    last_eval: dict,
+    train_loss: float | None,
+) -> dict[str, Any]:
     """What a checkpoint holds of a run, train's or a population member's alike (the
     checkpoint adds the event files' sizes)."""
     return {
@@ -134,9 +148,11 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int, step: int, run_dir: Path) -> None:
         self.signum, self.step, self.run_dir = signum, step, run_dir
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after step {step}; checkpoint saved in {run_dir}"
-                         if step >= 0 else f"stopped by {name} before the run started; "
-                         "nothing was written")
+        super().__init__(
+            f"stopped by {name} after step {step}; checkpoint saved in {run_dir}"
+            if step >= 0
+            else f"stopped by {name} before the run started; nothing was written"
+        )
 
     def __reduce__(self):  # crosses process boundaries in a sweep's worker pool
         return (type(self), (self.signum, self.step, self.run_dir))
@@ -148,12 +164,16 @@ def diverged_message(config: TrainConfig, run_dir: Path, step: int, what: float 
     c = config
     ckpt = checkpoint_path(run_dir)
     remedy = f"lower --lr (now {c.lr:g})"
-    remedy += (" or add --grad-clip 1.0" if c.grad_clip is None
-               else f" or --grad-clip (now {c.grad_clip:g})")
+    remedy += (
+        " or add --grad-clip 1.0"
+        if c.grad_clip is None
+        else f" or --grad-clip (now {c.grad_clip:g})"
+    )
     if c.init_std > 1 or (c.input_init_std or 0) > 1:
         remedy += " or a smaller --init-std / --input-init-std"
-    saved = (f"the last good checkpoint is {ckpt}" if ckpt.exists()
-             else "no checkpoint was saved yet")
+    saved = (
+        f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was saved yet"
+    )
     what = f"loss became {what}" if isinstance(what, float) else f"{what}"
     return f"{what} at step {step}; stopped, {saved}; try {remedy}"
 
@@ -187,8 +207,10 @@ class _Unlogged:
         # Under torchrun each rank has the loss of its share; their mean is the global batch's.
         if dist.enabled:
             values = distributed.all_reduce_mean_(values)
-        rows = self.carried + [(s, loss, norm, lr) for (s, _, _, lr), (loss, norm)
-                               in zip(self.pending, values.tolist())]
+        rows = self.carried + [
+            (s, loss, norm, lr)
+            for (s, _, _, lr), (loss, norm) in zip(self.pending, values.tolist())
+        ]
         self.pending.clear()
         self.carried = []
         return rows
@@ -197,8 +219,14 @@ class _Unlogged:
 class _Trainer:
     """One run's state and its steps; :func:`train` drives it."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device, verbose: bool,
-                 dist: distributed.Dist):
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        device: torch.device,
+        verbose: bool,
+        dist: distributed.Dist,
+    ):
         self.config, self.run_dir, self.device = config, run_dir, device
         self.dist = dist
         self.verbose = verbose and self.dist.is_main
@@ -211,25 +239,33 @@ class _Trainer:
         # The compiled kernel trains a population of one: the model's parameters are views
         # of its row, which each step updates in place; its streams are counters.
         self.members = Members([c]) if self.backend == "compiled" else None
-        self.model = (self.members.model(0, alias=True) if self.members is not None
-                      else model_from_config(c).to(device))
+        self.model = (
+            self.members.model(0, alias=True)
+            if self.members is not None
+            else model_from_config(c).to(device)
+        )
         self.net = self.model
         if self.dist.enabled:  # averages the gradients of the ranks' shares
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.optimizer = (make_optimizer(c, self.model.parameters()) if self.members is None
-                          else None)
-        self.gen = (torch.Generator(device=device).manual_seed(c.seed) if self.members is None
-                    else None)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.optimizer = (
+            make_optimizer(c, self.model.parameters()) if self.members is None else None
+        )
+        self.gen = (
+            torch.Generator(device=device).manual_seed(c.seed) if self.members is None else None
+        )
         if c.schedule == "notebook":  # one fixed training set, drawn first from the stream
-            self.fixed = make_echo_batch(c.batch_size, c.seq_len, c.echo_step,
-                                         generator=self.gen, device=device)
+            self.fixed = make_echo_batch(
+                c.batch_size, c.seq_len, c.echo_step, generator=self.gen, device=device
+            )
         if self.members is not None:
             self.val = held_out(c)
         else:
             val_gen = torch.Generator(device=device).manual_seed(c.seed + VAL_SEED_OFFSET)
-            self.val = make_echo_batch(c.val_size, c.seq_len, c.echo_step, generator=val_gen,
-                                       device=device)
+            self.val = make_echo_batch(
+                c.val_size, c.seq_len, c.echo_step, generator=val_gen, device=device
+            )
         self.step = 0
         self.curriculum = Curriculum.from_config(c)
         self.solved_step: int | None = None
@@ -248,12 +284,18 @@ class _Trainer:
     def state(self, elapsed: float) -> dict[str, Any]:
         ms = self.members
         return run_state(
-            self.config, step=self.step, model=self.model.state_dict(),
+            self.config,
+            step=self.step,
+            model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict() if ms is None else ms.optimizer_state(0),
             rng=self.gen.get_state() if ms is None else ms.rng_state(0),
-            curriculum=self.curriculum.state_dict(), window=self.unlogged.window(),
-            solved_step=self.solved_step, wall_time_s=self.wall_before + elapsed,
-            last_eval=self.last_eval, train_loss=self.last_train_loss)
+            curriculum=self.curriculum.state_dict(),
+            window=self.unlogged.window(),
+            solved_step=self.solved_step,
+            wall_time_s=self.wall_before + elapsed,
+            last_eval=self.last_eval,
+            train_loss=self.last_train_loss,
+        )
 
     def load(self, state: dict[str, Any], path: Path) -> None:
         try:
@@ -286,7 +328,8 @@ class _Trainer:
         # The norm is wanted for logging even without clipping; an infinite bound clips nothing.
         c = self.config
         norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf)
+            self.model.parameters(), c.grad_clip if c.grad_clip is not None else math.inf
+        )
         try:
             self.optimizer.step()
         except RuntimeError as exc:  # an update too large for the dtype (--lr 1e38)
@@ -301,8 +344,12 @@ class _Trainer:
         return loss.detach(), self._update(loss)
 
     def _state_tensors(self) -> list[torch.Tensor]:
-        opt = [t for st in self.optimizer.state.values() for t in st.values()
-               if isinstance(t, torch.Tensor)]
+        opt = [
+            t
+            for st in self.optimizer.state.values()
+            for t in st.values()
+            if isinstance(t, torch.Tensor)
+        ]
         return [p.detach() for p in self.model.parameters()] + opt
 
     def capture_graph(self) -> None:
@@ -322,8 +369,11 @@ class _Trainer:
                 else:  # created by the warm-up: a fresh Adam state is all zeros
                     t.zero_()
 
-        self.graph = capture(lambda: self._batch_step(self.static_x, self.static_y),
-                             device=self.device, after_warmup=restore)
+        self.graph = capture(
+            lambda: self._batch_step(self.static_x, self.static_y),
+            device=self.device,
+            after_warmup=restore,
+        )
 
     def train_step(self) -> None:
         c = self.config
@@ -331,13 +381,13 @@ class _Trainer:
             loss, norm, _ = self.members.step()  # non-finite: caught at the next point
             self.step += 1
             self.batch = True
-            self.unlogged.pending.append((self.step, loss[0], norm[0],
-                                          float(self.members.lr[0])))
+            self.unlogged.pending.append((self.step, loss[0], norm[0], float(self.members.lr[0])))
             self._schedule()
             return
         if c.schedule == "batch":
-            x, y = make_echo_batch(c.batch_size, c.seq_len, self.curriculum.k,
-                                   generator=self.gen, device=self.device)
+            x, y = make_echo_batch(
+                c.batch_size, c.seq_len, self.curriculum.k, generator=self.gen, device=self.device
+            )
             x, y = x[self.share], y[self.share]
             if c.cuda_graph:
                 self.static_x.copy_(x)
@@ -380,8 +430,11 @@ class _Trainer:
         rows = self.unlogged.take(self.dist)
         for s, loss, norm, _ in rows:
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                raise NonFiniteLoss(self.diverged(
-                    s, loss if not math.isfinite(loss) else f"gradient norm became {norm}"))
+                raise NonFiniteLoss(
+                    self.diverged(
+                        s, loss if not math.isfinite(loss) else f"gradient norm became {norm}"
+                    )
+                )
         self.last_train_loss, self.last_grad_norm = rows[-1][1], rows[-1][2]
         return rows
 
@@ -414,8 +467,13 @@ class _Trainer:
             return self._evaluate_compiled(vx, vy, k)
         y_hat, _ = self.model(vx)
         # the prediction does not depend on k, only the targets do
-        metrics = torch.stack([echo_loss(y_hat, vy), bit_accuracy(y_hat, vy, c.echo_step),
-                               bit_accuracy(y_hat, echo_targets(vx, k), k)])
+        metrics = torch.stack(
+            [
+                echo_loss(y_hat, vy),
+                bit_accuracy(y_hat, vy, c.echo_step),
+                bit_accuracy(y_hat, echo_targets(vx, k), k),
+            ]
+        )
         if self.dist.enabled:  # rank 0's verdict, so that every rank stops at the same step
             torch.distributed.broadcast(metrics, src=0)
         val_loss, val_acc, acc_k = metrics.tolist()
@@ -423,18 +481,25 @@ class _Trainer:
             raise NonFiniteLoss(self.diverged(self.step, f"held-out loss {val_loss}"))
         return {"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k}, y_hat
 
-    def _evaluate_compiled(self, vx: torch.Tensor, vy: torch.Tensor, k: int
-                           ) -> tuple[dict[str, float], torch.Tensor]:
+    def _evaluate_compiled(
+        self, vx: torch.Tensor, vy: torch.Tensor, k: int
+    ) -> tuple[dict[str, float], torch.Tensor]:
         ms, c = self.members, self.config
-        val_loss, val_acc = (v.item() for v in ms.evaluate(
-            vx[None], vy[None], torch.tensor([c.echo_step])))
-        acc_k = val_acc if k == c.echo_step else ms.evaluate(
-            vx[None], echo_targets(vx, k)[None], torch.tensor([k]))[1].item()
+        val_loss, val_acc = (
+            v.item() for v in ms.evaluate(vx[None], vy[None], torch.tensor([c.echo_step]))
+        )
+        acc_k = (
+            val_acc
+            if k == c.echo_step
+            else ms.evaluate(vx[None], echo_targets(vx, k)[None], torch.tensor([k]))[1].item()
+        )
         if not math.isfinite(val_loss):
             raise NonFiniteLoss(self.diverged(self.step, f"held-out loss {val_loss}"))
         # the first sequence's prediction is all an evaluation shows
-        return ({"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k},
-                ms.predictions(0, vx[:1]))
+        return (
+            {"val_loss": val_loss, "val_accuracy": val_acc, "accuracy_at_k": acc_k},
+            ms.predictions(0, vx[:1]),
+        )
 
     def shown_model(self) -> torch.nn.Module:
         """The model as the pictures show it: with its last batch's gradients (the compiled
@@ -448,8 +513,11 @@ class _Trainer:
 
     def record(self, metrics: dict[str, float]) -> None:
         """What an evaluation decides: solved, and whether the curriculum moves on."""
-        self.last_eval = {"step": self.step, "val_loss": metrics["val_loss"],
-                          "val_accuracy": metrics["val_accuracy"]}
+        self.last_eval = {
+            "step": self.step,
+            "val_loss": metrics["val_loss"],
+            "val_accuracy": metrics["val_accuracy"],
+        }
         if metrics["val_accuracy"] >= self.config.target_accuracy and self.solved_step is None:
             self.solved_step = self.step
         self.curriculum.observe(self.step, metrics["accuracy_at_k"])
@@ -462,8 +530,11 @@ class _Trainer:
 
     def compare_due(self) -> bool:
         last = self.solved_step == self.step or self.step >= self.config.steps
-        return (self.batch is not None and self.dist.is_main
-                and compare_due(self.config, self.step, last))
+        return (
+            self.batch is not None
+            and self.dist.is_main
+            and compare_due(self.config, self.step, last)
+        )
 
     def kernel_vs_autograd(self) -> float:
         batch = self.members.last_batch(0) if self.members is not None else self.batch
@@ -479,8 +550,9 @@ class _Trainer:
         self.check_finite()
         if self.dist.is_main:
             self.home.check(self.step, self.saved_step)
-            save_checkpoint(checkpoint_path(self.run_dir), {**self.state(elapsed),
-                                                             "events": events}, durable)
+            save_checkpoint(
+                checkpoint_path(self.run_dir), {**self.state(elapsed), "events": events}, durable
+            )
         self.saved_step = self.step
 
 
@@ -535,9 +607,16 @@ def train(
         return _train(config, resume, verbose, data_parallel, received, stop, held, progress)
 
 
-def _train(config: TrainConfig, resume, verbose: bool, data_parallel: bool,
-           received: list[int], external_stop: Callable[[], bool] | None,
-           held: ExitStack, progress: Callable[[int, int], None] | None = None) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    resume,
+    verbose: bool,
+    data_parallel: bool,
+    received: list[int],
+    external_stop: Callable[[], bool] | None,
+    held: ExitStack,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
     d, device = _placement(config, data_parallel)
     run_dir, resumed = rundir.claim(config, resume, d, held)
     home = held.enter_context(rundir.HeldDir(run_dir)) if d.is_main else None
@@ -556,8 +635,10 @@ def _placement(config: TrainConfig, data_parallel: bool) -> tuple[distributed.Di
     d = distributed.current() if data_parallel else distributed.Dist()
     if d.enabled:
         if config.batch_size % d.world_size:
-            raise ConfigError("batch_size", f"must be divisible by the {d.world_size} "
-                                            f"processes, got {config.batch_size}")
+            raise ConfigError(
+                "batch_size",
+                f"must be divisible by the {d.world_size} processes, got {config.batch_size}",
+            )
         if config.cuda_graph:
             raise ConfigError("cuda_graph", "not supported under torchrun")
         if device.type == "cuda":
@@ -579,9 +660,16 @@ class _Clock:
         return time.perf_counter() - self.start
 
 
-def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: torch.device,
-           verbose: bool, d: distributed.Dist, elapsed: _Clock,
-           home: rundir.HeldDir | None) -> tuple[_Trainer, RunLog]:
+def _start(
+    config: TrainConfig,
+    run_dir: Path,
+    resumed: Resumed | None,
+    device: torch.device,
+    verbose: bool,
+    d: distributed.Dist,
+    elapsed: _Clock,
+    home: rundir.HeldDir | None,
+) -> tuple[_Trainer, RunLog]:
     """The trainer and its log, the run's state read back on a resume, or evaluated and
     checkpointed at step 0 for a new one. A failure here leaves a run directory that resumes,
     or none: a new run that wrote no checkpoint is removed (a restarted one keeps its config)."""
@@ -596,14 +684,22 @@ def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
             if trainer.verbose:
                 print(f"resuming {run_dir.name} from step {trainer.step}", file=sys.stderr)
         elif resumed is not None and trainer.verbose:
-            print(f"resuming {run_dir.name} from step 0: it stopped before its first "
-                  "checkpoint, so it starts again with its recorded config", file=sys.stderr)
+            print(
+                f"resuming {run_dir.name} from step 0: it stopped before its first "
+                "checkpoint, so it starts again with its recorded config",
+                file=sys.stderr,
+            )
         if config.cuda_graph:
             trainer.capture_graph()
-        log = RunLog(run_dir, config, main=d.is_main, verbose=verbose,
-                     resumed_at=trainer.step if saved is not None else None,
-                     event_sizes=saved.get("events") if saved is not None else None,
-                     wall_before=trainer.wall_before)
+        log = RunLog(
+            run_dir,
+            config,
+            main=d.is_main,
+            verbose=verbose,
+            resumed_at=trainer.step if saved is not None else None,
+            event_sizes=saved.get("events") if saved is not None else None,
+            wall_before=trainer.wall_before,
+        )
         if saved is None:
             log.config_text()
             _evaluate(trainer, log, elapsed())
@@ -623,9 +719,14 @@ def _start(config: TrainConfig, run_dir: Path, resumed: Resumed | None, device: 
         raise
 
 
-def _loop(trainer: _Trainer, log: RunLog, received: list[int],
-          external_stop: Callable[[], bool] | None, elapsed: _Clock,
-          progress: Callable[[int, int], None] | None = None) -> TrainResult:
+def _loop(
+    trainer: _Trainer,
+    log: RunLog,
+    received: list[int],
+    external_stop: Callable[[], bool] | None,
+    elapsed: _Clock,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
     """The loop: a step, its scalars every log_every steps, an evaluation and a checkpoint
     every eval_every, and a stop after any step once a signal (or the sweep) asks."""
     config, d = trainer.config, trainer.dist
@@ -658,8 +759,9 @@ def _loop(trainer: _Trainer, log: RunLog, received: list[int],
                 # draws the same points as one never stopped
                 if not is_eval:
                     _checkpoint(trainer, log, elapsed(), durable=True)
-                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, s,
-                                          trainer.run_dir)
+                raise TrainingInterrupted(
+                    received[0] if received else signal.SIGTERM, s, trainer.run_dir
+                )
         if received:  # arrived during start-up; the first checkpoint is written
             _checkpoint(trainer, log, elapsed(), durable=True)
             raise TrainingInterrupted(received[0], trainer.step, trainer.run_dir)
@@ -687,10 +789,18 @@ def _evaluate(trainer: _Trainer, log: RunLog, elapsed: float) -> None:
     last = trainer.solved_step is not None or trainer.step >= trainer.config.steps
     # the flow is drawn with the pictures: computed only when they are due
     draw = trainer.dist.is_main and log.pictures_due(trainer.step, last)
-    log.evaluation(trainer.step, metrics, trainer.shown_model() if draw else trainer.model,
-                   (vx[0], vy[0], y_hat[0]),
-                   trainer.curriculum.k, trainer.last_train_loss, trainer.last_grad_norm,
-                   elapsed, flow=trainer.gradient_flow() if draw else None, last=last)
+    log.evaluation(
+        trainer.step,
+        metrics,
+        trainer.shown_model() if draw else trainer.model,
+        (vx[0], vy[0], y_hat[0]),
+        trainer.curriculum.k,
+        trainer.last_train_loss,
+        trainer.last_grad_norm,
+        elapsed,
+        flow=trainer.gradient_flow() if draw else None,
+        last=last,
+    )
     if trainer.compare_due():
         log.kernel_vs_autograd(trainer.step, trainer.kernel_vs_autograd())
 
@@ -707,11 +817,18 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
     writes them again: once, with the run's last settings."""
     ev = trainer.last_eval
     result = TrainResult(
-        run_dir=str(trainer.run_dir), step=trainer.step, train_loss=trainer.last_train_loss,
-        val_loss=ev.get("val_loss", math.nan), val_accuracy=ev.get("val_accuracy", math.nan),
-        solved_step=trainer.solved_step, wall_time_s=trainer.wall_before + elapsed,
-        device=str(trainer.device), backend=trainer.backend, stopped=stopped,
-        weights_sha256=weights_digest(trainer.model.state_dict()))
+        run_dir=str(trainer.run_dir),
+        step=trainer.step,
+        train_loss=trainer.last_train_loss,
+        val_loss=ev.get("val_loss", math.nan),
+        val_accuracy=ev.get("val_accuracy", math.nan),
+        solved_step=trainer.solved_step,
+        wall_time_s=trainer.wall_before + elapsed,
+        device=str(trainer.device),
+        backend=trainer.backend,
+        stopped=stopped,
+        weights_sha256=weights_digest(trainer.model.state_dict()),
+    )
     if trainer.dist.is_main:
         trainer.home.check(trainer.step, trainer.saved_step)
         write_outcome(result, log)
@@ -720,6 +837,7 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
 
 # What an evaluation shows besides the metrics, for one model (train's, or a population
 # member's: echo_rnn.population_train uses these too).
+
 
 def compare_due(config: TrainConfig, step: int, last: bool) -> bool:
     """The kernel is compared with autograd at the first evaluation that has a batch,

@@ -73,6 +73,14 @@ def back(most: int, x, y, U, V, w, b=None, h0=None) -> list[dict[str, torch.Tens
             carry = dz @ U  # (B, n, H): one step further back
         else:
             carry = torch.zeros_like(hs[:, :1])
-        out.append({"U": dU.clone(), "V": dV.clone(), "w": dw, "b": db.clone(),
-                    "h0": dh0.clone(), "dh": dh.clone()})
+        out.append(
+            {
+                "U": dU.clone(),
+                "V": dV.clone(),
+                "w": dw,
+                "b": db.clone(),
+                "h0": dh0.clone(),
+                "dh": dh.clone(),
+            }
+        )
     return out

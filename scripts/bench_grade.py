@@ -32,11 +32,27 @@ FUNCTION = "rnn_bptt"
 def notebook(code: str) -> str:
     """A notebook whose code cells hold ``code``, with a magic and a shell line as a student
     leaves them."""
-    cells = [["%matplotlib inline\n", "!pip install numpy\n", "import numpy as np\n"],
-             code.splitlines(keepends=True)]
-    return json.dumps({"cells": [{"cell_type": "code", "source": c, "metadata": {},
-                                  "outputs": [], "execution_count": None} for c in cells],
-                       "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    cells = [
+        ["%matplotlib inline\n", "!pip install numpy\n", "import numpy as np\n"],
+        code.splitlines(keepends=True),
+    ]
+    return json.dumps(
+        {
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "source": c,
+                    "metadata": {},
+                    "outputs": [],
+                    "execution_count": None,
+                }
+                for c in cells
+            ],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
 
 
 def write_class(folder: Path) -> int:
@@ -51,8 +67,7 @@ def write_class(folder: Path) -> int:
         n += 1
     for i in range(4):
         m = placements[(3 * i + 1) % len(placements)]
-        (folder / f"n{i:02d}-{student_name([m])}.ipynb").write_text(
-            notebook(source(LAYOUT, [m])))
+        (folder / f"n{i:02d}-{student_name([m])}.ipynb").write_text(notebook(source(LAYOUT, [m])))
         n += 1
     hostile = {
         "h0-syntax.py": "def rnn_bptt(:\n",
@@ -72,8 +87,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--timeout", type=float, default=10.0)
-    p.add_argument("--keep", metavar="DIR", default=None,
-                   help="write the class and the reports here, and keep them")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        default=None,
+        help="write the class and the reports here, and keep them",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
@@ -81,10 +100,27 @@ def main() -> int:
         cls.mkdir(parents=True, exist_ok=True)
         n = write_class(cls)
         (root / "layout.toml").write_text(layout_toml(LAYOUT))
-        cmd = [sys.executable, "-m", "echo_rnn", "grade", str(cls), "--function", FUNCTION,
-               "--layout", str(root / "layout.toml"), "--workers", str(args.workers),
-               "--timeout", str(args.timeout), "--csv", str(root / "grades.csv"),
-               "--html", str(root / "report.html"), "--gradescope", str(root / "gradescope")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "echo_rnn",
+            "grade",
+            str(cls),
+            "--function",
+            FUNCTION,
+            "--layout",
+            str(root / "layout.toml"),
+            "--workers",
+            str(args.workers),
+            "--timeout",
+            str(args.timeout),
+            "--csv",
+            str(root / "grades.csv"),
+            "--html",
+            str(root / "report.html"),
+            "--gradescope",
+            str(root / "gradescope"),
+        ]
         start = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wall = time.monotonic() - start
@@ -93,8 +129,10 @@ def main() -> int:
             return proc.returncode
         print(next(line for line in proc.stdout.splitlines() if " graded: " in line))
         load = os.getloadavg()[0]
-        print(f"graded {n} submissions in {wall:.1f} s wall with --workers {args.workers} "
-              f"({os.cpu_count()} cores, load average {load:.1f} at the end)")
+        print(
+            f"graded {n} submissions in {wall:.1f} s wall with --workers {args.workers} "
+            f"({os.cpu_count()} cores, load average {load:.1f} at the end)"
+        )
     return 0
 
 

@@ -49,16 +49,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hidden-size", type=int, default=6, help="H")
     p.add_argument("--no-bias", action="store_true", help="without the bias b")
     p.add_argument("--val-size", type=int, default=256, help="N, held-out sequences")
-    p.add_argument("--eval-every", type=int, default=100,
-                   help="steps per evaluation, to charge a run-step its share")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=100,
+        help="steps per evaluation, to charge a run-step its share",
+    )
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median)")
     p.add_argument("--steps", type=int, default=20, help="calls timed per round")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall-clock time, or this thread's CPU time (steadier on a busy "
-                        "machine: time spent waiting for a core is not counted)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall-clock time, or this thread's CPU time (steadier on a busy "
+        "machine: time spent waiting for a core is not counted)",
+    )
     args = p.parse_args(argv)
-    for name in ("batch_size", "seq_len", "hidden_size", "val_size", "eval_every", "rounds",
-                 "steps"):
+    for name in (
+        "batch_size",
+        "seq_len",
+        "hidden_size",
+        "val_size",
+        "eval_every",
+        "rounds",
+        "steps",
+    ):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be a positive integer")
     if any(r <= 0 for r in args.runs):
@@ -102,9 +117,24 @@ def compiled_step(R, B, T, H, bias, echo):
     lr, seeds = torch.full((R,), 1e-3, dtype=torch.float64), torch.arange(R)
 
     def step():
-        compiled.train_step(params, m, v, steps, lr, seeds, counters, echo, H=H, I=1,
-                            bias=bias, B=B, T=T, truncate=None, grad_clip=1.0,
-                            optimizer="adam")
+        compiled.train_step(
+            params,
+            m,
+            v,
+            steps,
+            lr,
+            seeds,
+            counters,
+            echo,
+            H=H,
+            I=1,
+            bias=bias,
+            B=B,
+            T=T,
+            truncate=None,
+            grad_clip=1.0,
+            optimizer="adam",
+        )
 
     def evaluate(x, y):
         compiled.evaluate(params, x, y, echo, H, 1, bias)
@@ -138,28 +168,36 @@ def main(argv: list[str]) -> int:
         # torch runs its ops on the calling thread with one intra-op thread, so this
         # thread's CPU time is all of either candidate's
         clock = time.perf_counter if args.clock == "wall" else time.thread_time
-        print(f"B {B}, T {T}, H {H}, bias {bias}, Adam, clip 1.0, one thread; held-out N {N}"
-              f" every {args.eval_every} steps; medians of {args.rounds} interleaved rounds, "
-              f"{args.clock} clock")
-        print(f"{'R':>4} {'what':<10} {'torch ms':>10} {'compiled ms':>12} {'ratio':>7} "
-              f"{'ms/run-step torch':>18} {'compiled':>9}")
+        print(
+            f"B {B}, T {T}, H {H}, bias {bias}, Adam, clip 1.0, one thread; held-out N {N}"
+            f" every {args.eval_every} steps; medians of {args.rounds} interleaved rounds, "
+            f"{args.clock} clock"
+        )
+        print(
+            f"{'R':>4} {'what':<10} {'torch ms':>10} {'compiled ms':>12} {'ratio':>7} "
+            f"{'ms/run-step torch':>18} {'compiled':>9}"
+        )
         for R in args.runs:
             echo = torch.tensor([1 + r % min(9, T - 1) for r in range(R)])
             t_step, t_eval = torch_step(R, B, T, H, bias, echo)
             c_step, c_eval = compiled_step(R, B, T, H, bias, echo)
-            step = median_ms({"torch": t_step, "compiled": c_step}, args.rounds, args.steps,
-                             clock)
+            step = median_ms({"torch": t_step, "compiled": c_step}, args.rounds, args.steps, clock)
             x = compiled.draw_bits(0, compiled.STREAM_VAL, 0, N, T)
             xs = x.expand(R, N, T).contiguous()
             y = torch.stack([echo_targets(x, int(k)) for k in echo])
-            ev = median_ms({"torch": partial(t_eval, xs, y), "compiled": partial(c_eval, x, y)},
-                           args.rounds, max(1, args.steps // 4), clock)
+            ev = median_ms(
+                {"torch": partial(t_eval, xs, y), "compiled": partial(c_eval, x, y)},
+                args.rounds,
+                max(1, args.steps // 4),
+                clock,
+            )
             per = {k: (step[k] + ev[k] / args.eval_every) / R for k in step}
             for what, t in (("step", step), ("evaluate", ev)):
-                print(f"{R:>4} {what:<10} {t['torch']:>10.3f} {t['compiled']:>12.3f} "
-                      f"{t['torch'] / t['compiled']:>7.1f}" +
-                      (f" {per['torch']:>18.4f} {per['compiled']:>9.4f}" if what == "step"
-                       else ""))
+                print(
+                    f"{R:>4} {what:<10} {t['torch']:>10.3f} {t['compiled']:>12.3f} "
+                    f"{t['torch'] / t['compiled']:>7.1f}"
+                    + (f" {per['torch']:>18.4f} {per['compiled']:>9.4f}" if what == "step" else "")
+                )
     finally:
         torch.set_num_threads(threads)
     return 0

@@ -34,17 +34,76 @@ def commands(out: Path) -> list[tuple[str, list[str]]]:
     return [
         ("CUDA tests", [py, "-m", "pytest", "-q", "-k", "cuda", str(ROOT / "tests")]),
         ("bench, eager", [*cli, "bench", "--device", "cuda", "--output", str(out / "bench.json")]),
-        ("bench, CUDA graphs", [*cli, "bench", "--device", "cuda", "--cuda-graph",
-                                "--output", str(out / "bench_graph.json")]),
-        ("train autograd, CUDA graph", [*cli, "train", "--device", "cuda", "--cuda-graph",
-                                        "--logdir", str(runs), "--run-name", "graph-autograd"]),
-        ("train bptt, CUDA graph", [*cli, "train", "--device", "cuda", "--cuda-graph",
-                                    "--backend", "bptt", "--logdir", str(runs),
-                                    "--run-name", "graph-bptt"]),
-        ("population sweep", [*cli, "sweep", "--device", "cuda", "--preset", "frontier",
-                              "--bias", "--echo-steps", "1-4", "--hidden-sizes", "6",
-                              "--seeds", "0-1", "--steps", "500", "--population", "8",
-                              "--workers", "1", "--logdir", str(runs), "--name", "population"]),
+        (
+            "bench, CUDA graphs",
+            [
+                *cli,
+                "bench",
+                "--device",
+                "cuda",
+                "--cuda-graph",
+                "--output",
+                str(out / "bench_graph.json"),
+            ],
+        ),
+        (
+            "train autograd, CUDA graph",
+            [
+                *cli,
+                "train",
+                "--device",
+                "cuda",
+                "--cuda-graph",
+                "--logdir",
+                str(runs),
+                "--run-name",
+                "graph-autograd",
+            ],
+        ),
+        (
+            "train bptt, CUDA graph",
+            [
+                *cli,
+                "train",
+                "--device",
+                "cuda",
+                "--cuda-graph",
+                "--backend",
+                "bptt",
+                "--logdir",
+                str(runs),
+                "--run-name",
+                "graph-bptt",
+            ],
+        ),
+        (
+            "population sweep",
+            [
+                *cli,
+                "sweep",
+                "--device",
+                "cuda",
+                "--preset",
+                "frontier",
+                "--bias",
+                "--echo-steps",
+                "1-4",
+                "--hidden-sizes",
+                "6",
+                "--seeds",
+                "0-1",
+                "--steps",
+                "500",
+                "--population",
+                "8",
+                "--workers",
+                "1",
+                "--logdir",
+                str(runs),
+                "--name",
+                "population",
+            ],
+        ),
     ]
 
 
@@ -61,8 +120,7 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_check: CUDA is not available on this machine; nothing to check",
-              file=sys.stderr)
+        print("gpu_check: CUDA is not available on this machine; nothing to check", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(0)
@@ -71,18 +129,23 @@ def main() -> int:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         (out / f"{name.replace(' ', '_').replace(',', '')}.log").write_text(
-            " ".join(cmd) + "\n\n" + proc.stdout + "\n" + proc.stderr)
+            " ".join(cmd) + "\n\n" + proc.stdout + "\n" + proc.stderr
+        )
         lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
-        summary.append((name, proc.returncode, time.perf_counter() - t0,
-                        lines[-1] if lines else ""))
+        summary.append(
+            (name, proc.returncode, time.perf_counter() - t0, lines[-1] if lines else "")
+        )
     print(f"echo-rnn GPU check on {device}, torch {torch.__version__}; logs in {out}")
     for name, rc, secs, last in summary:
         print(f"  {'PASS' if rc == 0 else 'FAIL'}  {name:<28} {secs:6.1f}s  {last[:100]}")
     for f in ("bench.json", "bench_graph.json"):
         if (out / f).exists():
             rows = json.loads((out / f).read_text())["rows"]
-            ratios = ", ".join(f"{r['shape']}/{r['backend']} {r['ratio_to_nn_rnn']:.2f}x"
-                               for r in rows if r["backend"] != "nn.RNN")
+            ratios = ", ".join(
+                f"{r['shape']}/{r['backend']} {r['ratio_to_nn_rnn']:.2f}x"
+                for r in rows
+                if r["backend"] != "nn.RNN"
+            )
             print(f"  {f}: time vs cuDNN nn.RNN: {ratios}")
     return 0 if all(rc == 0 for _, rc, _, _ in summary) else 1
 

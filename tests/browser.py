@@ -24,9 +24,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 # --no-sandbox: Chromium's sandbox refuses to run as root (CI runs as root). The rest keep a
 # machine without a network quiet and quick: no GPU process, no QUIC, no first-run page,
 # none of the background fetches (updates, sync, components) that would only be refused.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_missing() -> str | None:
@@ -42,9 +48,21 @@ def tensorboard(logdir, *extra, timeout: float = 60):
     logdir once (``--reload_interval 0``). Yields the base URL (``http://127.0.0.1:PORT``);
     the process is ended on the way out. Its output is kept in ``url.output`` (a list of
     lines, read on a thread so that the pipe never fills)."""
-    proc = python("-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-                  "--port", "0", "--reload_interval", "0", *extra,
-                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = python(
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        logdir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--reload_interval",
+        "0",
+        *extra,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output: list[str] = []
     try:
         port = None
@@ -52,14 +70,16 @@ def tensorboard(logdir, *extra, timeout: float = 60):
         while port is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line and proc.poll() is not None:
-                raise RuntimeError(f"tensorboard exited with {proc.returncode}:\n"
-                                   + "".join(output))
+                raise RuntimeError(
+                    f"tensorboard exited with {proc.returncode}:\n" + "".join(output)
+                )
             output.append(line)
             m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
             port = int(m.group(1)) if m else None
         if port is None:
-            raise RuntimeError(f"tensorboard gave no address within {timeout} s:\n"
-                               + "".join(output))
+            raise RuntimeError(
+                f"tensorboard gave no address within {timeout} s:\n" + "".join(output)
+            )
         threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
         yield Server(f"http://127.0.0.1:{port}", output)
     finally:
@@ -97,8 +117,9 @@ class Server(str):
                 return served
             time.sleep(0.25)
         serves = sorted((run, sorted(tags)) for run, tags in served.items())
-        raise AssertionError(f"TensorBoard did not serve the {plugin} {want} within "
-                             f"{timeout} s; it serves {serves}")
+        raise AssertionError(
+            f"TensorBoard did not serve the {plugin} {want} within {timeout} s; it serves {serves}"
+        )
 
 
 @contextlib.contextmanager
@@ -107,8 +128,9 @@ def chromium_page(viewport=(1600, 1000)):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     headless=True)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.set_default_timeout(20_000)

@@ -58,8 +58,10 @@ def no_leaked_global_state(request):
         os.environ.update(before["environment"])
     torch.random.set_rng_state(rng)
     if leaked:
-        details = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" for k in leaked
-                            if k != "environment") or "environment changed"
+        details = (
+            "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" for k in leaked if k != "environment")
+            or "environment changed"
+        )
         pytest.fail(f"{request.node.name} leaked global state: {details}", pytrace=False)
 
 

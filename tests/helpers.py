@@ -11,8 +11,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from echo_rnn.config import TrainConfig
 
-SMALL = dict(seq_len=20, echo_step=2, hidden_size=4, batch_size=8, steps=40, eval_every=10,
-             val_size=32, log_every=5, device="cpu")
+SMALL = dict(
+    seq_len=20,
+    echo_step=2,
+    hidden_size=4,
+    batch_size=8,
+    steps=40,
+    eval_every=10,
+    val_size=32,
+    log_every=5,
+    device="cpu",
+)
 
 
 def small_config(tmp_path: Path, **overrides) -> TrainConfig:
@@ -27,8 +36,9 @@ def small_flags(tmp_path: Path) -> list[str]:
 
 
 def events(run_dir) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0,
-                                                        "histograms": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0}
+    )
     acc.Reload()
     return acc
 
@@ -81,8 +91,9 @@ def python(*args, cwd=None, env=None, input=None, timeout=300, **popen):
     cmd = [sys.executable, *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, **popen)
-    return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, input=input,
-                          timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, text=True, capture_output=True, input=input, timeout=timeout
+    )
 
 
 def cli(*args, **kwargs):
@@ -96,8 +107,11 @@ def tiny_disk(tmp_path, size: str):
     mount rights; the test is skipped without them."""
     where = tmp_path / "disk"
     where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:80]}")
     try:

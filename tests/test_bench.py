@@ -42,8 +42,9 @@ COMPILED = {"compiled"} if compiled.AVAILABLE else set()
 
 
 def test_candidates_share_weights_and_agree():
-    report = run_benchmark({"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=3, budget_s=0,
-                           warmup=1)
+    report = run_benchmark(
+        {"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=3, budget_s=0, warmup=1
+    )
     assert report.refused == []
     rows = {r.backend: r for r in report.rows}
     assert set(rows) == {"nn.RNN", "autograd", "bptt"} | COMPILED
@@ -60,8 +61,9 @@ def test_a_backend_whose_gradients_disagree_is_not_reported(monkeypatch):
         return grads
 
     monkeypatch.setattr(bptt, "bptt_backward", off)
-    report = run_benchmark({"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=2, budget_s=0,
-                           warmup=0)
+    report = run_benchmark(
+        {"tiny": (4, 12, 5)}, torch.device("cpu"), min_reps=2, budget_s=0, warmup=0
+    )
     assert report.refused == ["tiny/bptt: gradients disagree with nn.RNN"]
     assert {r.backend for r in report.rows} == {"nn.RNN", "autograd"} | COMPILED
 
@@ -80,16 +82,24 @@ def test_bench_cli_json_output_and_markdown(tmp_path):
     assert len(json.loads(proc.stdout)["rows"]) == 3 + len(COMPILED)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--shape", "nope"], "unknown shape 'nope'"),
-    (["--output", "."], "argument --output: . is a directory"),
-    (["--output", "no/such/dir/b.json"], "argument --output: directory no/such/dir does not exist"),
-    (["--shape", "big=10000000,10,4"], "must have B, T <= 1000000"),
-    (["--shape", "big=1000000,100000,64"], "argument --shape: too large: shape big"),
-    (["--seed", "9223372036854775808"],
-     "argument --seed: must be an integer in [0, 9223372036854775807]"),
-    (["--json", "--markdown"], "argument --markdown: not with --json"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--shape", "nope"], "unknown shape 'nope'"),
+        (["--output", "."], "argument --output: . is a directory"),
+        (
+            ["--output", "no/such/dir/b.json"],
+            "argument --output: directory no/such/dir does not exist",
+        ),
+        (["--shape", "big=10000000,10,4"], "must have B, T <= 1000000"),
+        (["--shape", "big=1000000,100000,64"], "argument --shape: too large: shape big"),
+        (
+            ["--seed", "9223372036854775808"],
+            "argument --seed: must be an integer in [0, 9223372036854775807]",
+        ),
+        (["--json", "--markdown"], "argument --markdown: not with --json"),
+    ],
+)
 def test_bench_usage_errors_before_any_timing(tmp_path, monkeypatch, capsys, args, needle):
     from helpers import run_main
 
@@ -102,8 +112,14 @@ def test_bench_usage_errors_before_any_timing(tmp_path, monkeypatch, capsys, arg
 
 def test_benchmark_leaves_threads_and_rng_as_they_were():
     before_threads, before_rng = torch.get_num_threads(), torch.random.get_rng_state()
-    run_benchmark({"tiny": (2, 6, 3)}, torch.device("cpu"), threads=before_threads + 1,
-                  min_reps=1, budget_s=0, warmup=0)
+    run_benchmark(
+        {"tiny": (2, 6, 3)},
+        torch.device("cpu"),
+        threads=before_threads + 1,
+        min_reps=1,
+        budget_s=0,
+        warmup=0,
+    )
     assert torch.get_num_threads() == before_threads
     assert torch.equal(torch.random.get_rng_state(), before_rng)
 
@@ -111,8 +127,9 @@ def test_benchmark_leaves_threads_and_rng_as_they_were():
 def test_bench_population_times_a_population_against_single_runs(capsys):
     from helpers import run_main
 
-    code, out, err = run_main("bench", "--population", "2", "--bench-steps", "3", "--json",
-                              capsys=capsys)
+    code, out, err = run_main(
+        "bench", "--population", "2", "--bench-steps", "3", "--json", capsys=capsys
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["runs"] == 2 and report["steps"] == 3 and report["run_steps"] == 40000
@@ -120,9 +137,9 @@ def test_bench_population_times_a_population_against_single_runs(capsys):
     for key in ("ms_per_run_step_population", "ms_per_run_step_single"):
         assert report[key] > 0
     assert report["speedup"] == pytest.approx(
-        report["ms_per_run_step_single"] / report["ms_per_run_step_population"])
+        report["ms_per_run_step_single"] / report["ms_per_run_step_population"]
+    )
     code, _, err = run_main("bench", "--population", "2", "--device", "meta", capsys=capsys)
     assert code == 2 and "--device" in err
-    code, _, err = run_main("bench", "--population", "2", "--bench-steps", "40000",
-                            capsys=capsys)
+    code, _, err = run_main("bench", "--population", "2", "--bench-steps", "40000", capsys=capsys)
     assert code == 2 and "--bench-steps" in err and "40000" in err

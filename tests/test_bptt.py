@@ -30,6 +30,7 @@ def assert_grad_close(ours, ref, name=""):
     atol = ATOL_REL * max(ref.abs().max().item(), 1e-300)
     torch.testing.assert_close(ours, ref, rtol=RTOL, atol=atol, msg=lambda s: f"{name}: {s}")
 
+
 # A covering set, not the full product (576 cases, which repeated the same structure at
 # every size). The structure, T x truncation x h_0 x bias, decides which terms of the
 # recurrence exist and which cross a window's start: it is run in full (48 cases). The sizes
@@ -37,11 +38,13 @@ def assert_grad_close(ours, ref, name=""):
 # stride 5 is prime to 12, so 12 consecutive cases take all 12).
 STRUCTURE = list(itertools.product([1, 2, 7, 50], [None, 1, 3], [False, True], [False, True]))
 SIZES = list(itertools.product([1, 3], [1, 6, 16], [1, 3]))  # B, H, I
-GRID = [(*SIZES[(i * 5) % len(SIZES)], T, tr, h0, bias)
-        for i, (T, tr, h0, bias) in enumerate(STRUCTURE)]
+GRID = [
+    (*SIZES[(i * 5) % len(SIZES)], T, tr, h0, bias) for i, (T, tr, h0, bias) in enumerate(STRUCTURE)
+]
 GRID = [(B, T, H, I, bias, h0, tr) for B, H, I, T, tr, h0, bias in GRID]
-GRID_IDS = [f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-h0{int(h0)}-tr{tr}"
-            for b, t, h, i, bi, h0, tr in GRID]
+GRID_IDS = [
+    f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-h0{int(h0)}-tr{tr}" for b, t, h, i, bi, h0, tr in GRID
+]
 
 
 def _problem(B, T, H, I, bias, with_h0, seed=0, device="cpu"):
@@ -56,8 +59,6 @@ def _problem(B, T, H, I, bias, with_h0, seed=0, device="cpu"):
     return m, x, y, h0
 
 
-
-
 @pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
 def test_both_kernels_equal_autograd_and_each_other(B, T, H, I, bias, with_h0, truncate):
     m, x, y, h0 = _problem(B, T, H, I, bias, with_h0)
@@ -70,9 +71,13 @@ def test_both_kernels_equal_autograd_and_each_other(B, T, H, I, bias, with_h0, t
     for name in ref:
         fast, reading = got["fast"][name], got["reference"][name]
         scale = max(reading.abs().max().item(), 1e-300)
-        torch.testing.assert_close(fast, reading, rtol=KERNELS_REL_F64,
-                                   atol=KERNELS_REL_F64 * scale,
-                                   msg=lambda s, name=name: f"fast vs reference {name}: {s}")
+        torch.testing.assert_close(
+            fast,
+            reading,
+            rtol=KERNELS_REL_F64,
+            atol=KERNELS_REL_F64 * scale,
+            msg=lambda s, name=name: f"fast vs reference {name}: {s}",
+        )
 
 
 @pytest.mark.parametrize("B, T, H, I, bias, with_h0, truncate", GRID, ids=GRID_IDS)
@@ -136,8 +141,13 @@ def test_witnesses_catch_a_wrong_reference_step(monkeypatch):
     m, x, y, h0 = _problem(2, 6, 4, 1, True, False)
 
     def no_tanh_derivative(dh, cache):
-        return reference.StepGrads(x=dh @ cache.V, h_prev=dh @ cache.U, U=dh.T @ cache.h_prev,
-                                   V=dh.T @ cache.x, b=dh.sum(0))
+        return reference.StepGrads(
+            x=dh @ cache.V,
+            h_prev=dh @ cache.U,
+            U=dh.T @ cache.h_prev,
+            V=dh.T @ cache.x,
+            b=dh.sum(0),
+        )
 
     monkeypatch.setattr(reference, "step_backward", no_tanh_derivative)
     rows = compare_grads(manual_grads(m, x, y, kernel="reference"), autograd_grads(m, x, y))

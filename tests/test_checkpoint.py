@@ -29,8 +29,9 @@ def run(tmp_path):
 def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "evil.pt"
-    torch.save({"format": ckpt.FORMAT, "version": 1, "config": {}, "step": 0,
-                "model": Evil(marker)}, bad)
+    torch.save(
+        {"format": ckpt.FORMAT, "version": 1, "config": {}, "step": 0, "model": Evil(marker)}, bad
+    )
     with pytest.raises(CheckpointError, match="refused .* could run code"):
         load_checkpoint(bad)
     proc = cli("predict", "--checkpoint", bad, "0101")
@@ -107,24 +108,33 @@ def _set(key, value):
         for part in filter(None, where.split(".")):
             target = target[part]
         target[leaf] = value
+
     return change
 
 
-@pytest.mark.parametrize("change, needle", [
-    (_set("config", "a string"), "its config is a str"),
-    (_set("step", "abc"), "step must be an integer"),
-    (_set("step", -1), "step must be an integer"),
-    (_set("progress", "x"), "its progress is a str"),
-    (_set("progress.train_loss", float("nan")), "its train_loss must be a finite number"),
-    (_set("model", [1, 2]), "its model must hold U, V, w"),
-    (_set("config.hidden_size", -1), "hidden_size: must be a positive integer"),
-    (_set("config.hidden_size", 10**6), "hidden_size: must be a positive integer up to 4096"),
-    (_set("config.seed", 2**64), "seed: must be an integer in"),
-    (_set("model.U", torch.full((4, 4), float("nan"))),
-     "its weight U holds NaN or infinite values"),
-    (_set("model.w", torch.full((4,), float("inf"))), "its weight w holds NaN or infinite values"),
-    (_set("rng", {"train": "x"}), "its rng state is not a byte tensor"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (_set("config", "a string"), "its config is a str"),
+        (_set("step", "abc"), "step must be an integer"),
+        (_set("step", -1), "step must be an integer"),
+        (_set("progress", "x"), "its progress is a str"),
+        (_set("progress.train_loss", float("nan")), "its train_loss must be a finite number"),
+        (_set("model", [1, 2]), "its model must hold U, V, w"),
+        (_set("config.hidden_size", -1), "hidden_size: must be a positive integer"),
+        (_set("config.hidden_size", 10**6), "hidden_size: must be a positive integer up to 4096"),
+        (_set("config.seed", 2**64), "seed: must be an integer in"),
+        (
+            _set("model.U", torch.full((4, 4), float("nan"))),
+            "its weight U holds NaN or infinite values",
+        ),
+        (
+            _set("model.w", torch.full((4,), float("inf"))),
+            "its weight w holds NaN or infinite values",
+        ),
+        (_set("rng", {"train": "x"}), "its rng state is not a byte tensor"),
+    ],
+)
 def test_malformed_contents_are_refused_before_anything_is_built(tmp_path, run, change, needle):
     # Before: these crashed (KeyError, TypeError, ...), tried to allocate terabytes, or were
     # accepted: NaN weights were predicted with (exit 0) and resumed as "solved".
@@ -171,4 +181,3 @@ def test_a_zip_bomb_is_refused_before_it_inflates(tmp_path, run):
         fh.truncate(ckpt.MAX_BYTES + 1)  # sparse: no disk used
     with pytest.raises(CheckpointError, match="at most 256 MiB"):
         load_checkpoint(big)
-

@@ -12,8 +12,6 @@ from helpers import cli, python
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-
 def test_gradcheck_notebook_shape_agrees_for_both_kernels(capsys):
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out
@@ -34,14 +32,33 @@ def test_gradcheck_one_kernel(capsys, kernel):
 
 @pytest.mark.slow  # seconds of float64 gradients at a large shape
 def test_gradcheck_json_for_the_large_shape(capsys):
-    args = ["gradcheck", "--batch-size", "32", "--seq-len", "200", "--hidden-size", "64",
-            "--input-size", "3", "--bias", "--h0", "--truncate", "25", "--json"]
+    args = [
+        "gradcheck",
+        "--batch-size",
+        "32",
+        "--seq-len",
+        "200",
+        "--hidden-size",
+        "64",
+        "--input-size",
+        "3",
+        "--bias",
+        "--h0",
+        "--truncate",
+        "25",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["agrees"] is True
     assert report["config"]["truncate"] == 25
     assert {r["name"]: r["shape"] for r in report["rows"]} == {
-        "U": [64, 64], "V": [64, 3], "w": [64], "b": [64], "h0": [32, 64]}
+        "U": [64, 64],
+        "V": [64, 3],
+        "w": [64],
+        "b": [64],
+        "h0": [32, 64],
+    }
     assert all(r["max_rel_diff"] < 1e-10 for r in report["rows"])
     assert report["gradcheck"] == {"passed": True, "fast_mode": True, "message": "passed"}
     assert set(report["kernels"]) == {"reference", "fast"}
@@ -67,16 +84,26 @@ def test_gradcheck_exits_1_when_a_gradient_disagrees(monkeypatch, capsys):
     "args, needle",
     [
         (["--hidden-size", "-1"], "argument --hidden-size: must be a positive integer"),
-        (["--seq-len", "abc"],
-         "argument --seq-len: must be a positive integer up to 1000000, got 'abc'"),
-        (["--seq-len", "1000000000000"],
-         "argument --seq-len: must be a positive integer up to 1000000"),
-        (["--hidden-size", "100000"],
-         "argument --hidden-size: must be a positive integer up to 4096"),
-        (["--hidden-size", "4096", "--batch-size", "100000", "--seq-len", "1000"],
-         "argument --batch-size: too large: B=100000, T=1000, H=4096, I=1 would need about"),
-        (["--seed", "99999999999999999999"],
-         "argument --seed: must be an integer in [0, 9223372036854775807]"),
+        (
+            ["--seq-len", "abc"],
+            "argument --seq-len: must be a positive integer up to 1000000, got 'abc'",
+        ),
+        (
+            ["--seq-len", "1000000000000"],
+            "argument --seq-len: must be a positive integer up to 1000000",
+        ),
+        (
+            ["--hidden-size", "100000"],
+            "argument --hidden-size: must be a positive integer up to 4096",
+        ),
+        (
+            ["--hidden-size", "4096", "--batch-size", "100000", "--seq-len", "1000"],
+            "argument --batch-size: too large: B=100000, T=1000, H=4096, I=1 would need about",
+        ),
+        (
+            ["--seed", "99999999999999999999"],
+            "argument --seed: must be an integer in [0, 9223372036854775807]",
+        ),
         (["--see", "1"], "unrecognized arguments: --see"),  # no prefix matching
         (["--echo-step", "50"], "argument --echo-step: must be below --seq-len (50)"),
         (["--truncate", "0"], "argument --truncate: must be a positive integer"),
@@ -98,8 +125,10 @@ def test_usage_errors_are_one_line_exit_2(args, needle, capsys):
 def test_a_usage_error_in_a_real_process():
     proc = cli("gradcheck", "--hidden-size", "-1")
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == ("echo-rnn gradcheck: error: argument --hidden-size: must be a positive "
-                           "integer up to 4096, got '-1' (see echo-rnn gradcheck --help)\n")
+    assert proc.stderr == (
+        "echo-rnn gradcheck: error: argument --hidden-size: must be a positive "
+        "integer up to 4096, got '-1' (see echo-rnn gradcheck --help)\n"
+    )
 
 
 def test_cuda_without_cuda_is_a_usage_error():

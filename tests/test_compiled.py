@@ -86,8 +86,9 @@ def test_float64_matches_autograd_and_reference(bias, truncate, I, with_h0):
         if with_h0:
             got["h0"] = out.h0[r]
         # dJ/dh_t: the reference kernel's (any truncation), and autograd's (full BPTT)
-        ref_yhat, _, caches = reference.forward(x[r], U[r], V[r], w[r], None if b is None else
-                                                b[r], h0_r)
+        ref_yhat, _, caches = reference.forward(
+            x[r], U[r], V[r], w[r], None if b is None else b[r], h0_r
+        )
         want["dh"] = reference.backward((ref_yhat - y[r]) / (B * T), caches, w[r], truncate).h
         got["dh"] = out.dh[r]
         if truncate is None:
@@ -131,9 +132,16 @@ def test_forward_is_the_pass_forward():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("optimizer,clip,truncate,I", [
-    ("adam", 0.05, None, 1), ("adam", None, 3, 1), ("sgd", 0.05, None, 1), ("sgd", None, 2, 1),
-    ("adam", 0.05, 2, 3)])
+@pytest.mark.parametrize(
+    "optimizer,clip,truncate,I",
+    [
+        ("adam", 0.05, None, 1),
+        ("adam", None, 3, 1),
+        ("sgd", 0.05, None, 1),
+        ("sgd", None, 2, 1),
+        ("adam", 0.05, 2, 3),
+    ],
+)
 def test_train_step_matches_torch(optimizer, clip, truncate, I):
     """train_step's draws, loss, norm, clipping and update, step after step, against EchoRNN
     trained by torch on the same batches (draw_bits + echo_targets of channel 0) in
@@ -146,14 +154,31 @@ def test_train_step_matches_torch(optimizer, clip, truncate, I):
     with torch.no_grad():
         for name, p in kc.unflatten(params[0], H, I, bias).items():
             getattr(model, name).copy_(p)
-    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
-           else torch.optim.SGD(model.parameters(), lr=lr))
+    opt = (
+        torch.optim.Adam(model.parameters(), lr=lr)
+        if optimizer == "adam"
+        else torch.optim.SGD(model.parameters(), lr=lr)
+    )
     clipped = 0
     for step in range(6):
         loss, norm, finite = kc.train_step(
-            params, m, v, steps, torch.tensor([lr], dtype=F64), torch.tensor([seed]), counters,
-            torch.tensor([k]), H=H, I=I, bias=bias, B=B, T=T, truncate=truncate,
-            grad_clip=clip, optimizer=optimizer)
+            params,
+            m,
+            v,
+            steps,
+            torch.tensor([lr], dtype=F64),
+            torch.tensor([seed]),
+            counters,
+            torch.tensor([k]),
+            H=H,
+            I=I,
+            bias=bias,
+            B=B,
+            T=T,
+            truncate=truncate,
+            grad_clip=clip,
+            optimizer=optimizer,
+        )
         x = kc.draw_bits(seed, kc.STREAM_TRAIN, step, B, T, dtype=F64, I=I).view(B, T, I)
         opt.zero_grad()
         want_loss = echo_loss(model(x, truncate=truncate)[0], echo_targets(x[..., 0], k))
@@ -176,9 +201,23 @@ def test_train_step_reports_non_finite():
     params[1, 0] = float("nan")
     m, v = torch.zeros_like(params), torch.zeros_like(params)
     _, _, finite = kc.train_step(
-        params, m, v, torch.zeros(3, dtype=torch.int64), torch.full((3,), 0.01, dtype=F64),
-        torch.arange(3), torch.zeros(3, dtype=torch.int64), torch.ones(3, dtype=torch.int64),
-        H=H, I=I, bias=bias, B=B, T=T, truncate=None, grad_clip=None, optimizer="adam")
+        params,
+        m,
+        v,
+        torch.zeros(3, dtype=torch.int64),
+        torch.full((3,), 0.01, dtype=F64),
+        torch.arange(3),
+        torch.zeros(3, dtype=torch.int64),
+        torch.ones(3, dtype=torch.int64),
+        H=H,
+        I=I,
+        bias=bias,
+        B=B,
+        T=T,
+        truncate=None,
+        grad_clip=None,
+        optimizer="adam",
+    )
     assert finite.tolist() == [True, False, True]
 
 
@@ -197,14 +236,30 @@ def train_members(seeds, echo, lrs, steps, *, threads=1, **shape):
     R = len(seeds)
     params = torch.stack([kc.init_params(s, H, I, bias, 0.3) for s in seeds])
     m, v = torch.zeros_like(params), torch.zeros_like(params)
-    state = {"params": params, "m": m, "v": v, "steps": torch.zeros(R, dtype=torch.int64),
-             "counters": torch.zeros(R, dtype=torch.int64)}
+    state = {
+        "params": params,
+        "m": m,
+        "v": v,
+        "steps": torch.zeros(R, dtype=torch.int64),
+        "counters": torch.zeros(R, dtype=torch.int64),
+    }
     losses, norms = [], []
     for _ in range(steps):
         loss, norm, _ = kc.train_step(
-            params, m, v, state["steps"], torch.tensor(lrs, dtype=F64), torch.tensor(seeds),
-            state["counters"], torch.tensor(echo), truncate=None, grad_clip=1.0,
-            optimizer="adam", threads=threads, **shape)
+            params,
+            m,
+            v,
+            state["steps"],
+            torch.tensor(lrs, dtype=F64),
+            torch.tensor(seeds),
+            state["counters"],
+            torch.tensor(echo),
+            truncate=None,
+            grad_clip=1.0,
+            optimizer="adam",
+            threads=threads,
+            **shape,
+        )
         losses.append(loss)
         norms.append(norm)
     return {**state, "loss": torch.stack(losses, 1), "norm": torch.stack(norms, 1)}
@@ -216,8 +271,9 @@ def row(state: dict, r: int) -> dict:
 
 def assert_same_bits(a: dict, b: dict, what: str) -> None:
     for name, value in a.items():
-        assert value is None and b[name] is None or torch.equal(value, b[name]), \
+        assert value is None and b[name] is None or torch.equal(value, b[name]), (
             f"{what}: {name} differs"
+        )
 
 
 @pytest.mark.parametrize("R,place", [(7, 0), (7, 6), (32, 0), (32, 31)])
@@ -233,12 +289,19 @@ def test_member_bits_do_not_depend_on_the_population(R, place):
     models, x, y, h0 = problem(R, 16, 20, 1, 6, True, True, seed=R + place, dtype=torch.float32)
     params = stack(models)
     full = kc.forward_backward(x, y, *params, h0=h0, truncate=3, want_dh=True)
-    one = kc.forward_backward(x[place:place + 1].clone(), y[place:place + 1].clone(),
-                              *(t[place:place + 1].clone() for t in params),
-                              h0=h0[place:place + 1].clone(), truncate=3, want_dh=True)
-    assert_same_bits({n: getattr(one, n)[0] for n in one._fields},
-                     {n: getattr(full, n)[place] for n in full._fields},
-                     f"forward_backward at {place} of {R}")
+    one = kc.forward_backward(
+        x[place : place + 1].clone(),
+        y[place : place + 1].clone(),
+        *(t[place : place + 1].clone() for t in params),
+        h0=h0[place : place + 1].clone(),
+        truncate=3,
+        want_dh=True,
+    )
+    assert_same_bits(
+        {n: getattr(one, n)[0] for n in one._fields},
+        {n: getattr(full, n)[place] for n in full._fields},
+        f"forward_backward at {place} of {R}",
+    )
 
 
 def test_threads_do_not_change_bits():
@@ -271,8 +334,21 @@ def build(directory: Path, flags: list[str], load: bool = True):
         pytest.skip(f"Python's headers are not installed ({include}/Python.h)")
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / "_compiled.so"
-    cmd = [gcc, "-shared", "-fPIC", "-O3", "-ffp-contract=off", "-std=gnu11", *flags,
-           f"-I{include}", str(SOURCE), "-o", str(out), "-lm", "-lpthread"]
+    cmd = [
+        gcc,
+        "-shared",
+        "-fPIC",
+        "-O3",
+        "-ffp-contract=off",
+        "-std=gnu11",
+        *flags,
+        f"-I{include}",
+        str(SOURCE),
+        "-o",
+        str(out),
+        "-lm",
+        "-lpthread",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode and "-march=native" in flags and "march" in done.stderr:
         pytest.skip(f"gcc does not take -march=native here: {done.stderr.strip()[:200]}")
@@ -293,9 +369,11 @@ def builds(tmp_path_factory):
     if sys.platform != "linux" or not sysconfig.get_platform().endswith("x86_64"):
         pytest.skip("the build comparison is written for x86-64 Linux")
     root = tmp_path_factory.mktemp("kernel_builds")
-    return {"package": kc._compiled,
-            "baseline": build(root / "baseline", ["-march=x86-64", "-DECHO_NO_CLONES"]),
-            "native": build(root / "native", ["-march=native"])}
+    return {
+        "package": kc._compiled,
+        "baseline": build(root / "baseline", ["-march=x86-64", "-DECHO_NO_CLONES"]),
+        "native": build(root / "native", ["-march=native"]),
+    }
 
 
 def frontier_training(module, steps, monkeypatch) -> dict:
@@ -308,7 +386,8 @@ def frontier_training(module, steps, monkeypatch) -> dict:
         x = kc.draw_bits(5, kc.STREAM_VAL, 0, 256, 50)
         y = torch.stack([echo_targets(x, 3), echo_targets(x, 9)])
         out["eval loss"], out["eval accuracy"] = kc.evaluate(
-            out["params"], x, y, torch.tensor([3, 9]), 6, 1, True)
+            out["params"], x, y, torch.tensor([3, 9]), 6, 1, True
+        )
     return out
 
 
@@ -363,10 +442,13 @@ for dbl, code in ((1, "d"), (0, "f")):
                        ptr(bufs["dV"]), ptr(bufs["dw"]), ptr(bufs["db"]), ptr(bufs["dh0"]),
                        ptr(bufs["dh"]), 2)
     out[f"pass {code}"] = [list(loss)] + [list(v) for v in bufs.values()]
-    m, v = array.array(code, bytes(len(p) * p.itemsize)), array.array(code, bytes(len(p) * p.itemsize))
+    m = array.array(code, bytes(len(p) * p.itemsize))
+    v = array.array(code, bytes(len(p) * p.itemsize))
     steps, counters = array.array("q", [0] * R), array.array("q", [0] * R)
-    lr, seeds, echo = array.array("d", [0.01] * R), array.array("q", [1, 2, 3]), array.array("q", [0, 1, 6])
-    tl, tn, fin = array.array("d", [0.0] * R), array.array("d", [0.0] * R), array.array("B", [0] * R)
+    lr = array.array("d", [0.01] * R)
+    seeds, echo = array.array("q", [1, 2, 3]), array.array("q", [0, 1, 6])
+    tl, tn = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
+    fin = array.array("B", [0] * R)
     for sgd in (0, 1):
         k.train_step(dbl, R, H, I, 1, B, T, 0, 0.5, 0.9, 0.999, 1e-8, sgd, ptr(p), ptr(m), ptr(v),
                      ptr(steps), ptr(lr), ptr(seeds), ptr(counters), ptr(echo), ptr(tl), ptr(tn),
@@ -385,15 +467,27 @@ print(json.dumps(out))
 
 def run_sanitized_script(so: Path) -> dict:
     gcc = shutil.which("gcc")
-    libasan = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True,
-                             text=True, check=True).stdout.strip()
+    libasan = subprocess.run(
+        [gcc, "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if not Path(libasan).is_file():
         pytest.skip("gcc's AddressSanitizer runtime (libasan.so) is not installed")
     # PYTHONMALLOC=malloc: Python's own allocator would hide the buffers from ASan
-    env = {"LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0", "PYTHONMALLOC": "malloc",
-           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", SANITIZED_SCRIPT, str(so)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0",
+        "PYTHONMALLOC": "malloc",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SANITIZED_SCRIPT, str(so)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0 and "runtime error" not in done.stderr, done.stderr[-4000:]
     return json.loads(done.stdout)
 
@@ -402,17 +496,31 @@ def run_sanitized_script(so: Path) -> dict:
 def test_sanitizers_find_nothing(tmp_path):
     """A debug build under ASan and UBSan runs every entry point (both real types, threads,
     truncation, h0, dh) without a report, and computes what the package build does."""
-    sanitized = build(tmp_path / "sanitized", [
-        "-O1", "-g", "-fno-omit-frame-pointer", "-DECHO_NO_CLONES",
-        "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"], load=False)
+    sanitized = build(
+        tmp_path / "sanitized",
+        [
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-DECHO_NO_CLONES",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined",
+        ],
+        load=False,
+    )
     got = run_sanitized_script(sanitized)
     want = run_plain_script()
     assert got == want
 
 
 def run_plain_script() -> dict:
-    done = subprocess.run([sys.executable, "-c", SANITIZED_SCRIPT, kc._compiled.__file__],
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", SANITIZED_SCRIPT, kc._compiled.__file__],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout)
 
@@ -427,8 +535,29 @@ def float32_sweep() -> torch.Tensor:
     points), and edge values: ~1.2e7 inputs."""
     every = torch.arange(0, 0x3F800001, 211, dtype=torch.int64).to(torch.int32)
     x = every.view(torch.float32)
-    edges = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1.1754944e-38, 1e-30, 0.5, 0.55, 0.99,
-                          1.0, 2.0, 8.9, 9.0, 9.01, 10.0, 10.5, 20.0, 1e30, 3.4e38])
+    edges = torch.tensor(
+        [
+            0.0,
+            -0.0,
+            1e-45,
+            -1e-45,
+            1.1754944e-38,
+            1e-30,
+            0.5,
+            0.55,
+            0.99,
+            1.0,
+            2.0,
+            8.9,
+            9.0,
+            9.01,
+            10.0,
+            10.5,
+            20.0,
+            1e30,
+            3.4e38,
+        ]
+    )
     dense = torch.linspace(-10, 10, 2_000_001, dtype=torch.float32)
     return torch.cat([x, -x, dense, edges, -edges])
 
@@ -448,8 +577,12 @@ def test_tanh_f32_ulps():
 
 
 def test_tanh_f64_matches_torch():
-    x = torch.cat([torch.linspace(-25, 25, 1_000_001, dtype=F64),
-                   torch.logspace(-300, 1.4, 100_000, dtype=F64)])
+    x = torch.cat(
+        [
+            torch.linspace(-25, 25, 1_000_001, dtype=F64),
+            torch.logspace(-300, 1.4, 100_000, dtype=F64),
+        ]
+    )
     x = torch.cat([x, -x])
     got, want = kc.tanh(x), torch.tanh(x)
     worst = ((got - want).abs() / want.abs().clamp_min(1e-300)).max().item()
@@ -462,7 +595,9 @@ def test_tanh_special_values(dtype):
     got = kc.tanh(x)
     assert math.isnan(got[0]) and got[1:3].tolist() == [1.0, -1.0]
     assert got[3:5].tolist() == [0.0, 0.0]
-    assert math.copysign(1, got[3].item()) == 1 and math.copysign(1, got[4].item()) == -1  # tanh(-0) = -0
+    assert (
+        math.copysign(1, got[3].item()) == 1 and math.copysign(1, got[4].item()) == -1
+    )  # tanh(-0) = -0
     assert got[5:].tolist() == [1.0, -1.0]
 
 
@@ -519,8 +654,10 @@ def py_normal(key: int) -> float:
 
 def py_init(seed, H, I, bias, std, input_std, gain):
     P = kc.param_count(H, I, bias)
-    p = [(input_std if H * H <= n < H * H + H * I else std) * py_normal(py_key(seed & M64, 0, n))
-         for n in range(P)]
+    p = [
+        (input_std if H * H <= n < H * H + H * I else std) * py_normal(py_key(seed & M64, 0, n))
+        for n in range(P)
+    ]
     if gain is not None:
         a = [py_normal(py_key(seed & M64, 0, n)) for n in range(H * H)]
         for j in range(H):  # modified Gram-Schmidt on the columns, as the C code
@@ -536,21 +673,27 @@ def py_init(seed, H, I, bias, std, input_std, gain):
             nrm = math.sqrt(nrm)
             for i in range(H):
                 a[i * H + j] /= nrm
-        p[:H * H] = [gain * value for value in a]
+        p[: H * H] = [gain * value for value in a]
     return p
 
 
 def test_generator_words_match_python():
-    for seed, stream, counter, index in [(0, 0, 0, 0), (1, 2, 3, 4), (-5, 1, 2**40, 77),
-                                         (2**63 - 1, 2, 0, 10**6)]:
-        assert kc._compiled.rng_word(seed, stream, counter, index) == \
-            py_word(py_key(seed & M64, stream, counter), index)
+    for seed, stream, counter, index in [
+        (0, 0, 0, 0),
+        (1, 2, 3, 4),
+        (-5, 1, 2**40, 77),
+        (2**63 - 1, 2, 0, 10**6),
+    ]:
+        assert kc._compiled.rng_word(seed, stream, counter, index) == py_word(
+            py_key(seed & M64, stream, counter), index
+        )
 
 
 def test_draw_bits_match_python_and_differ_by_stream():
     B, T = 5, 29  # 145 bits: three words, the last one in part
     got = kc.draw_bits(42, kc.STREAM_TRAIN, 7, B, T)
     key = py_key(42, kc.STREAM_TRAIN, 7)
+
     def bit(n):
         return float((py_word(key, n // 64) >> (63 - n % 64)) & 1)
 
@@ -563,7 +706,9 @@ def test_draw_bits_match_python_and_differ_by_stream():
     assert not torch.equal(big[kc.STREAM_TRAIN], kc.draw_bits(42, kc.STREAM_TRAIN, 1, 64, 50))
     assert abs(big[kc.STREAM_TRAIN].mean().item() - 0.5) < 0.05  # 3200 fair bits
     three = kc.draw_bits(42, kc.STREAM_TRAIN, 7, B, T, I=3)
-    assert three.shape == (B, T, 3) and three.flatten().tolist() == [bit(n) for n in range(B * T * 3)]
+    assert three.shape == (B, T, 3) and three.flatten().tolist() == [
+        bit(n) for n in range(B * T * 3)
+    ]
 
 
 def test_log_is_accurate():
@@ -608,19 +753,20 @@ def test_evaluate_matches_echo_loss_and_bit_accuracy(shared, I):
     R, N, T, H, bias = 3, 40, 15, 4, True
     params = torch.stack([kc.init_params(s, H, I, bias, 0.8, dtype=F64) for s in range(R)])
     echo = torch.tensor([0, 2, 5])
-    xs = [kc.draw_bits(0 if shared else r, kc.STREAM_VAL, 0, N, T, dtype=F64, I=I)
-          for r in range(R)]  # (N, T) or (N, T, I)
+    xs = [
+        kc.draw_bits(0 if shared else r, kc.STREAM_VAL, 0, N, T, dtype=F64, I=I) for r in range(R)
+    ]  # (N, T) or (N, T, I)
     y = torch.stack([echo_targets(x.view(N, T, I)[..., 0], int(k)) for x, k in zip(xs, echo)])
     loss, acc = kc.evaluate(params, xs[0] if shared else torch.stack(xs), y, echo, H, I, bias)
     for r in range(R):
         p = kc.unflatten(params[r], H, I, bias)
         y_hat, _, _ = reference.forward(xs[r].view(N, T, I), p["U"], p["V"], p["w"], p["b"])
-        assert loss[r].item() == pytest.approx(echo_loss(y_hat, y[r]).item(),
-                                               rel=KERNELS_REL_F64)
-        hits = ((y_hat[:, echo[r]:] > 0.5) == (y[r, :, echo[r]:] > 0.5)).double().mean()
+        assert loss[r].item() == pytest.approx(echo_loss(y_hat, y[r]).item(), rel=KERNELS_REL_F64)
+        hits = ((y_hat[:, echo[r] :] > 0.5) == (y[r, :, echo[r] :] > 0.5)).double().mean()
         assert acc[r].item() == hits.item()
-        assert acc[r].item() == pytest.approx(bit_accuracy(y_hat, y[r], int(echo[r])).item(),
-                                              abs=1e-6)
+        assert acc[r].item() == pytest.approx(
+            bit_accuracy(y_hat, y[r], int(echo[r])).item(), abs=1e-6
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -644,16 +790,46 @@ def test_bad_input_is_named():
     steps, counters = zero.clone(), zero.clone()
     before = params.clone()
     with pytest.raises(ValueError, match=r"^echo_step must be in \[0, T\) = \[0, 4\), got 4 "):
-        kc.train_step(params, params.clone(), params.clone(), steps, torch.ones(1, dtype=F64),
-                      zero, counters, zero + 4, H=3, I=1, bias=False, B=2, T=4,
-                      truncate=None, grad_clip=None, optimizer="adam")
+        kc.train_step(
+            params,
+            params.clone(),
+            params.clone(),
+            steps,
+            torch.ones(1, dtype=F64),
+            zero,
+            counters,
+            zero + 4,
+            H=3,
+            I=1,
+            bias=False,
+            B=2,
+            T=4,
+            truncate=None,
+            grad_clip=None,
+            optimizer="adam",
+        )
     assert torch.equal(params, before) and steps.item() == counters.item() == 0  # untouched
     with pytest.raises(ValueError, match=r"^echo_step must be in \[0, T\) = \[0, 4\), got -2 "):
         kc.evaluate(params, torch.zeros(2, 4), torch.zeros(1, 2, 4), zero - 2, 3, 1, False)
     with pytest.raises(ValueError, match="^optimizer must be one of adam, sgd"):
-        kc.train_step(params, params.clone(), params.clone(), steps, torch.ones(1, dtype=F64),
-                      zero, counters, zero, H=3, I=1, bias=False, B=2, T=4, truncate=None,
-                      grad_clip=None, optimizer="rmsprop")
+        kc.train_step(
+            params,
+            params.clone(),
+            params.clone(),
+            steps,
+            torch.ones(1, dtype=F64),
+            zero,
+            counters,
+            zero,
+            H=3,
+            I=1,
+            bias=False,
+            B=2,
+            T=4,
+            truncate=None,
+            grad_clip=None,
+            optimizer="rmsprop",
+        )
 
 
 def test_without_the_extension_the_module_says_why(monkeypatch):

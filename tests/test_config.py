@@ -57,8 +57,7 @@ def test_the_example_config_is_the_frontier_recipe():
 
     example = Path(__file__).resolve().parents[1] / "examples" / "frontier.toml"
     c = build_config(file=example)
-    frontier = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6,
-                                                   "bias": True})
+    frontier = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6, "bias": True})
     assert c == frontier and c.preset == "frontier" and c.threads == 1
 
 

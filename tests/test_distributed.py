@@ -10,22 +10,43 @@ from echo_rnn.checkpoint import load_checkpoint
 from echo_rnn.model import EchoRNN
 from helpers import cli, python, scalar_series, small_flags
 
-pytestmark = [pytest.mark.distributed,
-              pytest.mark.skipif(not torch.distributed.is_available(),
-                                 reason="torch.distributed is not available")]
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(
+        not torch.distributed.is_available(), reason="torch.distributed is not available"
+    ),
+]
 
 
 def torchrun(*args, cwd=None, program=("-m", "echo_rnn")):
     """2 CPU ranks of ``program`` (the CLI unless a script is given) with ``args``."""
-    return python("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                  *program, *args, cwd=cwd)
+    return python(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        *program,
+        *args,
+        cwd=cwd,
+    )
 
 
 @pytest.mark.parametrize("backend", ["autograd", "bptt"])
 def test_two_ranks_take_the_gradient_of_the_whole_batch(tmp_path, backend):
     # One SGD step with lr 1 moves the weights by exactly minus the gradient.
-    flags = [*small_flags(tmp_path), "--optimizer", "sgd", "--lr", "1", "--steps", "1",
-             "--eval-every", "1", "--backend", backend]
+    flags = [
+        *small_flags(tmp_path),
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1",
+        "--steps",
+        "1",
+        "--eval-every",
+        "1",
+        "--backend",
+        backend,
+    ]
     ddp = torchrun("train", *flags, "--run-name", "ddp")
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     one = cli("train", *flags, "--run-name", "one")
@@ -39,8 +60,8 @@ def test_two_ranks_take_the_gradient_of_the_whole_batch(tmp_path, backend):
     m.reset_parameters(generator=torch.Generator().manual_seed(0))
     assert (m.U.detach() - b["U"]).abs().max() > 1e-4
     # the logged loss is the global batch's
-    (step_a, loss_a), = scalar_series(runs / "ddp", "train loss")
-    (step_b, loss_b), = scalar_series(runs / "one", "train loss")
+    ((step_a, loss_a),) = scalar_series(runs / "ddp", "train loss")
+    ((step_b, loss_b),) = scalar_series(runs / "one", "train loss")
     assert step_a == step_b == 1 and loss_a == pytest.approx(loss_b, rel=1e-6)
 
 
@@ -51,8 +72,9 @@ def test_ddp_resume_continues_the_same_curve(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     runs = tmp_path / "runs"
     # rank 0 alone wrote: one event file, the run's one TensorBoard run
-    assert sorted(str(p.relative_to(runs / "d")).split(".")[0]
-                  for p in (runs / "d").rglob("events*")) == ["events"]
+    assert sorted(
+        str(p.relative_to(runs / "d")).split(".")[0] for p in (runs / "d").rglob("events*")
+    ) == ["events"]
     again = torchrun("train", "--resume", runs / "d", "--steps", "40")
     assert again.returncode == 0, again.stderr[-2000:]
     one = cli("train", *flags, "--run-name", "one", "--steps", "40")

@@ -23,8 +23,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished small run, to copy."""
-    return Path(train(small_config(tmp_path_factory.mktemp("run"), run_name="r", steps=10),
-                      verbose=False).run_dir)
+    return Path(
+        train(
+            small_config(tmp_path_factory.mktemp("run"), run_name="r", steps=10), verbose=False
+        ).run_dir
+    )
 
 
 def _copy(run_dir: Path, where: Path) -> Path:
@@ -38,13 +41,22 @@ def _copy(run_dir: Path, where: Path) -> Path:
 def test_train_with_stdout_closed_is_one_line_and_trains(tmp_path):
     # Before: `echo-rnn train >&-` ended in two chained tracebacks, exit 120, and the run
     # directory removed.
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "r", "--steps", "10",
-               stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "r",
+        "--steps",
+        "10",
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),
+    )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert err.strip().splitlines() == [
         "echo-rnn train: stdout is closed; what the command prints there is dropped, the "
-        "command runs on"]
+        "command runs on"
+    ]
     assert load_checkpoint(tmp_path / "runs" / "r")["step"] == 10
     # nothing the command printed landed in a file that took descriptor 1
     assert "run saved" not in (tmp_path / "runs" / "r" / ".lock").read_text()
@@ -75,7 +87,8 @@ def test_gradcheck_plot_onto_a_full_disk_is_one_line(full_disk, grads):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"echo-rnn gradcheck: error: could not write the plot {plot}: the disk is full")
+        f"echo-rnn gradcheck: error: could not write the plot {plot}: the disk is full"
+    )
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no temp file left
 
 
@@ -88,13 +101,23 @@ def test_predict_numbers_time_from_1(finished):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     start = lines.index("   t  x  y_hat")
-    assert [line.split()[:2] for line in lines[start + 1:]] == [
-        ["1", "0"], ["2", "1"], ["3", "1"], ["4", "0"]]
+    assert [line.split()[:2] for line in lines[start + 1 :]] == [
+        ["1", "0"],
+        ["2", "1"],
+        ["3", "1"],
+        ["4", "0"],
+    ]
 
 
-@pytest.mark.parametrize("command", [["train", "--bogus"], ["train", "extra"],
-                                     ["gradcheck", "--seeds", "1"],
-                                     ["predict", "--checkpoint", "x", "01", "--bogus"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--bogus"],
+        ["train", "extra"],
+        ["gradcheck", "--seeds", "1"],
+        ["predict", "--checkpoint", "x", "01", "--bogus"],
+    ],
+)
 def test_an_unknown_argument_points_to_its_commands_help(capsys, command):
     # Before: "echo-rnn: error: unrecognized arguments: --bogus (see echo-rnn --help)", the
     # top level's help, which lists commands, not flags.
@@ -109,9 +132,19 @@ def test_a_huge_input_weight_logs_its_histogram(tmp_path, capsys):
     # Before: `--input-init-std 1e30 --hidden-size 1` ended in a traceback from the
     # histogram logger ("Too many bins for data range"): one weight of 1e30 has no range
     # 30 bins can split.
-    code, _, err = run_main("train", *small_flags(tmp_path), "--run-name", "h", "--steps",
-                            "10", "--input-init-std", "1e30", "--hidden-size", "1",
-                            capsys=capsys)
+    code, _, err = run_main(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "h",
+        "--steps",
+        "10",
+        "--input-init-std",
+        "1e30",
+        "--hidden-size",
+        "1",
+        capsys=capsys,
+    )
     assert code == 0, err
     acc = events(tmp_path / "runs" / "h")
     hist = acc.Histograms("weights/V")
@@ -123,12 +156,17 @@ def _quantized(t):
     return torch.quantize_per_tensor(torch.zeros(t.shape), 0.1, 0, torch.qint8)
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda t: t.to_sparse_csr(), "must be a dense tensor, got layout torch.sparse_csr"),
-    (_quantized, "must be a plain tensor, got a quantized one"),
-], ids=["sparse CSR", "quantized"])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda t: t.to_sparse_csr(), "must be a dense tensor, got layout torch.sparse_csr"),
+        (_quantized, "must be a plain tensor, got a quantized one"),
+    ],
+    ids=["sparse CSR", "quantized"],
+)
 def test_a_sparse_or_quantized_weight_is_refused_without_torchs_warnings(
-        tmp_path, finished, make, needle):
+    tmp_path, finished, make, needle
+):
     # Before: the one line came after 3-5 lines of torch's UserWarnings ("Sparse CSR tensor
     # support is in beta state", "TypedStorage is deprecated", ...). A process of its own:
     # pytest would catch the warnings in this one.
@@ -138,13 +176,16 @@ def test_a_sparse_or_quantized_weight_is_refused_without_torchs_warnings(
         warnings.simplefilter("ignore")
         state["model"]["U"] = make(state["model"]["U"])
     torch.save(state, checkpoint_path(run_dir))
-    for command, flag in ((["train", "--resume", run_dir], "--resume"),
-                          (["predict", "--checkpoint", run_dir, "01"], "--checkpoint")):
+    for command, flag in (
+        (["train", "--resume", run_dir], "--resume"),
+        (["predict", "--checkpoint", run_dir, "01"], "--checkpoint"),
+    ):
         proc = cli(*command)
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and f"argument {flag}:" in lines[0] and needle in lines[0], (
-            proc.stderr)
+            proc.stderr
+        )
 
 
 def test_a_grads_file_that_cannot_be_read_is_a_usage_error(tmp_path, capsys, monkeypatch):
@@ -165,8 +206,10 @@ def test_a_grads_file_that_cannot_be_read_is_a_usage_error(tmp_path, capsys, mon
         monkeypatch.setattr(os, "open", denied)
     code, out, err = run_main("gradcheck", "--grads", f"{mine}:bptt", capsys=capsys)
     assert code == 2, err
-    assert err == f"echo-rnn gradcheck: error: argument --grads: cannot read {mine}: " \
-                  "Permission denied\n"
+    assert (
+        err == f"echo-rnn gradcheck: error: argument --grads: cannot read {mine}: "
+        "Permission denied\n"
+    )
 
 
 def test_a_grads_fifo_is_a_usage_error(tmp_path, capsys):
@@ -198,20 +241,28 @@ def _damage(run_dir: Path, how: str) -> None:
         os.mkfifo(last)
 
 
-DAMAGE = ["dangling symlink", "symlink loop", "checkpoints a file", "last.pt a directory",
-          "last.pt a FIFO"]
+DAMAGE = [
+    "dangling symlink",
+    "symlink loop",
+    "checkpoints a file",
+    "last.pt a directory",
+    "last.pt a FIFO",
+]
 
 
 def _tree(root: Path) -> list:
     """Every entry under ``root``: name, kind, size, modification time (not following
     symlinks): whatever a command writes changes it."""
-    return sorted((str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_size,
-                   p.lstat().st_mtime_ns) for p in [root, *root.rglob("*")])
+    return sorted(
+        (str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in [root, *root.rglob("*")]
+    )
 
 
 @pytest.mark.parametrize("how", DAMAGE)
-def test_resume_of_a_damaged_checkpoint_is_refused_and_writes_nothing(tmp_path, finished,
-                                                                      capsys, how):
+def test_resume_of_a_damaged_checkpoint_is_refused_and_writes_nothing(
+    tmp_path, finished, capsys, how
+):
     # Before: "it stopped before its first checkpoint", and training from step 0 over a run
     # whose summary.json says it finished, its checkpoint and events replaced.
     run_dir = _copy(finished, tmp_path / "r")
@@ -225,8 +276,7 @@ def test_resume_of_a_damaged_checkpoint_is_refused_and_writes_nothing(tmp_path, 
 
 
 @pytest.mark.parametrize("leftover", [None, "temp file"])
-def test_a_run_that_never_wrote_a_checkpoint_starts_again(tmp_path, finished, capsys,
-                                                          leftover):
+def test_a_run_that_never_wrote_a_checkpoint_starts_again(tmp_path, finished, capsys, leftover):
     # The one case that restarts from step 0: no checkpoints/, or one holding only what a
     # checkpoint being written leaves (a temp file).
     run_dir = tmp_path / "r"
@@ -241,17 +291,47 @@ def test_a_run_that_never_wrote_a_checkpoint_starts_again(tmp_path, finished, ca
     assert load_checkpoint(run_dir)["step"] == 10
 
 
-TINY_SWEEP = ["--seq-len", "8", "--val-size", "8", "--batch-size", "4", "--eval-every", "5",
-              "--device", "cpu", "--backend", "bptt", "--no-fused"]
+TINY_SWEEP = [
+    "--seq-len",
+    "8",
+    "--val-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "5",
+    "--device",
+    "cpu",
+    "--backend",
+    "bptt",
+    "--no-fused",
+]
 
 
 @pytest.mark.parametrize("population", ["1", "2"])
 def test_a_sweep_refuses_a_points_damaged_checkpoint(tmp_path, capsys, population):
     # Before: the point counted as fresh: its directory was removed and it trained from
     # step 0 (alone, or joined to a population).
-    flags = ["sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1-2",
-             "--hidden-sizes", "2", "--seeds", "0", "--steps", "10", "--workers", "1",
-             "--population", population, *TINY_SWEEP]
+    flags = [
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1-2",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "10",
+        "--workers",
+        "1",
+        "--population",
+        population,
+        *TINY_SWEEP,
+    ]
     code, _, err = run_main(*flags, capsys=capsys)
     assert code == 0, err
     point = tmp_path / "runs" / "s" / "k1-H2-s0"
@@ -279,8 +359,7 @@ def _vanish(path: Path, how: str) -> Path | None:
 
 @pytest.mark.parametrize("what", ["run directory", "logdir"])
 @pytest.mark.parametrize("how", ["deleted", "renamed"])
-def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monkeypatch,
-                                                          how, what):
+def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monkeypatch, how, what):
     # Before: deleted, the run ended with exit 0 and "run saved in runs/r", in a directory it
     # had made again holding only checkpoints/ and summary.json; renamed, it went on writing
     # its events under the new name and its checkpoints under the old one.
@@ -296,13 +375,16 @@ def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monk
             gone["to"] = _vanish(run_dir if what == "run directory" else run_dir.parent, how)
 
     monkeypatch.setattr(train_mod, "_evaluate", evaluate)
-    code, out, err = run_main("train", *small_flags(tmp_path), "--run-name", "r",
-                              "--echo-step", "9", capsys=capsys)
+    code, out, err = run_main(
+        "train", *small_flags(tmp_path), "--run-name", "r", "--echo-step", "9", capsys=capsys
+    )
     assert code == 1, err
     assert "run saved" not in out and "Traceback" not in err
     assert err.count("\n") == 1, err
-    assert err.startswith(f"echo-rnn train: error: the run directory {run_dir} was "
-                          + ("deleted" if how == "deleted" else "moved or renamed"))
+    assert err.startswith(
+        f"echo-rnn train: error: the run directory {run_dir} was "
+        + ("deleted" if how == "deleted" else "moved or renamed")
+    )
     assert "stopped at step 20" in err
     assert not run_dir.exists()  # not made again
     if how == "renamed":
@@ -314,13 +396,16 @@ def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monk
 
 @pytest.mark.parametrize("how", ["deleted", "renamed"])
 def test_a_population_member_whose_directory_vanishes_stops_the_population(
-        tmp_path, monkeypatch, how):
+    tmp_path, monkeypatch, how
+):
     import echo_rnn.population_train as pop_mod
     from echo_rnn.population_train import train_population
     from echo_rnn.rundir import RunDirGone
 
-    configs = [small_config(tmp_path, run_name=f"m{k}", echo_step=k, backend="bptt",
-                            fused=False, steps=40) for k in (7, 8)]
+    configs = [
+        small_config(tmp_path, run_name=f"m{k}", echo_step=k, backend="bptt", fused=False, steps=40)
+        for k in (7, 8)
+    ]
     victim = tmp_path / "runs" / "m7"
     real = pop_mod._evaluate
 
@@ -331,16 +416,20 @@ def test_a_population_member_whose_directory_vanishes_stops_the_population(
         return moved
 
     monkeypatch.setattr(pop_mod, "_evaluate", evaluate)
-    with pytest.raises(RunDirGone, match=f"the run directory {victim} was "
-                       + ("deleted" if how == "deleted" else "moved or renamed")):
+    with pytest.raises(
+        RunDirGone,
+        match=f"the run directory {victim} was "
+        + ("deleted" if how == "deleted" else "moved or renamed"),
+    ):
         train_population(configs)
     assert not victim.exists()
     if how == "renamed":
         assert load_checkpoint(victim.with_name("m7-moved"))["step"] == 10
 
 
-def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(tmp_path, capsys,
-                                                                     monkeypatch):
+def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(
+    tmp_path, capsys, monkeypatch
+):
     # Between the check and the write: the write fails (checkpoints/ is never made with its
     # parents), and the line says why, not "No such file or directory".
     import echo_rnn.train as train_mod
@@ -354,9 +443,12 @@ def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(tmp_path, 
         real(path, state, durable)
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save)
-    code, out, err = run_main("train", *small_flags(tmp_path), "--run-name", "r",
-                              "--echo-step", "9", capsys=capsys)
+    code, out, err = run_main(
+        "train", *small_flags(tmp_path), "--run-name", "r", "--echo-step", "9", capsys=capsys
+    )
     assert code == 1 and "run saved" not in out, err
-    assert err == (f"echo-rnn train: error: the run directory {run_dir} was deleted while the "
-                   "run trained; stopped at step 20, nothing more was written\n")
+    assert err == (
+        f"echo-rnn train: error: the run directory {run_dir} was deleted while the "
+        "run trained; stopped at step 20, nothing more was written\n"
+    )
     assert not run_dir.exists()

@@ -27,11 +27,21 @@ from helpers import cli, events, run_main, scalar_series, small_config, small_fl
 def test_curve_does_not_depend_on_the_environments_thread_count(tmp_path):
     # Before: a subprocess under OMP_NUM_THREADS=2 trained on 2 threads, and its curve
     # differed in the last bit from the same run on 1 thread.
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "env2", "--hidden-size", "16",
-               "--batch-size", "64", env={"OMP_NUM_THREADS": "2"})
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "env2",
+        "--hidden-size",
+        "16",
+        "--batch-size",
+        "64",
+        env={"OMP_NUM_THREADS": "2"},
+    )
     assert proc.returncode == 0, proc.stderr
-    ours = train(small_config(tmp_path, run_name="here", hidden_size=16, batch_size=64),
-                 verbose=False)
+    ours = train(
+        small_config(tmp_path, run_name="here", hidden_size=16, batch_size=64), verbose=False
+    )
     assert json.loads((tmp_path / "runs" / "env2" / "config.json").read_text())["threads"] == 1
     for tag in ("train loss", "val loss"):
         assert scalar_series(tmp_path / "runs" / "env2", tag) == scalar_series(ours.run_dir, tag)
@@ -40,8 +50,11 @@ def test_curve_does_not_depend_on_the_environments_thread_count(tmp_path):
 def test_train_sets_its_threads_and_gives_them_back(tmp_path, monkeypatch):
     seen = []
     real = train_mod._Trainer.train_step
-    monkeypatch.setattr(train_mod._Trainer, "train_step",
-                        lambda self: (seen.append(torch.get_num_threads()), real(self)))
+    monkeypatch.setattr(
+        train_mod._Trainer,
+        "train_step",
+        lambda self: (seen.append(torch.get_num_threads()), real(self)),
+    )
     before = torch.get_num_threads()
     rng = torch.random.get_rng_state()
     train(small_config(tmp_path, threads=2, steps=3), verbose=False)
@@ -60,8 +73,9 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, sig):
     # no checkpoint, which --resume and a re-run both refused.
     flags = [*small_flags(tmp_path), "--steps", "100000", "--echo-step", "9", "--seq-len", "40"]
     for i, delay in enumerate((0.4, 1.2, 2.8)):  # torch loading, then the run starting
-        proc = cli("train", *flags, "--run-name", f"r{i}", stdout=subprocess.PIPE,
-                   stderr=subprocess.PIPE)
+        proc = cli(
+            "train", *flags, "--run-name", f"r{i}", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         time.sleep(delay)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -85,11 +99,15 @@ def test_a_signal_during_the_first_evaluation_leaves_a_resumable_run(tmp_path, m
         train(small_config(tmp_path, run_name="r"), verbose=False)
     assert info.value.signum == sig and info.value.step == 0
     monkeypatch.setattr(train_mod._Trainer, "evaluate", real)
-    resumed = train(small_config(tmp_path, run_name="r", steps=20), resume=tmp_path / "runs" / "r",
-                    verbose=False)
+    resumed = train(
+        small_config(tmp_path, run_name="r", steps=20),
+        resume=tmp_path / "runs" / "r",
+        verbose=False,
+    )
     whole = train(small_config(tmp_path, run_name="whole", steps=20), verbose=False)
-    assert (scalar_series(resumed.run_dir, "train loss")
-            == scalar_series(whole.run_dir, "train loss"))
+    assert scalar_series(resumed.run_dir, "train loss") == scalar_series(
+        whole.run_dir, "train loss"
+    )
 
 
 def test_a_signal_before_the_run_exists_writes_nothing(tmp_path):
@@ -160,10 +178,13 @@ def test_file_system_errors_are_one_line(tmp_path, monkeypatch, capsys, case):
     assert not runs.is_dir() or list(runs.iterdir()) == []
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b"\xff\xfe\x00bad", "is not UTF-8 text"),
-    (None, "a part of the path is a file"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"\xff\xfe\x00bad", "is not UTF-8 text"),
+        (None, "a part of the path is a file"),
+    ],
+)
 def test_bad_config_files_are_one_line(tmp_path, capsys, content, needle):
     if content is None:
         (tmp_path / "file").write_text("x")
@@ -181,8 +202,9 @@ def test_bad_config_files_are_one_line(tmp_path, capsys, content, needle):
 def test_resuming_a_finished_run_logs_nothing_twice(tmp_path):
     run = train(small_config(tmp_path, run_name="r", steps=20), verbose=False)
     for _ in range(2):
-        again = train(small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir,
-                      verbose=False)
+        again = train(
+            small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir, verbose=False
+        )
         assert again.step == 20
     acc = events(Path(run.run_dir))
     for tag in acc.Tags()["scalars"]:
@@ -192,8 +214,11 @@ def test_resuming_a_finished_run_logs_nothing_twice(tmp_path):
     # the last checkpoint
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    starts = [e for e in EventFileLoader(str(_event_file(Path(run.run_dir)))).Load()
-              if any(v.tag == "_hparams_/session_start_info" for v in e.summary.value)]
+    starts = [
+        e
+        for e in EventFileLoader(str(_event_file(Path(run.run_dir)))).Load()
+        if any(v.tag == "_hparams_/session_start_info" for v in e.summary.value)
+    ]
     assert len(starts) == 1
 
 
@@ -207,8 +232,9 @@ def test_kill_9_between_checkpoints_then_resume_shows_each_step_once(tmp_path):
     # (same second, pid.10 < pid.9) so that TensorBoard read the run out of order, and the
     # steps the killed session logged after its last checkpoint were logged again.
     flags = [*small_flags(tmp_path), "--steps", "2000", "--eval-every", "1000", "--log-every", "1"]
-    proc = cli("train", *flags, "--run-name", "k", stdout=subprocess.DEVNULL,
-               stderr=subprocess.DEVNULL)
+    proc = cli(
+        "train", *flags, "--run-name", "k", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     run = tmp_path / "runs" / "k"
     try:
         deadline = time.monotonic() + 120
@@ -217,7 +243,10 @@ def test_kill_9_between_checkpoints_then_resume_shows_each_step_once(tmp_path):
         while time.monotonic() < deadline:
             if at_checkpoint is None and (run / "checkpoints" / "last.pt").exists():
                 at_checkpoint = load_checkpoint(run)["events"][""]
-            if at_checkpoint is not None and _event_file(run).stat().st_size > at_checkpoint + 40_000:
+            if (
+                at_checkpoint is not None
+                and _event_file(run).stat().st_size > at_checkpoint + 40_000
+            ):
                 break
             time.sleep(0.05)
         else:
@@ -288,24 +317,29 @@ def test_resuming_on_a_full_disk_leaves_no_empty_event_file(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(echo_rnn.runlog, "EventFile", full)
-    with pytest.raises(StorageError,
-                       match=r"the disk is full; the last good checkpoint is .*\(step 10\)"):
+    with pytest.raises(
+        StorageError, match=r"the disk is full; the last good checkpoint is .*\(step 10\)"
+    ):
         train(small_config(tmp_path, run_name="r", steps=20), resume=run.run_dir, verbose=False)
     monkeypatch.undo()
     assert sorted(str(p.relative_to(run.run_dir)) for p in Path(run.run_dir).rglob("*")) == before
 
 
-@pytest.mark.parametrize("flags", [
-    ["--optimizer", "sgd", "--lr", "1000", "--eval-every", "3"],
-    ["--init-std", "1e30"],
-    ["--lr", "1e38"],
-    ["--optimizer", "sgd", "--lr", "1e38", "--eval-every", "1"],
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--optimizer", "sgd", "--lr", "1000", "--eval-every", "3"],
+        ["--init-std", "1e30"],
+        ["--lr", "1e38"],
+        ["--optimizer", "sgd", "--lr", "1e38", "--eval-every", "1"],
+    ],
+)
 def test_divergence_is_the_divergence_message(tmp_path, capsys, flags):
     # Before: the histogram logging failed first ("The histogram is empty"), or step 1
     # overflowed into a traceback.
-    code, _, err = run_main("train", *small_flags(tmp_path), "--run-name", "d", *flags,
-                            capsys=capsys)
+    code, _, err = run_main(
+        "train", *small_flags(tmp_path), "--run-name", "d", *flags, capsys=capsys
+    )
     assert code == 1, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "stopped" in err and "--lr" in err
@@ -325,8 +359,20 @@ def tiny_disk(tmp_path):
 def test_a_really_full_disk_is_one_line_then_and_on_resume(tiny_disk):
     # Before: 8 chained tracebacks (one from TensorBoard's writer thread), and a resume while
     # still full left a 0-byte events file.
-    flags = ["--logdir", tiny_disk / "runs", "--run-name", "a", "--steps", "5000",
-             "--echo-step", "9", "--hidden-size", "16", "--device", "cpu"]
+    flags = [
+        "--logdir",
+        tiny_disk / "runs",
+        "--run-name",
+        "a",
+        "--steps",
+        "5000",
+        "--echo-step",
+        "9",
+        "--hidden-size",
+        "16",
+        "--device",
+        "cpu",
+    ]
     for args in (flags, ["--resume", tiny_disk / "runs" / "a", "--steps", "6000"]):
         proc = cli("train", *args)
         assert proc.returncode == 1, proc.stderr

@@ -23,17 +23,40 @@ def _norms(dh):  # (B, T, H) -> (T,): written here, not the package's step_norms
     return [float(np.sqrt((dh[:, t] ** 2).sum())) for t in range(dh.shape[1])]
 
 
-@pytest.mark.parametrize("flags", [[], ["--batch-size", "3", "--input-size", "2", "--bias",
-                                        "--h0", "--seq-len", "17", "--kernel", "fast"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],
+        [
+            "--batch-size",
+            "3",
+            "--input-size",
+            "2",
+            "--bias",
+            "--h0",
+            "--seq-len",
+            "17",
+            "--kernel",
+            "fast",
+        ],
+    ],
+)
 def test_per_step_matches_autograds_retained_gradients(flags, capsys):
     code, out, _ = run_main("gradcheck", "--per-step", "--json", *flags, capsys=capsys)
     assert code == 0
     report = json.loads(out)
     c = report["config"]
     p = Problem(
-        hidden_size=c["hidden_size"], input_size=c["input_size"], batch_size=c["batch_size"],
-        seq_len=c["seq_len"], echo_step=c["echo_step"], bias=c["bias"], h0=c["h0"],
-        seed=c["seed"], init_std=c["init_std"]).on(torch.float64, torch.device("cpu"))
+        hidden_size=c["hidden_size"],
+        input_size=c["input_size"],
+        batch_size=c["batch_size"],
+        seq_len=c["seq_len"],
+        echo_step=c["echo_step"],
+        bias=c["bias"],
+        h0=c["h0"],
+        seed=c["seed"],
+        init_std=c["init_std"],
+    ).on(torch.float64, torch.device("cpu"))
     model, x3, y, h0 = p.model, p.x, p.y, p.h0_state
     expected = _norms(_retained_dh(model, x3, y, h0).numpy())
     flow = report["per_step"]
@@ -47,14 +70,14 @@ def test_per_step_matches_autograds_retained_gradients(flags, capsys):
 
 
 def test_per_step_of_a_learner_shows_its_own_dh_and_the_difference(capsys):
-    code, out, _ = run_main("gradcheck", "--grads", EXAMPLE, "--per-step",
-                            "--json", capsys=capsys)
+    code, out, _ = run_main("gradcheck", "--grads", EXAMPLE, "--per-step", "--json", capsys=capsys)
     assert code == 1
     flow = json.loads(out)["per_step"]
     assert flow["yours diff"][-1] == 0.0  # at t = T nothing is carried yet: both agree
     assert min(flow["yours diff"][:-1]) > 0  # the carry is transposed: every earlier step
-    np.testing.assert_allclose(np.abs(np.subtract(flow["yours"], flow["autograd"])),
-                               0, atol=max(flow["yours diff"]))  # |a|-|b| <= |a-b|
+    np.testing.assert_allclose(
+        np.abs(np.subtract(flow["yours"], flow["autograd"])), 0, atol=max(flow["yours diff"])
+    )  # |a|-|b| <= |a-b|
 
 
 def test_per_step_table_is_compact_and_counts_back_from_T(capsys):
@@ -74,8 +97,9 @@ def test_plot_writes_an_image(tmp_path, capsys):
     code, out, _ = run_main("gradcheck", "--plot", path, capsys=capsys)
     assert code == 0 and f"plot: {path}" in out
     assert path.read_bytes().startswith(PNG)
-    code, _, _ = run_main("gradcheck", "--grads", EXAMPLE, "--plot",
-                          tmp_path / "flow.svg", "--json", capsys=capsys)
+    code, _, _ = run_main(
+        "gradcheck", "--grads", EXAMPLE, "--plot", tmp_path / "flow.svg", "--json", capsys=capsys
+    )
     assert code == 1 and b"<svg" in (tmp_path / "flow.svg").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.png", "flow.svg"]  # no temp files
 
@@ -87,9 +111,13 @@ def test_the_plot_draws_the_difference_marks_zeros_and_the_departure(tmp_path):
     from echo_rnn.flow import plot_flow
 
     title = "gradient flow through time, " + "a_very_long_learner_file_name.py:bptt, " * 4
-    fig = plot_flow(tmp_path / "f.png", {"autograd": [1e-2, 2e-2, 3e-2, 4e-2],
-                                         "yours": [1e-2, 2e-2, 3.5e-2, 4e-2]}, title,
-                    {"||yours - autograd||": [0.0, 0.0, 5e-3, 0.0]}, departure=3)
+    fig = plot_flow(
+        tmp_path / "f.png",
+        {"autograd": [1e-2, 2e-2, 3e-2, 4e-2], "yours": [1e-2, 2e-2, 3.5e-2, 4e-2]},
+        title,
+        {"||yours - autograd||": [0.0, 0.0, 5e-3, 0.0]},
+        departure=3,
+    )
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     diff = lines["||yours - autograd||"]
@@ -118,17 +146,23 @@ def test_the_learner_plot_marks_where_a_planted_mistake_departs(tmp_path, capsys
         return drawn["fig"]
 
     monkeypatch.setattr(command, "plot_flow", spy)
-    code, _, _ = run_main("gradcheck", "--grads", EXAMPLE, "--plot", tmp_path / "f.png",
-                          capsys=capsys)
+    code, _, _ = run_main(
+        "gradcheck", "--grads", EXAMPLE, "--plot", tmp_path / "f.png", capsys=capsys
+    )
     assert code == 1
     labels = [line.get_label() for line in drawn["fig"].axes[0].get_lines()]
     assert "||yours - autograd||" in labels
     assert "yours departs first at t = 49" in labels  # the carry is transposed from T - 1
 
 
-@pytest.mark.parametrize("target,needle", [("nodir/flow.png", "no such directory"),
-                                           ("flow.txt", "must end in .png, .pdf, .svg"),
-                                           (".", "must end in")])
+@pytest.mark.parametrize(
+    "target,needle",
+    [
+        ("nodir/flow.png", "no such directory"),
+        ("flow.txt", "must end in .png, .pdf, .svg"),
+        (".", "must end in"),
+    ],
+)
 def test_a_bad_plot_path_is_refused_before_any_work(target, needle, tmp_path, capsys):
     code, out, err = run_main("gradcheck", "--plot", tmp_path / target, capsys=capsys)
     assert code == 2 and out == "" and "argument --plot: " in err and needle in err
@@ -154,8 +188,7 @@ def test_flow_image_is_light_and_draws_the_curve():
 
 
 def test_training_logs_the_gradient_flow_at_each_evaluation(tmp_path):
-    result = train(small_config(tmp_path, run_name="flow", steps=30, eval_every=10),
-                   verbose=False)
+    result = train(small_config(tmp_path, run_name="flow", steps=30, eval_every=10), verbose=False)
     images = events(result.run_dir).Images(FLOW_TAG)
     assert [i.step for i in images] == [0, 10, 20, 30]
     assert all(i.encoded_image_string.startswith(PNG) for i in images)

@@ -39,8 +39,9 @@ SINGLES = [m for m in PLACEMENTS if m not in BIAS_ONLY]
 
 
 def grade_json(folder, function, *flags, capsys):
-    code, out, err = run_main("grade", folder, "--function", function, "--json", *flags,
-                              capsys=capsys)
+    code, out, err = run_main(
+        "grade", folder, "--function", function, "--json", *flags, capsys=capsys
+    )
     assert code == 0, err
     assert err == "", "--json shows no progress"
     return json.loads(out)
@@ -70,8 +71,9 @@ def check_named(sub, planted):
 
 def grade_class(tmp_path, layout, classes, capsys, problem=None, workers=2):
     function, toml = write_class(tmp_path / layout, layout, classes, problem)
-    result = grade_json(tmp_path / layout, function, "--layout", toml, "--workers", workers,
-                        capsys=capsys)
+    result = grade_json(
+        tmp_path / layout, function, "--layout", toml, "--workers", workers, capsys=capsys
+    )
     return by_student(result)
 
 
@@ -81,10 +83,17 @@ def grade_class(tmp_path, layout, classes, capsys, problem=None, workers=2):
 # The quick class: a placement of each kind (a constant, the tanh' mistakes on the whole
 # dJ/dh_t, the carried term, the own term; the index one off in the upstream gradient, the
 # cache, the carry), one pair, and a correct file.
-QUICK = [[], ["sign"], ["tanh-derivative-wrong-step/previous"],
-         ["carry-tanh-derivative-wrong-step"], ["tanh-derivative-wrong-step/own-term"],
-         ["upstream-off-by-one"], ["cache-off-by-one"], ["carry-off-by-one"],
-         ["transposed", "no-carry"]]
+QUICK = [
+    [],
+    ["sign"],
+    ["tanh-derivative-wrong-step/previous"],
+    ["carry-tanh-derivative-wrong-step"],
+    ["tanh-derivative-wrong-step/own-term"],
+    ["upstream-off-by-one"],
+    ["cache-off-by-one"],
+    ["carry-off-by-one"],
+    ["transposed", "no-carry"],
+]
 
 
 def test_a_small_class_names_each_placement(tmp_path, capsys):
@@ -94,8 +103,7 @@ def test_a_small_class_names_each_placement(tmp_path, capsys):
         check_named(subs[student_name(planted)], planted)
     # the three placements of tanh' at the wrong step are told apart
     assert named(subs["tanh-derivative-wrong-step_previous"]) == {"tanh-derivative-wrong-step"}
-    assert named(subs["carry-tanh-derivative-wrong-step"]) == {
-        "carry-tanh-derivative-wrong-step"}
+    assert named(subs["carry-tanh-derivative-wrong-step"]) == {"carry-tanh-derivative-wrong-step"}
     own = subs["tanh-derivative-wrong-step_own-term"]
     assert own["status"] == "unexplained" and own["departs_at"] is not None
 
@@ -112,8 +120,9 @@ def test_every_placement_is_named_in_every_layout(layout, tmp_path, capsys):
 @pytest.mark.parametrize("layout", BATCHED)
 def test_the_bias_mistake_is_named_where_a_layout_has_a_bias(layout, tmp_path, capsys):
     classes = [[], list(BIAS_ONLY), [*BIAS_ONLY, "sign"]]
-    subs = grade_class(tmp_path, layout, classes, capsys,
-                       problem={"bias": True, "batch_size": 3, "input_size": 2})
+    subs = grade_class(
+        tmp_path, layout, classes, capsys, problem={"bias": True, "batch_size": 3, "input_size": 2}
+    )
     for planted in classes:
         check_named(subs[student_name(planted)], planted)
 
@@ -138,9 +147,11 @@ def _same(a, b):
 # (and x) from the step before, so tanh' at the previous step, or dV paired with x_{t-1}, made
 # beside it changes only the first step's wrap-around, and the catalogue, which knows no pair
 # of a wrapping and a non-wrapping mistake, names the mistake that explains the rest.
-OVERLAPPING = {("tanh-derivative-wrong-step/previous", "off-by-one/V"),
-               ("tanh-derivative-wrong-step/previous", "cache-off-by-one"),
-               ("tanh-derivative-wrong-step/wrapped", "off-by-one/V")}
+OVERLAPPING = {
+    ("tanh-derivative-wrong-step/previous", "off-by-one/V"),
+    ("tanh-derivative-wrong-step/previous", "cache-off-by-one"),
+    ("tanh-derivative-wrong-step/wrapped", "off-by-one/V"),
+}
 
 
 @pytest.mark.slow
@@ -172,8 +183,10 @@ def test_every_pair_is_named_or_said_to_be_undescribed(layout, tmp_path, capsys)
             wrong.append((pair, sub["status"], sorted(named(sub))))
     assert not wrong, f"pairs named as something else: {wrong}"
     # most pairs are named whole; the counts are printed for the report
-    print(f"{len(every)} pairs: {named_both} named, {said} said undescribed, "
-          f"{absorbed} one hiding the other")
+    print(
+        f"{len(every)} pairs: {named_both} named, {said} said undescribed, "
+        f"{absorbed} one hiding the other"
+    )
     assert named_both > len(every) // 2
 
 
@@ -181,19 +194,30 @@ def test_every_pair_is_named_or_said_to_be_undescribed(layout, tmp_path, capsys)
 
 
 def _notebook(cells):
-    return json.dumps({"cells": [{"cell_type": t, "source": s, "metadata": {}, "outputs": []}
-                                 for t, s in cells], "metadata": {}, "nbformat": 4,
-                       "nbformat_minor": 5})
+    return json.dumps(
+        {
+            "cells": [
+                {"cell_type": t, "source": s, "metadata": {}, "outputs": []} for t, s in cells
+            ],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
 
 
 def test_a_notebook_is_its_code_cells_without_magics_or_shell_lines(tmp_path):
     nb = tmp_path / "alice.ipynb"
-    nb.write_text(_notebook([
-        ("markdown", ["# my BPTT\n", "x = 1/0\n"]),
-        ("code", ["%matplotlib inline\n", "!pip install numpy\n", "a = 1\n"]),
-        ("code", "%%bash\necho hi\n"),
-        ("code", ["np.zeros?\n", "b = a + 1\n"]),
-    ]))
+    nb.write_text(
+        _notebook(
+            [
+                ("markdown", ["# my BPTT\n", "x = 1/0\n"]),
+                ("code", ["%matplotlib inline\n", "!pip install numpy\n", "a = 1\n"]),
+                ("code", "%%bash\necho hi\n"),
+                ("code", ["np.zeros?\n", "b = a + 1\n"]),
+            ]
+        )
+    )
     code = notebook_source(nb)
     compiled = {}
     exec(code, compiled)  # plain Python now
@@ -206,9 +230,14 @@ def test_files_notebooks_and_folders_are_each_a_student(tmp_path, capsys):
     cls = tmp_path / "class"
     cls.mkdir()
     (cls / "alice.py").write_text(source("rows", ["no-carry"]))
-    (cls / "bob.ipynb").write_text(_notebook([
-        ("code", ["%load_ext autoreload\n"]),
-        ("code", source("rows", ["sign"]).splitlines(keepends=True))]))
+    (cls / "bob.ipynb").write_text(
+        _notebook(
+            [
+                ("code", ["%load_ext autoreload\n"]),
+                ("code", source("rows", ["sign"]).splitlines(keepends=True)),
+            ]
+        )
+    )
     (cls / "carol").mkdir()
     (cls / "carol" / "helpers.py").write_text("X = 1\n")
     (cls / "carol" / "rnn.py").write_text("from helpers import X\n" + source("rows", []))
@@ -232,8 +261,10 @@ HOSTILE = {
     "raises": ("def rnn_bptt(**kw):\n    raise ValueError('my shapes')\n", "my shapes"),
     "exits": ("import sys\nsys.exit(3)\n", "sys.exit(3)"),
     "os_exit": ("import os\ndef rnn_bptt(**kw):\n    os._exit(0)\n", "exit status 0"),
-    "crashes": ("import os, signal\ndef rnn_bptt(**kw):\n    os.kill(os.getpid(), "
-                "signal.SIGSEGV)\n", "SIGSEGV"),
+    "crashes": (
+        "import os, signal\ndef rnn_bptt(**kw):\n    os.kill(os.getpid(), signal.SIGSEGV)\n",
+        "SIGSEGV",
+    ),
     "hangs": ("import time\ndef rnn_bptt(**kw):\n    time.sleep(600)\n", "did not return"),
     "nofunction": ("def bptt(**kw):\n    return {}\n", "defines no function 'rnn_bptt'"),
     "not_a_dict": ("def rnn_bptt(**kw):\n    return [1, 2]\n", "returned list"),
@@ -250,14 +281,26 @@ def test_hostile_submissions_are_verdicts_and_change_no_one_elses(tmp_path, caps
     (cls / "liar.py").write_text(
         "import pathlib, sys\n"
         f"pathlib.Path({str(cls / 'zed.py')!r}).write_text('def rnn_bptt(): pass')\n"
-        "print('{\"submissions\": [], \"score\": 100}')\n"
-        "print('all gradients agree', file=sys.stderr)\n"
-        + source("rows", ["no-carry"]))
+        'print(\'{"submissions": [], "score": 100}\')\n'
+        "print('all gradients agree', file=sys.stderr)\n" + source("rows", ["no-carry"])
+    )
     (cls / "zed.py").write_text(source("rows", []))
     layout = tmp_path / "layout.toml"
     layout.write_text(layout_toml("rows"))
-    code, out, err = run_main("grade", cls, "--function", "rnn_bptt", "--layout", layout,
-                              "--timeout", "3", "--workers", "2", "--json", capsys=capsys)
+    code, out, err = run_main(
+        "grade",
+        cls,
+        "--function",
+        "rnn_bptt",
+        "--layout",
+        layout,
+        "--timeout",
+        "3",
+        "--workers",
+        "2",
+        "--json",
+        capsys=capsys,
+    )
     assert code == 0
     assert err == ""  # nothing they printed reaches the command's own streams
     subs = by_student(json.loads(out))  # what they printed is not in the JSON's stream
@@ -288,9 +331,24 @@ def graded(tmp_path_factory):
 
     out = tmp / "out"
     out.mkdir()
-    code = main(["grade", str(cls), "--function", function, "--layout", str(layout),
-                 "--csv", str(out / "grades.csv"), "--html", str(out / "report.html"),
-                 "--gradescope", str(out / "gs"), "--workers", "2"])
+    code = main(
+        [
+            "grade",
+            str(cls),
+            "--function",
+            function,
+            "--layout",
+            str(layout),
+            "--csv",
+            str(out / "grades.csv"),
+            "--html",
+            str(out / "report.html"),
+            "--gradescope",
+            str(out / "gs"),
+            "--workers",
+            "2",
+        ]
+    )
     assert code == 0
     return cls, out
 
@@ -298,8 +356,17 @@ def graded(tmp_path_factory):
 def test_csv_has_a_row_per_student_and_no_formula(graded):
     cls, out = graded
     rows = list(csv.DictReader(io.StringIO((out / "grades.csv").read_text())))
-    assert list(rows[0]) == ["student", "file", "status", "score", "max_score", "mistakes",
-                             "gradients", "fix", "reason"]
+    assert list(rows[0]) == [
+        "student",
+        "file",
+        "status",
+        "score",
+        "max_score",
+        "mistakes",
+        "gradients",
+        "fix",
+        "reason",
+    ]
     assert len(rows) == len(list(cls.glob("*.py")))
     by = {r["student"]: r for r in rows}
     assert by["'=cmd"]["status"] == "failed"  # shown as text, not computed
@@ -329,8 +396,17 @@ def test_one_submission_writes_gradescopes_own_path(tmp_path, capsys):
     f.write_text(source("columns", ["sign"]))
     layout = tmp_path / "layout.toml"
     layout.write_text(layout_toml("columns"))
-    code, _, _ = run_main("grade", f, "--function", "bptt", "--layout", layout,
-                            "--gradescope", tmp_path / "results", capsys=capsys)
+    code, _, _ = run_main(
+        "grade",
+        f,
+        "--function",
+        "bptt",
+        "--layout",
+        layout,
+        "--gradescope",
+        tmp_path / "results",
+        capsys=capsys,
+    )
     assert code == 0
     r = json.loads((tmp_path / "results" / "results.json").read_text())
     assert r["score"] == 4.0  # half of 8, the default rubric's share for the sign
@@ -340,8 +416,9 @@ def test_json_says_what_the_rubric_gave(tmp_path, capsys):
     function, layout = write_class(tmp_path / "c", "rows", [["sign"], ["scale"]])
     rubric = tmp_path / "rubric.toml"
     rubric.write_text("[partial]\nsign = 1.0\n[points]\nU = 10\n")
-    result = grade_json(tmp_path / "c", function, "--layout", layout, "--rubric", rubric,
-                        capsys=capsys)
+    result = grade_json(
+        tmp_path / "c", function, "--layout", layout, "--rubric", rubric, capsys=capsys
+    )
     subs = by_student(result)
     assert result["max_score"] == 14  # U 10, V 2, w 2
     assert subs["sign"]["score"] == 14  # full credit for the sign, as this rubric says
@@ -363,39 +440,47 @@ def test_the_default_rubric_is_the_documented_one():
 
 def test_progress_is_a_line_per_submission_off_a_terminal(tmp_path, capsys):
     function, layout = write_class(tmp_path / "c", "rows", [[], ["sign"]])
-    code, out, err = run_main("grade", tmp_path / "c", "--function", function, "--layout",
-                              layout, capsys=capsys)
+    code, out, err = run_main(
+        "grade", tmp_path / "c", "--function", function, "--layout", layout, capsys=capsys
+    )
     assert code == 0
     lines = err.splitlines()  # in the order they finished
     assert [line.split(" ")[2] for line in lines] == ["1/2", "2/2"]
-    assert sorted(line.split(" ", 3)[3] for line in lines) == ["correct: agrees",
-                                                               "sign: mistake"]
+    assert sorted(line.split(" ", 3)[3] for line in lines) == ["correct: agrees", "sign: mistake"]
     assert "correct" in out and "2 graded: 1 agrees, 1 mistake" in out
 
 
 # --- bad input ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags,needle", [
-    (["MISSING", "--function", "f"], "argument --submissions: no such file or folder"),
-    (["CLASS", "--function", "not a name"], "argument --function: must be a Python name"),
-    (["CLASS", "--function", "f", "--workers", "0"], "argument --workers"),
-    (["CLASS", "--function", "f", "--layout", "BADLAYOUT"], "unknown layout option 'Wh'"),
-    (["CLASS", "--function", "f", "--rubric", "BADRUBRIC"], "[partial] sign must be a "
-                                                            "number from 0 to 1"),
-    (["CLASS", "--function", "f", "--csv", "NODIR/g.csv"], "argument --csv: no such directory"),
-    (["CLASS", "--function", "f", "--html", "OUT.txt"], "argument --html: must end in .html"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["MISSING", "--function", "f"], "argument --submissions: no such file or folder"),
+        (["CLASS", "--function", "not a name"], "argument --function: must be a Python name"),
+        (["CLASS", "--function", "f", "--workers", "0"], "argument --workers"),
+        (["CLASS", "--function", "f", "--layout", "BADLAYOUT"], "unknown layout option 'Wh'"),
+        (
+            ["CLASS", "--function", "f", "--rubric", "BADRUBRIC"],
+            "[partial] sign must be a number from 0 to 1",
+        ),
+        (["CLASS", "--function", "f", "--csv", "NODIR/g.csv"], "argument --csv: no such directory"),
+        (["CLASS", "--function", "f", "--html", "OUT.txt"], "argument --html: must end in .html"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(flags, needle, tmp_path, capsys):
     cls = tmp_path / "class"
     write_class(cls, "rows", [[]])
     (tmp_path / "bad-layout.toml").write_text("[layout]\nWh = 'U'\n")
     (tmp_path / "bad-rubric.toml").write_text("[partial]\nsign = 2\n")
-    subst = {"CLASS": str(cls), "MISSING": str(tmp_path / "missing"),
-             "BADLAYOUT": str(tmp_path / "bad-layout.toml"),
-             "BADRUBRIC": str(tmp_path / "bad-rubric.toml"),
-             "NODIR/g.csv": str(tmp_path / "nodir" / "g.csv"),
-             "OUT.txt": str(tmp_path / "out.txt")}
+    subst = {
+        "CLASS": str(cls),
+        "MISSING": str(tmp_path / "missing"),
+        "BADLAYOUT": str(tmp_path / "bad-layout.toml"),
+        "BADRUBRIC": str(tmp_path / "bad-rubric.toml"),
+        "NODIR/g.csv": str(tmp_path / "nodir" / "g.csv"),
+        "OUT.txt": str(tmp_path / "out.txt"),
+    }
     before = sorted(p.name for p in tmp_path.rglob("*"))
     code, out, err = run_main("grade", *[subst.get(f, f) for f in flags], capsys=capsys)
     assert code == 2
@@ -453,11 +538,13 @@ def test_a_stopped_run_leaves_no_child_behind(tmp_path):
         "import os, time, pathlib\n"
         "def f(**kw):\n"
         f"    pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
-        "    time.sleep(600)\n")
+        "    time.sleep(600)\n"
+    )
 
     def interrupt(verdict, done, total):
         while not pid_file.exists():  # the hanging one is running
             import time
+
             time.sleep(0.05)
         raise KeyboardInterrupt
 
@@ -475,8 +562,15 @@ def test_a_stopped_run_leaves_no_child_behind(tmp_path):
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            grade(find_submissions(cls, "f"), "f", Problem().on(), DEFAULT, workers=2,
-                  timeout=600, progress=interrupt)
+            grade(
+                find_submissions(cls, "f"),
+                "f",
+                Problem().on(),
+                DEFAULT,
+                workers=2,
+                timeout=600,
+                progress=interrupt,
+            )
     finally:
         timer.cancel()
         timer.join()
@@ -492,8 +586,17 @@ def test_names_that_collide_or_hold_control_characters(tmp_path, capsys):
         (cls / name).write_text(source("columns", ["sign"]))
     layout = tmp_path / "layout.toml"
     layout.write_text(layout_toml("columns"))
-    code, out, err = run_main("grade", cls, "--function", "bptt", "--layout", layout,
-                              "--gradescope", tmp_path / "gs", capsys=capsys)
+    code, out, err = run_main(
+        "grade",
+        cls,
+        "--function",
+        "bptt",
+        "--layout",
+        layout,
+        "--gradescope",
+        tmp_path / "gs",
+        capsys=capsys,
+    )
     assert code == 0
     assert "\x1b" not in out and "\x1b" not in err  # shown, never obeyed by the terminal
     results = sorted((tmp_path / "gs").glob("*/results.json"))
@@ -509,17 +612,20 @@ def test_every_subpackage_is_packaged():
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     # what the build packages: setuptools' discovery with pyproject's own settings
     listed = set(find_packages(ROOT, include=found["packages"]["find"]["include"]))
-    present = {".".join(p.parent.relative_to(ROOT).parts)
-               for p in (ROOT / "echo_rnn").rglob("__init__.py")}
+    present = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "echo_rnn").rglob("__init__.py")
+    }
     assert present <= listed, f"not packaged: {sorted(present - listed)}"
 
 
 def test_the_child_does_not_import_torch(tmp_path, capsys):
     # a class of a hundred pays for numpy in each child, not for torch (a second or two)
     f = tmp_path / "spy.py"
-    f.write_text("import sys\ndef rnn_step_backward(dnext_h, cache):\n    pass\n"
-                 "def rnn_bptt(**kw):\n"
-                 "    raise RuntimeError('torch loaded: %s' % ('torch' in sys.modules))\n")
+    f.write_text(
+        "import sys\ndef rnn_step_backward(dnext_h, cache):\n    pass\n"
+        "def rnn_bptt(**kw):\n"
+        "    raise RuntimeError('torch loaded: %s' % ('torch' in sys.modules))\n"
+    )
     layout = tmp_path / "layout.toml"
     layout.write_text(layout_toml("layered"))  # the adapter with the most machinery
     result = grade_json(f, "rnn_bptt", "--layout", layout, capsys=capsys)

@@ -21,8 +21,9 @@ MAX_LINE = 800
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A finished small Adam run (H = 4, T = 20, k = 2, lr 0.02)."""
-    return train(small_config(tmp_path_factory.mktemp("run"), run_name="r", steps=10),
-                 verbose=False)
+    return train(
+        small_config(tmp_path_factory.mktemp("run"), run_name="r", steps=10), verbose=False
+    )
 
 
 class Deep:
@@ -77,11 +78,13 @@ def _take_deep(obj):
 def _set(path, value):
     """Set ``state[a][b]...`` for the keys of ``path`` (a tuple); a callable value is called
     with the current one."""
+
     def change(state):
         target = state
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+
     return change
 
 
@@ -91,10 +94,23 @@ def _nested(depth):
 
 def _sgd_state(state):
     group = state["optimizer"]["param_groups"][0]
-    state["optimizer"] = {"state": {}, "param_groups": [{
-        "lr": group["lr"], "momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False,
-        "maximize": False, "foreach": None, "differentiable": False, "fused": None,
-        "params": group["params"]}]}
+    state["optimizer"] = {
+        "state": {},
+        "param_groups": [
+            {
+                "lr": group["lr"],
+                "momentum": 0,
+                "dampening": 0,
+                "weight_decay": 0,
+                "nesterov": False,
+                "maximize": False,
+                "foreach": None,
+                "differentiable": False,
+                "fused": None,
+                "params": group["params"],
+            }
+        ],
+    }
 
 
 def _quantized(shape):
@@ -111,16 +127,24 @@ GROUP = ("optimizer", "param_groups", 0)
 CASES = {
     # the optimizer's state against the model's parameters
     "exp_avg of U too small": (_set(ADAM + ("exp_avg",), torch.zeros(3, 3)), "exp_avg of U"),
-    "exp_avg_sq of V wrong": (_set(("optimizer", "state", 1, "exp_avg_sq"), torch.zeros(4)),
-                              "exp_avg_sq of V"),
+    "exp_avg_sq of V wrong": (
+        _set(("optimizer", "state", 1, "exp_avg_sq"), torch.zeros(4)),
+        "exp_avg_sq of V",
+    ),
     "exp_avg a string": (_set(ADAM + ("exp_avg",), "abc"), "exp_avg of U must be a tensor"),
-    "exp_avg NaN": (_set(ADAM + ("exp_avg",), torch.full((4, 4), float("nan"))),
-                    "exp_avg of U holds NaN"),
-    "exp_avg float64": (_set(ADAM + ("exp_avg",), torch.zeros(4, 4, dtype=torch.float64)),
-                        "exp_avg of U must be a float32 tensor"),
+    "exp_avg NaN": (
+        _set(ADAM + ("exp_avg",), torch.full((4, 4), float("nan"))),
+        "exp_avg of U holds NaN",
+    ),
+    "exp_avg float64": (
+        _set(ADAM + ("exp_avg",), torch.zeros(4, 4, dtype=torch.float64)),
+        "exp_avg of U must be a float32 tensor",
+    ),
     "state of a 5th param": (_set(("optimizer", "state", 4), {}), "parameter id 4"),
-    "state missing exp_avg": (lambda s: s["optimizer"]["state"][0].pop("exp_avg"),
-                              "state of U must hold"),
+    "state missing exp_avg": (
+        lambda s: s["optimizer"]["state"][0].pop("exp_avg"),
+        "state of U must hold",
+    ),
     "param ids repeat": (_set(GROUP + ("params",), [0, 1, 1]), "param ids must be [0, 1, 2]"),
     "param ids as floats": (_set(GROUP + ("params",), [0.0, 1, 2]), "param ids"),
     "lr 1e-30": (_set(GROUP + ("lr",), 1e-30), "its config says lr = 0.02"),
@@ -136,8 +160,10 @@ CASES = {
     "optimizer step NaN": (_set(ADAM + ("step",), torch.tensor(float("nan"))), "step of U"),
     "optimizer step a string": (_set(ADAM + ("step",), "10"), "step of U must be a tensor"),
     "optimizer step nested": (_set(ADAM + ("step",), _nested(200_000)), "step of U"),
-    "optimizer without param_groups": (lambda s: s["optimizer"].pop("param_groups"),
-                                       "optimizer must hold state and param_groups"),
+    "optimizer without param_groups": (
+        lambda s: s["optimizer"].pop("param_groups"),
+        "optimizer must hold state and param_groups",
+    ),
     # the curriculum against the config
     "curriculum k far from echo_step": (_set(("curriculum", "k"), 19), "curriculum k must be 2"),
     "curriculum k = seq_len": (_set(("curriculum", "k"), 20), "curriculum k"),
@@ -145,8 +171,10 @@ CASES = {
     "curriculum k_since ahead": (_set(("curriculum", "k_since"), 11), "k_since"),
     "curriculum unknown field": (_set(("curriculum", "x"), 1), "curriculum must hold"),
     # tensor kinds the weights cannot be
-    "float8 weight": (_set(("model", "U"), lambda t: t.to(torch.float8_e4m3fn)),
-                      "weight U must be a float32 tensor"),
+    "float8 weight": (
+        _set(("model", "U"), lambda t: t.to(torch.float8_e4m3fn)),
+        "weight U must be a float32 tensor",
+    ),
     "float64 weight": (_set(("model", "U"), lambda t: t.double()), "float32"),
     "sparse COO weight": (_set(("model", "U"), lambda t: t.to_sparse()), "dense"),
     "sparse CSR weight": (_set(("model", "U"), lambda t: t.to_sparse_csr()), "dense"),
@@ -154,8 +182,10 @@ CASES = {
     "quantized weight": (_set(("model", "U"), lambda t: _quantized(t.shape)), "quantized"),
     "sparse exp_avg": (_set(ADAM + ("exp_avg",), torch.zeros(4, 4).to_sparse()), "dense"),
     "meta exp_avg_sq": (_set(ADAM + ("exp_avg_sq",), torch.empty(4, 4, device="meta")), "meta"),
-    "rng on meta": (_set(("rng", "train"), torch.empty(5056, dtype=torch.uint8, device="meta")),
-                    "rng state"),
+    "rng on meta": (
+        _set(("rng", "train"), torch.empty(5056, dtype=torch.uint8, device="meta")),
+        "rng state",
+    ),
     # shapes of values no message may print whole
     "step nested 200000 deep": (_set(("step",), _nested(200_000)), "step must be an integer"),
     "step a 1M-element list": (_set(("step",), list(range(10**6))), "step must be an integer"),
@@ -167,8 +197,10 @@ CASES = {
     "unknown field": (_set(("extra",), 1), "a field echo-rnn does not write: 'extra'"),
     "unknown progress field": (_set(("progress", "x"), 1), "its progress holds a field"),
     "negative wall time": (_set(("progress", "wall_time_s"), -5.0), "wall_time_s"),
-    "last_eval nested": (_set(("progress", "last_eval"), {"a": _nested(200_000)}),
-                         "its last evaluation"),
+    "last_eval nested": (
+        _set(("progress", "last_eval"), {"a": _nested(200_000)}),
+        "its last evaluation",
+    ),
 }
 
 
@@ -206,17 +238,22 @@ def test_checkpoints_of_every_kind_of_run_still_pass(tmp_path):
     # The checks accept what echo-rnn writes: SGD, a curriculum part-way, a halved lr, bias.
     for name, extra in {
         "sgd": dict(optimizer="sgd", lr=0.1, bias=True),
-        "curriculum": dict(curriculum=True, echo_step=3, curriculum_patience=5,
-                           lr_halve_every=3, steps=30),
+        "curriculum": dict(
+            curriculum=True, echo_step=3, curriculum_patience=5, lr_halve_every=3, steps=30
+        ),
         "unfused": dict(fused=False, grad_clip=1.0),
     }.items():
-        result = train(small_config(tmp_path, run_name=name, **{"steps": 12, **extra}),
-                       verbose=False)
+        result = train(
+            small_config(tmp_path, run_name=name, **{"steps": 12, **extra}), verbose=False
+        )
         state = load_checkpoint(result.run_dir)
         if name == "curriculum":
             assert state["optimizer"]["param_groups"][0]["lr"] < 0.02  # halved on the way
-        resumed = train(small_config(tmp_path, run_name=name, **{**extra, "steps": 40}),
-                        resume=result.run_dir, verbose=False)
+        resumed = train(
+            small_config(tmp_path, run_name=name, **{**extra, "steps": 40}),
+            resume=result.run_dir,
+            verbose=False,
+        )
         assert resumed.step >= result.step
 
 
@@ -270,12 +307,15 @@ def test_an_unreadable_run_directory_is_one_line(tmp_path, run, capsys, monkeypa
         assert code == 2 and err.count("\n") == 1 and "Permission denied" in err, err
 
 
-@pytest.mark.parametrize("damage, needle", [
-    (lambda p: p.write_text("{not json"), "not JSON"),
-    (lambda p: p.write_text(json.dumps({"step": 10})), "lacks"),
-    (lambda p: p.write_text("[1, 2]"), "not a JSON object"),
-    (lambda p: (p.unlink(), p.mkdir()), "directory"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda p: p.write_text("{not json"), "not JSON"),
+        (lambda p: p.write_text(json.dumps({"step": 10})), "lacks"),
+        (lambda p: p.write_text("[1, 2]"), "not a JSON object"),
+        (lambda p: (p.unlink(), p.mkdir()), "directory"),
+    ],
+)
 def test_a_damaged_summary_is_one_line(tmp_path, damage, needle):
     # Before: JSONDecodeError, KeyError or IsADirectoryError tracebacks from the sweep,
     # which reads a finished point back from its summary.json.

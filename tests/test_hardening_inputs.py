@@ -62,24 +62,33 @@ def test_predict_reads_a_bounded_input(capsys, monkeypatch):
 # --- numbers ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["bench", "--budget", "1e300"], "--budget"),
-    (["bench", "--min-reps", str(10**12)], "--min-reps"),
-    (["bench", "--warmup", str(10**15)], "--warmup"),
-    (["bench", "--output", ""], "--output"),
-    (["bench", "--min-reps", "٣"], "--min-reps"),  # Arabic-Indic 3
-    (["train", "--seed", "٣"], "--seed"),
-    (["train", "--hidden-size", "６"], "--hidden-size"),  # full-width 6
-    (["gradcheck", "--seq-len", "٣"], "--seq-len"),
-    (["sweep", "--echo-steps", "١-٣", "--hidden-sizes", "2"], "--echo-steps"),
-    (["sweep", "--echo-steps", "1", "--hidden-sizes", "2", "--workers", "3000000000"],
-     "--workers"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["bench", "--budget", "1e300"], "--budget"),
+        (["bench", "--min-reps", str(10**12)], "--min-reps"),
+        (["bench", "--warmup", str(10**15)], "--warmup"),
+        (["bench", "--output", ""], "--output"),
+        (["bench", "--min-reps", "٣"], "--min-reps"),  # Arabic-Indic 3
+        (["train", "--seed", "٣"], "--seed"),
+        (["train", "--hidden-size", "６"], "--hidden-size"),  # full-width 6
+        (["gradcheck", "--seq-len", "٣"], "--seq-len"),
+        (["sweep", "--echo-steps", "١-٣", "--hidden-sizes", "2"], "--echo-steps"),
+        (
+            ["sweep", "--echo-steps", "1", "--hidden-sizes", "2", "--workers", "3000000000"],
+            "--workers",
+        ),
+    ],
+)
 def test_unbounded_or_non_ascii_numbers_are_refused(tmp_path, capsys, args, flag):
     # Before: bench ran for ever; --workers 3e9 was a traceback after writing sweep.json;
     # Arabic-Indic digits were read as numbers (exit 0); --output '' wrote nothing, exit 0.
-    code, _, err = run_main(*args, "--logdir" if args[0] == "sweep" else "--seed",
-                            tmp_path / "runs" if args[0] == "sweep" else "0", capsys=capsys)
+    code, _, err = run_main(
+        *args,
+        "--logdir" if args[0] == "sweep" else "--seed",
+        tmp_path / "runs" if args[0] == "sweep" else "0",
+        capsys=capsys,
+    )
     _one_line(code, err, f"argument {flag}:")
     assert not (tmp_path / "runs").exists()
 
@@ -95,7 +104,7 @@ def test_a_name_that_is_not_utf8_is_one_line(tmp_path, capsys, flag):
     args = [a for a in small_flags(tmp_path)]
     if flag == "--logdir":
         i = args.index("--logdir")
-        del args[i:i + 2]
+        del args[i : i + 2]
     code, _, err = run_main("train", *args, flag, value, capsys=capsys)
     _one_line(code, err, f"argument {flag}: must be UTF-8 text")
     assert not any(tmp_path.iterdir())
@@ -103,8 +112,9 @@ def test_a_name_that_is_not_utf8_is_one_line(tmp_path, capsys, flag):
 
 def test_a_plot_where_nothing_can_be_written_is_one_line(capsys):
     # Before: a traceback from the write, after the work.
-    code, _, err = run_main("gradcheck", "--seq-len", "5", "--plot", "/proc/flow.png",
-                            capsys=capsys)
+    code, _, err = run_main(
+        "gradcheck", "--seq-len", "5", "--plot", "/proc/flow.png", capsys=capsys
+    )
     _one_line(code, err, "argument --plot: cannot write in /proc")
 
 
@@ -151,8 +161,18 @@ def test_a_sweeps_grid_in_its_file_is_refused(tmp_path, capsys, key):
     # Before: silently ignored (the grid's flags won).
     path = tmp_path / "c.toml"
     path.write_text(f"{key} = {json.dumps('x' if key == 'run_name' else 3)}\n")
-    code, _, err = run_main("sweep", "--echo-steps", "1", "--hidden-sizes", "2", "--config",
-                            path, "--logdir", tmp_path / "runs", capsys=capsys)
+    code, _, err = run_main(
+        "sweep",
+        "--echo-steps",
+        "1",
+        "--hidden-sizes",
+        "2",
+        "--config",
+        path,
+        "--logdir",
+        tmp_path / "runs",
+        capsys=capsys,
+    )
     _one_line(code, err, "argument --config:")
     assert key.replace("-", "_") in err and not (tmp_path / "runs").exists()
 
@@ -170,8 +190,9 @@ def test_train_help_says_each_default_once(capsys):
 
 def test_json_output_is_strict(capsys):
     # Before: `gradcheck --init-std 1e300 --json` printed NaN, which JSON does not have.
-    code, out, _ = run_main("gradcheck", "--seq-len", "5", "--init-std", "1e300", "--json",
-                            capsys=capsys)
+    code, out, _ = run_main(
+        "gradcheck", "--seq-len", "5", "--init-std", "1e300", "--json", capsys=capsys
+    )
 
     def refuse(word):
         raise ValueError(f"not strict JSON: {word}")

@@ -18,12 +18,34 @@ PACKAGE = Path(__file__).resolve().parent.parent / "echo_rnn"
 # (and verifies it as it trains); the tools run training and read what it wrote; the
 # command line is the face of all of them.
 LAYERS = {
-    "base": ["__init__", "errors", "files", "devices", "data", "truncation", "config",
-             "console", "locks", "signals", "distributed", "events", "tblog", "curriculum"],
+    "base": [
+        "__init__",
+        "errors",
+        "files",
+        "devices",
+        "data",
+        "truncation",
+        "config",
+        "console",
+        "locks",
+        "signals",
+        "distributed",
+        "events",
+        "tblog",
+        "curriculum",
+    ],
     "kernels": ["reference", "bptt", "graphs", "kernels"],
     "model": ["model", "population", "members"],
-    "verify": ["problem", "compare", "mistakes", "learner", "sandbox", "layouts",
-               "truncated", "flow"],
+    "verify": [
+        "problem",
+        "compare",
+        "mistakes",
+        "learner",
+        "sandbox",
+        "layouts",
+        "truncated",
+        "flow",
+    ],
     "train": ["backends", "checkpoint", "rundir", "runlog", "train", "population_train"],
     "tools": ["sweep", "progress", "tables", "bench", "predict", "grade"],
     "cli": ["cli", "__main__"],
@@ -54,29 +76,38 @@ def _imports(path: Path, source: str | None = None) -> list[tuple[int, str, str]
             for alias in node.names:
                 parts = alias.name.split(".")
                 if parts[0] == "echo_rnn":
-                    found.append((node.lineno, parts[1] if len(parts) > 1 else "__init__",
-                                  f"import {alias.name}"))
+                    found.append(
+                        (
+                            node.lineno,
+                            parts[1] if len(parts) > 1 else "__init__",
+                            f"import {alias.name}",
+                        )
+                    )
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             parts = base + (node.module.split(".") if node.module else [])
             if not parts or parts[0] != "echo_rnn":
                 continue
             text = f"from {'.' * node.level}{node.module or ''} import " + ", ".join(
-                a.name for a in node.names)
+                a.name for a in node.names
+            )
             if len(parts) > 1:
                 found.append((node.lineno, parts[1], text))
                 continue
             for alias in node.names:  # from echo_rnn import x: a module, or the package's own
-                is_module = ((PACKAGE / f"{alias.name}.py").exists()
-                             or (PACKAGE / alias.name / "__init__.py").exists())
+                is_module = (PACKAGE / f"{alias.name}.py").exists() or (
+                    PACKAGE / alias.name / "__init__.py"
+                ).exists()
                 found.append((node.lineno, alias.name if is_module else "__init__", text))
     return found
 
 
 def test_every_module_has_a_layer():
     unplaced = sorted({_top(p) for p in _modules()} - set(RANK))
-    assert not unplaced, (f"echo_rnn modules in no layer: {unplaced}; add each to LAYERS in "
-                          "tests/test_layers.py and to the README's Layout section")
+    assert not unplaced, (
+        f"echo_rnn modules in no layer: {unplaced}; add each to LAYERS in "
+        "tests/test_layers.py and to the README's Layout section"
+    )
 
 
 def test_the_layer_list_names_only_modules_that_exist():
@@ -94,8 +125,10 @@ def test_imports_run_down_the_layers(path):
         if imported not in RANK:
             wrong.append(f"{path.name}:{line}: {text} ({imported} is in no layer)")
         elif RANK[imported] > RANK[here]:
-            wrong.append(f"{path.name}:{line}: {text} ({here} is in {NAMES[RANK[here]]}, "
-                         f"{imported} in {NAMES[RANK[imported]]}, above it)")
+            wrong.append(
+                f"{path.name}:{line}: {text} ({here} is in {NAMES[RANK[here]]}, "
+                f"{imported} in {NAMES[RANK[imported]]}, above it)"
+            )
     assert not wrong, "imports from a higher layer:\n" + "\n".join(wrong)
 
 
@@ -106,7 +139,9 @@ def test_the_checker_sees_every_form_of_import():
     assert ("__init__", "from echo_rnn import __version__") in found
     assert any(m == "train" for m, _ in found)  # cli/train.py's imports
     assert any(m == "cli" for m, _ in found)  # the package's own modules (cli.args, ...)
-    src = ("import echo_rnn.bptt\nfrom echo_rnn import model\n"
-           "def f():\n    from .config import TrainConfig\n")
+    src = (
+        "import echo_rnn.bptt\nfrom echo_rnn import model\n"
+        "def f():\n    from .config import TrainConfig\n"
+    )
     fake = PACKAGE / "fake_for_test.py"  # read as source only; nothing is written
     assert [m for _, m, _ in _imports(fake, src)] == ["bptt", "model", "config"]

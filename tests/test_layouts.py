@@ -27,16 +27,19 @@ def wrapper_lines(name: str) -> int:
     return len([line for line in text.splitlines()[1:] if line.strip()])
 
 
-@pytest.mark.parametrize("name,problem", [
-    ("columns", {}),
-    ("rows", {"batch_size": 3, "input_size": 2, "bias": True, "seq_len": 12}),
-    ("rows", {}),
-    ("batch_middle", {"batch_size": 3, "input_size": 2, "bias": True, "seq_len": 12}),
-    ("batch_middle", {}),
-    ("loss_head", {}),
-    ("module_globals", {}),
-    ("layered", {"batch_size": 2, "input_size": 2, "bias": True, "seq_len": 12}),
-])
+@pytest.mark.parametrize(
+    "name,problem",
+    [
+        ("columns", {}),
+        ("rows", {"batch_size": 3, "input_size": 2, "bias": True, "seq_len": 12}),
+        ("rows", {}),
+        ("batch_middle", {"batch_size": 3, "input_size": 2, "bias": True, "seq_len": 12}),
+        ("batch_middle", {}),
+        ("loss_head", {}),
+        ("module_globals", {}),
+        ("layered", {"batch_size": 2, "input_size": 2, "bias": True, "seq_len": 12}),
+    ],
+)
 def test_each_layout_agrees_with_a_wrapper_of_at_most_three_lines(name, problem):
     assert wrapper_lines(name) <= 3
     report = check_grads(load(name)["check"], **problem)
@@ -93,6 +96,7 @@ def test_batch_middle_dWya_in_the_wrong_orientation_is_named():
         return {**g, "dWya": g["dWya"].T}
 
     from echo_rnn.layouts import batch_middle
+
     report = check_grads(batch_middle(planted, U="Waa", V="Wax", w="Wya", dh="da"))
     assert report.diagnoses["w"].codes == ["transposed"]
     assert "dWya came back as (6, 1), the transpose of Wya's shape (1, 6)" in report.format()
@@ -125,8 +129,7 @@ def test_a_layered_mistake_departs_at_the_step_it_is_made():
     finally:
         module["loss"].__globals__["rnn_step_backward"] = step
     assert not report.agrees
-    assert report.departure is not None and report.departure["step"] == 50 - 10, \
-        report.format()
+    assert report.departure is not None and report.departure["step"] == 50 - 10, report.format()
 
 
 def test_per_output_truncation_is_told_instead_of_a_mistake():
@@ -141,6 +144,7 @@ def test_per_output_truncation_is_told_instead_of_a_mistake():
 
 def windowed(k):
     """A learner's column-vector BPTT that truncates in windows of k steps."""
+
     def bptt(U, V, w, x, y):
         T, H = len(x), len(w)
         h = np.zeros((T + 1, H))
@@ -156,6 +160,7 @@ def windowed(k):
             dV[:, 0] += dz * x[t - 1]
             dh_next = np.zeros(H) if (t - 1) % k == 0 else U.T @ dz  # a window starts at t
         return {"U": dU, "V": dV, "w": dw}
+
     return bptt
 
 
@@ -178,16 +183,25 @@ def test_a_layout_from_the_child_is_validated():
         Layout.from_json({"kind": "rows", "names": {"U": "not a name"}})
 
 
-@pytest.mark.parametrize("spec,extra,needle", [
-    ("rows.py:check", ["--batch-size", "2", "--input-size", "2", "--bias"], "all gradients agree"),
-    ("layered.py:check", ["--per-step"], "all gradients agree"),
-    ("module_globals.py:check", [], "all gradients agree"),
-    ("truncated.py:check", ["--truncate", "4", "--truncation", "back", "--per-step"],
-     "all gradients agree"),
-])
+@pytest.mark.parametrize(
+    "spec,extra,needle",
+    [
+        (
+            "rows.py:check",
+            ["--batch-size", "2", "--input-size", "2", "--bias"],
+            "all gradients agree",
+        ),
+        ("layered.py:check", ["--per-step"], "all gradients agree"),
+        ("module_globals.py:check", [], "all gradients agree"),
+        (
+            "truncated.py:check",
+            ["--truncate", "4", "--truncation", "back", "--per-step"],
+            "all gradients agree",
+        ),
+    ],
+)
 def test_the_command_line_checks_each_layout_in_its_child(spec, extra, needle, capsys):
-    code, out, err = run_main("gradcheck", "--grads", str(LAYOUTS / spec), *extra,
-                              capsys=capsys)
+    code, out, err = run_main("gradcheck", "--grads", str(LAYOUTS / spec), *extra, capsys=capsys)
     assert code == 0, out + err
     assert needle in out
     if "--per-step" in extra:
@@ -200,8 +214,7 @@ def test_the_command_line_checks_each_layout_in_its_child(spec, extra, needle, c
 def test_the_command_line_names_a_misoriented_gradient(tmp_path, capsys):
     src = (LAYOUTS / "rows.py").read_text().replace('"Wx": dWx,', '"Wx": dWx.T,')
     (tmp_path / "wrong.py").write_text(src)
-    code, out, err = run_main("gradcheck", "--grads", f"{tmp_path}/wrong.py:check",
-                              capsys=capsys)
+    code, out, err = run_main("gradcheck", "--grads", f"{tmp_path}/wrong.py:check", capsys=capsys)
     assert code == 1
     assert "dWx came back as (6, 1), the transpose of Wx's shape (1, 6)" in out
 
@@ -211,8 +224,10 @@ def test_memory_beyond_the_limit_is_a_memory_error_in_their_code(tmp_path, capsy
         "import numpy as np\n"
         "def bptt(U, V, w, x, y):\n"
         "    big = np.ones((1 << 30) // 8 * 3)  # 3 GiB\n"
-        "    return {}\n")
-    code, out, err = run_main("gradcheck", "--grads", f"{tmp_path}/greedy.py:bptt",
-                              "--memory", "1", capsys=capsys)
+        "    return {}\n"
+    )
+    code, out, err = run_main(
+        "gradcheck", "--grads", f"{tmp_path}/greedy.py:bptt", "--memory", "1", capsys=capsys
+    )
     assert code == 1
     assert "raised MemoryError" in err and "--memory" in err

@@ -26,8 +26,7 @@ def test_a_second_resume_is_refused_naming_the_holder(tmp_path, capsys):
     # Before: two `train --resume runs/r` at once both trained in the directory.
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
     with DirLock(run.run_dir):  # this process, as the first resume would
-        code, out, err = run_main("train", "--resume", run.run_dir, "--steps", "20",
-                                  capsys=capsys)
+        code, out, err = run_main("train", "--resume", run.run_dir, "--steps", "20", capsys=capsys)
     line = _one_line(err)
     assert code == 1, err
     assert f"in use by process {os.getpid()}" in line and LOCK_NAME in line
@@ -39,8 +38,18 @@ def test_a_second_resume_is_refused_naming_the_holder(tmp_path, capsys):
 
 def test_a_resume_while_the_run_trains_is_refused(tmp_path):
     # Before: a resume started while the run was still training trained in it too.
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "r", "--steps", "100000",
-               "--echo-step", "9", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "r",
+        "--steps",
+        "100000",
+        "--echo-step",
+        "9",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     run = tmp_path / "runs" / "r"
     try:
         deadline = time.monotonic() + 60
@@ -59,8 +68,12 @@ def test_a_resume_while_the_run_trains_is_refused(tmp_path):
 def test_a_lock_left_by_a_dead_process_blocks_no_one(tmp_path, capsys):
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
     # a process that takes the lock and dies holding it, as kill -9 leaves it
-    dead = python("-c", "import os, signal, sys; from echo_rnn.locks import DirLock; "
-                        "DirLock(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)", run.run_dir)
+    dead = python(
+        "-c",
+        "import os, signal, sys; from echo_rnn.locks import DirLock; "
+        "DirLock(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)",
+        run.run_dir,
+    )
     assert dead.returncode == -9, dead.stderr
     assert (tmp_path / "runs" / "r" / LOCK_NAME).read_text().strip().isdigit()  # its pid
     code, _, err = run_main("train", "--resume", run.run_dir, "--steps", "20", capsys=capsys)
@@ -72,9 +85,31 @@ def test_two_sweeps_of_one_name_at_once_are_refused(tmp_path, capsys):
     # point's events held every step twice.
     sweep_dir = tmp_path / "runs" / "s"
     sweep_dir.mkdir(parents=True)
-    args = ["sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1",
-            "--hidden-sizes", "2", "--seeds", "0", "--steps", "10", "--seq-len", "8",
-            "--val-size", "8", "--batch-size", "4", "--eval-every", "5", "--workers", "1"]
+    args = [
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "10",
+        "--seq-len",
+        "8",
+        "--val-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "5",
+        "--workers",
+        "1",
+    ]
     with DirLock(sweep_dir, "sweep"):
         code, out, err = run_main(*args, capsys=capsys)
     assert code == 1, err
@@ -86,9 +121,31 @@ def test_two_sweeps_of_one_name_at_once_are_refused(tmp_path, capsys):
 
 
 def test_a_point_held_by_another_process_stops_the_sweep_in_one_line(tmp_path, capsys):
-    args = ["sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1",
-            "--hidden-sizes", "2", "--seeds", "0", "--steps", "20", "--seq-len", "8",
-            "--val-size", "8", "--batch-size", "4", "--eval-every", "5", "--workers", "1"]
+    args = [
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "20",
+        "--seq-len",
+        "8",
+        "--val-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "5",
+        "--workers",
+        "1",
+    ]
     code, _, err = run_main(*args, "--steps", "10", capsys=capsys)
     assert code == 0, err
     point = tmp_path / "runs" / "s" / "k1-H2-s0"

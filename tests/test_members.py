@@ -10,13 +10,22 @@ from echo_rnn.config import TrainConfig
 from echo_rnn.kernels import compiled
 from echo_rnn.members import Members, counter_of
 
-pytestmark = pytest.mark.skipif(not compiled.AVAILABLE,
-                                reason=f"compiled kernel not built: {compiled.UNAVAILABLE_REASON}")
+pytestmark = pytest.mark.skipif(
+    not compiled.AVAILABLE, reason=f"compiled kernel not built: {compiled.UNAVAILABLE_REASON}"
+)
 
 
 def configs(**overrides):
-    base = dict(seq_len=20, echo_step=3, hidden_size=4, batch_size=8, bias=True,
-                grad_clip=1.0, device="cpu", **overrides)
+    base = dict(
+        seq_len=20,
+        echo_step=3,
+        hidden_size=4,
+        batch_size=8,
+        bias=True,
+        grad_clip=1.0,
+        device="cpu",
+        **overrides,
+    )
     return [TrainConfig(**base, seed=s) for s in (0, 1, 2)]
 
 
@@ -33,13 +42,16 @@ def test_the_stream_position_is_eight_bytes_and_nothing_else():
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_a_member_written_and_read_back_continues_the_same_bits(optimizer):
     lr = 0.05 if optimizer == "sgd" else 0.02
-    whole, part = Members(configs(optimizer=optimizer, lr=lr)), Members(
-        configs(optimizer=optimizer, lr=lr))
+    whole, part = (
+        Members(configs(optimizer=optimizer, lr=lr)),
+        Members(configs(optimizer=optimizer, lr=lr)),
+    )
     for _ in range(5):
         whole.step()
         part.step()
-    saved = [(part.model_state(r), part.optimizer_state(r), part.rng_state(r))
-             for r in range(part.runs)]
+    saved = [
+        (part.model_state(r), part.optimizer_state(r), part.rng_state(r)) for r in range(part.runs)
+    ]
     again = Members(configs(optimizer=optimizer, lr=lr))  # fresh: every row drawn anew
     for r, (model, opt, rng) in enumerate(saved):
         again.load(r, model, opt, rng)

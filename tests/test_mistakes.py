@@ -19,7 +19,7 @@ CODES = list(CATALOGUE)
 
 
 def _readme_rows() -> list[str]:
-    section = README[README.index("### Common BPTT mistakes"):]
+    section = README[README.index("### Common BPTT mistakes") :]
     return [line for line in section.splitlines() if line.startswith("| `")]
 
 
@@ -31,8 +31,9 @@ def _row(m) -> str:
 def test_each_record_is_whole(code):
     m = CATALOGUE[code]
     assert m.what.strip() and m.fix.strip(), f"{code}: give it what it is and its fix"
-    assert bool(m.variations) != (m.constant is not None), \
+    assert bool(m.variations) != (m.constant is not None), (
         f"{code}: made either by variations of the backward pass or by a constant, one of them"
+    )
     assert all(v.code == code for v in m.variations)
     assert m.unfitted == "" or m.one_number is not None, f"{code}: unfitted needs one_number"
 
@@ -40,23 +41,26 @@ def test_each_record_is_whole(code):
 @pytest.mark.parametrize("code", CODES)
 def test_each_record_has_its_readme_row(code):
     rows = _readme_rows()
-    assert _row(CATALOGUE[code]) in rows, \
-        f"README's 'Common BPTT mistakes' table lacks (or words differently) the row:\n" \
+    assert _row(CATALOGUE[code]) in rows, (
+        f"README's 'Common BPTT mistakes' table lacks (or words differently) the row:\n"
         f"{_row(CATALOGUE[code])}"
-    assert rows.index(_row(CATALOGUE[code])) == CODES.index(code), \
+    )
+    assert rows.index(_row(CATALOGUE[code])) == CODES.index(code), (
         f"{code}: the README's rows go in the catalogue's order"
+    )
 
 
 def test_the_readme_table_has_no_row_the_catalogue_lacks():
-    assert _readme_rows()[:len(CODES)] == [_row(m) for m in CATALOGUE.values()]
+    assert _readme_rows()[: len(CODES)] == [_row(m) for m in CATALOGUE.values()]
 
 
 @pytest.mark.parametrize("code", CODES)
 def test_each_record_is_planted_in_learner_code(code):
     m = CATALOGUE[code]
     if m.constant is None:
-        assert code in {p.split("/")[0] for p in PLANTED}, \
+        assert code in {p.split("/")[0] for p in PLANTED}, (
             f"{code}: plant it in tests/test_learner.py (learner_bptt and PLANTED)"
+        )
         return
     # a constant is planted by multiplying a correct learner's error by its example
     report = check_grads(learner_bptt(error_factor=m.constant.example))
@@ -73,18 +77,20 @@ def test_each_way_of_making_it_differs_from_the_right_gradient(code):
     m = CATALOGUE[code]
     if m.constant is not None:
         c = m.constant.example
-        assert c != 1 and m.constant.factor([c], 1e-8) is not None, \
+        assert c != 1 and m.constant.factor([c], 1e-8) is not None, (
             f"{code}: its example constant must be one its own test recognises"
+        )
         return
     p = _problem()
     params = p.params()
-    right = variation_grads(Variation(""), p.x, p.y, params["U"], params["V"],
-                            params["w"], params.get("b"), p.h0_state)
+    right = variation_grads(
+        Variation(""), p.x, p.y, params["U"], params["V"], params["w"], params.get("b"), p.h0_state
+    )
     for v in m.variations:
-        got = variation_grads(v, p.x, p.y, params["U"], params["V"], params["w"],
-                              params.get("b"), p.h0_state)
-        differs = [n for n in right if not torch.allclose(got[n], right[n], rtol=1e-9,
-                                                          atol=0)]
+        got = variation_grads(
+            v, p.x, p.y, params["U"], params["V"], params["w"], params.get("b"), p.h0_state
+        )
+        differs = [n for n in right if not torch.allclose(got[n], right[n], rtol=1e-9, atol=0)]
         assert differs, f"{code}: a variation that changes no gradient ({v})"
 
 
@@ -94,8 +100,9 @@ def test_the_unchanged_variation_is_the_right_gradient():
 
     p = _problem()
     params = p.params()
-    none = variation_grads(Variation(""), p.x, p.y, params["U"], params["V"],
-                           params["w"], params.get("b"), p.h0_state)
+    none = variation_grads(
+        Variation(""), p.x, p.y, params["U"], params["V"], params["w"], params.get("b"), p.h0_state
+    )
     auto = autograd_grads(p.model, p.x, p.y, p.h0_state)
     for n, g in auto.items():
         torch.testing.assert_close(none[n], g, rtol=1e-12, atol=1e-15)

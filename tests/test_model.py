@@ -29,8 +29,9 @@ def test_orthogonal_recurrent_weights_have_every_singular_value_equal_to_the_gai
     m = EchoRNN(hidden_size=8, init_std=0.3, orthogonal_gain=gain)
     m.reset_parameters(generator=torch.Generator().manual_seed(3))
     U = m.U.detach().double()
-    torch.testing.assert_close(U.t() @ U, gain**2 * torch.eye(8, dtype=torch.float64),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        U.t() @ U, gain**2 * torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-5
+    )
     assert 0.1 < m.V.std().item() < 0.6  # the rest stays normal
     again = EchoRNN(hidden_size=8, init_std=0.3, orthogonal_gain=gain)
     again.reset_parameters(generator=torch.Generator().manual_seed(3))
@@ -100,8 +101,9 @@ def test_matches_torch_nn_rnn_outputs_and_gradients(backend, bias, I, with_h0):
         pairs.append((m.b, rnn.bias_ih_l0))
     for ours, theirs in pairs:
         tol = TOLERANCES[torch.float64]
-        torch.testing.assert_close(ours.grad, theirs.grad.reshape(ours.shape), rtol=tol.rtol,
-                                   atol=tol.atol)
+        torch.testing.assert_close(
+            ours.grad, theirs.grad.reshape(ours.shape), rtol=tol.rtol, atol=tol.atol
+        )
 
 
 @pytest.mark.parametrize(
@@ -161,4 +163,6 @@ def test_optimizer_groups_are_what_the_optimizer_writes(setting):
 
     config = TrainConfig(lr=0.003, **setting)
     params = [torch.zeros(2, requires_grad=True) for _ in range(4)]
-    assert optimizer_groups(config, 4) == make_optimizer(config, params).state_dict()["param_groups"]
+    assert (
+        optimizer_groups(config, 4) == make_optimizer(config, params).state_dict()["param_groups"]
+    )

@@ -55,8 +55,9 @@ def _execute(cwd: Path):
     """The notebook, executed top to bottom by a kernel working in ``cwd``; the
     TensorBoard its last cell starts is stopped."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
     # The %tensorboard magic looks for a `tensorboard` program on PATH: the kernel gets this
     # interpreter's scripts first, as an activated environment has them, so the test passes
     # however pytest was started (`.venv/bin/python -m pytest` included)
@@ -96,8 +97,7 @@ def _check_outputs(nb, work: Path, n: int) -> None:
     # first all three, then one fewer after each fix, then agreement
     assert "inner-product, sign" in reports[0] and "off-by-one" in reports[0]
     assert "V and dh disagree: sign" in reports[0]
-    assert "sign" not in reports[1] and "inner-product" in reports[1] \
-        and "off-by-one" in reports[1]
+    assert "sign" not in reports[1] and "inner-product" in reports[1] and "off-by-one" in reports[1]
     assert "inner-product" not in reports[2] and "w disagrees: off-by-one" in reports[2]
     assert "all gradients agree" in reports[3] and "DISAGREE" not in reports[3]
     trained = next(_texts(c) for c in code if "held-out bit accuracy" in c.source)

@@ -26,8 +26,7 @@ R = 3  # members per population: enough for a first, a middle and a last run
 # T x truncation x bias, in full; each B x H x I combination met by every T once.
 STRUCTURE = list(itertools.product([1, 2, 7, 50], [None, 1, 3], [False, True]))
 SIZES = list(itertools.product([1, 3], [1, 6, 16], [1, 3]))  # B, H, I
-GRID = [(*SIZES[(i * 5) % len(SIZES)], T, tr, bias)
-        for i, (T, tr, bias) in enumerate(STRUCTURE)]
+GRID = [(*SIZES[(i * 5) % len(SIZES)], T, tr, bias) for i, (T, tr, bias) in enumerate(STRUCTURE)]
 GRID = [(B, T, H, I, bias, tr) for B, H, I, T, tr, bias in GRID]
 GRID_IDS = [f"B{b}-T{t}-H{h}-I{i}-bias{int(bi)}-tr{tr}" for b, t, h, i, bi, tr in GRID]
 
@@ -53,8 +52,10 @@ def _members(B, T, H, I, bias, dtype=torch.float64):
 
 
 def _stacked(models):
-    return {name: torch.stack([getattr(m, name).detach() for m in models])
-            for name, _ in models[0].named_parameters()}
+    return {
+        name: torch.stack([getattr(m, name).detach() for m in models])
+        for name, _ in models[0].named_parameters()
+    }
 
 
 def _single_run_kernel(m, x, y, truncate):
@@ -62,15 +63,15 @@ def _single_run_kernel(m, x, y, truncate):
     p = {name: t.detach() for name, t in m.named_parameters()}
     B, T, _ = x.shape
     y_hat, _, cache = bptt.bptt_forward(x, p["U"], p["V"], p["w"], p.get("b"))
-    grads = bptt.bptt_backward((y_hat - y) / (B * T), cache, truncate=truncate,
-                               need_b="b" in p)
+    grads = bptt.bptt_backward((y_hat - y) / (B * T), cache, truncate=truncate, need_b="b" in p)
     return y_hat, {name: getattr(grads, name) for name in p}
 
 
 def _assert_close(ours, ref, rel, name):
     scale = max(ref.abs().max().item(), 1e-300)
-    torch.testing.assert_close(ours, ref, rtol=rel, atol=max(rel, SCALE_ATOL_F64) * scale,
-                               msg=lambda s: f"{name}: {s}")
+    torch.testing.assert_close(
+        ours, ref, rtol=rel, atol=max(rel, SCALE_ATOL_F64) * scale, msg=lambda s: f"{name}: {s}"
+    )
 
 
 @pytest.mark.parametrize("B, T, H, I, bias, truncate", GRID, ids=GRID_IDS)
@@ -88,8 +89,9 @@ def test_every_member_equals_the_single_run_kernel_and_autograd(B, T, H, I, bias
         for name in single:
             ours = getattr(grads, name)[r]
             _assert_close(ours, single[name], KERNELS_REL_F64, f"member {r} {name} vs bptt")
-            _assert_close(ours, ref[name], TOLERANCES[torch.float64].rtol,
-                          f"member {r} {name} vs autograd")
+            _assert_close(
+                ours, ref[name], TOLERANCES[torch.float64].rtol, f"member {r} {name} vs autograd"
+            )
     # The members really differ, so a kernel that mixed runs up would fail above.
     assert not torch.allclose(grads.w[0], grads.w[1])
 
@@ -129,7 +131,11 @@ def test_from_models_and_member_round_trip_exactly():
     pop = PopulationRNN.from_models(models)
     assert pop.runs == R
     assert {n: tuple(p.shape) for n, p in pop.named_parameters()} == {
-        "U": (R, 4, 4), "V": (R, 4, 1), "w": (R, 4), "b": (R, 4)}
+        "U": (R, 4, 4),
+        "V": (R, 4, 1),
+        "w": (R, 4),
+        "b": (R, 4),
+    }
     for r, m in enumerate(models):
         back = pop.member(r)
         for name, p in m.named_parameters():
@@ -151,9 +157,10 @@ def test_per_member_clipping_equals_clip_grad_norm_of_each_member():
     models, x, y = _members(4, 9, 5, 1, bias=True)
     pop = PopulationRNN.from_models(models)
     population_loss(pop(x), y).sum().backward()
-    max_norm = 0.5 * min(torch.linalg.vector_norm(torch.cat([p.grad[r].flatten() for p in
-                                                           pop.parameters()])).item()
-                         for r in range(R))  # every member is clipped
+    max_norm = 0.5 * min(
+        torch.linalg.vector_norm(torch.cat([p.grad[r].flatten() for p in pop.parameters()])).item()
+        for r in range(R)
+    )  # every member is clipped
     for r, m in enumerate(models):
         for name, p in m.named_parameters():
             p.grad = getattr(pop, name).grad[r].clone()
@@ -173,8 +180,14 @@ def test_frontier_training_is_bit_identical_to_single_runs():
     B, T, H, steps = 64, 50, 6, 3
 
     def model(r):
-        return EchoRNN(H, 1, init_std=0.3, input_init_std=1.5, backend="bptt",
-                       generator=torch.Generator().manual_seed(r))
+        return EchoRNN(
+            H,
+            1,
+            init_std=0.3,
+            input_init_std=1.5,
+            backend="bptt",
+            generator=torch.Generator().manual_seed(r),
+        )
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -204,8 +217,23 @@ def test_frontier_training_is_bit_identical_to_single_runs():
             assert diff == 0, f"member {r} {name}: max abs diff {diff:.3g} after {steps} steps"
 
 
-@pytest.mark.parametrize("B,H", [(8, 2), (8, 7), (32, 3), (64, 2), (64, 6), (32, 12),
-                                 (1, 6), (1, 19), (1, 24), (2, 3), (4, 6), (2, 16)])
+@pytest.mark.parametrize(
+    "B,H",
+    [
+        (8, 2),
+        (8, 7),
+        (32, 3),
+        (64, 2),
+        (64, 6),
+        (32, 12),
+        (1, 6),
+        (1, 19),
+        (1, 24),
+        (2, 3),
+        (4, 6),
+        (2, 16),
+    ],
+)
 def test_every_shape_rounds_like_the_single_run_kernel(B, H):
     # Below B H^2 = 400 ATen's baddbmm uses a loop of its own instead of BLAS: bptt makes the
     # same call on a batch of one there (B > 1), or the population loops over runs (B = 1).
@@ -217,8 +245,11 @@ def test_every_shape_rounds_like_the_single_run_kernel(B, H):
         R, T = 3, 20
         x = (torch.rand(R, B, T, 1, generator=g) > 0.5).float()
         U, V = torch.randn(R, H, H, generator=g) * 0.4, torch.randn(R, H, 1, generator=g)
-        w, b, dy = torch.randn(R, H, generator=g), torch.randn(R, H, generator=g), \
-            torch.randn(R, B, T, generator=g)
+        w, b, dy = (
+            torch.randn(R, H, generator=g),
+            torch.randn(R, H, generator=g),
+            torch.randn(R, B, T, generator=g),
+        )
         y_hat, cache = population_forward(x, U, V, w, b)
         grads = population_backward(dy, cache, need_b=True)
         for r in range(R):
@@ -231,15 +262,20 @@ def test_every_shape_rounds_like_the_single_run_kernel(B, H):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("bias,truncate,dtype", [(True, None, torch.float32),
-                                                  (False, 7, torch.float32),
-                                                  (True, None, torch.float64)])
+@pytest.mark.parametrize(
+    "bias,truncate,dtype",
+    [(True, None, torch.float32), (False, 7, torch.float32), (True, None, torch.float64)],
+)
 def test_population_grads_is_the_autograd_pass_bit_for_bit(bias, truncate, dtype):
     # training takes this path: the same losses and .grad as population_loss(...).backward()
     R, B, T, H = 5, 16, 20, 6
     g = torch.Generator().manual_seed(11)
-    models = [EchoRNN(H, 1, bias=bias, backend="bptt",
-                      generator=torch.Generator().manual_seed(r)).to(dtype) for r in range(R)]
+    models = [
+        EchoRNN(H, 1, bias=bias, backend="bptt", generator=torch.Generator().manual_seed(r)).to(
+            dtype
+        )
+        for r in range(R)
+    ]
     x = (torch.rand(R, B, T, generator=g) < 0.5).to(dtype)
     y = torch.roll(x, 3, dims=2)
     auto, direct = PopulationRNN.from_models(models), PopulationRNN.from_models(models)
@@ -284,9 +320,12 @@ def test_cuda_population_step_captures_in_a_cuda_graph_and_replays_like_eager():
     dev = torch.device("cuda")
 
     def make():
-        pop = PopulationRNN.from_models([
-            EchoRNN(H, 1, bias=True, backend="bptt", generator=torch.Generator().manual_seed(r))
-            for r in range(R)]).to(dev)
+        pop = PopulationRNN.from_models(
+            [
+                EchoRNN(H, 1, bias=True, backend="bptt", generator=torch.Generator().manual_seed(r))
+                for r in range(R)
+            ]
+        ).to(dev)
         return pop, torch.optim.Adam(pop.parameters(), lr=0.01, capturable=True)
 
     def step(pop, opt, x, y):  # the trainer's step (echo_rnn.population_train)

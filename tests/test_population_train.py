@@ -23,8 +23,16 @@ SERIES = ("train loss", "val loss", "val accuracy", "grad norm", "kernel vs auto
 def frontier(tmp_path, **overrides):
     """The frontier recipe (the capacity sweep's), shortened: the shape at which the
     population kernel rounds like the single-run one."""
-    return build_config("frontier", overrides={"hidden_size": 6, "bias": True, "steps": 300,
-                                               "logdir": str(tmp_path), **overrides})
+    return build_config(
+        "frontier",
+        overrides={
+            "hidden_size": 6,
+            "bias": True,
+            "steps": 300,
+            "logdir": str(tmp_path),
+            **overrides,
+        },
+    )
 
 
 def members(base, *points):
@@ -43,8 +51,11 @@ def assert_same_run(got, want):
         assert all(torch.equal(a[key][n], b[key][n]) for n in b[key])
     opt_a, opt_b = a["optimizer"], b["optimizer"]
     assert opt_a["param_groups"] == opt_b["param_groups"]
-    assert all(torch.equal(opt_a["state"][i][k], opt_b["state"][i][k])
-               for i in opt_b["state"] for k in opt_b["state"][i])
+    assert all(
+        torch.equal(opt_a["state"][i][k], opt_b["state"][i][k])
+        for i in opt_b["state"]
+        for k in opt_b["state"][i]
+    )
     assert torch.equal(a["rng"]["train"], b["rng"]["train"])
     assert (a["curriculum"], a["window"]) == (b["curriculum"], b["window"])
     assert a["progress"]["solved_step"] == b["progress"]["solved_step"]
@@ -52,8 +63,9 @@ def assert_same_run(got, want):
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (got, want))
     for k in ("step", "train_loss", "val_loss", "val_accuracy", "solved_step", "stopped"):
         assert sa[k] == sb[k], k
-    hp = [events(d).PluginTagToContent("hparams")["_hparams_/session_start_info"]
-          for d in (got, want)]
+    hp = [
+        events(d).PluginTagToContent("hparams")["_hparams_/session_start_info"] for d in (got, want)
+    ]
     assert hp[0] == hp[1]
 
 
@@ -79,12 +91,16 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread, b
     sizes = []
     if backend == "bptt":
         real_grads = pt.population_grads
-        monkeypatch.setattr(pt, "population_grads", lambda pop, x, y, truncate: sizes.append(
-            y.shape[0]) or real_grads(pop, x, y, truncate))
+        monkeypatch.setattr(
+            pt,
+            "population_grads",
+            lambda pop, x, y, truncate: sizes.append(y.shape[0]) or real_grads(pop, x, y, truncate),
+        )
     else:
         real_step = Members.step
-        monkeypatch.setattr(Members, "step", lambda self: sizes.append(self.runs)
-                            or real_step(self))
+        monkeypatch.setattr(
+            Members, "step", lambda self: sizes.append(self.runs) or real_step(self)
+        )
     results = train_population(configs)
     assert [r.stopped for r in results] == ["solved", "steps", "solved"]
     # a member that is done leaves: from then on the population is smaller (here two
@@ -98,13 +114,25 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread, b
 
 
 @pytest.mark.slow  # seconds: the quick tier stays under a minute
-@pytest.mark.parametrize("setting", [
-    {"fused": False}, {"optimizer": "sgd", "lr": 0.05}, {"lr_halve_every": 40},
-    {"curriculum": True, "curriculum_advance": 0.9, "curriculum_patience": 40,
-     "eval_every": 20, "log_every": 10}])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"fused": False},
+        {"optimizer": "sgd", "lr": 0.05},
+        {"lr_halve_every": 40},
+        {
+            "curriculum": True,
+            "curriculum_advance": 0.9,
+            "curriculum_patience": 40,
+            "eval_every": 20,
+            "log_every": 10,
+        },
+    ],
+)
 @pytest.mark.parametrize("backend", ["compiled", "bptt"])
-def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(tmp_path, one_thread,
-                                                                           setting, backend):
+def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(
+    tmp_path, one_thread, setting, backend
+):
     # torch's fused Adam rounds an element by where it sits in its tensor: stacked, the
     # members' rows would round otherwise (the frontier's unfused Adam is the test above);
     # each member's curriculum moves its own k, at its own evaluations (points whose
@@ -116,12 +144,14 @@ def test_members_are_their_runs_with_any_optimizer_schedule_and_curriculum(tmp_p
     # k = 1 is solved early and leaves: the optimizer's state is carried over to the others
     assert results[2].stopped == "solved" and results[2].step < 150
     if "curriculum" in setting:  # the members' k moved on, each at its own pace
-        ks = [[k for _, k in scalar_series(tmp_path / c.run_name, "curriculum k")]
-              for c in configs]
+        ks = [[k for _, k in scalar_series(tmp_path / c.run_name, "curriculum k")] for c in configs]
         assert all(k[-1] > k[0] for k in ks[:2]) and ks[0] != ks[1]
     if "lr_halve_every" in setting:
-        assert [v for _, v in scalar_series(tmp_path / configs[0].run_name, "lr")][-1] == pytest.approx(
-            0.005 / 8, rel=1e-6)  # halved at steps 40, 80 and 120 (logged as float32)
+        assert [v for _, v in scalar_series(tmp_path / configs[0].run_name, "lr")][
+            -1
+        ] == pytest.approx(
+            0.005 / 8, rel=1e-6
+        )  # halved at steps 40, 80 and 120 (logged as float32)
     for c, got in zip(configs, results):
         want = train(replace(c, run_name="single-" + c.run_name), verbose=False)
         assert (got.step, got.solved_step) == (want.step, want.solved_step)
@@ -134,12 +164,13 @@ def test_population_adam_rounds_fused_updates_as_each_runs_own_adam():
     # does not (the row views in one call)
     torch.manual_seed(0)
     R, H = 7, 6
-    singles = [[torch.randn(s, requires_grad=True) for s in ((H, H), (H, 1), (H,))]
-               for _ in range(R)]
-    stacked = [torch.stack([s[i].detach() for s in singles]).requires_grad_()
-               for i in range(3)]
-    ours = pt.PopulationAdam([p.detach().clone().requires_grad_() for p in stacked],
-                             lr=0.005, fused=True)
+    singles = [
+        [torch.randn(s, requires_grad=True) for s in ((H, H), (H, 1), (H,))] for _ in range(R)
+    ]
+    stacked = [torch.stack([s[i].detach() for s in singles]).requires_grad_() for i in range(3)]
+    ours = pt.PopulationAdam(
+        [p.detach().clone().requires_grad_() for p in stacked], lr=0.005, fused=True
+    )
     torchs = torch.optim.Adam(stacked, lr=0.005, fused=True)
     alone = [torch.optim.Adam(s, lr=0.005, fused=True) for s in singles]
     for _ in range(50):
@@ -193,8 +224,9 @@ def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread, backe
     assert_same_run(tmp_path / "k4-s0", tmp_path / "single")
 
 
-@pytest.mark.parametrize("setting", [{}, {"curriculum": True, "curriculum_patience": 50,
-                                         "fused": True}])
+@pytest.mark.parametrize(
+    "setting", [{}, {"curriculum": True, "curriculum_patience": 50, "fused": True}]
+)
 def test_train_resumes_a_member(tmp_path, one_thread, setting):
     # with a curriculum the checkpoint carries the member's k and since which step
     base = frontier(tmp_path, steps=200, **setting)
@@ -214,11 +246,19 @@ def test_who_may_join_a_population(tmp_path):
     assert population_key(base) == population_key(replace(base, echo_step=5, seed=9))
     assert population_key(base) != population_key(replace(base, lr=0.01))
     assert population_key(base) != population_key(replace(base, backend="bptt"))
-    for change in ({"backend": "autograd"}, {"curriculum": True, "lr_halve_every": 100},
-                   {"cuda_graph": True}, {"schedule": "notebook", "batch_size": 1}):
+    for change in (
+        {"backend": "autograd"},
+        {"curriculum": True, "lr_halve_every": 100},
+        {"cuda_graph": True},
+        {"schedule": "notebook", "batch_size": 1},
+    ):
         assert population_key(replace(base, **change)) is None, change
-    for change in ({"fused": True}, {"optimizer": "sgd", "lr": 0.05}, {"curriculum": True},
-                   {"lr_halve_every": 100}):  # these may join
+    for change in (
+        {"fused": True},
+        {"optimizer": "sgd", "lr": 0.05},
+        {"curriculum": True},
+        {"lr_halve_every": 100},
+    ):  # these may join
         assert population_key(replace(base, **change)) is not None, change
     with pytest.raises(ConfigError, match="^population: members must share"):
         train_population([base, replace(base, lr=0.01, run_name="other")])

@@ -16,8 +16,18 @@ def test_parse_bits():
 
 
 def test_trained_model_echoes_the_bits(tmp_path):
-    run = train(small_config(tmp_path, run_name="p", steps=400, seq_len=30,
-                             hidden_size=6, batch_size=32, val_size=128), verbose=False)
+    run = train(
+        small_config(
+            tmp_path,
+            run_name="p",
+            steps=400,
+            seq_len=30,
+            hidden_size=6,
+            batch_size=32,
+            val_size=128,
+        ),
+        verbose=False,
+    )
     assert run.val_accuracy == 1.0
     bits = "0110100111010001011100101101001"
     proc = cli("predict", "--checkpoint", run.run_dir, "--json", bits)
@@ -36,6 +46,7 @@ def test_invalid_bits_and_missing_checkpoint(tmp_path):
     proc = cli("predict", "--checkpoint", run.run_dir, "01a1")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "echo-rnn predict: error: argument BITS: must contain only 0 and 1, got 'a' at position 2")
+        "echo-rnn predict: error: argument BITS: must contain only 0 and 1, got 'a' at position 2"
+    )
     proc = cli("predict", "--checkpoint", tmp_path / "nothing", "0101")
     assert proc.returncode == 2 and "argument --checkpoint: no such" in proc.stderr

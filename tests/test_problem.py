@@ -16,12 +16,14 @@ from helpers import run_main
 FIELDS = [f.name for f in fields(GradcheckProblem)]
 # A learner's function that returns zeros of every expected shape, whatever the problem:
 # its report shows the header and the config whether or not the gradients agree.
-ZEROS = ("import numpy as np\n"
-         "def g(U, V, w, x, y, b=None, h0=None):\n"
-         "    out = {'U': np.zeros_like(U), 'V': np.zeros_like(V), 'w': np.zeros_like(w)}\n"
-         "    if b is not None:\n        out['b'] = np.zeros_like(b)\n"
-         "    if h0 is not None:\n        out['h0'] = np.zeros_like(h0)\n"
-         "    return out\n")
+ZEROS = (
+    "import numpy as np\n"
+    "def g(U, V, w, x, y, b=None, h0=None):\n"
+    "    out = {'U': np.zeros_like(U), 'V': np.zeros_like(V), 'w': np.zeros_like(w)}\n"
+    "    if b is not None:\n        out['b'] = np.zeros_like(b)\n"
+    "    if h0 is not None:\n        out['h0'] = np.zeros_like(h0)\n"
+    "    return out\n"
+)
 
 
 def _other(f):
@@ -43,8 +45,13 @@ def _flags(values):
     out = []
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
-        out += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False \
+        out += (
+            [flag]
+            if value is True
+            else [f"--no-{flag[2:]}"]
+            if value is False
             else [flag, str(value)]
+        )
     return out
 
 
@@ -66,8 +73,9 @@ def changed(tmp_path, capsys):
 def test_every_field_is_a_flag_in_the_help(name, capsys):
     code, out, _ = run_main("gradcheck", "--help", capsys=capsys)
     assert code == 0
-    assert "--" + name.replace("_", "-") in out.split(), \
+    assert "--" + name.replace("_", "-") in out.split(), (
         f"{name}: a field of GradcheckProblem without its flag in gradcheck --help"
+    )
 
 
 @pytest.mark.slow  # a gradcheck per field: the full suite's guard, not the quick tier's
@@ -91,8 +99,9 @@ def test_every_field_is_in_the_header(name, changed):
 @pytest.mark.parametrize("name", FIELDS)
 def test_every_field_reaches_the_kernel_check_config(name, capsys):
     given = {k: v for k, v in OTHER.items() if k != "truncation"}  # --grads only
-    code, out, err = run_main("gradcheck", "--json", "--kernel", "reference",
-                              *_flags(given), capsys=capsys)
+    code, out, err = run_main(
+        "gradcheck", "--json", "--kernel", "reference", *_flags(given), capsys=capsys
+    )
     assert code == 0, err
     config = json.loads(out)["config"]
     expected = {**given, "truncation": "windows"}  # echo-rnn's kernels truncate in windows
@@ -114,12 +123,15 @@ def test_check_grads_takes_every_field_and_names_an_unknown_one():
         check_grads(zeros["g"], hidden=3)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"echo_step": 50}, "echo_step: must be in [0, seq_len) = [0, 50), got 50"),
-    ({"hidden_size": 0}, "hidden_size: must be a positive integer up to 4096, got 0"),
-    ({"truncation": "sideways", "truncate": 3}, "truncation: must be one of windows, back"),
-    ({"bias": 1}, "bias: must be bool, got 1"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"echo_step": 50}, "echo_step: must be in [0, seq_len) = [0, 50), got 50"),
+        ({"hidden_size": 0}, "hidden_size: must be a positive integer up to 4096, got 0"),
+        ({"truncation": "sideways", "truncate": 3}, "truncation: must be one of windows, back"),
+        ({"bias": 1}, "bias: must be bool, got 1"),
+    ],
+)
 def test_a_bad_setting_is_named(settings, message):
     with pytest.raises(ConfigError) as info:
         GradcheckProblem(**settings)
@@ -130,5 +142,8 @@ def test_truncation_is_spelled_one_way():
     assert GradcheckProblem().truncation is None
     assert GradcheckProblem(truncate=4).truncation == "windows"
     assert GradcheckProblem(truncation="back").truncation is None  # nothing to truncate
-    assert GradcheckProblem(truncate=4, truncation="back").describe().endswith(
-        "truncate=4 truncation=back")
+    assert (
+        GradcheckProblem(truncate=4, truncation="back")
+        .describe()
+        .endswith("truncate=4 truncation=back")
+    )

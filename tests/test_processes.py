@@ -23,13 +23,24 @@ from echo_rnn.train import train
 from helpers import cli, run_main, scalar_series, small_config, small_flags
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_SWEEP = ["--seq-len", "8", "--val-size", "8", "--batch-size", "4", "--eval-every", "5",
-              "--device", "cpu"]
+TINY_SWEEP = [
+    "--seq-len",
+    "8",
+    "--val-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "5",
+    "--device",
+    "cpu",
+]
 
 
 def _strict(text: str):
     def no_constants(name):
         raise ValueError(f"not strict JSON: {name}")
+
     return json.loads(text, parse_constant=no_constants)
 
 
@@ -56,10 +67,27 @@ def test_kill_9_as_the_workers_start_leaves_no_process(tmp_path):
     # Before: the workers took their parent's pid only once they had loaded torch; killed
     # in those first seconds, the parent was already gone, the workers compared with their
     # new parent (init), and they and the resource tracker trained on for nobody.
-    proc = cli("sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "5-6",
-               "--hidden-sizes", "3", "--seeds", "0-3", "--workers", "2", "--steps", "100000",
-               *TINY_SWEEP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-               start_new_session=True)
+    proc = cli(
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "5-6",
+        "--hidden-sizes",
+        "3",
+        "--seeds",
+        "0-3",
+        "--workers",
+        "2",
+        "--steps",
+        "100000",
+        *TINY_SWEEP,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     # the resource tracker first, then the workers: kill as soon as a worker exists
     while len([p for p in _session(proc.pid) if p != proc.pid]) < 2:
@@ -112,8 +140,9 @@ def test_a_run_directory_appears_whole(tmp_path, monkeypatch):
 
 def test_sigkill_as_the_run_directory_appears_is_not_a_dead_end(tmp_path):
     flags = [*small_flags(tmp_path), "--steps", "100000", "--echo-step", "9"]
-    proc = cli("train", *flags, "--run-name", "r", stdout=subprocess.DEVNULL,
-               stderr=subprocess.DEVNULL)
+    proc = cli(
+        "train", *flags, "--run-name", "r", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     run = tmp_path / "runs" / "r"
     deadline = time.monotonic() + 60
     while not run.exists():
@@ -132,8 +161,18 @@ def test_sigkill_as_the_run_directory_appears_is_not_a_dead_end(tmp_path):
 def test_sighup_ends_a_run_as_sigterm_does(tmp_path):
     # Before: a closed terminal's SIGHUP killed the run where it stood, without a checkpoint
     # of its last steps, and without a word.
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "r", "--steps", "100000",
-               "--echo-step", "9", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "r",
+        "--steps",
+        "100000",
+        "--echo-step",
+        "9",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     run = tmp_path / "runs" / "r"
     deadline = time.monotonic() + 60
     while not checkpoint_path(run).exists():
@@ -150,8 +189,17 @@ def test_sighup_ends_a_run_as_sigterm_does(tmp_path):
 
 def test_bench_stopped_by_a_signal_says_one_line():
     # Before: "timing tiny ..." lines, then the stop: 2-3 lines for one event.
-    proc = cli("bench", "--shape", "tiny=8,20,4", "--shape", "small=8,20,6", "--budget", "20",
-               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli(
+        "bench",
+        "--shape",
+        "tiny=8,20,4",
+        "--shape",
+        "small=8,20,6",
+        "--budget",
+        "20",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(6)  # torch loaded, timing under way
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -166,9 +214,20 @@ def test_bench_stopped_by_a_signal_says_one_line():
 def test_train_into_a_closed_pipe_trains_on(tmp_path):
     # Before: `echo-rnn train | head -2` stopped the run with "could not write the run ...
     # Broken pipe", though nothing was wrong with the run.
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "r", "--steps", "400",
-               "--echo-step", "9", "--eval-every", "5", stdout=subprocess.PIPE,
-               stderr=subprocess.PIPE)
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "r",
+        "--steps",
+        "400",
+        "--echo-step",
+        "9",
+        "--eval-every",
+        "5",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     for _ in range(2):
         assert proc.stdout.readline().startswith("step")
     proc.stdout.close()  # what `head -2` does after two lines
@@ -182,9 +241,26 @@ def test_train_into_a_closed_pipe_trains_on(tmp_path):
 def test_sweep_into_a_closed_pipe_finishes_the_sweep(tmp_path):
     # Before: `echo-rnn sweep ... | head -1` exited 0 with the sweep unfinished and no
     # results.csv.
-    proc = cli("sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1-3",
-               "--hidden-sizes", "2", "--seeds", "0", "--steps", "20", "--workers", "1",
-               *TINY_SWEEP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli(
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1-3",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "20",
+        "--workers",
+        "1",
+        *TINY_SWEEP,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = proc.stdout.readline()
     while line.startswith(("sweep: ", "  ")):  # the progress, on a slow machine
         line = proc.stdout.readline()
@@ -210,10 +286,30 @@ def test_a_full_disk_under_a_sweep_is_one_line(tmp_path, monkeypatch, capsys, po
 
     monkeypatch.setattr(train_mod, "save_checkpoint", full)
     monkeypatch.setattr(pop_mod, "save_checkpoint", full, raising=False)
-    code, out, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s",
-                              "--echo-steps", "1-2", "--hidden-sizes", "2", "--seeds", "0",
-                              "--steps", "10", "--workers", "1", "--population", population,
-                              "--backend", "bptt", "--no-fused", *TINY_SWEEP, capsys=capsys)
+    code, out, err = run_main(
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1-2",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "10",
+        "--workers",
+        "1",
+        "--population",
+        population,
+        "--backend",
+        "bptt",
+        "--no-fused",
+        *TINY_SWEEP,
+        capsys=capsys,
+    )
     assert code == 1, err
     line = err.strip()
     assert len(line.splitlines()) == 1 and "the disk is full" in line, err
@@ -227,9 +323,25 @@ def test_a_full_disk_as_the_tables_are_written_is_one_line(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(sweep_mod, "write_results", full)
-    code, _, err = run_main("sweep", "--logdir", tmp_path / "runs", "--name", "s",
-                            "--echo-steps", "1", "--hidden-sizes", "2", "--seeds", "0",
-                            "--steps", "10", "--workers", "1", *TINY_SWEEP, capsys=capsys)
+    code, _, err = run_main(
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "10",
+        "--workers",
+        "1",
+        *TINY_SWEEP,
+        capsys=capsys,
+    )
     assert code == 1 and len(err.strip().splitlines()) == 1 and "the disk is full" in err, err
 
 
@@ -257,9 +369,28 @@ def tiny_disk(tmp_path):
 
 
 def test_a_really_full_disk_under_a_sweep_of_two_workers_is_one_line(tiny_disk):
-    proc = cli("sweep", "--logdir", tiny_disk / "runs", "--name", "s", "--echo-steps", "8-9",
-               "--hidden-sizes", "16", "--seeds", "0-1", "--steps", "5000", "--workers", "2",
-               *TINY_SWEEP, "--seq-len", "20", "--eval-every", "50")
+    proc = cli(
+        "sweep",
+        "--logdir",
+        tiny_disk / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "8-9",
+        "--hidden-sizes",
+        "16",
+        "--seeds",
+        "0-1",
+        "--steps",
+        "5000",
+        "--workers",
+        "2",
+        *TINY_SWEEP,
+        "--seq-len",
+        "20",
+        "--eval-every",
+        "50",
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "the disk is full" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -269,8 +400,9 @@ def test_a_really_full_disk_under_a_sweep_of_two_workers_is_one_line(tiny_disk):
 
 
 def test_train_json_is_one_strict_object(tmp_path, capsys):
-    code, out, err = run_main("train", *small_flags(tmp_path), "--run-name", "r", "--json",
-                              capsys=capsys)
+    code, out, err = run_main(
+        "train", *small_flags(tmp_path), "--run-name", "r", "--json", capsys=capsys
+    )
     assert code == 0, err
     result = _strict(out)
     assert result["run_dir"] == str(tmp_path / "runs" / "r") and result["step"] >= 10
@@ -278,9 +410,25 @@ def test_train_json_is_one_strict_object(tmp_path, capsys):
 
 
 def test_sweep_json_is_one_strict_object(tmp_path, capsys):
-    args = ["sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1-2",
-            "--hidden-sizes", "2", "--seeds", "0", "--steps", "10", "--workers", "1",
-            *TINY_SWEEP, "--json"]
+    args = [
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1-2",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--steps",
+        "10",
+        "--workers",
+        "1",
+        *TINY_SWEEP,
+        "--json",
+    ]
     code, out, err = run_main(*args, capsys=capsys)
     assert code == 0, err
     outcome = _strict(out)
@@ -294,7 +442,9 @@ def test_json_has_no_nan():
     from echo_rnn.console import strict_json
 
     assert _strict(strict_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {
-        "a": None, "b": [None, 1.5]}
+        "a": None,
+        "b": [None, 1.5],
+    }
 
 
 def test_files_respect_the_umask(tmp_path):
@@ -318,8 +468,22 @@ def test_files_respect_the_umask(tmp_path):
 
 def test_a_rerun_says_which_points_it_read_back(tmp_path, capsys):
     # Before: a re-run printed its finished points as if it had run them again.
-    args = ["sweep", "--logdir", tmp_path / "runs", "--name", "s", "--echo-steps", "1",
-            "--hidden-sizes", "2", "--seeds", "0", "--workers", "1", *TINY_SWEEP]
+    args = [
+        "sweep",
+        "--logdir",
+        tmp_path / "runs",
+        "--name",
+        "s",
+        "--echo-steps",
+        "1",
+        "--hidden-sizes",
+        "2",
+        "--seeds",
+        "0",
+        "--workers",
+        "1",
+        *TINY_SWEEP,
+    ]
     code, out, err = run_main(*args, "--steps", "10", capsys=capsys)
     assert code == 0 and "read back" not in out, err
     code, out, err = run_main(*args, "--steps", "10", "--seeds", "0-1", capsys=capsys)
@@ -371,5 +535,5 @@ def test_the_readmes_check_grads_example_runs(monkeypatch):
 
 
 def test_the_readme_does_not_promise_signals_at_any_moment():
-    signals = README[README.index("- **Signals**"):README.index("- **Faults**")]
+    signals = README[README.index("- **Signals**") : README.index("- **Faults**")]
     assert "30 ms" in signals and "SIGHUP" in signals

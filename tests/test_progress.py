@@ -22,8 +22,11 @@ class Terminal(io.StringIO):
 
 
 def jobs():
-    return [Job("H3 x4 (k 1-2)", 4, 1000), Job("k5-H3-s0", 1, 1000),
-            Job("k1-H3-s1", 1, 1000, trains=False)]
+    return [
+        Job("H3 x4 (k 1-2)", 4, 1000),
+        Job("k5-H3-s0", 1, 1000),
+        Job("k1-H3-s1", 1, 1000, trains=False),
+    ]
 
 
 def test_the_time_left_is_the_running_jobs_and_the_waiting_ones_over_the_workers():
@@ -44,13 +47,20 @@ def test_the_time_left_is_the_running_jobs_and_the_waiting_ones_over_the_workers
 
 def test_format_seconds():
     assert [format_seconds(s) for s in (0, 44.6, 60, 250, 3600, 7530)] == [
-        "0s", "45s", "1m00s", "4m10s", "1h00m", "2h05m"]
+        "0s",
+        "45s",
+        "1m00s",
+        "4m10s",
+        "1h00m",
+        "2h05m",
+    ]
 
 
 def test_plain_lines_come_every_few_seconds_with_each_job_and_the_time_left():
     clock, out = Clock(), io.StringIO()
-    shown = SweepProgress(jobs(), points=6, workers=1, stream=out, mode="lines", every=10,
-                          clock=clock)
+    shown = SweepProgress(
+        jobs(), points=6, workers=1, stream=out, mode="lines", every=10, clock=clock
+    )
     shown.update(0, 0, 4)
     clock.now += 9
     shown.update(0, 90, 3)
@@ -60,9 +70,9 @@ def test_plain_lines_come_every_few_seconds_with_each_job_and_the_time_left():
     shown.update(0, 100, 3)
     shown.tick()
     assert out.getvalue().splitlines() == [
-        "sweep: 0 of 6 points done (0 solved), 1 running, about 3m10s left if no run solves "
-        "early",
-        "  H3 x4 (k 1-2): step 100 of 1000, 3 of 4 training"]
+        "sweep: 0 of 6 points done (0 solved), 1 running, about 3m10s left if no run solves early",
+        "  H3 x4 (k 1-2): step 100 of 1000, 3 of 4 training",
+    ]
     shown.point_done(solved=True)
     shown.job_done(0, step=400)
     shown.update(1, 7, 1)
@@ -72,15 +82,18 @@ def test_plain_lines_come_every_few_seconds_with_each_job_and_the_time_left():
     assert out.getvalue().splitlines()[2:] == [
         "k=1 H=3 seed=0: solved at step 40",
         # the point at the population's rate (400 steps in 10 s): 993 steps in 25 s
-        "sweep: 1 of 6 points done (1 solved), 1 running, about 25s left if no run solves "
-        "early",
-        "  k5-H3-s0: step 7 of 1000"]  # a point alone: no count of members
+        "sweep: 1 of 6 points done (1 solved), 1 running, about 25s left if no run solves early",
+        "  k5-H3-s0: step 7 of 1000",
+    ]  # a point alone: no count of members
     shown.close()
 
 
 def test_a_terminal_gets_bars_a_file_lines_and_json_nothing():
-    for stream, bars, mode in ((Terminal(), True, "bars"), (io.StringIO(), True, "lines"),
-                               (Terminal(), False, "lines")):  # torchrun's ranks: lines
+    for stream, bars, mode in (
+        (Terminal(), True, "bars"),
+        (io.StringIO(), True, "lines"),
+        (Terminal(), False, "lines"),
+    ):  # torchrun's ranks: lines
         shown = SweepProgress.on(stream, jobs(), 6, 1, bars=bars)
         shown.close()
         assert shown.mode == mode
@@ -96,8 +109,9 @@ def test_a_terminal_gets_bars_a_file_lines_and_json_nothing():
 
 def test_bars_show_each_job_its_steps_and_members_and_the_sweep_its_points():
     clock, terminal = Clock(), Terminal()
-    shown = SweepProgress(jobs(), points=6, workers=1, stream=terminal, mode="bars",
-                          clock=clock, label="[rank 1] ")
+    shown = SweepProgress(
+        jobs(), points=6, workers=1, stream=terminal, mode="bars", clock=clock, label="[rank 1] "
+    )
     shown.update(0, 0, 4)
     clock.now += 10
     shown.update(0, 250, 3)

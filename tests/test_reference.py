@@ -61,8 +61,9 @@ def test_one_step_backward_is_the_derivative_of_one_step_forward(bias):
     (h * dh).sum().backward()
     ours = reference.step_backward(dh, cache)
     for name, leaf in zip(("x", "h_prev", "U", "V"), leaves):
-        torch.testing.assert_close(getattr(ours, name), leaf.grad, rtol=KERNELS_REL_F64,
-                                   atol=KERNELS_REL_F64)
+        torch.testing.assert_close(
+            getattr(ours, name), leaf.grad, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64
+        )
     if bias:
         torch.testing.assert_close(ours.b, b_leaf.grad, rtol=KERNELS_REL_F64, atol=KERNELS_REL_F64)
 
@@ -70,8 +71,12 @@ def test_one_step_backward_is_the_derivative_of_one_step_forward(bias):
 def test_truncation_carries_nothing_into_a_new_window():
     g = torch.Generator().manual_seed(1)
     kw = {"dtype": torch.float64, "generator": g}
-    x, U, V, w = (torch.randn(2, 6, 1, **kw), torch.randn(3, 3, **kw), torch.randn(3, 1, **kw),
-                  torch.randn(3, **kw))
+    x, U, V, w = (
+        torch.randn(2, 6, 1, **kw),
+        torch.randn(3, 3, **kw),
+        torch.randn(3, 1, **kw),
+        torch.randn(3, **kw),
+    )
     _, _, caches = reference.forward(x, U, V, w)
     dy = torch.zeros(2, 6, dtype=torch.float64)
     dy[:, 2] = 1.0  # only step 3's loss: with k = 2 it reaches steps 3 and nothing before
@@ -94,8 +99,9 @@ def test_the_package_has_no_import_cycle():
                 mod = node.module.split(".")[1] if "." in node.module else None
                 deps.update([mod] if mod else [a.name for a in node.names])
             elif isinstance(node, ast.Import):
-                deps.update(a.name.split(".")[1] for a in node.names
-                            if a.name.startswith("echo_rnn."))
+                deps.update(
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("echo_rnn.")
+                )
         graph[path.stem] = deps & {p.stem for p in PACKAGE.glob("*.py")}
 
     def visit(node, stack):

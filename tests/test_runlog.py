@@ -16,9 +16,19 @@ def test_pictures_are_bounded_per_run_and_scalars_per_point(tmp_path):
     # Before: every evaluation logged 6 histograms and 5 images; a 40000-step frontier run
     # (400 evaluations) wrote tens of megabytes, of which TensorBoard shows 10 images a tag.
     steps, eval_every, log_every = 1500, 5, 50
-    run = train(small_config(tmp_path, run_name="long", steps=steps, eval_every=eval_every,
-                             log_every=log_every, echo_step=9, hidden_size=2,
-                             target_accuracy=1.0), verbose=False)
+    run = train(
+        small_config(
+            tmp_path,
+            run_name="long",
+            steps=steps,
+            eval_every=eval_every,
+            log_every=log_every,
+            echo_step=9,
+            hidden_size=2,
+            target_accuracy=1.0,
+        ),
+        verbose=False,
+    )
     assert run.step == steps  # k = 9 with 2 units: never solved, every step ran
     acc = events(run.run_dir)
     for tag in acc.Tags()["images"]:
@@ -61,23 +71,39 @@ def test_the_largest_hidden_size_logs_within_bounded_memory(tmp_path):
     # once torch and echo-rnn are loaded stays within the estimate it refuses runs by.
     from echo_rnn.config import build_config, run_bytes
 
-    code = ("import resource, sys; import torch, numpy, PIL.Image, echo_rnn.train, "
-            "echo_rnn.tblog, echo_rnn.runlog; from echo_rnn.cli import main; "
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "code = main(sys.argv[1:]); "
-            "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base); "
-            "sys.exit(code)")
-    flags = {"hidden_size": 4096, "seq_len": 3, "batch_size": 2, "val_size": 2, "steps": 1,
-             "eval_every": 1}
-    proc = python("-c", code, "train", *[a for k, v in flags.items()
-                                         for a in (f"--{k.replace('_', '-')}", str(v))],
-                  "--logdir", tmp_path, "--run-name", "big")
+    code = (
+        "import resource, sys; import torch, numpy, PIL.Image, echo_rnn.train, "
+        "echo_rnn.tblog, echo_rnn.runlog; from echo_rnn.cli import main; "
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "code = main(sys.argv[1:]); "
+        "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base); "
+        "sys.exit(code)"
+    )
+    flags = {
+        "hidden_size": 4096,
+        "seq_len": 3,
+        "batch_size": 2,
+        "val_size": 2,
+        "steps": 1,
+        "eval_every": 1,
+    }
+    proc = python(
+        "-c",
+        code,
+        "train",
+        *[a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))],
+        "--logdir",
+        tmp_path,
+        "--run-name",
+        "big",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     grew = int(proc.stdout.split("grew_kb")[-1]) * 1024
     assert grew < 2.5 * 2**30, grew  # the weights, Adam's state and the histograms' copies
     estimate = run_bytes(build_config(None, overrides=flags))
-    assert grew <= estimate, f"the run grew by {grew / 2**20:.0f} MiB, the check counts " \
-                             f"{estimate / 2**20:.0f} MiB"
+    assert grew <= estimate, (
+        f"the run grew by {grew / 2**20:.0f} MiB, the check counts {estimate / 2**20:.0f} MiB"
+    )
     acc = events(tmp_path / "big")
     for name in ("U", "V", "w"):
         (*_, last) = acc.Images(f"weights/{name} heatmap")
@@ -89,7 +115,7 @@ def tensorboard_smoothing(values, weight=0.6):
     out, last = [], 0.0
     for i, v in enumerate(values, 1):
         last = last * weight + (1 - weight) * v
-        out.append(last / (1 - weight ** i))
+        out.append(last / (1 - weight**i))
     return out
 
 
@@ -158,8 +184,9 @@ def test_a_run_recorded_as_three_tensorboard_runs_resumes_into_one(tmp_path):
         f.close()
     save_checkpoint(checkpoint_path(run_dir), state)
     for steps in (40, 60):  # and a second resume, from a checkpoint of the new kind
-        resumed = train(small_config(tmp_path, run_name="old", steps=steps), resume=run_dir,
-                        verbose=False)
+        resumed = train(
+            small_config(tmp_path, run_name="old", steps=steps), resume=run_dir, verbose=False
+        )
         assert resumed.step == steps
         for sub, tags in old.items():
             for tag in tags:

@@ -44,8 +44,10 @@ def test_heatmap_colours_mean_signs():
     cw, ch = (x1 - x0) / 2, (y1 - y0) / 2
 
     def cell(i, j):  # the middle of row i, column j (0-based)
-        px = img[int(y0 + (i + 0.5) * ch) - 2:int(y0 + (i + 0.5) * ch) + 2,
-                 int(x0 + (j + 0.5) * cw) - 2:int(x0 + (j + 0.5) * cw) + 2].reshape(-1, 3)
+        px = img[
+            int(y0 + (i + 0.5) * ch) - 2 : int(y0 + (i + 0.5) * ch) + 2,
+            int(x0 + (j + 0.5) * cw) - 2 : int(x0 + (j + 0.5) * cw) + 2,
+        ].reshape(-1, 3)
         return px.mean(axis=0)
 
     r, g, b = cell(0, 0)
@@ -60,10 +62,10 @@ def test_heatmap_colours_mean_signs():
 def test_heatmap_numbers_rows_and_columns():
     img, (x0, y0, x1, y1) = tblog._heatmap(torch.randn(6, 6))
     dark = img.min(axis=2) < 128
-    assert dark[y0:y1, :x0 - 2].any()  # row labels, left of the matrix
-    assert dark[y0 - 14:y0 - 2, x0:x1].any()  # column labels, above it
+    assert dark[y0:y1, : x0 - 2].any()  # row labels, left of the matrix
+    assert dark[y0 - 14 : y0 - 2, x0:x1].any()  # column labels, above it
     # a label per unit at H = 6: six separate runs of dark rows left of the matrix
-    rows = dark[y0:y1, :x0 - 2].any(axis=1).astype(int)
+    rows = dark[y0:y1, : x0 - 2].any(axis=1).astype(int)
     assert np.count_nonzero(np.diff(rows) == 1) + rows[0] == 6
 
 
@@ -161,8 +163,19 @@ def test_flow_picture_labels_every_decade_when_few():
 
 
 def _summary(ks, Hs, skip=()):
-    return [{"echo_step": k, "hidden_size": H, "seeds": 2, "solved": 1, "solve_rate": 0.5,
-             "median_steps_to_solve": 1234.0} for H in Hs for k in ks if (k, H) not in skip]
+    return [
+        {
+            "echo_step": k,
+            "hidden_size": H,
+            "seeds": 2,
+            "solved": 1,
+            "solve_rate": 0.5,
+            "median_steps_to_solve": 1234.0,
+        }
+        for H in Hs
+        for k in ks
+        if (k, H) not in skip
+    ]
 
 
 def _background_edges(img):
@@ -170,8 +183,9 @@ def _background_edges(img):
     return white[:2].all() and white[-2:].all() and white[:, :2].all() and white[:, -2:].all()
 
 
-@pytest.mark.parametrize("ks,Hs", [([3], [8]), (list(range(1, 10)), [8]),
-                                   (list(range(1, 61)), list(range(1, 41)))])
+@pytest.mark.parametrize(
+    "ks,Hs", [([3], [8]), (list(range(1, 10)), [8]), (list(range(1, 61)), list(range(1, 41)))]
+)
 def test_sweep_heatmap_is_whole_and_bounded(ks, Hs):
     img = heatmap_image(_summary(ks, Hs), ks, Hs)
     assert 300 <= img.shape[1] <= 640 and img.shape[0] <= 640
@@ -185,11 +199,21 @@ def test_sweep_heatmap_says_which_cells_were_not_run():
     full = heatmap_image(_summary(ks, Hs), ks, Hs)
     missing = heatmap_image(_summary(ks, Hs, skip={(2, 8)}), ks, Hs)
     assert _background_edges(missing)
+
     # the legend: a hatched grey patch and its words below the axes, absent when all ran
     def grey(img):  # a 3 x 3 patch of the "not run" grey: a swatch, not anti-aliased text
         g = (np.abs(img.astype(int) - 0xD9) < 3).all(axis=2)
-        return g[:-2, :-2] & g[1:-1, :-2] & g[2:, :-2] & g[:-2, 1:-1] & g[1:-1, 1:-1] \
-            & g[2:, 1:-1] & g[:-2, 2:] & g[1:-1, 2:] & g[2:, 2:]
+        return (
+            g[:-2, :-2]
+            & g[1:-1, :-2]
+            & g[2:, :-2]
+            & g[:-2, 1:-1]
+            & g[1:-1, 1:-1]
+            & g[2:, 1:-1]
+            & g[:-2, 2:]
+            & g[1:-1, 2:]
+            & g[2:, 2:]
+        )
 
     bottom = slice(int(full.shape[0] * 0.85), None)
     assert not grey(full)[bottom].any() and grey(missing)[bottom].any()

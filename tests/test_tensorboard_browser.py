@@ -25,20 +25,44 @@ from browser import (
 )
 from helpers import cli, events
 
-pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                    "(pip install -e \".[test]\")")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(chromium_missing() is not None,
-                                 reason=chromium_missing() or "")]
+pytest.importorskip(
+    "playwright.sync_api",
+    reason='the playwright package is not installed (pip install -e ".[test]")',
+)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or ""),
+]
 
 # --- What the logdir holds, and what TensorBoard must show of it -----------------------------
 
 # Two sweeps with the same points: runs that differ in the sweep's name and --bias; some solve
 # within the steps, most do not.
 SWEEPS = {"plain": [], "biased": ["--bias"]}
-SWEEP_FLAGS = ["--echo-steps", "1,2,3,4", "--hidden-sizes", "2,4", "--seeds", "0",
-               "--steps", "150", "--eval-every", "25", "--log-every", "5", "--val-size", "32",
-               "--batch-size", "8", "--seq-len", "12", "--workers", "1", "--device", "cpu"]
+SWEEP_FLAGS = [
+    "--echo-steps",
+    "1,2,3,4",
+    "--hidden-sizes",
+    "2,4",
+    "--seeds",
+    "0",
+    "--steps",
+    "150",
+    "--eval-every",
+    "25",
+    "--log-every",
+    "5",
+    "--val-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--seq-len",
+    "12",
+    "--workers",
+    "1",
+    "--device",
+    "cpu",
+]
 POINTS = tuple(f"k{k}-H{h}-s0" for h in (2, 4) for k in (1, 2, 3, 4))
 # A run's trial name in the HParams table and its name in the run selectors: its path under
 # the logdir (the sweep's name included, so that the same point of two sweeps is two runs).
@@ -57,8 +81,13 @@ KERNEL_CARD = "training/kernel vs autograd (rounding units)"
 # Images of a run. The weight heatmaps are not tagged weights/U...: that tag is the weights'
 # histogram, and a tag is one kind of summary in a TensorBoard run (with both, TensorBoard
 # 2.21 showed neither the heatmap nor, with its default fast loader, the histogram).
-IMAGES = ("weights/U heatmap", "weights/V heatmap", "weights/w heatmap", "held-out sequence",
-          "training/gradient flow through time")
+IMAGES = (
+    "weights/U heatmap",
+    "weights/V heatmap",
+    "weights/w heatmap",
+    "held-out sequence",
+    "training/gradient flow through time",
+)
 SEQUENCE = "held-out sequence"
 # The run whose images are opened.
 SHOWN_RUN = RUNS[0]
@@ -95,9 +124,20 @@ def poll(read, done, timeout_ms=PAGE_TIMEOUT_MS, page=None):
 
 def make_logdir(logdir):
     """The two sweeps, side by side (a process each)."""
-    procs = {name: cli("sweep", "--name", name, *flags, *SWEEP_FLAGS, "--logdir", logdir,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for name, flags in SWEEPS.items()}
+    procs = {
+        name: cli(
+            "sweep",
+            "--name",
+            name,
+            *flags,
+            *SWEEP_FLAGS,
+            "--logdir",
+            logdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for name, flags in SWEEPS.items()
+    }
     for name, proc in procs.items():
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"sweep {name}: exit {proc.returncode}\n{out}"
@@ -135,12 +175,14 @@ def check_hparams(page, base, shots):
     where = f"HParams table (screenshot {shot}): headers {headers}, rows {rows}"
     assert headers[:1] == ["Trial ID"], where
     assert sorted(row[0] for row in rows) == sorted(RUNS), (
-        f"want one row per run, named by its path under the logdir; {where}")
+        f"want one row per run, named by its path under the logdir; {where}"
+    )
     for column in (*SWEPT_HPARAMS, *METRIC_COLUMNS[:3]):
         assert column in headers, f"no {column!r} column without a click; {where}"
     for column in (*SWEPT_HPARAMS, HELD_OUT_ACCURACY):
         assert column in table["inView"], (
-            f"the {column!r} column is off to the right (in view: {table['inView']}); {where}")
+            f"the {column!r} column is off to the right (in view: {table['inView']}); {where}"
+        )
     col = {name: headers.index(name) for name in (*SWEPT_HPARAMS, HELD_OUT_ACCURACY)}
     for row in rows:
         sweep, point = row[0].split("/")
@@ -160,7 +202,8 @@ def check_hparams(page, base, shots):
     shot = screenshot(page, shots / "hparams.png", full_page=False)
     assert lines == len(RUNS), (
         f"the parallel-coordinates view draws {lines} lines for {len(RUNS)} runs "
-        f"(screenshot {shot})")
+        f"(screenshot {shot})"
+    )
 
 
 # --- Scalars ---------------------------------------------------------------------------------
@@ -219,17 +262,23 @@ def check_scalars(page, base, shots):
     page.goto(f"{base}/#scalars")
     page.locator("tf-scalar-card").first.wait_for()
     boxes = page.locator("tf-multi-checkbox paper-checkbox")
-    checked = poll(lambda: boxes.evaluate_all("els => els.map(e => e.checked)"),
-                   lambda c: len(c) >= len(TB_RUNS), page=page)
-    charts = poll(lambda: scalar_charts(page),
-                  lambda c: all(len(smoothed(c.get(t, {"plots": []}))) >= len(RUNS)
-                                for t in OPEN_CARDS), page=page)
+    checked = poll(
+        lambda: boxes.evaluate_all("els => els.map(e => e.checked)"),
+        lambda c: len(c) >= len(TB_RUNS),
+        page=page,
+    )
+    charts = poll(
+        lambda: scalar_charts(page),
+        lambda c: all(len(smoothed(c.get(t, {"plots": []}))) >= len(RUNS) for t in OPEN_CARDS),
+        page=page,
+    )
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(500)
     shot = screenshot(page, shots / "scalars.png", full_page=False)
     where = f"(screenshot {shot})"
     assert len(checked) == len(TB_RUNS) and all(checked), (
-        f"runs selected: {checked.count(True)} of {len(checked)}, want all {len(TB_RUNS)} {where}")
+        f"runs selected: {checked.count(True)} of {len(checked)}, want all {len(TB_RUNS)} {where}"
+    )
     for tag in OPEN_CARDS:
         # a curve per run, drawn where it can be seen, and a last-point marker per run
         assert tag in charts, f"no {tag!r} card open {where}: {sorted(charts)}"
@@ -244,8 +293,11 @@ def check_scalars(page, base, shots):
     # with "Ignore outliers in chart scaling" unticked every smoothed curve whole (the faded
     # raw curves are not counted in the scale: their peaks can run past it).
     page.goto(f"{base}/#scalars&{params(tagFilter=literal(KERNEL_CARD))}")
-    kernel = poll(lambda: scalar_charts(page).get(KERNEL_CARD, {"plots": []}),
-                  lambda c: len(smoothed(c)) >= len(RUNS), page=page)
+    kernel = poll(
+        lambda: scalar_charts(page).get(KERNEL_CARD, {"plots": []}),
+        lambda c: len(smoothed(c)) >= len(RUNS),
+        page=page,
+    )
     page.wait_for_timeout(1000)
     kernel = scalar_charts(page)[KERNEL_CARD]
     shot = screenshot(page, shots / "scalars-kernel.png", full_page=False)
@@ -253,20 +305,27 @@ def check_scalars(page, base, shots):
     assert kernel["markers"] == len(RUNS), where
     assert len(smoothed(kernel)) == len(RUNS), where
     assert all(crosses(c, kernel["plot"]) for c in smoothed(kernel)), (
-        f"a kernel curve lies wholly outside its plot {where}")
+        f"a kernel curve lies wholly outside its plot {where}"
+    )
     page.get_by_text("Ignore outliers in chart scaling").click()
-    kernel = poll(lambda: scalar_charts(page)[KERNEL_CARD],
-                  lambda c: all(inside(line, c["plot"]) for line in smoothed(c)), page=page)
+    kernel = poll(
+        lambda: scalar_charts(page)[KERNEL_CARD],
+        lambda c: all(inside(line, c["plot"]) for line in smoothed(c)),
+        page=page,
+    )
     shot = screenshot(page, shots / "scalars-kernel-whole.png", full_page=False)
     outside = [line for line in smoothed(kernel) if not inside(line, kernel["plot"])]
-    assert not outside, (f"outliers not ignored, the kernel card still cuts {len(outside)} "
-                         f"curves (screenshot {shot}): {kernel}")
+    assert not outside, (
+        f"outliers not ignored, the kernel card still cuts {len(outside)} "
+        f"curves (screenshot {shot}): {kernel}"
+    )
 
 
 # --- Time Series -----------------------------------------------------------------------------
 
 # A time series card: its title, the y axis's tick labels (the first axis), its data table.
-TIME_SERIES_CARD_JS = """els => els.filter(el => el.getBoundingClientRect().height > 0).map(card => {
+TIME_SERIES_CARD_JS = """els => els
+  .filter(el => el.getBoundingClientRect().height > 0).map(card => {
   const title = card.querySelector('.heading tb-truncated-path');
   const axes = card.querySelectorAll('line-chart-axis');
   const ticks = axes.length ? [...axes[0].querySelectorAll('text')].map(t => t.textContent.trim())
@@ -283,8 +342,10 @@ def time_series_card(page, title):
 
 
 def top_tick(card):
-    return max((float(t) for t in card["yTicks"] if re.fullmatch(r"-?[\d.]+(e-?\d+)?", t)),
-               default=float("nan"))
+    return max(
+        (float(t) for t in card["yTicks"] if re.fullmatch(r"-?[\d.]+(e-?\d+)?", t)),
+        default=float("nan"),
+    )
 
 
 def check_time_series(page, base, shots, logdir):
@@ -295,8 +356,11 @@ def check_time_series(page, base, shots, logdir):
     assert want == 1.0, "no run of the sweep solved: nothing to see reach 1"
     page.goto(f"{base}/?{params(tagFilter=f'^{literal(HELD_OUT_ACCURACY)}$')}#timeseries")
     page.locator("scalar-card-component").first.wait_for()
-    card = poll(lambda: time_series_card(page, HELD_OUT_ACCURACY),
-                lambda c: c is not None and len(c["yTicks"]) > 1, page=page)
+    card = poll(
+        lambda: time_series_card(page, HELD_OUT_ACCURACY),
+        lambda c: c is not None and len(c["yTicks"]) > 1,
+        page=page,
+    )
     page.wait_for_load_state("networkidle")
     shot = screenshot(page, shots / "time-series.png", full_page=False)
     print(f"time series, outliers ignored (TensorBoard's default): y ticks {card['yTicks']}")
@@ -305,12 +369,14 @@ def check_time_series(page, base, shots, logdir):
         page.get_by_text("Settings").first.click()
     checkbox.click()
     page.wait_for_timeout(1000)
-    card = poll(lambda: time_series_card(page, HELD_OUT_ACCURACY),
-                lambda c: top_tick(c) >= want, page=page)
+    card = poll(
+        lambda: time_series_card(page, HELD_OUT_ACCURACY), lambda c: top_tick(c) >= want, page=page
+    )
     shot = screenshot(page, shots / "time-series-whole.png", full_page=False)
     assert top_tick(card) >= want, (
         f"outliers not ignored, the accuracy card's axis ends at {card['yTicks']}, below "
-        f"{want} (screenshot {shot})")
+        f"{want} (screenshot {shot})"
+    )
 
 
 # --- Images ----------------------------------------------------------------------------------
@@ -335,9 +401,13 @@ def image_cards(page, want):
     """The image cards of the page once those of SHOWN_RUN titled ``want`` have loaded, or
     what there is after PAGE_TIMEOUT_MS."""
     loaders = page.locator("tf-image-loader")
-    poll(lambda: loaders.evaluate_all(IMAGE_CARDS_JS),
-         lambda cards: set(want) <= {c["title"] for c in cards
-                                     if c["run"] == SHOWN_RUN and c["loaded"]}, page=page)
+    poll(
+        lambda: loaders.evaluate_all(IMAGE_CARDS_JS),
+        lambda cards: (
+            set(want) <= {c["title"] for c in cards if c["run"] == SHOWN_RUN and c["loaded"]}
+        ),
+        page=page,
+    )
     page.wait_for_load_state("networkidle")
     return loaders.evaluate_all(IMAGE_CARDS_JS)
 
@@ -359,17 +429,23 @@ def check_images(page, base, shots):
     seqs = [c for c in cards if c["title"] == SEQUENCE and c["run"] == SHOWN_RUN]
     assert all(c["shown"] >= c["natural"] - 1 for c in seqs), f"the sequence is shrunk; {where}"
 
-    page.goto(f"{base}/?{params(tagFilter=f'^{literal(SEQUENCE)}$', runFilter=f'^{SHOWN_RUN}$')}"
-              "#timeseries")
+    page.goto(
+        f"{base}/?{params(tagFilter=f'^{literal(SEQUENCE)}$', runFilter=f'^{SHOWN_RUN}$')}"
+        "#timeseries"
+    )
     img = page.locator("image-card-component img").first
     img.wait_for()
-    size = poll(lambda: img.evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]"),
-                lambda s: s[0] > 0, page=page)
+    size = poll(
+        lambda: img.evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]"),
+        lambda s: s[0] > 0,
+        page=page,
+    )
     shot = screenshot(page, shots / "time-series-sequence.png", full_page=False)
     assert size[1] >= size[0] - 1, f"Time Series shrinks the sequence: {size} (screenshot {shot})"
 
 
 # --- The default run -------------------------------------------------------------------------
+
 
 def check_default_run(page, tmp_path, shots):
     """``echo-rnn train`` at its defaults: held-out accuracy reaches 1.0 on TensorBoard's
@@ -378,13 +454,18 @@ def check_default_run(page, tmp_path, shots):
     proc = cli("train", "--logdir", logdir, "--run-name", "default")
     assert proc.returncode == 0, proc.stderr
     with tensorboard(logdir) as base:
-        base.wait_for_tags("scalars", {"default": {HELD_OUT_ACCURACY, "loss/train", "loss/val"}},
-                           timeout=LOAD_TIMEOUT_S)
+        base.wait_for_tags(
+            "scalars",
+            {"default": {HELD_OUT_ACCURACY, "loss/train", "loss/val"}},
+            timeout=LOAD_TIMEOUT_S,
+        )
         page.goto(f"{base}/?{params(tagFilter='^(accuracy|loss)/')}#timeseries")
         page.locator("scalar-card-component").first.wait_for()
-        card = poll(lambda: time_series_card(page, HELD_OUT_ACCURACY),
-                    lambda c: c is not None and "default" in c["table"] and len(c["yTicks"]) > 1,
-                    page=page)
+        card = poll(
+            lambda: time_series_card(page, HELD_OUT_ACCURACY),
+            lambda c: c is not None and "default" in c["table"] and len(c["yTicks"]) > 1,
+            page=page,
+        )
         page.wait_for_load_state("networkidle")
         shot = screenshot(page, shots / "default-run.png", full_page=False)
         where = f"default run (screenshot {shot}): card {card}"
@@ -397,8 +478,11 @@ def check_default_run(page, tmp_path, shots):
         page.goto(f"{base}/?{params(tagFilter=f'^{literal(SEQUENCE)}$')}#timeseries")
         img = page.locator("image-card-component img").first
         img.wait_for()
-        size = poll(lambda: img.evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]"),
-                    lambda s: s[0] > 0, page=page)
+        size = poll(
+            lambda: img.evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]"),
+            lambda s: s[0] > 0,
+            page=page,
+        )
         shot = screenshot(page, shots / "default-run-sequence.png", full_page=False)
         assert size[1] >= size[0] - 1, f"the sequence is shrunk: {size} (screenshot {shot})"
 
@@ -406,8 +490,11 @@ def check_default_run(page, tmp_path, shots):
         page.goto(f"{base}/#custom_scalars")
         chart = page.locator("tf-custom-scalar-multi-line-chart-card").first
         chart.wait_for()
-        drawn = poll(lambda: chart.evaluate(f"el => ({SCALAR_CHARTS_JS})([el])[0]"),
-                     lambda c: len(smoothed(c)) >= 2, page=page)
+        drawn = poll(
+            lambda: chart.evaluate(f"el => ({SCALAR_CHARTS_JS})([el])[0]"),
+            lambda c: len(smoothed(c)) >= 2,
+            page=page,
+        )
         shot = screenshot(page, shots / "default-run-custom-scalars.png", full_page=False)
         assert len(smoothed(drawn)) == 2, f"want loss/train and loss/val: {drawn} ({shot})"
 
@@ -426,8 +513,9 @@ def test_tensorboard_shows_a_sweep_in_a_browser(tmp_path):
     with tensorboard(logdir) as base:
         # the logdir is loaded once: wait until TensorBoard serves every run's curves and
         # images (the pages wait for the rest, and say what they miss)
-        base.wait_for_tags("scalars", {run: set(OPEN_CARDS) for run in RUNS},
-                           timeout=LOAD_TIMEOUT_S)
+        base.wait_for_tags(
+            "scalars", {run: set(OPEN_CARDS) for run in RUNS}, timeout=LOAD_TIMEOUT_S
+        )
         base.wait_for_tags("images", {run: set() for run in RUNS}, timeout=LOAD_TIMEOUT_S)
         done(f"TensorBoard at {base} has loaded {logdir}")
         with chromium_page(viewport=VIEWPORT) as page:

@@ -22,8 +22,13 @@ TABLE_ROWS = ("| Scalars |", "| Images |", "| Histograms |")
 def _tag_like(text: str) -> bool:
     """GROUP/NAME with a lower-case group that is not a path: a tag, or a stale one."""
     head, slash, rest = text.partition("/")
-    return (bool(slash) and re.fullmatch(r"[a-z][a-z_-]*", head) is not None
-            and head not in PATHS and "." not in rest and not rest.isupper())
+    return (
+        bool(slash)
+        and re.fullmatch(r"[a-z][a-z_-]*", head) is not None
+        and head not in PATHS
+        and "." not in rest
+        and not rest.isupper()
+    )
 
 
 def readme_tags(text: str) -> set[str]:
@@ -31,8 +36,11 @@ def readme_tags(text: str) -> set[str]:
     named = {s for s in spans if _tag_like(s)}
     for line in text.splitlines():
         if line.startswith(TABLE_ROWS):  # bare names too (solved), but no flags or runs
-            named |= {s for s in re.findall(r"`([^`]+)`", line)
-                      if not s.startswith("-") and not s.startswith("RUN")}
+            named |= {
+                s
+                for s in re.findall(r"`([^`]+)`", line)
+                if not s.startswith("-") and not s.startswith("RUN")
+            }
     return named
 
 
@@ -54,15 +62,22 @@ def help_tags(parser: argparse.ArgumentParser) -> set[str]:
         # a quote that opens after a word is an apostrophe (TensorBoard's)
         quoted = set(re.findall(r"(?<!\w)'([^'\s][^']*)'(?!\w)", text))
         named |= {q for q in quoted if _tag_like(q) or "TensorBoard" in text}
-        named |= {w for w in re.findall(r"(?<![\w/'.-])[a-z][a-z_]*/[a-z_]+(?![\w/.'])", text)
-                  if _tag_like(w)}
+        named |= {
+            w
+            for w in re.findall(r"(?<![\w/'.-])[a-z][a-z_]*/[a-z_]+(?![\w/.'])", text)
+            if _tag_like(w)
+        }
     return named
 
 
 def written_tags(tmp_path) -> set[str]:
     """Every tag of a run that writes every kind: bias, a curriculum, a schedule."""
-    run = train(small_config(tmp_path, run_name="all", bias=True, curriculum=True,
-                             lr_halve_every=10, steps=20), verbose=False)
+    run = train(
+        small_config(
+            tmp_path, run_name="all", bias=True, curriculum=True, lr_halve_every=10, steps=20
+        ),
+        verbose=False,
+    )
     tags = events(run.run_dir).Tags()
     written = {t for kind in ("scalars", "images", "histograms") for t in tags[kind]}
     return written | {t.removesuffix("/text_summary") for t in tags["tensors"]}
@@ -77,8 +92,14 @@ def test_every_tag_the_readme_and_help_name_is_written(tmp_path):
     in_readme, in_help = readme_tags(README.read_text()), help_tags(build_parser())
     # what is checked: the names the table and the help give, not a handful that happen to
     # match (the sets are printed when this fails)
-    assert {"loss/train", "accuracy/val", "solved", "held-out sequence", "weights/*",
-            "training/kernel vs autograd (rounding units)"} <= in_readme, in_readme
+    assert {
+        "loss/train",
+        "accuracy/val",
+        "solved",
+        "held-out sequence",
+        "weights/*",
+        "training/kernel vs autograd (rounding units)",
+    } <= in_readme, in_readme
     assert {"training/kernel vs autograd (rounding units)", "solved", "solved_step"} <= in_help
     assert missing(in_readme, written) == [], (in_readme, written)
     assert missing(in_help, written) == [], (in_help, written)
@@ -87,11 +108,19 @@ def test_every_tag_the_readme_and_help_name_is_written(tmp_path):
 def test_a_stale_tag_is_caught():
     # the help and README text of before: each would fail the test above
     old_help = argparse.ArgumentParser()
-    old_help.add_argument("--compare-every", help="log grad/manual_vs_autograd at the first "
-                          "evaluation after step 0, then every N evaluations")
+    old_help.add_argument(
+        "--compare-every",
+        help="log grad/manual_vs_autograd at the first "
+        "evaluation after step 0, then every N evaluations",
+    )
     assert help_tags(old_help) == {"grad/manual_vs_autograd"}
-    old_table = "| Scalars | `loss` (`RUN/train`: the mean), `accuracy` (`RUN/val`), `--log-every` |"
+    old_table = (
+        "| Scalars | `loss` (`RUN/train`: the mean), `accuracy` (`RUN/val`), `--log-every` |"
+    )
     assert readme_tags(old_table) == {"loss", "accuracy"}
     written = {"loss/train", "accuracy/val", "training/lr"}
     assert missing({"grad/manual_vs_autograd", "loss", "accuracy", "training/*"}, written) == [
-        "accuracy", "grad/manual_vs_autograd", "loss"]
+        "accuracy",
+        "grad/manual_vs_autograd",
+        "loss",
+    ]

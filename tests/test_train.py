@@ -31,10 +31,17 @@ def test_default_run_solves_within_500_steps(tmp_path, backend, seed):
 
 @pytest.mark.slow
 def test_notebook_preset_reaches_full_accuracy(tmp_path):
-    config = build_config("notebook", overrides={"logdir": str(tmp_path), "backend": "bptt",
-                                                 "device": "cpu"})
-    assert (config.schedule, config.optimizer, config.lr, config.batch_size, config.seq_len,
-            config.steps) == ("notebook", "sgd", 0.01, 1, 50, 50_000)
+    config = build_config(
+        "notebook", overrides={"logdir": str(tmp_path), "backend": "bptt", "device": "cpu"}
+    )
+    assert (
+        config.schedule,
+        config.optimizer,
+        config.lr,
+        config.batch_size,
+        config.seq_len,
+        config.steps,
+    ) == ("notebook", "sgd", 0.01, 1, 50, 50_000)
     result = train(config, verbose=False)
     assert result.val_accuracy == 1.0
     assert result.solved_step % 50 == 0  # evaluated once per epoch
@@ -57,8 +64,11 @@ def test_resumed_curve_equals_uninterrupted(tmp_path, backend):
     full = train(small_config(tmp_path, run_name="full", steps=60, backend=backend), verbose=False)
     part = train(small_config(tmp_path, run_name="part", steps=30, backend=backend), verbose=False)
     assert part.step == 30
-    resumed = train(small_config(tmp_path, run_name="part", steps=60, backend=backend),
-                    resume=part.run_dir, verbose=False)
+    resumed = train(
+        small_config(tmp_path, run_name="part", steps=60, backend=backend),
+        resume=part.run_dir,
+        verbose=False,
+    )
     assert resumed.step == 60 == full.step
     for tag in ("train loss", "grad norm", "val loss", "val accuracy"):
         got, want = scalar_series(resumed.run_dir, tag), scalar_series(full.run_dir, tag)
@@ -83,8 +93,15 @@ def test_run_directory_contents(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config == small_config(tmp_path, run_name="x", target_accuracy=0.99).to_dict()
     summary = json.loads((run / "summary.json").read_text())
-    for key in ("step", "val_loss", "val_accuracy", "solved_step", "wall_time_s", "device",
-                "backend"):
+    for key in (
+        "step",
+        "val_loss",
+        "val_accuracy",
+        "solved_step",
+        "wall_time_s",
+        "device",
+        "backend",
+    ):
         assert key in summary
     assert summary["step"] == result.step and summary["device"] == "cpu"
     assert summary["val_accuracy"] == result.val_accuracy
@@ -92,8 +109,18 @@ def test_run_directory_contents(tmp_path):
 
 
 def test_tensorboard_contents(tmp_path):
-    result = train(small_config(tmp_path, run_name="x", bias=True, steps=40, compare_every=1,
-                                target_accuracy=1.0, lr_halve_every=100), verbose=False)
+    result = train(
+        small_config(
+            tmp_path,
+            run_name="x",
+            bias=True,
+            steps=40,
+            compare_every=1,
+            target_accuracy=1.0,
+            lr_halve_every=100,
+        ),
+        verbose=False,
+    )
     run = Path(result.run_dir)
     # one TensorBoard run per run (three made 16 runs 48, past the 40 that TensorBoard's
     # Scalars dashboard selects by default): no train/ or val/ beside the checkpoints
@@ -102,19 +129,27 @@ def test_tensorboard_contents(tmp_path):
     tags = acc.Tags()
     # groups named once: losses under loss/, everything else about training under training/,
     # weights under weights/; every metric for every run, solved or not
-    assert sorted(tags["scalars"]) == ["accuracy/val", "loss/train", "loss/val", "solved",
-                                       "solved_step", "training/curriculum k",
-                                       "training/gradient norm",
-                                       "training/kernel vs autograd (rounding units)",
-                                       "training/lr"]
+    assert sorted(tags["scalars"]) == [
+        "accuracy/val",
+        "loss/train",
+        "loss/val",
+        "solved",
+        "solved_step",
+        "training/curriculum k",
+        "training/gradient norm",
+        "training/kernel vs autograd (rounding units)",
+        "training/lr",
+    ]
     assert result.solved_step is None
     # the Custom Scalars dashboard overlays training and held-out loss
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     (layout,) = acc.Tensors("custom_scalars__config__")
-    charts = {chart.title: list(chart.multiline.tag)
-              for category in layout_pb2.Layout.FromString(
-                  layout.tensor_proto.string_val[0]).category for chart in category.chart}
+    charts = {
+        chart.title: list(chart.multiline.tag)
+        for category in layout_pb2.Layout.FromString(layout.tensor_proto.string_val[0]).category
+        for chart in category.chart
+    }
     assert charts["loss: training and held-out"] == ["^loss/(train|val)$"]
     for name in ("U", "V", "w", "b"):
         assert f"weights/{name}" in tags["histograms"]
@@ -124,11 +159,13 @@ def test_tensorboard_contents(tmp_path):
     # TensorBoard files a tag under one plugin per run: a tag written as a histogram and as
     # an image showed only as the histogram
     kinds = [set(tags[kind]) for kind in ("scalars", "images", "histograms", "tensors")]
-    assert all(not (a & b) for i, a in enumerate(kinds) for b in kinds[i + 1:])
+    assert all(not (a & b) for i, a in enumerate(kinds) for b in kinds[i + 1 :])
     assert any("config" in t for t in tags["tensors"])
     # hparams as sessions only: TensorBoard computes the columns over all runs
     assert set(acc.PluginTagToContent("hparams")) == {
-        "_hparams_/session_start_info", "_hparams_/session_end_info"}
+        "_hparams_/session_start_info",
+        "_hparams_/session_end_info",
+    }
     # the fast kernel and autograd agree to rounding during a real run
     units = [v for _, v in scalar_series(run, "kernel vs autograd")]
     assert units and max(units) < 1000
@@ -144,30 +181,39 @@ def test_every_run_has_every_metric(tmp_path):
     leaves out a run that lacks a metric it shows (5 lines for 16 runs). Now the constant
     ones are logged at each evaluation, and an unsolved run's solved_step is the steps it
     ran, with solved = 0."""
-    runs = {"plain": dict(steps=20), "curriculum": dict(steps=20, curriculum=True),
-            "schedule": dict(steps=20, lr_halve_every=10),
-            "solved": dict(steps=20, target_accuracy=0.5)}
+    runs = {
+        "plain": dict(steps=20),
+        "curriculum": dict(steps=20, curriculum=True),
+        "schedule": dict(steps=20, lr_halve_every=10),
+        "solved": dict(steps=20, target_accuracy=0.5),
+    }
     tags = {}
     for name, kw in runs.items():
         # the autograd kernel's streams: its "solved" run solves after its first steps (a
         # run solved at step 0, before any training, has no training curves to log)
-        result = train(small_config(tmp_path, run_name=name, backend="autograd", **kw),
-                       verbose=False)
+        result = train(
+            small_config(tmp_path, run_name=name, backend="autograd", **kw), verbose=False
+        )
         tags[name] = set(events(result.run_dir).Tags()["scalars"])
     assert all(t == tags["plain"] for t in tags.values()), tags
     assert {"training/lr", "training/curriculum k", "solved", "solved_step"} <= tags["plain"]
     # constant: the run's lr and its k (the echo step), once an evaluation
     plain = Path(tmp_path / "runs" / "plain")
-    assert scalar_series(plain, "lr") == [(0, pytest.approx(0.02)), (10, pytest.approx(0.02)),
-                                          (20, pytest.approx(0.02))]
+    assert scalar_series(plain, "lr") == [
+        (0, pytest.approx(0.02)),
+        (10, pytest.approx(0.02)),
+        (20, pytest.approx(0.02)),
+    ]
     assert {k for _, k in scalar_series(plain, "curriculum k")} == {2}
 
 
 def test_hparams_are_typed_and_each_run_is_its_own_trial(tmp_path):
     from tensorboard.plugins.hparams import metadata
 
-    result = train(small_config(tmp_path, run_name="k2-trial", bias=True, steps=20,
-                                target_accuracy=0.5), verbose=False)
+    result = train(
+        small_config(tmp_path, run_name="k2-trial", bias=True, steps=20, target_accuracy=0.5),
+        verbose=False,
+    )
     content = events(result.run_dir).PluginTagToContent("hparams")
     start = metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
     # no group name: TensorBoard names the trial after the run's path under its logdir, so
@@ -195,8 +241,7 @@ def test_hparams_are_typed_and_each_run_is_its_own_trial(tmp_path):
 def test_a_short_run_still_compares_the_kernel_with_autograd(tmp_path):
     # Before: grad/manual_vs_autograd every 4th evaluation only: none for a run solved
     # before step 100, one point for the default run.
-    result = train(small_config(tmp_path, run_name="s", steps=30, compare_every=4),
-                   verbose=False)
+    result = train(small_config(tmp_path, run_name="s", steps=30, compare_every=4), verbose=False)
     steps = [s for s, _ in scalar_series(result.run_dir, "kernel vs autograd")]
     assert steps == [10, 30]  # the first evaluation with a batch, and the last
     # by default at every evaluation: TensorBoard's Scalars dashboard drew a card of two
@@ -218,8 +263,10 @@ def test_cli_end_to_end_and_summary_lines(tmp_path):
 
 def test_script_and_config_file(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text(f'hidden-size = 3\nlr = 0.05\nlogdir = "{tmp_path / "runs"}"\nsteps = 10\n'
-                    'seq_len = 12\nval_size = 8\ndevice = "cpu"\n')
+    toml.write_text(
+        f'hidden-size = 3\nlr = 0.05\nlogdir = "{tmp_path / "runs"}"\nsteps = 10\n'
+        'seq_len = 12\nval_size = 8\ndevice = "cpu"\n'
+    )
     script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
     proc = python(script, "--config", toml, "--lr", "0.01", "--run-name", "f")
     assert proc.returncode == 0, proc.stderr
@@ -228,8 +275,18 @@ def test_script_and_config_file(tmp_path):
 
 
 def test_non_finite_loss_stops_keeps_checkpoint_exit_1(tmp_path):
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "nan", "--optimizer", "sgd",
-               "--lr", "1e30", "--steps", "100")
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "nan",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--steps",
+        "100",
+    )
     assert proc.returncode == 1
     msg = proc.stderr.strip().splitlines()[-1]
     assert "at step" in msg and "--lr" in msg and "--grad-clip" in msg
@@ -247,9 +304,21 @@ def test_non_finite_loss_from_python_raises(tmp_path):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_and_resume_continues_the_same_curve(tmp_path, sig, code):
-    proc = cli("train", *small_flags(tmp_path), "--run-name", "sig", "--steps", "1000000",
-               "--echo-step", "9", "--seq-len", "40", cwd=tmp_path,
-               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = cli(
+        "train",
+        *small_flags(tmp_path),
+        "--run-name",
+        "sig",
+        "--steps",
+        "1000000",
+        "--echo-step",
+        "9",
+        "--seq-len",
+        "40",
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     for line in proc.stdout:  # wait for training to be under way
         if line.startswith("step      20"):
             break
@@ -271,8 +340,9 @@ def test_signal_checkpoints_and_resume_continues_the_same_curve(tmp_path, sig, c
     res = cli("train", "--resume", run, "--steps", target)
     assert res.returncode == 0, res.stderr
     # k=9 with H=4 is not solved this early, so neither run stops before `target`
-    ref = train(small_config(tmp_path, run_name="ref", steps=target, seq_len=40, echo_step=9),
-                verbose=False)
+    ref = train(
+        small_config(tmp_path, run_name="ref", steps=target, seq_len=40, echo_step=9), verbose=False
+    )
     assert ref.solved_step is None and ref.step == target
     assert scalar_series(run, "train loss") == scalar_series(ref.run_dir, "train loss")
 
@@ -307,8 +377,9 @@ def test_bad_flags_one_line_exit_2_no_run_dir(tmp_path, monkeypatch, capsys, fla
 def test_a_bad_flag_in_a_real_process(tmp_path):
     proc = cli("train", "--logdir", tmp_path / "runs", "--lr", "0", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == ("echo-rnn train: error: argument --lr: must be a positive number, "
-                           "got 0.0\n")
+    assert proc.stderr == (
+        "echo-rnn train: error: argument --lr: must be a positive number, got 0.0\n"
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -363,8 +434,7 @@ def test_help_lists_every_config_field():
 @requires_cuda
 @pytest.mark.parametrize("backend", ["autograd", "bptt"])
 def test_trains_on_cuda(tmp_path, backend):
-    result = train(TrainConfig(device="cuda", backend=backend, logdir=str(tmp_path)),
-                   verbose=False)
+    result = train(TrainConfig(device="cuda", backend=backend, logdir=str(tmp_path)), verbose=False)
     assert result.device.startswith("cuda") and result.val_accuracy == 1.0
     assert math.isfinite(result.val_loss)
 
@@ -392,9 +462,21 @@ def test_cuda_graph_needs_cuda_and_the_batch_schedule(tmp_path):
 
 @pytest.mark.slow
 def test_curriculum_walks_k_up_to_the_echo_step(tmp_path):
-    result = train(small_config(tmp_path, run_name="c", curriculum=True, echo_step=3,
-                                hidden_size=6, batch_size=32, steps=1500, lr=0.02,
-                                seq_len=30, val_size=128), verbose=False)
+    result = train(
+        small_config(
+            tmp_path,
+            run_name="c",
+            curriculum=True,
+            echo_step=3,
+            hidden_size=6,
+            batch_size=32,
+            steps=1500,
+            lr=0.02,
+            seq_len=30,
+            val_size=128,
+        ),
+        verbose=False,
+    )
     ks = [v for _, v in scalar_series(result.run_dir, "curriculum k")]
     assert ks[0] == 1 and ks[-1] == 3 and ks == sorted(ks)
     assert result.solved_step is not None  # solved means solved at k = 3
@@ -406,15 +488,18 @@ def test_lr_halves_on_schedule_and_resume_keeps_it(tmp_path):
     kw = dict(lr_halve_every=10, curriculum=True, echo_step=4, steps=60, eval_every=10)
     full = train(small_config(tmp_path, run_name="full", **kw), verbose=False)
     part = train(small_config(tmp_path, run_name="part", **{**kw, "steps": 30}), verbose=False)
-    resumed = train(small_config(tmp_path, run_name="part", **kw), resume=part.run_dir,
-                    verbose=False)
+    resumed = train(
+        small_config(tmp_path, run_name="part", **kw), resume=part.run_dir, verbose=False
+    )
     for tag in ("train loss", "lr", "curriculum k"):
         assert scalar_series(resumed.run_dir, tag) == scalar_series(full.run_dir, tag), tag
 
 
 def test_lr_halving_without_curriculum(tmp_path):
-    run = train(small_config(tmp_path, run_name="h", lr_halve_every=10, steps=30,
-                             echo_step=9), verbose=False)
+    run = train(
+        small_config(tmp_path, run_name="h", lr_halve_every=10, steps=30, echo_step=9),
+        verbose=False,
+    )
     lrs = dict(scalar_series(run.run_dir, "lr"))
     # the update of step s uses the rate logged at s; it halves after steps 10 and 20
     assert lrs[5] == lrs[10] == pytest.approx(0.02)
@@ -424,37 +509,84 @@ def test_lr_halving_without_curriculum(tmp_path):
 
 def test_frontier_preset_is_the_documented_recipe():
     c = build_config("frontier", overrides={"echo_step": 6, "hidden_size": 6, "bias": True})
-    assert (c.curriculum, c.init_std, c.input_init_std, c.grad_clip, c.lr, c.lr_halve_every,
-            c.optimizer, c.batch_size, c.steps) == (
-        False, 0.3, 1.5, 1.0, 0.005, None, "adam", 64, 40000)
+    assert (
+        c.curriculum,
+        c.init_std,
+        c.input_init_std,
+        c.grad_clip,
+        c.lr,
+        c.lr_halve_every,
+        c.optimizer,
+        c.batch_size,
+        c.steps,
+    ) == (False, 0.3, 1.5, 1.0, 0.005, None, "adam", 64, 40000)
 
 
 def test_orthogonal_gain_reaches_the_model(tmp_path):
     # an SGD step of 1e-9 leaves U as it was drawn: 0.8 times an orthogonal matrix
-    run = train(small_config(tmp_path, orthogonal_gain=0.8, optimizer="sgd", lr=1e-9, steps=1,
-                             eval_every=1), verbose=False)
+    run = train(
+        small_config(
+            tmp_path, orthogonal_gain=0.8, optimizer="sgd", lr=1e-9, steps=1, eval_every=1
+        ),
+        verbose=False,
+    )
     U = load_checkpoint(run.run_dir)["model"]["U"].double()
-    torch.testing.assert_close(U.t() @ U, 0.64 * torch.eye(4, dtype=torch.float64),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        U.t() @ U, 0.64 * torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-5
+    )
 
 
 def test_curriculum_patience_moves_on_from_an_unsolved_k(tmp_path):
     # H=2 at 40 steps solves nothing, so only patience can move k: at steps 20 and 40
-    run = train(small_config(tmp_path, run_name="p", curriculum=True, curriculum_patience=20,
-                             echo_step=3, hidden_size=2, steps=50, eval_every=10),
-                verbose=False)
+    run = train(
+        small_config(
+            tmp_path,
+            run_name="p",
+            curriculum=True,
+            curriculum_patience=20,
+            echo_step=3,
+            hidden_size=2,
+            steps=50,
+            eval_every=10,
+        ),
+        verbose=False,
+    )
     k = dict(scalar_series(run.run_dir, "curriculum k"))
     assert [k[s] for s in (0, 10, 20, 30, 40, 50)] == [1, 1, 2, 2, 3, 3]
 
 
 def test_presets_say_what_they_change(tmp_path, capsys):
-    code, out, err = run_main("train", *small_flags(tmp_path), "--preset", "frontier",
-                              "--run-name", "f", "--steps", "2", "--eval-every", "1",
-                              capsys=capsys)
+    code, out, err = run_main(
+        "train",
+        *small_flags(tmp_path),
+        "--preset",
+        "frontier",
+        "--run-name",
+        "f",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        capsys=capsys,
+    )
     assert code == 0, err
-    code, out, err = run_main("train", *small_flags(tmp_path), "--preset", "notebook",
-                              "--run-name", "n", "--seq-len", "10", "--steps", "20",
-                              "--eval-every", "10", "--echo-step", "9", capsys=capsys)
+    code, out, err = run_main(
+        "train",
+        *small_flags(tmp_path),
+        "--preset",
+        "notebook",
+        "--run-name",
+        "n",
+        "--seq-len",
+        "10",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--echo-step",
+        "9",
+        capsys=capsys,
+    )
     assert code == 0, err
     assert "step      20 | epoch     2 |" in out
     assert "not solved after 20 steps (2 epochs)" in out
@@ -488,8 +620,13 @@ def test_only_a_runs_last_checkpoint_is_fsynced(tmp_path, monkeypatch):
     seen = []
     for module in (train_module, population_module):
         real = module.save_checkpoint
-        monkeypatch.setattr(module, "save_checkpoint", lambda path, state, durable, real=real:
-                            seen.append(durable) or real(path, state, durable))
+        monkeypatch.setattr(
+            module,
+            "save_checkpoint",
+            lambda path, state, durable, real=real: (
+                seen.append(durable) or real(path, state, durable)
+            ),
+        )
     train(small_config(tmp_path, steps=30), verbose=False)
     assert seen == [False, False, False, False, True]  # steps 0, 10, 20, 30; then the last
     seen.clear()

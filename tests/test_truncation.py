@@ -19,7 +19,11 @@ def test_no_module_writes_the_window_test_again():
     # every kernel and the model call starts_window; a second spelling of the rule
     # ("(t + 1) % k != 0" here, "t % k == 0" there) is how two kernels drift apart
     pattern = re.compile(r"%\s*(truncate|k)\b")
-    found = [f"{p.name}:{n}" for p in sorted(PACKAGE.glob("*.py")) if p.name != "truncation.py"
-             for n, line in enumerate(p.read_text().splitlines(), 1)
-             if pattern.search(line.split("#")[0])]
+    found = [
+        f"{p.name}:{n}"
+        for p in sorted(PACKAGE.glob("*.py"))
+        if p.name != "truncation.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line.split("#")[0])
+    ]
     assert found == [], f"the window test written outside echo_rnn/truncation.py: {found}"

@@ -3,8 +3,8 @@
 The package's files are its parts: this one holds ``main``, the top-level parser and the
 exit-code policy (below, in ``main``: one place); ``args`` the argument types, all built on
 the config's bounds; and one module per command (``train``, ``sweep``, ``gradcheck``,
-``grade``, ``predict``, ``bench``), each with ``add_parser(sub)``, its flags, and ``run(args)``, which
-calls the library and prints what its result objects format.
+``grade``, ``predict``, ``bench``), each with ``add_parser(sub)``, its flags, and
+``run(args)``, which calls the library and prints what its result objects format.
 
 Exit status: 0 done; 1 the command ran and failed (gradients disagree, a NaN, a full disk,
 a busy run); 2 a usage error: one line naming the argument and what is valid, no traceback;
@@ -89,8 +89,9 @@ def build_parser() -> Parser:
             "time beside PyTorch's autograd."
         ),
     )
-    parser.add_argument("--version", action="version",
-                        version=f"echo-rnn {__version__} (torch {_torch_version()})")
+    parser.add_argument(
+        "--version", action="version", version=f"echo-rnn {__version__} (torch {_torch_version()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for name in COMMANDS:  # here, not at the top: they import torch
@@ -114,8 +115,9 @@ def _check_top_level(parser: Parser, argv: list[str]) -> None:
     named, not reported as a missing COMMAND."""
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         close = difflib.get_close_matches(argv[0], ["--help", "--version"], n=1)
-        parser.error(f"unrecognized argument {argv[0]}"
-                     + (f" (did you mean {close[0]}?)" if close else ""))
+        parser.error(
+            f"unrecognized argument {argv[0]}" + (f" (did you mean {close[0]}?)" if close else "")
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout_closed = reopen_closed_stdout()
 
     def stopped(signum: int) -> int:
-        kept = ("nothing was written" if command == "echo-rnn bench"
-                else "what was saved is kept")
+        kept = "nothing was written" if command == "echo-rnn bench" else "what was saved is kept"
         print(f"{command}: stopped by {signal.Signals(signum).name}; {kept}", file=sys.stderr)
         return exit_status(signum)
 
@@ -139,8 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parse(parser, argv)
             command = f"echo-rnn {args.command}"
         if stdout_closed:
-            print(f"{command}: stdout is closed; what the command prints there is dropped, "
-                  "the command runs on", file=sys.stderr)
+            print(
+                f"{command}: stdout is closed; what the command prints there is dropped, "
+                "the command runs on",
+                file=sys.stderr,
+            )
         if held:
             return stopped(held[0])
         # While the command runs, SIGTERM and SIGHUP are exceptions as Ctrl-C is: a signal

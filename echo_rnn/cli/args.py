@@ -15,8 +15,18 @@ from typing import Any
 from echo_rnn.config import MAX_HIDDEN, MAX_SIZE, Bounds, arg_type, bounded_arg
 from echo_rnn.devices import resolve_device
 
-__all__ = ["COUNT", "MEMORY_GIB", "TIMEOUT_S", "arg_type", "device", "memory_gib",
-           "quantity", "setting", "shape", "timeout_s"]
+__all__ = [
+    "COUNT",
+    "MEMORY_GIB",
+    "TIMEOUT_S",
+    "arg_type",
+    "device",
+    "memory_gib",
+    "quantity",
+    "setting",
+    "shape",
+    "timeout_s",
+]
 
 # A count with no upper bound of its own (what it counts bounds it: a sweep's points, ...).
 COUNT = arg_type(int, Bounds(lo=1))
@@ -56,9 +66,11 @@ def memory_gib(text: str) -> float:
     """GiB of address space, 0 for no limit; at least MIN_MEMORY_GIB otherwise."""
     value = _memory(text)
     if 0 < value < MIN_MEMORY_GIB:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_MEMORY_GIB} GiB (Python and "
-                                         f"numpy need that much to start), or 0 for no limit, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_MEMORY_GIB} GiB (Python and "
+            f"numpy need that much to start), or 0 for no limit, "
+            f"got {text!r}"
+        )
     return value
 
 
@@ -81,8 +93,8 @@ def shape(builtin: dict[str, tuple[int, int, int]]):
         if "=" not in text:
             if text not in builtin:
                 raise argparse.ArgumentTypeError(
-                    f"unknown shape {text!r}: built-in are {', '.join(builtin)}, or give "
-                    "NAME=B,T,H")
+                    f"unknown shape {text!r}: built-in are {', '.join(builtin)}, or give NAME=B,T,H"
+                )
             return text, builtin[text]
         name, _, dims = text.partition("=")
         try:
@@ -91,13 +103,16 @@ def shape(builtin: dict[str, tuple[int, int, int]]):
             B, T, H = (int(v) for v in dims.split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"must be NAME=B,T,H with three integers, got {text!r}") from None
+                f"must be NAME=B,T,H with three integers, got {text!r}"
+            ) from None
         if not name or min(B, T, H) <= 0:
             raise argparse.ArgumentTypeError(
-                f"must be NAME=B,T,H with a name and B, T, H >= 1, got {text!r}")
+                f"must be NAME=B,T,H with a name and B, T, H >= 1, got {text!r}"
+            )
         if max(B, T) > MAX_SIZE or H > MAX_HIDDEN:
             raise argparse.ArgumentTypeError(
-                f"must have B, T <= {MAX_SIZE} and H <= {MAX_HIDDEN}, got {text!r}")
+                f"must have B, T <= {MAX_SIZE} and H <= {MAX_HIDDEN}, got {text!r}"
+            )
         return name, (B, T, H)
 
     parse.__name__ = "NAME[=B,T,H]"

@@ -54,36 +54,81 @@ def add_parser(sub) -> None:
             "  echo-rnn bench --device cuda --cuda-graph"
         ),
     )
-    p.add_argument("--shape", type=shape(SHAPES), action="append", metavar="NAME[=B,T,H]",
-                   help="a shape to run (repeatable; default: all built-in shapes)")
-    p.add_argument("--add-shape", type=shape(SHAPES), action="append", default=[],
-                   metavar="NAME=B,T,H", help="run this shape besides the selected ones")
-    p.add_argument("--threads", type=setting("threads"), default=1,
-                   help="torch.set_num_threads for the whole run (default: 1)")
+    p.add_argument(
+        "--shape",
+        type=shape(SHAPES),
+        action="append",
+        metavar="NAME[=B,T,H]",
+        help="a shape to run (repeatable; default: all built-in shapes)",
+    )
+    p.add_argument(
+        "--add-shape",
+        type=shape(SHAPES),
+        action="append",
+        default=[],
+        metavar="NAME=B,T,H",
+        help="run this shape besides the selected ones",
+    )
+    p.add_argument(
+        "--threads",
+        type=setting("threads"),
+        default=1,
+        help="torch.set_num_threads for the whole run (default: 1)",
+    )
     p.add_argument("--device", type=device, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
-    p.add_argument("--cuda-graph", action="store_true",
-                   help="capture each step in a CUDA graph and replay it (CUDA only)")
-    p.add_argument("--min-reps", type=arg_type(int, Bounds(lo=1, hi=MAX_BENCH_REPS)), default=30,
-                   help="at least this many timed steps per backend and shape (default: 30)")
-    p.add_argument("--budget", type=arg_type(float, Bounds(lo=0, lo_open=True, hi=MAX_BENCH_S)),
-                   default=2.0, metavar="SECONDS",
-                   help="keep timing each shape at least this long (default: 2.0)")
-    p.add_argument("--warmup", type=arg_type(int, Bounds(lo=0, hi=MAX_BENCH_REPS)), default=5,
-                   help="untimed rounds first (default: 5)")
-    p.add_argument("--seed", type=setting("seed"), default=0,
-                   help="seed of weights and data (default: 0)")
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="capture each step in a CUDA graph and replay it (CUDA only)",
+    )
+    p.add_argument(
+        "--min-reps",
+        type=arg_type(int, Bounds(lo=1, hi=MAX_BENCH_REPS)),
+        default=30,
+        help="at least this many timed steps per backend and shape (default: 30)",
+    )
+    p.add_argument(
+        "--budget",
+        type=arg_type(float, Bounds(lo=0, lo_open=True, hi=MAX_BENCH_S)),
+        default=2.0,
+        metavar="SECONDS",
+        help="keep timing each shape at least this long (default: 2.0)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=arg_type(int, Bounds(lo=0, hi=MAX_BENCH_REPS)),
+        default=5,
+        help="untimed rounds first (default: 5)",
+    )
+    p.add_argument(
+        "--seed", type=setting("seed"), default=0, help="seed of weights and data (default: 0)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--output", metavar="FILE.json", default=None,
-                   help="also write the results as JSON to this file")
+    p.add_argument(
+        "--output",
+        metavar="FILE.json",
+        default=None,
+        help="also write the results as JSON to this file",
+    )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
-    p.add_argument("--population", type=COUNT, default=None, metavar="R",
-                   help="instead: time whole runs (data, evaluation, TensorBoard, checkpoints) "
-                        "at the frontier shape, a population of R against single runs, and "
-                        "report ms per run-step of each (see --bench-steps)")
-    p.add_argument("--bench-steps", type=COUNT, default=2000, metavar="N",
-                   help=f"with --population: time the first N steps of each "
-                        f"{POPULATION_RUN_STEPS}-step frontier run, N below "
-                        f"{POPULATION_RUN_STEPS} (default: 2000)")
+    p.add_argument(
+        "--population",
+        type=COUNT,
+        default=None,
+        metavar="R",
+        help="instead: time whole runs (data, evaluation, TensorBoard, checkpoints) "
+        "at the frontier shape, a population of R against single runs, and "
+        "report ms per run-step of each (see --bench-steps)",
+    )
+    p.add_argument(
+        "--bench-steps",
+        type=COUNT,
+        default=2000,
+        metavar="N",
+        help=f"with --population: time the first N steps of each "
+        f"{POPULATION_RUN_STEPS}-step frontier run, N below "
+        f"{POPULATION_RUN_STEPS} (default: 2000)",
+    )
     p.set_defaults(run=run)
 
 
@@ -114,15 +159,24 @@ def run(args: argparse.Namespace) -> int:
     if args.population is not None:
         return _population(args, out)
     for name, (B, T, H) in shapes.items():
-        reason = check_fits(3 * rnn_bytes(B, T, H), args.device,
-                            f"shape {name} (B={B}, T={T}, H={H})")
+        reason = check_fits(
+            3 * rnn_bytes(B, T, H), args.device, f"shape {name} (B={B}, T={T}, H={H})"
+        )
         if reason:
             raise UsageError(f"argument --shape: too large: {reason}")
     report = run_benchmark(
-        shapes, args.device, threads=args.threads, warmup=args.warmup, min_reps=args.min_reps,
-        budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
+        shapes,
+        args.device,
+        threads=args.threads,
+        warmup=args.warmup,
+        min_reps=args.min_reps,
+        budget_s=args.budget,
+        cuda_graph=args.cuda_graph,
+        seed=args.seed,
         progress=(lambda s: print(f"timing {s} ...", file=sys.stderr, flush=True))
-        if sys.stderr.isatty() else None)
+        if sys.stderr.isatty()
+        else None,
+    )
     adam = time_adam(6, args.device, threads=args.threads, seed=args.seed)
     data = {**report.to_dict(), "scaling_in_T": scaling(report), "adam_step_s": adam}
     print(strict_json(data) if args.json else report.format(adam, args.markdown))
@@ -133,21 +187,24 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_atomically(out, lambda fh: fh.write(text))
         except OSError as exc:
-            raise UsageError(f"argument --output: cannot write {out}: "
-                             f"{exc.strerror or exc}") from None
+            raise UsageError(
+                f"argument --output: cannot write {out}: {exc.strerror or exc}"
+            ) from None
     return 1 if report.refused else 0
 
 
 def _population(args: argparse.Namespace, out: Path | None) -> int:
     """--population: whole frontier runs, a population against single ones."""
     if args.device.type != "cpu" or args.cuda_graph:
-        raise UsageError("argument --population: times the CPU (without --device, "
-                         "--cuda-graph)")
+        raise UsageError("argument --population: times the CPU (without --device, --cuda-graph)")
     if args.bench_steps >= POPULATION_RUN_STEPS:
-        raise UsageError(f"argument --bench-steps: must be below the runs' "
-                         f"{POPULATION_RUN_STEPS} steps, got {args.bench_steps}")
-    result = time_population(args.population, args.bench_steps, threads=args.threads,
-                             seed=args.seed)
+        raise UsageError(
+            f"argument --bench-steps: must be below the runs' "
+            f"{POPULATION_RUN_STEPS} steps, got {args.bench_steps}"
+        )
+    result = time_population(
+        args.population, args.bench_steps, threads=args.threads, seed=args.seed
+    )
     text = strict_json(result)
     print(text if args.json else format_population(result))
     if out is not None:

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
             "shell lines) or of one folder per student, or a single file. A submission that "
             "does not parse, define the function, or raises, exits or hangs gets a verdict with "
             "its reason. Prints a table (or, with --json, one JSON object); exit status 0 when "
-            "every submission was graded, whatever the verdicts (README: \"For teachers\")."
+            'every submission was graded, whatever the verdicts (README: "For teachers").'
         ),
         epilog=(
             "examples:\n"
@@ -36,37 +36,77 @@ def add_parser(sub) -> None:
             "--gradescope /autograder/results"
         ),
     )
-    p.add_argument("submissions", metavar="SUBMISSIONS",
-                   help="a folder of .py files, .ipynb notebooks or one folder per student; "
-                        "or one file")
-    p.add_argument("--function", required=True, metavar="NAME",
-                   help="the function every submission defines (its BPTT: called as "
-                        "gradcheck --grads calls one, through --layout's adapter)")
-    p.add_argument("--layout", metavar="FILE.toml", default=None,
-                   help="the class's layout: a [layout] table of echo_rnn.layouts' adapter "
-                        "options (kind = \"rows\", U = \"Wh\", ...) and an optional [problem] "
-                        "table of gradcheck's settings (batch_size, bias, ...) (default: the "
-                        "contract's layout on gradcheck's default problem)")
-    p.add_argument("--rubric", metavar="FILE.toml", default=None,
-                   help="points per gradient and partial credit per named mistake, over the "
-                        "default's (echo_rnn/grade/rubric.py, README: \"For teachers\")")
-    p.add_argument("--workers", type=COUNT, default=None, metavar="N",
-                   help="submissions run at once (default: one per core)")
-    p.add_argument("--timeout", type=timeout_s, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"each submission's time limit (default: {DEFAULT_TIMEOUT:g})")
-    p.add_argument("--memory", type=memory_gib, default=None, metavar="GiB",
-                   help="each submission's address space, in GiB; beyond it, a MemoryError "
-                        "in its code (default: 8; 0: no limit)")
+    p.add_argument(
+        "submissions",
+        metavar="SUBMISSIONS",
+        help="a folder of .py files, .ipynb notebooks or one folder per student; or one file",
+    )
+    p.add_argument(
+        "--function",
+        required=True,
+        metavar="NAME",
+        help="the function every submission defines (its BPTT: called as "
+        "gradcheck --grads calls one, through --layout's adapter)",
+    )
+    p.add_argument(
+        "--layout",
+        metavar="FILE.toml",
+        default=None,
+        help="the class's layout: a [layout] table of echo_rnn.layouts' adapter "
+        'options (kind = "rows", U = "Wh", ...) and an optional [problem] '
+        "table of gradcheck's settings (batch_size, bias, ...) (default: the "
+        "contract's layout on gradcheck's default problem)",
+    )
+    p.add_argument(
+        "--rubric",
+        metavar="FILE.toml",
+        default=None,
+        help="points per gradient and partial credit per named mistake, over the "
+        'default\'s (echo_rnn/grade/rubric.py, README: "For teachers")',
+    )
+    p.add_argument(
+        "--workers",
+        type=COUNT,
+        default=None,
+        metavar="N",
+        help="submissions run at once (default: one per core)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=timeout_s,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"each submission's time limit (default: {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--memory",
+        type=memory_gib,
+        default=None,
+        metavar="GiB",
+        help="each submission's address space, in GiB; beyond it, a MemoryError "
+        "in its code (default: 8; 0: no limit)",
+    )
     p.add_argument("--csv", metavar="FILE.csv", default=None, help="write a row per student")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (every verdict, its report and score) instead "
-                        "of the table, and no progress")
-    p.add_argument("--gradescope", metavar="DIR", default=None,
-                   help="write Gradescope's results.json: DIR/results.json for one "
-                        "submission, DIR/STUDENT/results.json for a class")
-    p.add_argument("--html", metavar="FILE.html", default=None,
-                   help="write the teacher's report: mistakes by frequency, a row per student "
-                        "with the fix and the gradient-flow plot; one file, no server")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (every verdict, its report and score) instead "
+        "of the table, and no progress",
+    )
+    p.add_argument(
+        "--gradescope",
+        metavar="DIR",
+        default=None,
+        help="write Gradescope's results.json: DIR/results.json for one "
+        "submission, DIR/STUDENT/results.json for a class",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE.html",
+        default=None,
+        help="write the teacher's report: mistakes by frequency, a row per student "
+        "with the fix and the gradient-flow plot; one file, no server",
+    )
     p.set_defaults(run=run)
 
 
@@ -112,8 +152,17 @@ def run(args: argparse.Namespace) -> int:
 
     progress, close = _progress(len(submissions), quiet=args.json)
     try:
-        verdicts = grade(submissions, args.function, problem, rubric, options, workers,
-                         args.timeout, memory, progress)
+        verdicts = grade(
+            submissions,
+            args.function,
+            problem,
+            rubric,
+            options,
+            workers,
+            args.timeout,
+            memory,
+            progress,
+        )
     finally:
         close()
 
@@ -147,8 +196,9 @@ def _progress(total: int, quiet: bool):
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="submission", desc="grading", file=sys.stderr,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total, unit="submission", desc="grading", file=sys.stderr, dynamic_ncols=True
+        )
 
         def tick(v, done: int, n: int) -> None:
             bar.set_postfix_str(f"{v.student[:20]}: {v.status}", refresh=False)

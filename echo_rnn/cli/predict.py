@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
         epilog="example:\n  echo-rnn predict --checkpoint runs/NAME 0110100111010",
     )
     p.add_argument("bits", metavar="BITS", help="the input bits, e.g. 0110100111, or - for stdin")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a run directory or a checkpoint file")
+    p.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help="a run directory or a checkpoint file"
+    )
     p.add_argument("--device", type=device, default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(run=run)

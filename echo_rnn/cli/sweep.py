@@ -38,9 +38,10 @@ def add_parser(sub) -> None:
             "Train one run per (echo step, hidden size, seed), each an ordinary run directory "
             "LOGDIR/NAME/kK-HH-sS, then write LOGDIR/NAME/results.csv (a row per run), "
             "results.md (per (k, H): solve rate over seeds, median steps to solve) and "
-            "heatmap.png (also in TensorBoard, with every run's hparams; each run's metrics "
+            "heatmap.png (a file; TensorBoard has every run's hparams: each run's metrics "
             "include 'solved', 1 or 0, and 'solved_step', the step it was solved at or, never "
-            "solved, the steps it ran, so that the HParams view draws every run). Re-running the same "
+            "solved, the steps it ran, so that the HParams view draws every run). Re-running "
+            "the same "
             "command skips finished points and resumes interrupted ones; re-run with a larger "
             "--steps, it also continues the points that ran out of steps unsolved. Other "
             "changed settings are refused (a new --name starts a new sweep). Under torchrun (any "
@@ -56,29 +57,50 @@ def add_parser(sub) -> None:
         ),
     )
     g = p.add_argument_group("grid")
-    g.add_argument("--echo-steps", required=True, metavar="LIST",
-                   help="echo steps k, e.g. 1-8 or 1,2,5; H stands for the hidden size, so "
-                        "1-H+1 runs k = 1..H+1 for each H")
-    g.add_argument("--hidden-sizes", required=True, metavar="LIST",
-                   help="hidden sizes H, e.g. 2,4,6,8 or 2-8")
+    g.add_argument(
+        "--echo-steps",
+        required=True,
+        metavar="LIST",
+        help="echo steps k, e.g. 1-8 or 1,2,5; H stands for the hidden size, so "
+        "1-H+1 runs k = 1..H+1 for each H",
+    )
+    g.add_argument(
+        "--hidden-sizes", required=True, metavar="LIST", help="hidden sizes H, e.g. 2,4,6,8 or 2-8"
+    )
     g.add_argument("--seeds", default="0-4", metavar="LIST", help="seeds (default: 0-4)")
-    g.add_argument("--name", default="sweep", help="the sweep's directory under --logdir "
-                   "(default: sweep); re-use it to finish an interrupted sweep")
+    g.add_argument(
+        "--name",
+        default="sweep",
+        help="the sweep's directory under --logdir "
+        "(default: sweep); re-use it to finish an interrupted sweep",
+    )
     # processes, each with its runs' threads: no more than a run may have threads
-    g.add_argument("--workers", type=arg_type(int, Bounds(lo=1, hi=MAX_THREADS)), default=None,
-                   help="local worker processes (default: the number of cores, divided among "
-                        "torchrun's local ranks)")
-    g.add_argument("--json", action="store_true",
-                   help="print the outcome as one JSON object (the counts, and a row per point "
-                        "as in results.csv) instead of a line per point and the table")
-    g.add_argument("--population", type=COUNT, default=32, metavar="N",
-                   help="train up to N fresh points that share a shape as one population: one "
-                        "batched kernel for all, each point still its own run (the same curve "
-                        "as train, bit for bit on CPU). Points join when they train with "
-                        "--backend bptt, --schedule batch, no --cuda-graph, and not "
-                        "--curriculum with --lr-halve-every (--preset frontier does); others "
-                        "train alone; SGD or Adam, fused or not. 1: every point alone "
-                        "(default: 32)")
+    g.add_argument(
+        "--workers",
+        type=arg_type(int, Bounds(lo=1, hi=MAX_THREADS)),
+        default=None,
+        help="local worker processes (default: the number of cores, divided among "
+        "torchrun's local ranks)",
+    )
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print the outcome as one JSON object (the counts, and a row per point "
+        "as in results.csv) instead of a line per point and the table",
+    )
+    g.add_argument(
+        "--population",
+        type=COUNT,
+        default=32,
+        metavar="N",
+        help="train up to N fresh points that share a shape as one population: one "
+        "batched kernel for all, each point still its own run (the same curve "
+        "as train, bit for bit on CPU). Points join when they train with "
+        "--backend bptt, --schedule batch, no --cuda-graph, and not "
+        "--curriculum with --lr-halve-every (--preset frontier does); others "
+        "train alone; SGD or Adam, fused or not. 1: every point alone "
+        "(default: 32)",
+    )
     add_setup_flags(p)
     add_config_flags(p, exclude=SWEEP_GRID)
     p.set_defaults(run=run)
@@ -96,18 +118,30 @@ def run(args: argparse.Namespace) -> int:
     kept = "the finished points are kept"
     d = distributed.init("cpu")  # the sweep's own collectives are small: gloo
     try:
-        outcome = run_sweep(base, ks, seeds, args.name, args.workers, args.population,
-                            out=sys.stderr if args.json else None, progress=not args.json)
+        outcome = run_sweep(
+            base,
+            ks,
+            seeds,
+            args.name,
+            args.workers,
+            args.population,
+            out=sys.stderr if args.json else None,
+            progress=not args.json,
+        )
     except CheckpointError as exc:  # a point's checkpoint, damaged since it was written
         raise Failed(f"{exc}; {kept}") from None
     except (StorageError, Busy) as exc:  # a full disk under a point; another sweep or run
         raise Failed(f"error: {exc}; {kept}") from None
     except OSError as exc:  # writing the tables (a point's own writes are StorageErrors)
-        raise Failed(f"error: could not write the sweep in {base.logdir}/{args.name}: "
-                     f"{storage_reason(exc)}; {kept}") from None
+        raise Failed(
+            f"error: could not write the sweep in {base.logdir}/{args.name}: "
+            f"{storage_reason(exc)}; {kept}"
+        ) from None
     except BrokenProcessPool:
-        raise Failed(f"a worker process died (killed, or out of memory); {kept}: run the "
-                     "same command again to finish the rest") from None
+        raise Failed(
+            f"a worker process died (killed, or out of memory); {kept}: run the "
+            "same command again to finish the rest"
+        ) from None
     finally:
         distributed.shutdown()
     if not d.is_main:

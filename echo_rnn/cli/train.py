@@ -21,14 +21,22 @@ from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
 def add_setup_flags(p: argparse.ArgumentParser):
     """--config and --preset, shared by train and sweep; returns their group."""
     s = p.add_argument_group("setup")
-    s.add_argument("--config", metavar="FILE.toml", default=None,
-                   help="TOML file of settings (keys as the flags, with _ or -); flags override it")
-    s.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="a named set of settings: notebook = the notebook's own experiment "
-                        "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
-                        "at most 1000 epochs); frontier = the recipe for echoing as far back "
-                        "as there are hidden units, k = H (input weights at std 1.5, clipping, "
-                        "constant lr 0.005, 40000 steps; see the README)")
+    s.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        default=None,
+        help="TOML file of settings (keys as the flags, with _ or -); flags override it",
+    )
+    s.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a named set of settings: notebook = the notebook's own experiment "
+        "(one fixed 50-bit sequence, SGD lr 0.01, an update per time step, "
+        "at most 1000 epochs); frontier = the recipe for echoing as far back "
+        "as there are hidden units, k = H (input weights at std 1.5, clipping, "
+        "constant lr 0.005, 40000 steps; see the README)",
+    )
     return s
 
 
@@ -53,14 +61,21 @@ def add_parser(sub) -> None:
         ),
     )
     s = add_setup_flags(p)
-    s.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue a run (its directory or a checkpoint file) with the config it "
-                        "was started with; only --steps may be given with it. A run that "
-                        "stopped before its first checkpoint starts again from step 0; one "
-                        "whose checkpoint is damaged is refused")
-    s.add_argument("--json", action="store_true",
-                   help="print the result as one JSON object (the fields of TrainResult) "
-                        "instead of a line per evaluation")
+    s.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a run (its directory or a checkpoint file) with the config it "
+        "was started with; only --steps may be given with it. A run that "
+        "stopped before its first checkpoint starts again from step 0; one "
+        "whose checkpoint is damaged is refused",
+    )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON object (the fields of TrainResult) "
+        "instead of a line per evaluation",
+    )
     add_config_flags(p)
     p.set_defaults(run=run)
 
@@ -74,14 +89,16 @@ def _resumed(args: argparse.Namespace, overrides: dict):
         given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
         raise UsageError(
             f"argument --resume: a resumed run keeps its config; only --steps may be "
-            f"given with it, got {' '.join(given)}")
+            f"given with it, got {' '.join(given)}"
+        )
     try:
         resume = open_run(args.resume)
     except (ConfigError, CheckpointError) as exc:
         raise UsageError(f"argument --resume: {exc}") from None
     except OSError as exc:  # a run directory or checkpoints/ without read permission
-        raise UsageError(f"argument --resume: cannot read {exc.filename or args.resume}: "
-                         f"{exc.strerror or exc}") from None
+        raise UsageError(
+            f"argument --resume: cannot read {exc.filename or args.resume}: {exc.strerror or exc}"
+        ) from None
     return resume, dataclasses.replace(resume.config, **overrides)
 
 
@@ -104,8 +121,11 @@ def run(args: argparse.Namespace) -> int:
     except (NonFiniteLoss, StorageError, Busy) as exc:
         raise Failed(f"error: {exc}") from None
     except TrainingInterrupted as exc:
-        hint = (f"; continue with: echo-rnn train --resume {shlex.quote(str(exc.run_dir))}"
-                if exc.step >= 0 else "")
+        hint = (
+            f"; continue with: echo-rnn train --resume {shlex.quote(str(exc.run_dir))}"
+            if exc.step >= 0
+            else ""
+        )
         raise Failed(f"{exc}{hint}", 128 + exc.signum) from None
     finally:
         distributed.shutdown()

@@ -38,7 +38,7 @@ STATUSES = {
     "unexplained": "a gradient is wrong in a way the catalogue does not describe",
     "bad-return": "what the function returned cannot be compared",
     "failed": "the code did not run to a return: it did not parse, define the function, "
-              "or it raised, exited, crashed or ran out of time",
+    "or it raised, exited, crashed or ran out of time",
 }
 UNEXPLAINED = "wrong in a way the catalogue does not describe"
 
@@ -119,8 +119,10 @@ def load_layout(path: str | Path | None) -> tuple[dict[str, Any] | None, dict[st
         raise ConfigError("layout", f"{path} is not TOML: {exc}") from None
     unknown = [k for k in data if k not in ("layout", "problem")]
     if unknown:
-        raise ConfigError("layout", f"{path}: unknown table or key {unknown[0]!r}; valid "
-                                    "are [layout] and [problem]")
+        raise ConfigError(
+            "layout",
+            f"{path}: unknown table or key {unknown[0]!r}; valid are [layout] and [problem]",
+        )
     options = data.get("layout")
     settings = data.get("problem", {})
     if options is not None and not isinstance(options, dict) or not isinstance(settings, dict):
@@ -137,8 +139,9 @@ def load_layout(path: str | Path | None) -> tuple[dict[str, Any] | None, dict[st
     return options, settings
 
 
-def _tests(report: LearnerReport | None, problem: Problem, rubric: Rubric,
-           failure: str = "") -> list[dict[str, Any]]:
+def _tests(
+    report: LearnerReport | None, problem: Problem, rubric: Rubric, failure: str = ""
+) -> list[dict[str, Any]]:
     """A test per gradient the rubric counts, Gradescope's fields: name, score, max_score,
     output."""
     tests = []
@@ -162,11 +165,11 @@ def _tests(report: LearnerReport | None, problem: Problem, rubric: Rubric,
                 output = f"disagrees: {report.verdict()}"
             elif codes:
                 output = "disagrees: " + "; ".join(
-                    f"{c}: {s}. Fix: {f}." for c, s, f in zip(codes, d.says, d.fixes))
+                    f"{c}: {s}. Fix: {f}." for c, s, f in zip(codes, d.says, d.fixes)
+                )
             else:
                 output = f"disagrees: {UNEXPLAINED}"
-        tests.append({"name": name, "score": round(score, 6), "max_score": top,
-                      "output": output})
+        tests.append({"name": name, "score": round(score, 6), "max_score": top, "output": output})
     return tests
 
 
@@ -182,8 +185,14 @@ def _mistakes(report: LearnerReport) -> list[Mistake]:
     return list(found.values())
 
 
-def verdict_of(sub: Submission, got: Any, problem: Problem, rubric: Rubric,
-               function: str = "function", seconds: float = 0.0) -> Verdict:
+def verdict_of(
+    sub: Submission,
+    got: Any,
+    problem: Problem,
+    rubric: Rubric,
+    function: str = "function",
+    seconds: float = 0.0,
+) -> Verdict:
     """The verdict on what one submission's child brought back: a ChildResult, or the
     exception that says why nothing came back (LearnerFailed, ConfigError, NotebookError)."""
     top = rubric.max_score(problem)
@@ -198,23 +207,47 @@ def verdict_of(sub: Submission, got: Any, problem: Problem, rubric: Rubric,
             printed, tb = got.output, got.traceback
         elif isinstance(got, ConfigError):
             reason = got.detail
-        return Verdict(sub.student, sub.shown, "failed", reason, max_score=top,
-                       tests=_tests(None, problem, rubric, reason), printed=printed,
-                       seconds=seconds, traceback=tb)
+        return Verdict(
+            sub.student,
+            sub.shown,
+            "failed",
+            reason,
+            max_score=top,
+            tests=_tests(None, problem, rubric, reason),
+            printed=printed,
+            seconds=seconds,
+            traceback=tb,
+        )
     out = got.values if got.values is not None else _NotAMapping(got.not_mapping or "?")
     try:
         returned = check_return(out, problem, dtypes=got.dtypes, layout=got.layout)
     except BadReturn as exc:
         reason = "what it returned cannot be compared: " + "; ".join(exc.problems)
-        return Verdict(sub.student, sub.shown, "bad-return", reason, max_score=top,
-                       tests=_tests(None, problem, rubric, reason), printed=got.output,
-                       seconds=seconds)
+        return Verdict(
+            sub.student,
+            sub.shown,
+            "bad-return",
+            reason,
+            max_score=top,
+            tests=_tests(None, problem, rubric, reason),
+            printed=got.output,
+            seconds=seconds,
+        )
     report = compare_returned(returned, problem, f"{sub.shown}:{function}")
     report.printed = got.output
     tests = _tests(report, problem, rubric)
-    v = Verdict(sub.student, sub.shown, "agrees", mistakes=_mistakes(report),
-                score=round(sum(t["score"] for t in tests), 6), max_score=top, tests=tests,
-                report=report, printed=got.output, seconds=seconds)
+    v = Verdict(
+        sub.student,
+        sub.shown,
+        "agrees",
+        mistakes=_mistakes(report),
+        score=round(sum(t["score"] for t in tests), 6),
+        max_score=top,
+        tests=tests,
+        report=report,
+        printed=got.output,
+        seconds=seconds,
+    )
     if report.dh is not None:
         dep = departure(report.dh, report.autograd_dh, report.tolerances.get("dh", 1e-8))
         v.departs_at = dep["step"] if dep else None
@@ -225,8 +258,11 @@ def verdict_of(sub: Submission, got: Any, problem: Problem, rubric: Rubric,
     elif report.unexplained:
         v.status = "unexplained"
         shown = [report.layout.name(n) for n in report.unexplained]
-        where = f"; its dJ/dh_t departs from autograd's at t = {v.departs_at}" \
-            if v.departs_at is not None and "dh" in report.unexplained else ""
+        where = (
+            f"; its dJ/dh_t departs from autograd's at t = {v.departs_at}"
+            if v.departs_at is not None and "dh" in report.unexplained
+            else ""
+        )
         v.reason = f"{', '.join(shown)} {UNEXPLAINED}{where}"
     else:
         v.status = "mistake"
@@ -261,9 +297,17 @@ def _snapshot(i: int, sub: Submission, scratch: Path) -> tuple[Path, Path] | Bas
     return path, here
 
 
-def _run_one(sub: Submission, copy: tuple[Path, Path] | BaseException, function: str,
-             problem: Problem, kwargs: dict[str, Any], options: dict[str, Any] | None,
-             timeout: float, memory: int | None, stop: threading.Event) -> Any:
+def _run_one(
+    sub: Submission,
+    copy: tuple[Path, Path] | BaseException,
+    function: str,
+    problem: Problem,
+    kwargs: dict[str, Any],
+    options: dict[str, Any] | None,
+    timeout: float,
+    memory: int | None,
+    stop: threading.Event,
+) -> Any:
     """What one submission's child brings back, or the exception that says why not."""
     if isinstance(copy, BaseException):
         return copy
@@ -271,38 +315,66 @@ def _run_one(sub: Submission, copy: tuple[Path, Path] | BaseException, function:
         return LearnerFailed("stopped", "not run: grading was stopped")
     path, search_dir = copy
     try:
-        return run_in_child(str(path), function, kwargs, problem.expected_shapes(),
-                            timeout=timeout, memory=memory, adapter=options,
-                            search_dir=str(search_dir), shown=sub.code.name, stop=stop)
+        return run_in_child(
+            str(path),
+            function,
+            kwargs,
+            problem.expected_shapes(),
+            timeout=timeout,
+            memory=memory,
+            adapter=options,
+            search_dir=str(search_dir),
+            shown=sub.code.name,
+            stop=stop,
+        )
     except (LearnerFailed, ConfigError) as exc:
         return exc
 
 
-def grade(submissions: list[Submission], function: str, problem: Problem, rubric: Rubric,
-          options: dict[str, Any] | None = None, workers: int = 1,
-          timeout: float = DEFAULT_TIMEOUT, memory: int | None = None,
-          progress: Callable[[Verdict, int, int], None] | None = None) -> list[Verdict]:
+def grade(
+    submissions: list[Submission],
+    function: str,
+    problem: Problem,
+    rubric: Rubric,
+    options: dict[str, Any] | None = None,
+    workers: int = 1,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory: int | None = None,
+    progress: Callable[[Verdict, int, int], None] | None = None,
+) -> list[Verdict]:
     """Every submission's verdict, in the order given: ``workers`` children at once, each
     its own process (``timeout`` seconds, ``memory`` bytes of address space), the problem's
     checks computed once for all; ``progress(verdict, done, total)`` after each."""
     kwargs = problem.kwargs("numpy")
     verdicts: dict[int, Verdict] = {}
     stop = threading.Event()
-    with tempfile.TemporaryDirectory(prefix="echo-rnn-grade-") as tmp, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="echo-rnn-grade-") as tmp,
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+    ):
         scratch = Path(tmp)
         copies = [_snapshot(i, sub, scratch) for i, sub in enumerate(submissions)]
         started: dict[Any, tuple[int, float]] = {}
         for i, sub in enumerate(submissions):
-            future = pool.submit(_timed, _run_one, sub, copies[i], function, problem, kwargs,
-                                 options, timeout, memory, stop)
+            future = pool.submit(
+                _timed,
+                _run_one,
+                sub,
+                copies[i],
+                function,
+                problem,
+                kwargs,
+                options,
+                timeout,
+                memory,
+                stop,
+            )
             started[future] = (i, 0.0)
         try:
             for future in as_completed(started):
                 i, _ = started[future]
                 got, seconds = future.result()
-                verdicts[i] = verdict_of(submissions[i], got, problem, rubric, function,
-                                         seconds)
+                verdicts[i] = verdict_of(submissions[i], got, problem, rubric, function, seconds)
                 if progress is not None:
                     progress(verdicts[i], len(verdicts), len(submissions))
         except BaseException:  # Ctrl-C, or a report that failed: no child outlives the run

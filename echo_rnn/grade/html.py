@@ -81,15 +81,21 @@ def flow_plot(v: Verdict) -> str | None:
     from matplotlib.figure import Figure
 
     flow = per_step({"yours": r.dh}, r.autograd_dh)
-    series = {"autograd": flow["autograd"], "yours": flow["yours"],
-              "|yours - autograd|": flow["yours diff"]}
+    series = {
+        "autograd": flow["autograd"],
+        "yours": flow["yours"],
+        "|yours - autograd|": flow["yours diff"],
+    }
     values = [x for ys in series.values() for x in ys if x > 0 and math.isfinite(x)]
     floor = min(values) / 10 if values else 1e-20  # a zero cannot sit on a log axis
     fig = Figure(figsize=(4.4, 2.3), dpi=80)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.13, 0.2, 0.84, 0.72))
-    styles = ({"lw": 2.0, "color": "0.6"}, {"lw": 1.1, "color": "C0", "ls": "--"},
-              {"lw": 1.0, "color": "C3", "marker": ".", "ms": 2})
+    styles = (
+        {"lw": 2.0, "color": "0.6"},
+        {"lw": 1.1, "color": "C0", "ls": "--"},
+        {"lw": 1.0, "color": "C3", "marker": ".", "ms": 2},
+    )
     for (label, ys), style in zip(series.items(), styles):
         ax.plot(flow["t"], [y if y > 0 else floor for y in ys], label=label, **style)
     ax.axvline(v.departs_at, color="C3", lw=0.8, ls=":")
@@ -107,8 +113,11 @@ def _e(text: Any) -> str:
 
 def _row(v: Verdict) -> str:
     if v.mistakes:
-        what = "".join(f"<div><code>{_e(m.code)}</code> in {_e(', '.join(m.gradients))}: "
-                       f"<span class='why'>{_e(m.says)}</span></div>" for m in v.mistakes)
+        what = "".join(
+            f"<div><code>{_e(m.code)}</code> in {_e(', '.join(m.gradients))}: "
+            f"<span class='why'>{_e(m.says)}</span></div>"
+            for m in v.mistakes
+        )
         fix = "".join(f"<div class='fix'>{_e(m.fix)}</div>" for m in v.mistakes)
     else:
         what, fix = "", ""
@@ -119,15 +128,22 @@ def _row(v: Verdict) -> str:
     if v.traceback:
         what += f"<details><summary>traceback</summary><pre>{_e(v.traceback)}</pre></details>"
     if v.printed:
-        what += f"<details><summary>what the code printed</summary><pre>{_e(v.printed)}" \
-                "</pre></details>"
+        what += (
+            f"<details><summary>what the code printed</summary><pre>{_e(v.printed)}</pre></details>"
+        )
     png = flow_plot(v)
-    plot = (f"<img class='flow' alt='gradient flow of {_e(v.student)}: departs at t = "
-            f"{v.departs_at}' src='data:image/png;base64,{png}'>" if png else "")
-    return (f"<tr data-status='{_e(v.status)}'><td>{_e(v.student)}<br><small>{_e(v.shown)}"
-            f"</small></td><td class='score'>{v.score:g} / {v.max_score:g}</td>"
-            f"<td><span class='status {_e(v.status)}'>{_e(v.status)}</span></td>"
-            f"<td>{what}</td><td>{fix}</td><td>{plot}</td></tr>")
+    plot = (
+        f"<img class='flow' alt='gradient flow of {_e(v.student)}: departs at t = "
+        f"{v.departs_at}' src='data:image/png;base64,{png}'>"
+        if png
+        else ""
+    )
+    return (
+        f"<tr data-status='{_e(v.status)}'><td>{_e(v.student)}<br><small>{_e(v.shown)}"
+        f"</small></td><td class='score'>{v.score:g} / {v.max_score:g}</td>"
+        f"<td><span class='status {_e(v.status)}'>{_e(v.status)}</span></td>"
+        f"<td>{what}</td><td>{fix}</td><td>{plot}</td></tr>"
+    )
 
 
 def page(verdicts: list[Verdict], function: str, problem: Problem, rubric: Rubric) -> str:
@@ -135,9 +151,12 @@ def page(verdicts: list[Verdict], function: str, problem: Problem, rubric: Rubri
     counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
     mean = sum(v.score for v in verdicts) / len(verdicts) if verdicts else 0.0
     png = chart(verdicts)
-    figure = (f"<img class='chart' alt='the class&#39;s mistakes by frequency' "
-              f"src='data:image/png;base64,{png}'>" if png else
-              "<p>No mistakes: every gradient of every submission agrees.</p>")
+    figure = (
+        f"<img class='chart' alt='the class&#39;s mistakes by frequency' "
+        f"src='data:image/png;base64,{png}'>"
+        if png
+        else "<p>No mistakes: every gradient of every submission agrees.</p>"
+    )
     summary = ", ".join(f"{n} {_e(s)}" for s, n in counts.items() if n)
     rows = "\n".join(_row(v) for v in verdicts)
     return f"""<!DOCTYPE html>

@@ -25,12 +25,26 @@ from pathlib import Path
 # the step's own loss term only; an index one off: in the upstream gradient, the cache (every
 # value the step reads), or the carry (the carried term reaching the wrong step).
 PLACEMENTS = (
-    "sign", "scale", "inner-product", "transposed", "carry-transposed", "no-carry",
-    "no-tanh-derivative", "tanh-derivative-wrong-step/previous",
-    "tanh-derivative-wrong-step/wrapped", "tanh-derivative-wrong-step/next",
-    "tanh-derivative-wrong-step/own-term", "carry-tanh-derivative-wrong-step",
-    "off-by-one/w", "off-by-one/U", "off-by-one/V", "last-step-only", "last-step-twice",
-    "bias-skips-tanh-derivative", "upstream-off-by-one", "cache-off-by-one",
+    "sign",
+    "scale",
+    "inner-product",
+    "transposed",
+    "carry-transposed",
+    "no-carry",
+    "no-tanh-derivative",
+    "tanh-derivative-wrong-step/previous",
+    "tanh-derivative-wrong-step/wrapped",
+    "tanh-derivative-wrong-step/next",
+    "tanh-derivative-wrong-step/own-term",
+    "carry-tanh-derivative-wrong-step",
+    "off-by-one/w",
+    "off-by-one/U",
+    "off-by-one/V",
+    "last-step-only",
+    "last-step-twice",
+    "bias-skips-tanh-derivative",
+    "upstream-off-by-one",
+    "cache-off-by-one",
     "carry-off-by-one",
 )
 # Placements the catalogue has no record for: the report says the gradient is wrong in a way
@@ -40,9 +54,13 @@ UNDESCRIBED = ("tanh-derivative-wrong-step/own-term", "carry-off-by-one")
 BIAS_ONLY = ("bias-skips-tanh-derivative",)
 # Placements that write the same line a different way: one file cannot hold two of a group.
 EXCLUSIVE = (
-    {"no-tanh-derivative", "tanh-derivative-wrong-step/previous",
-     "tanh-derivative-wrong-step/wrapped", "tanh-derivative-wrong-step/next",
-     "tanh-derivative-wrong-step/own-term"},
+    {
+        "no-tanh-derivative",
+        "tanh-derivative-wrong-step/previous",
+        "tanh-derivative-wrong-step/wrapped",
+        "tanh-derivative-wrong-step/next",
+        "tanh-derivative-wrong-step/own-term",
+    },
     {"inner-product", "transposed"},
     {"no-carry", "carry-transposed", "carry-tanh-derivative-wrong-step", "carry-off-by-one"},
 )
@@ -50,8 +68,13 @@ EXCLUSIVE = (
 
 def pairs(placements: tuple[str, ...] = PLACEMENTS) -> list[tuple[str, str]]:
     """Every two placements one file can hold together."""
-    return [(a, b) for i, a in enumerate(placements) for b in placements[i + 1:]
-            if not any(a in g and b in g for g in EXCLUSIVE)]
+    return [
+        (a, b)
+        for i, a in enumerate(placements)
+        for b in placements[i + 1 :]
+        if not any(a in g and b in g for g in EXCLUSIVE)
+    ]
+
 
 CORE = '''
 import numpy as np
@@ -131,14 +154,20 @@ def backward(U, V, w, x, y, b=None, h0=None, head=None, step_backward=None):
 # Each layout of examples/layouts/: the function as the example writes its signature and
 # return, and its layout file's [layout] table (the example's wrapper).
 LAYOUTS = {
-    "columns": ("bptt", '''
+    "columns": (
+        "bptt",
+        '''
 
 def bptt(Whh, Wxh, why, x, y):
     """x, y: (T,); Whh (H, H), Wxh (H, 1), why (H,)."""
     g = backward(Whh, Wxh, why, x.reshape(1, -1, 1), y.reshape(1, -1))
     return {"dWhh": g["U"], "dWxh": g["V"], "dwhy": g["w"], "dh": g["dh"][0]}
-''', {"kind": "columns", "U": "Whh", "V": "Wxh", "w": "why"}),
-    "rows": ("rnn_bptt", '''
+''',
+        {"kind": "columns", "U": "Whh", "V": "Wxh", "w": "why"},
+    ),
+    "rows": (
+        "rnn_bptt",
+        '''
 
 def rnn_bptt(Wh, Wx, Wy, x, y, b=None):
     """x (N, T, D), y (N, T); Wh (H, H), Wx (D, H), Wy (H,), b (H,) or None: h @ Wh."""
@@ -147,8 +176,12 @@ def rnn_bptt(Wh, Wx, Wy, x, y, b=None):
     if b is not None:
         grads["b"] = g["b"]
     return grads
-''', {"kind": "rows", "U": "Wh", "V": "Wx", "w": "Wy"}),
-    "batch_middle": ("rnn_bptt", '''
+''',
+        {"kind": "rows", "U": "Wh", "V": "Wx", "w": "Wy"},
+    ),
+    "batch_middle": (
+        "rnn_bptt",
+        '''
 
 def rnn_bptt(Waa, Wax, Wya, x, y, ba=None):
     """x (n_x, m, T_x), y (1, m, T_x); Waa (n_a, n_a), Wax (n_a, n_x), Wya (1, n_a)."""
@@ -159,15 +192,23 @@ def rnn_bptt(Waa, Wax, Wya, x, y, ba=None):
     if ba is not None:
         grads["dba"] = g["b"][:, None]
     return grads
-''', {"kind": "batch-middle", "U": "Waa", "V": "Wax", "w": "Wya", "b": "ba", "dh": "da"}),
-    "loss_head": ("bptt", '''
+''',
+        {"kind": "batch-middle", "U": "Waa", "V": "Wax", "w": "Wya", "b": "ba", "dh": "da"},
+    ),
+    "loss_head": (
+        "bptt",
+        '''
 
 def bptt(U, V, w, x, y):
     """x, y: (T,); the loss head dy = yhat - y: the gradients of the sum over steps."""
     g = backward(U, V, w, x.reshape(1, -1, 1), y.reshape(1, -1), head=lambda e: e)
     return {"U": g["U"], "V": g["V"], "w": g["w"]}
-''', {"dy": "yhat - y"}),
-    "module_globals": ("lossFun", '''
+''',
+        {"dy": "yhat - y"},
+    ),
+    "module_globals": (
+        "lossFun",
+        '''
 
 hidden_size = 6
 Wxh = np.random.randn(hidden_size, 1) * 0.1
@@ -180,9 +221,19 @@ def lossFun(inputs, targets, hprev):
     g = backward(Whh, Wxh, Why, np.asarray(inputs, float).reshape(1, -1, 1),
                  np.asarray(targets, float).reshape(1, -1), h0=hprev[None, :])
     return 0.0, g["V"], g["U"], g["w"], None
-''', {"globals": True, "U": "Whh", "V": "Wxh", "w": "Why", "args": ["x", "y", "h0"],
-      "returns": ["loss", "dWxh", "dWhh", "dWhy", "hlast"]}),
-    "layered": ("loss", '''
+''',
+        {
+            "globals": True,
+            "U": "Whh",
+            "V": "Wxh",
+            "w": "Why",
+            "args": ["x", "y", "h0"],
+            "returns": ["loss", "dWxh", "dWhh", "dWhy", "hlast"],
+        },
+    ),
+    "layered": (
+        "loss",
+        '''
 
 def rnn_step_backward(dnext_h, cache):
     """What the step's backward is handed is dJ/dh_t (the wrapper records it)."""
@@ -197,16 +248,28 @@ def loss(x, y, Wx, Wh, Wy, b=None):
     if b is not None:
         grads["b"] = g["b"]
     return grads
-''', {"kind": "rows", "U": "Wh", "V": "Wx", "w": "Wy", "record_dh": "rnn_step_backward"}),
-    "truncated": ("bptt", '''
+''',
+        {"kind": "rows", "U": "Wh", "V": "Wx", "w": "Wy", "record_dh": "rnn_step_backward"},
+    ),
+    "truncated": (
+        "bptt",
+        '''
 
 def bptt(U, V, W, x, y):
     """The tutorial's names: U input to hidden (H, 1), V hidden to output (H,), W hidden to
     hidden (H, H); its loss head delta_o = o - y; its list of gradients."""
     g = backward(W, U, V, x.reshape(1, -1, 1), y.reshape(1, -1), head=lambda e: e)
     return [g["V"], g["w"], g["U"]]
-''', {"kind": "columns", "U": "W", "V": "U", "w": "V", "returns": ["U", "V", "W"],
-      "dy": "yhat - y"}),
+''',
+        {
+            "kind": "columns",
+            "U": "W",
+            "V": "U",
+            "w": "V",
+            "returns": ["U", "V", "W"],
+            "dy": "yhat - y",
+        },
+    ),
 }
 # The layouts that take a batch and a bias (the others are one sequence, as their examples).
 BATCHED = ("rows", "batch_middle", "layered")
@@ -222,6 +285,7 @@ def source(layout: str, mistakes: list[str] | tuple[str, ...]) -> str:
 
 def layout_toml(layout: str, problem: dict | None = None) -> str:
     """The layout file ``echo-rnn grade --layout`` takes for a class in ``layout``."""
+
     def value(v):
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -240,8 +304,9 @@ def student_name(mistakes: list[str] | tuple[str, ...]) -> str:
     return "+".join(m.replace("/", "_") for m in mistakes) or "correct"
 
 
-def write_class(folder: str | Path, layout: str, classes: list[list[str]],
-                problem: dict | None = None) -> tuple[str, Path]:
+def write_class(
+    folder: str | Path, layout: str, classes: list[list[str]], problem: dict | None = None
+) -> tuple[str, Path]:
     """One .py file per entry of ``classes`` (the placements planted in it) in ``folder``,
     and ``folder``/../LAYOUT.toml; returns (the function's name, the layout file)."""
     folder = Path(folder)

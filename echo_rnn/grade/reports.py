@@ -18,8 +18,17 @@ from echo_rnn.grade.grader import STATUSES, UNEXPLAINED, Verdict
 from echo_rnn.grade.rubric import Rubric
 from echo_rnn.problem import Problem
 
-CSV_COLUMNS = ("student", "file", "status", "score", "max_score", "mistakes", "gradients",
-               "fix", "reason")
+CSV_COLUMNS = (
+    "student",
+    "file",
+    "status",
+    "score",
+    "max_score",
+    "mistakes",
+    "gradients",
+    "fix",
+    "reason",
+)
 
 
 def _score(x: float) -> str:
@@ -45,15 +54,26 @@ def frequencies(verdicts: list[Verdict]) -> list[tuple[str, int]]:
 def table(verdicts: list[Verdict]) -> str:
     """One row per student: score, status, what is wrong; then the class's counts."""
     header = ("student", "score", "status", "verdict")
-    body = [(_one_line(v.student, 40), f"{_score(v.score)}/{_score(v.max_score)}", v.status,
-             _one_line(v.summary, 100)) for v in verdicts]
+    body = [
+        (
+            _one_line(v.student, 40),
+            f"{_score(v.score)}/{_score(v.max_score)}",
+            v.status,
+            _one_line(v.summary, 100),
+        )
+        for v in verdicts
+    ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(3)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths)), r[3]]).rstrip()
-             for r in [header, *body]]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths)), r[3]]).rstrip()
+        for r in [header, *body]
+    ]
     statuses = Counter(v.status for v in verdicts)
     lines.append("")
-    lines.append(f"{len(verdicts)} graded: " + ", ".join(
-        f"{statuses[s]} {s}" for s in STATUSES if statuses[s]))
+    lines.append(
+        f"{len(verdicts)} graded: "
+        + ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses[s])
+    )
     freq = [(c, n) for c, n in frequencies(verdicts)]
     if freq:
         lines.append("mistakes by frequency: " + ", ".join(f"{c} {n}" for c, n in freq))
@@ -77,21 +97,40 @@ def to_csv(verdicts: list[Verdict]) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for v in verdicts:
-        w.writerow([_cell(v.student), _cell(v.shown), v.status, _score(v.score),
-                    _score(v.max_score), " ".join(m.code for m in v.mistakes),
-                    " ".join(sorted({g for m in v.mistakes for g in m.gradients})),
-                    _cell(" | ".join(m.fix for m in v.mistakes)),
-                    _cell(_one_line(v.reason, 2000))])
+        w.writerow(
+            [
+                _cell(v.student),
+                _cell(v.shown),
+                v.status,
+                _score(v.score),
+                _score(v.max_score),
+                " ".join(m.code for m in v.mistakes),
+                " ".join(sorted({g for m in v.mistakes for g in m.gradients})),
+                _cell(" | ".join(m.fix for m in v.mistakes)),
+                _cell(_one_line(v.reason, 2000)),
+            ]
+        )
     return out.getvalue()
 
 
 def verdict_dict(v: Verdict) -> dict[str, Any]:
-    out = {"student": v.student, "file": v.shown, "status": v.status, "summary": v.summary,
-           "reason": v.reason, "score": v.score, "max_score": v.max_score,
-           "mistakes": [{"code": m.code, "gradients": m.gradients, "says": m.says,
-                         "fix": m.fix} for m in v.mistakes],
-           "tests": v.tests, "departs_at": v.departs_at, "seconds": round(v.seconds, 3),
-           "report": v.report.to_dict() if v.report is not None else None}
+    out = {
+        "student": v.student,
+        "file": v.shown,
+        "status": v.status,
+        "summary": v.summary,
+        "reason": v.reason,
+        "score": v.score,
+        "max_score": v.max_score,
+        "mistakes": [
+            {"code": m.code, "gradients": m.gradients, "says": m.says, "fix": m.fix}
+            for m in v.mistakes
+        ],
+        "tests": v.tests,
+        "departs_at": v.departs_at,
+        "seconds": round(v.seconds, 3),
+        "report": v.report.to_dict() if v.report is not None else None,
+    }
     if v.printed:
         out["printed"] = v.printed
     if v.traceback:
@@ -99,14 +138,26 @@ def verdict_dict(v: Verdict) -> dict[str, Any]:
     return out
 
 
-def to_json(verdicts: list[Verdict], function: str, problem: Problem, rubric: Rubric,
-            options: dict[str, Any] | None) -> str:
-    return strict_json({
-        "function": function, "problem": problem.to_dict(), "layout": options,
-        "rubric": rubric.to_dict(), "max_score": rubric.max_score(problem),
-        "statuses": {s: sum(v.status == s for v in verdicts) for s in STATUSES},
-        "mistakes": dict(frequencies(verdicts)),
-        "submissions": [verdict_dict(v) for v in verdicts]}, name_nonfinite=True)
+def to_json(
+    verdicts: list[Verdict],
+    function: str,
+    problem: Problem,
+    rubric: Rubric,
+    options: dict[str, Any] | None,
+) -> str:
+    return strict_json(
+        {
+            "function": function,
+            "problem": problem.to_dict(),
+            "layout": options,
+            "rubric": rubric.to_dict(),
+            "max_score": rubric.max_score(problem),
+            "statuses": {s: sum(v.status == s for v in verdicts) for s in STATUSES},
+            "mistakes": dict(frequencies(verdicts)),
+            "submissions": [verdict_dict(v) for v in verdicts],
+        },
+        name_nonfinite=True,
+    )
 
 
 def gradescope(v: Verdict) -> dict[str, Any]:
@@ -120,10 +171,15 @@ def gradescope(v: Verdict) -> dict[str, Any]:
     if v.traceback:
         lines.append(v.traceback.rstrip("\n"))
     if v.status == "unexplained" and v.departs_at is not None:
-        lines.append(f"your dJ/dh_t departs from autograd's first at t = {v.departs_at}, "
-                     "counting back from T")
-    return {"score": v.score, "output": "\n".join(lines),
-            "tests": [{**t, "visibility": "visible"} for t in v.tests]}
+        lines.append(
+            f"your dJ/dh_t departs from autograd's first at t = {v.departs_at}, "
+            "counting back from T"
+        )
+    return {
+        "score": v.score,
+        "output": "\n".join(lines),
+        "tests": [{**t, "visibility": "visible"} for t in v.tests],
+    }
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -57,8 +57,14 @@ class Rubric:
     def counted(self, problem: Any) -> list[str]:
         """The gradients scored on ``problem``: U, V, w, b with a bias, h0 with an initial
         state, dh when it has points."""
-        have = {"U", "V", "w", "b" if problem.bias else "", "h0" if problem.h0 else "",
-                "dh" if self.points["dh"] > 0 else ""}
+        have = {
+            "U",
+            "V",
+            "w",
+            "b" if problem.bias else "",
+            "h0" if problem.h0 else "",
+            "dh" if self.points["dh"] > 0 else "",
+        }
         return [g for g in GRADIENTS if g in have]
 
     def max_score(self, problem: Any) -> float:
@@ -82,21 +88,33 @@ def _parse(data: dict[str, Any], where: str, base: Rubric | None) -> Rubric:
     partial = dict(base.partial) if base else {}
     for table, value in data.items():
         if table not in known:
-            raise ConfigError("rubric", f"{where}: unknown table [{table}]; valid are "
-                                        "[points] and [partial]")
+            raise ConfigError(
+                "rubric", f"{where}: unknown table [{table}]; valid are [points] and [partial]"
+            )
         if not isinstance(value, dict):
             raise ConfigError("rubric", f"{where}: {table} must be a table ([{table}])")
         for key, number in value.items():
             if key not in known[table]:
-                raise ConfigError("rubric", f"{where}: unknown key {key!r} in [{table}]; "
-                                            f"valid are {', '.join(known[table])}")
-            if isinstance(number, bool) or not isinstance(number, (int, float)) \
-                    or not math.isfinite(number) or number < 0 \
-                    or (table == "partial" and number > 1):
-                valid = "a number from 0 to 1" if table == "partial" else \
-                    "a number of points, 0 or more"
-                raise ConfigError("rubric", f"{where}: [{table}] {key} must be {valid}, "
-                                            f"got {number!r}")
+                raise ConfigError(
+                    "rubric",
+                    f"{where}: unknown key {key!r} in [{table}]; "
+                    f"valid are {', '.join(known[table])}",
+                )
+            if (
+                isinstance(number, bool)
+                or not isinstance(number, (int, float))
+                or not math.isfinite(number)
+                or number < 0
+                or (table == "partial" and number > 1)
+            ):
+                valid = (
+                    "a number from 0 to 1"
+                    if table == "partial"
+                    else "a number of points, 0 or more"
+                )
+                raise ConfigError(
+                    "rubric", f"{where}: [{table}] {key} must be {valid}, got {number!r}"
+                )
             (points if table == "points" else partial)[key] = float(number)
     return Rubric(points, partial)
 

@@ -54,18 +54,22 @@ def find_submissions(root: str | Path, function: str) -> list[Submission]:
     root = Path(root)
     if root.is_file():
         if root.suffix not in SUFFIXES:
-            raise ConfigError("submissions", f"must be a .py file, a .ipynb notebook or a "
-                                             f"folder of them, got {root}")
+            raise ConfigError(
+                "submissions",
+                f"must be a .py file, a .ipynb notebook or a folder of them, got {root}",
+            )
         return [Submission(root.stem, root, root.name)]
     if not root.is_dir():
         raise ConfigError("submissions", f"no such file or folder: {root}")
-    entries = sorted((p for p in root.iterdir() if not p.name.startswith((".", "_"))),
-                     key=lambda p: p.name)
+    entries = sorted(
+        (p for p in root.iterdir() if not p.name.startswith((".", "_"))), key=lambda p: p.name
+    )
     files = [p for p in entries if p.is_file() and p.suffix in SUFFIXES]
     folders = [p for p in entries if p.is_dir()]
     if not files and not folders:
-        raise ConfigError("submissions", f"{root} holds no .py file, no .ipynb notebook and "
-                                         "no folder of one")
+        raise ConfigError(
+            "submissions", f"{root} holds no .py file, no .ipynb notebook and no folder of one"
+        )
     if files and not folders and len(files) > 1 and _one_student(files, function):
         folders, files = [root], []  # one student's folder, their helpers beside the code
     stems = [p.stem for p in files]
@@ -76,9 +80,14 @@ def find_submissions(root: str | Path, function: str) -> list[Submission]:
         code = pick(folder, function)
         name = folder.name if folder != root else root.resolve().name
         if code is None:
-            found.append(Submission(name, None, f"{folder.name}/",
-                                    f"{folder.name}/ holds no .py file and no .ipynb "
-                                    "notebook"))
+            found.append(
+                Submission(
+                    name,
+                    None,
+                    f"{folder.name}/",
+                    f"{folder.name}/ holds no .py file and no .ipynb notebook",
+                )
+            )
         else:
             shown = str(code.relative_to(root)) if folder != root else code.name
             found.append(Submission(name, code, shown, folder=code.parent))
@@ -104,12 +113,19 @@ def pick(folder: Path, function: str) -> Path | None:
     """The file of a student's folder that is graded: the .py or .ipynb file (at the top of
     the folder, or one level down) that defines ``function``, the first by name when
     several do; else its only file, or the first .py."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SUFFIXES
-                   and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
-        files = sorted(p for sub in folder.iterdir() if sub.is_dir()
-                       and not sub.name.startswith((".", "_"))
-                       for p in sub.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+        files = sorted(
+            p
+            for sub in folder.iterdir()
+            if sub.is_dir() and not sub.name.startswith((".", "_"))
+            for p in sub.iterdir()
+            if p.is_file() and p.suffix in SUFFIXES
+        )
     if not files:
         return None
     defining = [p for p in files if _defines(p, function)]
@@ -122,8 +138,9 @@ def pick(folder: Path, function: str) -> Path | None:
 def _is_magic(line: str) -> bool:
     """An IPython line that is not Python: a magic (%time), a shell line (!pip), help (x?)."""
     s = line.strip()
-    return s.startswith(("%", "!")) or (s.endswith("?") and not s.startswith("#")
-                                        and s.rstrip("?").replace(".", "").isidentifier())
+    return s.startswith(("%", "!")) or (
+        s.endswith("?") and not s.startswith("#") and s.rstrip("?").replace(".", "").isidentifier()
+    )
 
 
 def notebook_source(path: Path) -> str:
@@ -141,8 +158,9 @@ def notebook_source(path: Path) -> str:
     except (OSError, ValueError) as exc:
         if isinstance(exc, NotebookError):
             raise
-        raise NotebookError(f"{path.name} cannot be read as a notebook (it is not JSON: "
-                            f"{type(exc).__name__})") from None
+        raise NotebookError(
+            f"{path.name} cannot be read as a notebook (it is not JSON: {type(exc).__name__})"
+        ) from None
     cells = data.get("cells") if isinstance(data, dict) else None
     if not isinstance(cells, list):
         raise NotebookError(f"{path.name} cannot be read as a notebook (no list of cells)")

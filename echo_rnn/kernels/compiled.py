@@ -28,7 +28,8 @@ except ImportError as exc:  # not built: the package still works without it
     AVAILABLE = False
     UNAVAILABLE_REASON: str | None = (
         f"echo_rnn.kernels._compiled is not built ({exc}); reinstall the package with a C "
-        "compiler present (pip install -e .)")
+        "compiler present (pip install -e .)"
+    )
 else:
     AVAILABLE = True
     UNAVAILABLE_REASON = None
@@ -116,8 +117,10 @@ def unflatten(flat: torch.Tensor, H: int, I: int, bias: bool) -> dict[str, torch
     ``flat`` (P,) or (R, P)."""
     P = param_count(H, I, bias)
     if flat.dim() not in (1, 2) or flat.shape[-1] != P:
-        raise ValueError(f"flat must have shape (P,) or (R, P) with P = {P} for H = {H}, "
-                         f"I = {I}, bias = {bias}, got {tuple(flat.shape)}")
+        raise ValueError(
+            f"flat must have shape (P,) or (R, P) with P = {P} for H = {H}, "
+            f"I = {I}, bias = {bias}, got {tuple(flat.shape)}"
+        )
     lead = tuple(flat.shape[:-1])
     sizes = {"U": (H, H), "V": (H, I), "w": (H,)}
     if bias:
@@ -127,13 +130,14 @@ def unflatten(flat: torch.Tensor, H: int, I: int, bias: bool) -> dict[str, torch
         n = 1
         for s in shape:
             n *= s
-        out[name] = flat[..., at:at + n].view(lead + shape)
+        out[name] = flat[..., at : at + n].view(lead + shape)
         at += n
     return out
 
 
-def flatten(U: torch.Tensor, V: torch.Tensor, w: torch.Tensor,
-            b: torch.Tensor | None = None) -> torch.Tensor:
+def flatten(
+    U: torch.Tensor, V: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
+) -> torch.Tensor:
     """The inverse of :func:`unflatten`: (.., P) from U (.., H, H), V (.., H, I), w (.., H),
     b (.., H) or None."""
     lead = U.shape[:-2]
@@ -144,14 +148,21 @@ def flatten(U: torch.Tensor, V: torch.Tensor, w: torch.Tensor,
 
 
 def _int64(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
         raise ValueError(f"{name} must be an integer in [-2^63, 2^63), got {value!r}")
     return value
 
 
-def init_params(seed: int, H: int, I: int, bias: bool, init_std: float,
-                input_init_std: float | None = None, orthogonal_gain: float | None = None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def init_params(
+    seed: int,
+    H: int,
+    I: int,
+    bias: bool,
+    init_std: float,
+    input_init_std: float | None = None,
+    orthogonal_gain: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """A member's initial parameters, flat ``(P,)``, from stream STREAM_INIT of ``seed``:
     U ~ N(0, init_std^2) or ``orthogonal_gain`` times a random orthogonal matrix (Q of a
     Gaussian matrix's QR with R's diagonal positive, as
@@ -172,13 +183,28 @@ def init_params(seed: int, H: int, I: int, bias: bool, init_std: float,
     if orthogonal_gain is not None and not orthogonal_gain > 0:
         raise ValueError(f"orthogonal_gain must be > 0, got {orthogonal_gain!r}")
     out = torch.empty(param_count(H, I, bias), dtype=torch.float64)
-    _compiled.init_params(seed, H, I, int(bool(bias)), float(init_std), float(input_std),
-                          float(orthogonal_gain or 0.0), out.data_ptr())
+    _compiled.init_params(
+        seed,
+        H,
+        I,
+        int(bool(bias)),
+        float(init_std),
+        float(input_std),
+        float(orthogonal_gain or 0.0),
+        out.data_ptr(),
+    )
     return out.to(dtype)
 
 
-def draw_bits(seed: int, stream: int, counter: int, B: int, T: int,
-              dtype: torch.dtype = torch.float32, I: int = 1) -> torch.Tensor:
+def draw_bits(
+    seed: int,
+    stream: int,
+    counter: int,
+    B: int,
+    T: int,
+    dtype: torch.dtype = torch.float32,
+    I: int = 1,
+) -> torch.Tensor:
     """Bernoulli(1/2) bits as 0.0 / 1.0, ``(B, T)`` (``(B, T, I)`` when I > 1): element
     n = (b T + t) I + i is bit 63 - n % 64 of word n // 64 of the generator at (seed, stream,
     counter).
@@ -192,8 +218,7 @@ def draw_bits(seed: int, stream: int, counter: int, B: int, T: int,
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     out = torch.empty((B, T, I) if I > 1 else (B, T), dtype=dtype)
-    _compiled.draw_bits(int(dtype == torch.float64), seed, stream, counter, B, T, I,
-                        out.data_ptr())
+    _compiled.draw_bits(int(dtype == torch.float64), seed, stream, counter, B, T, I, out.data_ptr())
     return out
 
 
@@ -237,10 +262,18 @@ def _check_pass_inputs(x, U, V, w, b, h0):
     return R, B, T, I, H, dtype
 
 
-def forward_backward(x: torch.Tensor, y: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
-                     w: torch.Tensor, b: torch.Tensor | None = None,
-                     h0: torch.Tensor | None = None, truncate: int | None = None,
-                     want_dh: bool = False, threads: int = 1) -> Pass:
+def forward_backward(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    truncate: int | None = None,
+    want_dh: bool = False,
+    threads: int = 1,
+) -> Pass:
     """Forward, loss and backward of R members: J_r = sum_{b,t} (yhat - y)^2 / (2 T B) (the
     echo cost, :func:`echo_rnn.model.echo_loss`) and its gradients.
 
@@ -263,22 +296,71 @@ def forward_backward(x: torch.Tensor, y: torch.Tensor, U: torch.Tensor, V: torch
     dh0 = torch.empty(R, B, H, **new) if h0 is not None else None
     dh = torch.empty(R, B, T, H, **new) if want_dh else None
     _compiled.forward_backward(
-        int(dtype == torch.float64), R, B, T, I, H, _ptr(x), _ptr(y), _ptr(U), _ptr(V),
-        _ptr(w), _ptr(b), _ptr(h0), k, _ptr(y_hat), _ptr(loss), _ptr(dU), _ptr(dV), _ptr(dw),
-        _ptr(db), _ptr(dh0), _ptr(dh), _threads(threads))
+        int(dtype == torch.float64),
+        R,
+        B,
+        T,
+        I,
+        H,
+        _ptr(x),
+        _ptr(y),
+        _ptr(U),
+        _ptr(V),
+        _ptr(w),
+        _ptr(b),
+        _ptr(h0),
+        k,
+        _ptr(y_hat),
+        _ptr(loss),
+        _ptr(dU),
+        _ptr(dV),
+        _ptr(dw),
+        _ptr(db),
+        _ptr(dh0),
+        _ptr(dh),
+        _threads(threads),
+    )
     return Pass(loss, y_hat, dU, dV, dw, db, dh0, dh)
 
 
-def forward(x: torch.Tensor, U: torch.Tensor, V: torch.Tensor, w: torch.Tensor,
-            b: torch.Tensor | None = None, h0: torch.Tensor | None = None,
-            threads: int = 1) -> torch.Tensor:
+def forward(
+    x: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    threads: int = 1,
+) -> torch.Tensor:
     """y_hat ``(R, B, T)`` of R members; shapes as :func:`forward_backward`."""
     _require()
     R, B, T, I, H, dtype = _check_pass_inputs(x, U, V, w, b, h0)
     y_hat = torch.empty(R, B, T, dtype=dtype)
     _compiled.forward_backward(
-        int(dtype == torch.float64), R, B, T, I, H, _ptr(x), 0, _ptr(U), _ptr(V), _ptr(w),
-        _ptr(b), _ptr(h0), 0, _ptr(y_hat), 0, 0, 0, 0, 0, 0, 0, _threads(threads))
+        int(dtype == torch.float64),
+        R,
+        B,
+        T,
+        I,
+        H,
+        _ptr(x),
+        0,
+        _ptr(U),
+        _ptr(V),
+        _ptr(w),
+        _ptr(b),
+        _ptr(h0),
+        0,
+        _ptr(y_hat),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        _threads(threads),
+    )
     return y_hat
 
 
@@ -286,8 +368,16 @@ def _check_int64(name: str, t, R: int) -> None:
     _check_tensor(name, t, (R,), torch.int64)
 
 
-def evaluate(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, echo_step: torch.Tensor,
-             H: int, I: int, bias: bool, threads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(
+    params: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    echo_step: torch.Tensor,
+    H: int,
+    I: int,
+    bias: bool,
+    threads: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every member's held-out loss (:func:`echo_rnn.model.echo_loss`) and bit accuracy
     (:func:`echo_rnn.model.bit_accuracy` with its own echo step), from h_0 = 0.
 
@@ -321,17 +411,46 @@ def evaluate(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, echo_step: 
     _check_int64("echo_step", echo_step, R)
     loss = torch.empty(R, dtype=torch.float64)
     acc = torch.empty(R, dtype=torch.float64)
-    _compiled.evaluate(int(dtype == torch.float64), R, N, T, I, H, int(bool(bias)),
-                       params.data_ptr(), int(shared), x.data_ptr(), y.data_ptr(),
-                       echo_step.data_ptr(), loss.data_ptr(), acc.data_ptr(), _threads(threads))
+    _compiled.evaluate(
+        int(dtype == torch.float64),
+        R,
+        N,
+        T,
+        I,
+        H,
+        int(bool(bias)),
+        params.data_ptr(),
+        int(shared),
+        x.data_ptr(),
+        y.data_ptr(),
+        echo_step.data_ptr(),
+        loss.data_ptr(),
+        acc.data_ptr(),
+        _threads(threads),
+    )
     return loss, acc
 
 
-def train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor, steps: torch.Tensor,
-               lr: torch.Tensor, seeds: torch.Tensor, counters: torch.Tensor,
-               echo_step: torch.Tensor, *, H: int, I: int, bias: bool, B: int, T: int,
-               truncate: int | None, grad_clip: float | None, optimizer: str | Optimizer,
-               threads: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def train_step(
+    params: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    steps: torch.Tensor,
+    lr: torch.Tensor,
+    seeds: torch.Tensor,
+    counters: torch.Tensor,
+    echo_step: torch.Tensor,
+    *,
+    H: int,
+    I: int,
+    bias: bool,
+    B: int,
+    T: int,
+    truncate: int | None,
+    grad_clip: float | None,
+    optimizer: str | Optimizer,
+    threads: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training step of R members, all in C: per member r, draw the batch
     (x = :func:`draw_bits` (seeds[r], STREAM_TRAIN, counters[r], B, T, I); y = channel 0 of
     x delayed by echo_step[r], zeros first), forward, loss, backward as
@@ -351,17 +470,47 @@ def train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor, steps: to
         gradients' norm before clipping (float64), and whether the loss and every updated
         parameter are finite (bool).
     """
-    return prepare_train_step(params, m, v, steps, lr, seeds, counters, echo_step, H=H, I=I,
-                              bias=bias, B=B, T=T, truncate=truncate, grad_clip=grad_clip,
-                              optimizer=optimizer, threads=threads)()
+    return prepare_train_step(
+        params,
+        m,
+        v,
+        steps,
+        lr,
+        seeds,
+        counters,
+        echo_step,
+        H=H,
+        I=I,
+        bias=bias,
+        B=B,
+        T=T,
+        truncate=truncate,
+        grad_clip=grad_clip,
+        optimizer=optimizer,
+        threads=threads,
+    )()
 
 
-def prepare_train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-                       steps: torch.Tensor, lr: torch.Tensor, seeds: torch.Tensor,
-                       counters: torch.Tensor, echo_step: torch.Tensor, *, H: int, I: int,
-                       bias: bool, B: int, T: int, truncate: int | None,
-                       grad_clip: float | None, optimizer: str | Optimizer, threads: int = 1
-                       ) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def prepare_train_step(
+    params: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    steps: torch.Tensor,
+    lr: torch.Tensor,
+    seeds: torch.Tensor,
+    counters: torch.Tensor,
+    echo_step: torch.Tensor,
+    *,
+    H: int,
+    I: int,
+    bias: bool,
+    B: int,
+    T: int,
+    truncate: int | None,
+    grad_clip: float | None,
+    optimizer: str | Optimizer,
+    threads: int = 1,
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """:func:`train_step`'s arguments checked once: a call that takes the step, again and
     again, on the same tensors, updated in place between calls (their values may change,
     not their shapes or storage). The checks cost as much as a small member's step, which a
@@ -380,8 +529,12 @@ def prepare_train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
         raise ValueError(f"params must be float32 or float64, got {dtype}")
     for name, t in (("params", params), ("m", m), ("v", v)):
         _check_tensor(name, t, (R, P), dtype)
-    for name, t in (("steps", steps), ("seeds", seeds), ("counters", counters),
-                    ("echo_step", echo_step)):
+    for name, t in (
+        ("steps", steps),
+        ("seeds", seeds),
+        ("counters", counters),
+        ("echo_step", echo_step),
+    ):
         _check_int64(name, t, R)
     _check_tensor("lr", lr, (R,), torch.float64)
     k = _check_truncate(truncate)
@@ -394,12 +547,32 @@ def prepare_train_step(params: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
     norm = torch.empty(R, dtype=torch.float64)
     finite = torch.empty(R, dtype=torch.bool)
     args = (
-        int(dtype == torch.float64), R, H, I, int(bool(bias)), B, T, k,
-        -1.0 if grad_clip is None else float(grad_clip), float(opt.betas[0]),
-        float(opt.betas[1]), float(opt.eps), int(opt.kind == "sgd"), params.data_ptr(),
-        m.data_ptr(), v.data_ptr(), steps.data_ptr(), lr.data_ptr(), seeds.data_ptr(),
-        counters.data_ptr(), echo_step.data_ptr(), loss.data_ptr(), norm.data_ptr(),
-        finite.data_ptr(), _threads(threads))
+        int(dtype == torch.float64),
+        R,
+        H,
+        I,
+        int(bool(bias)),
+        B,
+        T,
+        k,
+        -1.0 if grad_clip is None else float(grad_clip),
+        float(opt.betas[0]),
+        float(opt.betas[1]),
+        float(opt.eps),
+        int(opt.kind == "sgd"),
+        params.data_ptr(),
+        m.data_ptr(),
+        v.data_ptr(),
+        steps.data_ptr(),
+        lr.data_ptr(),
+        seeds.data_ptr(),
+        counters.data_ptr(),
+        echo_step.data_ptr(),
+        loss.data_ptr(),
+        norm.data_ptr(),
+        finite.data_ptr(),
+        _threads(threads),
+    )
     kernel = _compiled.train_step
 
     def step() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -38,8 +38,9 @@ from echo_rnn.problem import Problem
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, run_in_child
 
 
-def compare_returned(returned: Returned, problem: Problem, where: str,
-                     arrays: str = "numpy") -> LearnerReport:
+def compare_returned(
+    returned: Returned, problem: Problem, where: str, arrays: str = "numpy"
+) -> LearnerReport:
     """The report on what a learner's function returned, already checked
     (:func:`check_return`): each gradient judged (:func:`judge`), the ones that disagree
     diagnosed, and where dJ/dh_t departs. With the problem's ``truncate``, against truncated
@@ -54,11 +55,18 @@ def compare_returned(returned: Returned, problem: Problem, where: str,
     names = [k for k in ORDER if k in returned.grads]
     B, T, I, H = problem.B, problem.T, problem.I, problem.H
     shapes = {k: layout.shape(k, B, T, I, H, problem.single) for k in names}  # the learner's
-    judged = {k: judge(k, returned.grads[k], right[k], returned.dtypes.get(k, "float64"),
-                       tolerances) for k in names}
-    rows = [replace(judged[k].row, shape=shapes[k],
-                    agrees=judged[k].row.agrees and k not in returned.misoriented)
-            for k in names]
+    judged = {
+        k: judge(k, returned.grads[k], right[k], returned.dtypes.get(k, "float64"), tolerances)
+        for k in names
+    }
+    rows = [
+        replace(
+            judged[k].row,
+            shape=shapes[k],
+            agrees=judged[k].row.agrees and k not in returned.misoriented,
+        )
+        for k in names
+    ]
     diagnoses: dict[str, Diagnosis] = {}
     varied: dict[str, list] = {}  # computed once, and only for a gradient that needs it
 
@@ -69,24 +77,27 @@ def compare_returned(returned: Returned, problem: Problem, where: str,
 
     found = None
     if any(not r.agrees for r in rows) and not returned.misoriented:
-        found = find_truncation(returned.grads, problem, tolerances,
-                                {k: _precision(returned.dtypes.get(k, "float64"))
-                                 for k in names})
+        found = find_truncation(
+            returned.grads,
+            problem,
+            tolerances,
+            {k: _precision(returned.dtypes.get(k, "float64")) for k in names},
+        )
     for r in rows:
         if r.agrees:
             continue
         d = Diagnosis([], [], [])
         if r.name in returned.misoriented:
             m = MISORIENTED  # read from a shape that gave it away
-            says, fix = m.in_layout(layout, r.name, returned.misoriented[r.name],
-                                    shapes[r.name])
+            says, fix = m.in_layout(layout, r.name, returned.misoriented[r.name], shapes[r.name])
             d = Diagnosis([m.code], [says], [fix])
             if judged[r.name].row.agrees:
                 diagnoses[r.name] = d
                 continue
         if found is not None:
-            d.says.append(f"your code computes {truncation_words(found['kind'], found['k'])}, "
-                          "not full BPTT")
+            d.says.append(
+                f"your code computes {truncation_words(found['kind'], found['k'])}, not full BPTT"
+            )
             diagnoses[r.name] = d
             continue
         if truncate is not None:  # the catalogue's variations are of full BPTT
@@ -102,8 +113,9 @@ def compare_returned(returned: Returned, problem: Problem, where: str,
         # one mistake, else two made together (not for zeros: two mistakes can cancel)
         for which in ("one", "two") if bool(got.any()) else ("one",):
             for rel in rels:
-                more = diagnose(r.name, got, right[r.name], candidates(which), problem.B,
-                                problem.T, rel=rel)
+                more = diagnose(
+                    r.name, got, right[r.name], candidates(which), problem.B, problem.T, rel=rel
+                )
                 if more.codes:
                     break
             if more.codes:
@@ -111,28 +123,46 @@ def compare_returned(returned: Returned, problem: Problem, where: str,
         for i, code in enumerate(more.codes):  # a record told in the learner's layout
             if CATALOGUE[code].in_layout is not None:
                 more.says[i], more.fixes[i] = CATALOGUE[code].in_layout(
-                    layout, r.name, None, shapes[r.name])
+                    layout, r.name, None, shapes[r.name]
+                )
         if d.codes:  # misoriented, and more: both told
-            more = Diagnosis(d.codes + more.codes, d.says + more.says, d.fixes + more.fixes,
-                             more.factor, more.factor_name, more.ways)
+            more = Diagnosis(
+                d.codes + more.codes,
+                d.says + more.says,
+                d.fixes + more.fixes,
+                more.factor,
+                more.factor_name,
+                more.ways,
+            )
         diagnoses[r.name] = more
     _prefer_shared(diagnoses)
-    unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows) \
-        and found is None
-    dep = departure(returned.grads["dh"], right["dh"], judged["dh"].tolerance) \
-        if unexplained and "dh" in returned.grads else None
+    unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows) and found is None
+    dep = (
+        departure(returned.grads["dh"], right["dh"], judged["dh"].tolerance)
+        if unexplained and "dh" in returned.grads
+        else None
+    )
     notes = returned.notes + _precision_notes(judged, returned.dtypes, tolerances)
-    return LearnerReport(where, rows, diagnoses, notes, dep, problem, right["dh"],
-                         returned.grads.get("dh"), arrays=arrays,
-                         agrees_to={k: j.agrees_to for k, j in judged.items()},
-                         tolerances={k: j.tolerance for k, j in judged.items()},
-                         layout=layout, truncation_found=found)
+    return LearnerReport(
+        where,
+        rows,
+        diagnoses,
+        notes,
+        dep,
+        problem,
+        right["dh"],
+        returned.grads.get("dh"),
+        arrays=arrays,
+        agrees_to={k: j.agrees_to for k, j in judged.items()},
+        tolerances={k: j.tolerance for k, j in judged.items()},
+        layout=layout,
+        truncation_found=found,
+    )
 
 
-
-
-def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
-               arrays: str = "numpy") -> LearnerReport:
+def report_for(
+    fn: Callable[..., Any], problem: Problem, where: str = "", arrays: str = "numpy"
+) -> LearnerReport:
     """Call ``fn`` on ``problem``, in this process, and compare what it returns with
     autograd's gradients (truncated as the problem says, see :func:`compare_returned`).
 
@@ -146,12 +176,21 @@ def report_for(fn: Callable[..., Any], problem: Problem, where: str = "",
         out = fn(**problem.kwargs(arrays))
     except Exception as exc:
         raise LearnerCodeError(where or getattr(fn, "__name__", "the function"), exc) from exc
-    return compare_returned(check_return(out, problem, layout=_layout_of(fn)), problem,
-                            where or getattr(fn, "__name__", "function"), arrays)
+    return compare_returned(
+        check_return(out, problem, layout=_layout_of(fn)),
+        problem,
+        where or getattr(fn, "__name__", "function"),
+        arrays,
+    )
 
 
-def check_file(spec: str, problem: Problem, arrays: str = "numpy",
-               timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> LearnerReport:
+def check_file(
+    spec: str,
+    problem: Problem,
+    arrays: str = "numpy",
+    timeout: float = DEFAULT_TIMEOUT,
+    memory: int | None = None,
+) -> LearnerReport:
     """``echo-rnn gradcheck --grads PATH.py:FUNCTION``: the function run in a child process
     of its own (:mod:`echo_rnn.sandbox`), at most ``timeout`` seconds, and what it returned
     compared as :func:`report_for` does.
@@ -164,8 +203,15 @@ def check_file(spec: str, problem: Problem, arrays: str = "numpy",
     if arrays not in ARRAYS:
         raise ConfigError("arrays", f"must be one of {', '.join(ARRAYS)}, got {arrays!r}")
     path_text, name = _parse_spec(spec)
-    got = run_in_child(path_text, name, problem.kwargs("numpy"), problem.expected_shapes(),
-                       arrays=arrays, timeout=timeout, memory=memory)
+    got = run_in_child(
+        path_text,
+        name,
+        problem.kwargs("numpy"),
+        problem.expected_shapes(),
+        arrays=arrays,
+        timeout=timeout,
+        memory=memory,
+    )
     where = f"{Path(path_text).name}:{name}"
     out = got.values if got.values is not None else _NotAMapping(got.not_mapping or "?")
     try:
@@ -178,9 +224,7 @@ def check_file(spec: str, problem: Problem, arrays: str = "numpy",
     return report
 
 
-
-def check_grads(fn: Callable[..., Any], *, arrays: str = "numpy",
-                **settings: Any) -> LearnerReport:
+def check_grads(fn: Callable[..., Any], *, arrays: str = "numpy", **settings: Any) -> LearnerReport:
     """Check a hand-written BPTT function against autograd, for notebooks: what
     ``echo-rnn gradcheck --grads`` prints, as a :class:`LearnerReport` (``print`` it, or read
     ``.agrees``, ``.rows``, ``.diagnoses``, ``.to_dict()``). The function runs in this

@@ -58,7 +58,6 @@ class LearnerCodeError(Exception):
         self.where, self.error = where, error
 
 
-
 # --- the problem and the call ---------------------------------------------------------
 
 
@@ -79,13 +78,20 @@ def _parse_spec(spec: str) -> tuple[str, str]:
     """
     path_text, sep, name = spec.rpartition(":")
     if not sep or not path_text or not name:
-        raise ConfigError("grads", f"must be PATH.py:FUNCTION (a file and the name of the "
-                                   f"function in it), got {spec!r}")
+        raise ConfigError(
+            "grads",
+            f"must be PATH.py:FUNCTION (a file and the name of the function in it), got {spec!r}",
+        )
     path = Path(path_text)
     try:
         if not path.is_file():
-            what = ("is a directory" if path.is_dir() else
-                    "not a regular file" if path.exists() else "no such file")
+            what = (
+                "is a directory"
+                if path.is_dir()
+                else "not a regular file"
+                if path.exists()
+                else "no such file"
+            )
             raise ConfigError("grads", f"{what}: {path_text}")
         # here, not in the child that imports it: a file we cannot read is a wrong argument,
         # not their code raising PermissionError
@@ -144,8 +150,9 @@ class Returned:
     misoriented: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the shape it had
 
 
-def check_return(out: Any, problem: Problem, dtypes: dict[str, str] | None = None,
-                 layout: Layout | None = None) -> Returned:
+def check_return(
+    out: Any, problem: Problem, dtypes: dict[str, str] | None = None, layout: Layout | None = None
+) -> Returned:
     """Check the function's return against the contract and put it in this package's
     layout. ``dtypes`` is given when ``out`` was already brought back as float64 arrays
     (or :class:`~echo_rnn.sandbox.Opaque` descriptions) by the sandbox: the dtype each array
@@ -166,30 +173,38 @@ def check_return(out: Any, problem: Problem, dtypes: dict[str, str] | None = Non
     """
     layout = layout or Layout()
     B, T, I, H = problem.B, problem.T, problem.I, problem.H
-    shapes = {k: layout.shape(k, B, T, I, H, problem.single)
-              for k in ("U", "V", "w", "b", "h0", "dh")}
+    shapes = {
+        k: layout.shape(k, B, T, I, H, problem.single) for k in ("U", "V", "w", "b", "h0", "dh")
+    }
     name = layout.name
     required = list(problem.params())
     allowed = required + ["dh"] + (["h0"] if problem.h0 else [])
     listing = ", ".join(name(k) for k in allowed)
     if not isinstance(out, Mapping):
         kind = out.kind if isinstance(out, _NotAMapping) else type(out).__name__
-        raise BadReturn([f"returned {kind}, expected a dict of gradients with "
-                         f"the keys {', '.join(name(k) for k in required)} (and optionally "
-                         f"{', '.join(name(k) for k in allowed[len(required):])})"])
+        raise BadReturn(
+            [
+                f"returned {kind}, expected a dict of gradients with "
+                f"the keys {', '.join(name(k) for k in required)} (and optionally "
+                f"{', '.join(name(k) for k in allowed[len(required) :])})"
+            ]
+        )
     problems, result = [], Returned(grads={}, layout=layout)
     for key in required:
         if key not in out:
-            problems.append(f"key {name(key)!r} missing: expected dJ/d{name(key)} of shape "
-                            f"{shapes[key]}")
+            problems.append(
+                f"key {name(key)!r} missing: expected dJ/d{name(key)} of shape {shapes[key]}"
+            )
     for key in out:
         if key not in allowed:
             why = ""
             if key in ("b", "h0"):
                 flag = "--bias" if key == "b" else "--h0"
                 why = f" (this problem has no {name(key)}; {flag} gives it one)"
-            problems.append(f"key {name(key) if key in KEYS else key!r} is not expected{why}: "
-                            f"the keys are {listing}")
+            problems.append(
+                f"key {name(key) if key in KEYS else key!r} is not expected{why}: "
+                f"the keys are {listing}"
+            )
     for key in [k for k in ORDER if k in out and k in allowed]:
         expected = shapes[key]
         if dtypes is None:
@@ -197,8 +212,9 @@ def check_return(out: Any, problem: Problem, dtypes: dict[str, str] | None = Non
         else:
             value, dtype = out[key], dtypes.get(key, "float64")
         if isinstance(value, Opaque) and value.shape is None:
-            problems.append(f"key {name(key)!r}: expected an array of shape {expected}, "
-                            f"got {value.what}")
+            problems.append(
+                f"key {name(key)!r}: expected an array of shape {expected}, got {value.what}"
+            )
             continue
         got = tuple(value.shape)
         orientable = key in ("U", "V", "w", "b") or (key == "h0" and len(expected) == 2)
@@ -217,9 +233,11 @@ def check_return(out: Any, problem: Problem, dtypes: dict[str, str] | None = Non
             value = value.T.contiguous()
             result.misoriented[key] = got
         elif [n for n in got if n != 1] == [n for n in expected if n != 1]:
-            result.notes.append(f"{name(key)} came back with shape {got}, expected "
-                                f"{expected}: accepted, they differ only by dimensions of "
-                                "size 1")
+            result.notes.append(
+                f"{name(key)} came back with shape {got}, expected "
+                f"{expected}: accepted, they differ only by dimensions of "
+                "size 1"
+            )
             value = value.reshape(expected)
         else:
             hint = " (its transpose has the right shape)" if got == expected[::-1] else ""
@@ -237,11 +255,12 @@ def check_return(out: Any, problem: Problem, dtypes: dict[str, str] | None = Non
     scale = layout.scale(B, T)
     if scale != 1.0:
         result.grads = {k: v / scale for k, v in result.grads.items()}
-        result.notes.append(f"your gradients start from dy = {layout.dy} (loss_head): "
-                            f"divided by {scale:g} to compare them with J's, whose "
-                            f"dJ/dyhat_t is (yhat_t - y_t) / (B T)")
+        result.notes.append(
+            f"your gradients start from dy = {layout.dy} (loss_head): "
+            f"divided by {scale:g} to compare them with J's, whose "
+            f"dJ/dyhat_t is (yhat_t - y_t) / (B T)"
+        )
     return result
-
 
 
 class _NotAMapping:

@@ -86,9 +86,15 @@ def _flat(t: torch.Tensor) -> bool:
     return t.numel() > 1 and bool(t.any()) and bool((t == t.flatten()[0]).all())
 
 
-def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
-             varied: list[tuple[Variation, dict[str, torch.Tensor]]], B: int, T: int,
-             rel: float = MATCH_REL) -> Diagnosis:
+def diagnose(
+    name: str,
+    got: torch.Tensor,
+    right: torch.Tensor,
+    varied: list[tuple[Variation, dict[str, torch.Tensor]]],
+    B: int,
+    T: int,
+    rel: float = MATCH_REL,
+) -> Diagnosis:
     """Match gradient ``name`` (``got``; autograd's is ``right``) against every variation,
     alone and times a constant, to ``rel`` of its scale (MATCH_REL, or the row's tolerance
     when rounding allows more), and name the records of the catalogue that reproduce it:
@@ -107,13 +113,17 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
             c = _fit(got, candidate, match)
             if c is None or (v is None and abs(c - 1) <= match):
                 continue
-            if _flat(candidate) and abs(abs(c) - 1) > match and \
-                    _factor_name(c, factors, match) is None:
+            if (
+                _flat(candidate)
+                and abs(abs(c) - 1) > match
+                and _factor_name(c, factors, match) is None
+            ):
                 continue  # any constant fits a constant: only a named factor says something
             matches.append((v, c))
     shape = tuple(got.shape)
-    one_number = [m for m in CATALOGUE.values()
-                  if m.one_number and m.one_number(name, shape) and _flat(got)]
+    one_number = [
+        m for m in CATALOGUE.values() if m.one_number and m.one_number(name, shape) and _flat(got)
+    ]
     unfitted = []
     if one_number:  # one value where the record makes one number: that record, whatever it is
         codes = {m.code for m in one_number}
@@ -128,8 +138,9 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
         for code, (says, fix) in zip(v.codes, v.sentences(name)):
             if code not in d.codes:
                 d.codes.append(code)
-                d.says.append(says + (CATALOGUE[code].unfitted
-                                      if CATALOGUE[code] in unfitted else ""))
+                d.says.append(
+                    says + (CATALOGUE[code].unfitted if CATALOGUE[code] in unfitted else "")
+                )
                 d.fixes.append(fix)
     found = [c for _, c in matches if c is not None]
     for m in CONSTANTS:  # the mistakes seen in the constants, in the catalogue's order
@@ -138,8 +149,9 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
             continue
         d.codes.append(m.code)
         named = _factor_name(factor, factors, match)
-        d.says.append(m.what + (f"; {m.constant.detail(factor, named)}"
-                                if m.constant.detail else ""))
+        d.says.append(
+            m.what + (f"; {m.constant.detail(factor, named)}" if m.constant.detail else "")
+        )
         d.fixes.append(m.fix)
         if m.constant.reported:
             d.factor, d.factor_name = factor, named
@@ -150,24 +162,32 @@ def diagnose(name: str, got: torch.Tensor, right: torch.Tensor,
 
 def _autograd(problem: Problem) -> dict[str, torch.Tensor]:
     """Autograd's answer on ``problem``: every gradient, and dJ/dh_t as "dh"."""
+
     def make() -> dict[str, torch.Tensor]:
         right = autograd_grads(problem.model, problem.x, problem.y, problem.h0_state)
-        right["dh"] = autograd_hidden_grads(problem.model, problem.x, problem.y,
-                                            problem.h0_state)
+        right["dh"] = autograd_hidden_grads(problem.model, problem.x, problem.y, problem.h0_state)
         return right
 
     return problem.cached("autograd", make)
 
 
-def _variations(problem: Problem, variations: tuple[Variation, ...] = VARIATIONS
-                ) -> list[tuple[Variation, dict[str, torch.Tensor]]]:
+def _variations(
+    problem: Problem, variations: tuple[Variation, ...] = VARIATIONS
+) -> list[tuple[Variation, dict[str, torch.Tensor]]]:
     """What every variation of the catalogue (or of ``variations``: PAIRS, two mistakes
     made together) gives on ``problem``."""
     p = problem.params()
 
     def make() -> list[tuple[Variation, dict[str, torch.Tensor]]]:
-        return [(v, variation_grads(v, problem.x, problem.y, p["U"], p["V"], p["w"],
-                                    p.get("b"), problem.h0_state)) for v in variations]
+        return [
+            (
+                v,
+                variation_grads(
+                    v, problem.x, problem.y, p["U"], p["V"], p["w"], p.get("b"), problem.h0_state
+                ),
+            )
+            for v in variations
+        ]
 
     known = {id(VARIATIONS): "one", id(PAIRS): "pairs"}.get(id(variations))
     return problem.cached(f"variations:{known}", make) if known else make()
@@ -182,11 +202,12 @@ def separation(problem: Problem) -> tuple[float, str]:
     right, varied = _autograd(problem), _variations(problem)
     worst, where = float("inf"), ""
     for name in right:
-        cands = [("right", right[name])] + [(v.code, g[name]) for v, g in varied
-                                            if not _close(g[name], right[name])]
+        cands = [("right", right[name])] + [
+            (v.code, g[name]) for v, g in varied if not _close(g[name], right[name])
+        ]
         cands = [(code, c) for code, c in cands if c.abs().max() > 0]  # zero matches nothing
         for i, (code_a, a) in enumerate(cands):
-            for code_b, b in cands[i + 1:]:
+            for code_b, b in cands[i + 1 :]:
                 if code_a == code_b or (_close(a, b) and _close(b, a)):
                     continue  # the same gradient from two mistakes: told by the others
                 for x, y in ((a, b), (b, a)):
@@ -196,8 +217,9 @@ def separation(problem: Problem) -> tuple[float, str]:
     return worst, where
 
 
-def departure(got: torch.Tensor, right: torch.Tensor,
-              rel: float = MATCH_REL) -> dict[str, Any] | None:
+def departure(
+    got: torch.Tensor, right: torch.Tensor, rel: float = MATCH_REL
+) -> dict[str, Any] | None:
     """The first step, counting back from T, where the learner's dJ/dh_t (B, T, H) departs
     from autograd's by more than ``rel`` of its scale (the dh row's tolerance, so that the
     row and the steps never contradict each other), and both values there (the sequence
@@ -209,14 +231,18 @@ def departure(got: torch.Tensor, right: torch.Tensor,
         step = diff[:, t - 1]
         if not (step <= rel * scale).all():
             b = int(step.amax(dim=1).argmax().item())
-            out = {"step": t, "sequence": b, "yours": got[b, t - 1].tolist(),
-                   "autograd": right[b, t - 1].tolist(), "factor": None}
+            out = {
+                "step": t,
+                "sequence": b,
+                "yours": got[b, t - 1].tolist(),
+                "autograd": right[b, t - 1].tolist(),
+                "factor": None,
+            }
             if right[:, t - 1].any():  # yours a constant times autograd's there?
                 c = _fit(got[:, t - 1], right[:, t - 1], max(rel, MATCH_REL))
                 out["factor"] = c
             return out
     return None
-
 
 
 def _prefer_shared(diagnoses: dict[str, Diagnosis]) -> None:

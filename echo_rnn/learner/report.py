@@ -70,8 +70,9 @@ class LearnerReport:
         if not self.agrees and self.truncation_found is not None:
             f = self.truncation_found
             asked = "truncated BPTT as asked" if self.problem.truncate else "full BPTT"
-            return (f"GRADIENTS DISAGREE with {asked}: yours are "
-                    f"{truncation_words(f['kind'], f['k'])}")
+            return (
+                f"GRADIENTS DISAGREE with {asked}: yours are {truncation_words(f['kind'], f['k'])}"
+            )
         if not self.agrees:
             return "GRADIENTS DISAGREE"
         if self.precision != "float64":
@@ -82,38 +83,63 @@ class LearnerReport:
         rows = []
         for r in self.rows:
             d = self.diagnoses.get(r.name, Diagnosis([], [], []))
-            row = {**asdict(r), "learner_name": self.layout.name(r.name),
-                   "agrees_to": self.agrees_to.get(r.name),
-                   "tolerance": self.tolerances.get(r.name),
-                   "diagnosis": d.codes, "explanation": d.says, "fix": d.fixes}
+            row = {
+                **asdict(r),
+                "learner_name": self.layout.name(r.name),
+                "agrees_to": self.agrees_to.get(r.name),
+                "tolerance": self.tolerances.get(r.name),
+                "diagnosis": d.codes,
+                "explanation": d.says,
+                "fix": d.fixes,
+            }
             if d.factor is not None:
                 row["factor"], row["factor_name"] = d.factor, d.factor_name
             rows.append(row)
-        out = {"grads": self.where, "config": self.config, "agrees": self.agrees,
-               "precision": self.precision, "verdict": self.verdict(), "rows": rows,
-               "notes": self.notes, "departure": self.departure,
-               "truncation_found": self.truncation_found}
+        out = {
+            "grads": self.where,
+            "config": self.config,
+            "agrees": self.agrees,
+            "precision": self.precision,
+            "verdict": self.verdict(),
+            "rows": rows,
+            "notes": self.notes,
+            "departure": self.departure,
+            "truncation_found": self.truncation_found,
+        }
         if self.printed:
             out["printed"] = self.printed
         return out
 
     def _table(self) -> str:
         header = ("name", "shape", "max abs diff", "max rel diff", "agrees")
-        body = [(self.layout.name(r.name), str(r.shape), f"{r.max_abs_diff:.3e}", f"{r.max_rel_diff:.3e}",
-                 "NO" if not r.agrees else
-                 "yes" if self.agrees_to.get(r.name) in (None, "float64") else
-                 f"{self.agrees_to[r.name]}") for r in self.rows]
+        body = [
+            (
+                self.layout.name(r.name),
+                str(r.shape),
+                f"{r.max_abs_diff:.3e}",
+                f"{r.max_rel_diff:.3e}",
+                "NO"
+                if not r.agrees
+                else "yes"
+                if self.agrees_to.get(r.name) in (None, "float64")
+                else f"{self.agrees_to[r.name]}",
+            )
+            for r in self.rows
+        ]
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-        return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip()
-                         for row in [header, *body])
+        return "\n".join(
+            "  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in [header, *body]
+        )
 
     def format(self) -> str:
         p = self.problem
         layout = f" layout={self.layout.kind}" if self.layout.kind != "columns" else ""
-        lines = [f"echo-rnn gradcheck --grads {self.where}: {p.describe()}{layout}",
-                 "your gradients vs autograd's" + (
-                     f" ({truncation_words(p.truncation, p.truncate)}):"
-                     if p.truncate else ":"), self._table()]
+        lines = [
+            f"echo-rnn gradcheck --grads {self.where}: {p.describe()}{layout}",
+            "your gradients vs autograd's"
+            + (f" ({truncation_words(p.truncation, p.truncate)}):" if p.truncate else ":"),
+            self._table(),
+        ]
         lines += [f"note: {n}" for n in self.notes]
         groups: dict[tuple, list[str]] = {}  # rows with the same diagnosis are told once
         for r in self.rows:
@@ -124,25 +150,33 @@ class LearnerReport:
         if self.truncation_found is not None:
             f = self.truncation_found
             flag = f"--truncate {f['k']}" + (" --truncation back" if f["kind"] == "back" else "")
-            asked = (truncation_words(p.truncation, p.truncate) if p.truncate
-                     else "full BPTT")
-            lines.append(f"\nyour code computes {truncation_words(f['kind'], f['k'])}: every "
-                         f"gradient agrees with that, not with {asked}. If you meant to "
-                         f"truncate, check it as such with {flag} (check_grads(..., "
-                         f"truncate={f['k']}, truncation={f['kind']!r})); for full BPTT, "
-                         "carry the gradient back through every step.")
+            asked = truncation_words(p.truncation, p.truncate) if p.truncate else "full BPTT"
+            lines.append(
+                f"\nyour code computes {truncation_words(f['kind'], f['k'])}: every "
+                f"gradient agrees with that, not with {asked}. If you meant to "
+                f"truncate, check it as such with {flag} (check_grads(..., "
+                f"truncate={f['k']}, truncation={f['kind']!r})); for full BPTT, "
+                "carry the gradient back through every step."
+            )
             groups = {}
         for (codes, factor, says_, fixes), names in groups.items():
             shown = [self.layout.name(n) for n in names]
-            who = f"{', '.join(shown[:-1])} and {shown[-1]} disagree" if len(shown) > 1 \
+            who = (
+                f"{', '.join(shown[:-1])} and {shown[-1]} disagree"
+                if len(shown) > 1
                 else f"{shown[0]} disagrees"
+            )
             if not codes and p.truncate:
-                lines.append(f"\n{who} with truncated BPTT (the catalogue of mistakes is "
-                             "full BPTT's: run without --truncate to have them named).")
+                lines.append(
+                    f"\n{who} with truncated BPTT (the catalogue of mistakes is "
+                    "full BPTT's: run without --truncate to have them named)."
+                )
                 continue
             if not codes:
-                lines.append(f"\n{who}: no mistake of the catalogue reproduces it "
-                             "(README: \"Common BPTT mistakes\").")
+                lines.append(
+                    f"\n{who}: no mistake of the catalogue reproduces it "
+                    '(README: "Common BPTT mistakes").'
+                )
                 lines += [f"  {says}" for says in says_]
                 continue
             d = self.diagnoses[names[0]]
@@ -155,23 +189,32 @@ class LearnerReport:
         if self.unexplained and self.truncation_found is None:
             lines.append("")
             if not self.returned_dh:
-                lines.append("return dJ/dh_t as \"dh\", (T, H), to see at which step your "
-                             "gradient departs from autograd's.")
+                lines.append(
+                    'return dJ/dh_t as "dh", (T, H), to see at which step your '
+                    "gradient departs from autograd's."
+                )
             elif self.departure is None:
-                lines.append("your dJ/dh_t agrees with autograd's at every step: the mistake "
-                             "is where dJ/dh_t becomes the parameter gradients (tanh' or the "
-                             "outer products).")
+                lines.append(
+                    "your dJ/dh_t agrees with autograd's at every step: the mistake "
+                    "is where dJ/dh_t becomes the parameter gradients (tanh' or the "
+                    "outer products)."
+                )
             else:
                 dep = self.departure
                 seq = f" of sequence {dep['sequence']}" if p.batch_size > 1 else ""
-                lines.append(f"dJ/dh_t{seq} departs from autograd's first at t = {dep['step']}, "
-                             f"counting back from T = {p.seq_len}:")
+                lines.append(
+                    f"dJ/dh_t{seq} departs from autograd's first at t = {dep['step']}, "
+                    f"counting back from T = {p.seq_len}:"
+                )
                 lines.append(f"  yours    {_vector(dep['yours'])}")
                 lines.append(f"  autograd {_vector(dep['autograd'])}")
                 if dep.get("factor") is not None:
                     c = dep["factor"]
-                    twice = (" at t = T: the last step's loss gradient is counted twice"
-                             if dep["step"] == p.seq_len and abs(c - 2) < 1e-6 else "")
+                    twice = (
+                        " at t = T: the last step's loss gradient is counted twice"
+                        if dep["step"] == p.seq_len and abs(c - 2) < 1e-6
+                        else ""
+                    )
                     lines.append(f"  yours is {c:.6g} times autograd's there{twice}")
         lines.append(self.verdict())
         return "\n".join(lines)
@@ -184,8 +227,9 @@ def _vector(values: list[float], most: int = 8) -> str:
     return f"[{shown}{', ...' if len(values) > most else ''}]"
 
 
-def _precision_notes(judged: dict[str, Judged], dtypes: dict[str, str],
-                     tolerances: Tolerances) -> list[str]:
+def _precision_notes(
+    judged: dict[str, Judged], dtypes: dict[str, str], tolerances: Tolerances
+) -> list[str]:
     """What the report says about precision: a lower one the code computes in, and a check
     made blunt by a recurrence that amplifies rounding."""
     notes = []
@@ -193,21 +237,28 @@ def _precision_notes(judged: dict[str, Judged], dtypes: dict[str, str],
     if low:
         p = sorted(set(low.values()))[-1]
         returned = sorted({dtypes.get(n, "float64") for n in low})
-        how = (f"it returned {', '.join(returned)} arrays" if returned != ["float64"] else
-               f"its arrays are float64 but differ from autograd's by {p}'s rounding: "
-               f"are states or products kept in {p}?")
-        notes.append(f"{', '.join(low)} agree to {p} precision, not to float64's: your code "
-                     f"computes in {p} ({how}); a mistake smaller than the tolerance "
-                     f"({max(j.tolerance for j in judged.values() if j.agrees_to):.1e} of the "
-                     "gradient's scale) cannot be seen")
-    blunt = {n: j.tolerance for n, j in judged.items()
-             if j.agrees_to == "float64" and j.tolerance > 1e-6}
+        how = (
+            f"it returned {', '.join(returned)} arrays"
+            if returned != ["float64"]
+            else f"its arrays are float64 but differ from autograd's by {p}'s rounding: "
+            f"are states or products kept in {p}?"
+        )
+        notes.append(
+            f"{', '.join(low)} agree to {p} precision, not to float64's: your code "
+            f"computes in {p} ({how}); a mistake smaller than the tolerance "
+            f"({max(j.tolerance for j in judged.values() if j.agrees_to):.1e} of the "
+            "gradient's scale) cannot be seen"
+        )
+    blunt = {
+        n: j.tolerance for n, j in judged.items() if j.agrees_to == "float64" and j.tolerance > 1e-6
+    }
     if blunt:
         worst = max(blunt.values())
-        notes.append(f"this problem amplifies rounding: two correct float64 implementations "
-                     f"differ by up to {worst / NOISE_SAFETY:.1e} of a gradient's scale here "
-                     f"(the recurrence is chaotic at these weights and length), so the check "
-                     f"only sees differences above {worst:.1e}; a smaller --init-std or "
-                     "--seq-len checks more sharply")
+        notes.append(
+            f"this problem amplifies rounding: two correct float64 implementations "
+            f"differ by up to {worst / NOISE_SAFETY:.1e} of a gradient's scale here "
+            f"(the recurrence is chaotic at these weights and length), so the check "
+            f"only sees differences above {worst:.1e}; a smaller --init-std or "
+            "--seq-len checks more sharply"
+        )
     return notes
-

@@ -31,6 +31,7 @@ NOISE_SAFETY = 20.0
 # bfloat16 are judged at float32's floor scaled by their eps.
 PRECISIONS = ("float64", "float32", "float16", "bfloat16")
 
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to max |b| (inf where b is zero and a is not)."""
     diff = (a - b).abs().max().item()
@@ -38,8 +39,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
-def noise_floor(problem: Problem, right: dict[str, torch.Tensor],
-                precision: str = "float64") -> dict[str, float]:
+def noise_floor(
+    problem: Problem, right: dict[str, torch.Tensor], precision: str = "float64"
+) -> dict[str, float]:
     """How far two correct implementations land from autograd on ``problem``: for every
     gradient, the larger relative difference (:func:`_rel`) of echo-rnn's reference and fast
     kernels, run in ``precision`` ("float64" or "float32"), from ``right`` (autograd's, in
@@ -52,8 +54,9 @@ def noise_floor(problem: Problem, right: dict[str, torch.Tensor],
     h0 = problem.h0_state.to(dtype) if problem.h0 else None
     floors: dict[str, float] = {}
     for kernel in ("reference", "fast"):
-        got = manual_grads(model, problem.x.to(dtype), problem.y.to(dtype), h0, kernel=kernel,
-                           hidden=True)
+        got = manual_grads(
+            model, problem.x.to(dtype), problem.y.to(dtype), h0, kernel=kernel, hidden=True
+        )
         for name, r in right.items():
             d = _rel(got[name].to(torch.float64), r)
             floors[name] = max(floors.get(name, 0.0), d if math.isfinite(d) else 1.0)
@@ -72,7 +75,8 @@ class Tolerances:
         base = "float64" if precision == "float64" else "float32"
         if base not in self._floors:  # once per problem: a class graded on it shares them
             self._floors[base] = self.problem.cached(
-                f"noise floor:{base}", lambda: noise_floor(self.problem, self.right, base))
+                f"noise floor:{base}", lambda: noise_floor(self.problem, self.right, base)
+            )
         return self._floors[base]
 
     def __call__(self, name: str, precision: str) -> float:
@@ -100,8 +104,9 @@ class Judged:
     tolerance: float
 
 
-def judge(name: str, got: torch.Tensor, right: torch.Tensor, dtype: str,
-          tolerances: Tolerances) -> Judged:
+def judge(
+    name: str, got: torch.Tensor, right: torch.Tensor, dtype: str, tolerances: Tolerances
+) -> Judged:
     """Whether the learner's gradient ``got`` agrees with autograd's ``right``: to float64
     precision, or, when the learner computed in a lower precision (its array's dtype; or
     float64 arrays whose differences are float32's size, states kept in float32), to that
@@ -119,4 +124,3 @@ def judge(name: str, got: torch.Tensor, right: torch.Tensor, dtype: str,
             break
     row = GradRow(name, tuple(right.shape), max_abs, max_rel, agrees_to is not None)
     return Judged(row, agrees_to, tol)
-

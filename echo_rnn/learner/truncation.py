@@ -25,13 +25,11 @@ def _args(problem: Problem) -> tuple:
 
 def _back(problem: Problem) -> list[dict[str, torch.Tensor]]:
     """Every k of "at most k steps back", k = 0..T-1 (one pass for all), once per problem."""
-    return problem.cached("truncated:back",
-                          lambda: truncated.back(problem.T - 1, *_args(problem)))
+    return problem.cached("truncated:back", lambda: truncated.back(problem.T - 1, *_args(problem)))
 
 
 def _windows(problem: Problem, k: int) -> dict[str, torch.Tensor]:
-    return problem.cached(f"truncated:windows:{k}",
-                          lambda: truncated.windows(k, *_args(problem)))
+    return problem.cached(f"truncated:windows:{k}", lambda: truncated.windows(k, *_args(problem)))
 
 
 # The truncations tried when full BPTT disagrees: windows of 2 to this many steps (each a
@@ -39,15 +37,21 @@ def _windows(problem: Problem, k: int) -> dict[str, torch.Tensor]:
 SEARCH_WINDOWS = 64
 
 
-def find_truncation(grads: dict[str, torch.Tensor], problem: Problem,
-                    tolerances: Tolerances, precisions: dict[str, str]
-                    ) -> dict[str, Any] | None:
+def find_truncation(
+    grads: dict[str, torch.Tensor],
+    problem: Problem,
+    tolerances: Tolerances,
+    precisions: dict[str, str],
+) -> dict[str, Any] | None:
     """The truncation of BPTT every returned gradient agrees with, when one does:
     {"kind": "back" or "windows", "k": ...}. "back" with k >= 1 and windows with k >= 2 (a
     window of 1, or 0 steps back, is the catalogue's ``no-carry``)."""
+
     def fits(right: dict[str, torch.Tensor]) -> bool:
-        return all(_rel(g, right[n]) <= tolerances(n, precisions.get(n, "float64"))
-                   for n, g in grads.items())
+        return all(
+            _rel(g, right[n]) <= tolerances(n, precisions.get(n, "float64"))
+            for n, g in grads.items()
+        )
 
     T = problem.T
     for k, right in enumerate(_back(problem)):
@@ -61,7 +65,8 @@ def find_truncation(grads: dict[str, torch.Tensor], problem: Problem,
 
 def truncation_words(kind: str, k: int) -> str:
     if kind == "back":
-        return (f"truncated BPTT with each output's gradient flowing back at most {k} "
-                f"step{'s' if k != 1 else ''} (a tutorial's bptt_truncate = {k})")
+        return (
+            f"truncated BPTT with each output's gradient flowing back at most {k} "
+            f"step{'s' if k != 1 else ''} (a tutorial's bptt_truncate = {k})"
+        )
     return f"truncated BPTT in windows of {k} steps (echo-rnn's --truncate {k})"
-
