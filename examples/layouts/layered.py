@@ -19,7 +19,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b):
 def rnn_step_backward(dnext_h, cache):
     """dnext_h (N, H), dJ/dh_t -> dx, dprev_h, dWx, dWh, db."""
     x, prev_h, Wx, Wh, next_h = cache
-    dz = dnext_h * (1 - next_h**2)
+    dz = dnext_h * (1 - next_h ** 2)
     return dz @ Wx.T, dz @ Wh.T, x.T @ dz, prev_h.T @ dz, dz.sum(axis=0)
 
 
@@ -39,12 +39,8 @@ def rnn_backward(dh, caches):
     back across time) -> dx, dh0, dWx, dWh, db."""
     N, T, H = dh.shape
     x, _, Wx, Wh, _ = caches[0]
-    dx, dWx, dWh, db = (
-        np.zeros((N, T, x.shape[1])),
-        np.zeros_like(Wx),
-        np.zeros_like(Wh),
-        np.zeros(H),
-    )
+    dx, dWx, dWh, db = np.zeros((N, T, x.shape[1])), np.zeros_like(Wx), np.zeros_like(Wh), \
+        np.zeros(H)
     dprev = np.zeros((N, H))
     for t in reversed(range(T)):
         dx[:, t], dprev, dWx_t, dWh_t, db_t = rnn_step_backward(dh[:, t] + dprev, caches[t])

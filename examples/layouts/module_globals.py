@@ -49,11 +49,5 @@ if __name__ == "__main__":  # the script: train on echoes of random bits
 # the wrapper: the globals are set to the problem's parameters for the call
 from echo_rnn.layouts import globals_of  # noqa: E402
 
-check = globals_of(
-    lossFun,
-    U="Whh",
-    V="Wxh",
-    w="Why",
-    args=("x", "y", "h0"),
-    returns=("loss", "dWxh", "dWhh", "dWhy", "hlast"),
-)
+check = globals_of(lossFun, U="Whh", V="Wxh", w="Why", args=("x", "y", "h0"),
+                   returns=("loss", "dWxh", "dWhh", "dWhy", "hlast"))
