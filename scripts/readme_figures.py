@@ -57,10 +57,26 @@ VARIANTS = {
     "--curriculum (advance 1.0, patience 3000, 30000 steps)": CURRICULUM,
 }
 
+# What the README says of a normal U's singular values: the engine's own draw (the compiled
+# kernel's init_params, what `train` starts from), not torch's.
+SINGULAR_VALUES = """\
+import torch
+from echo_rnn.config import TrainConfig, PRESETS
+from echo_rnn.kernels import compiled
+c = TrainConfig(**{**PRESETS["frontier"], "hidden_size": 6, "bias": False})
+for seed in range(10):
+    p = compiled.init_params(seed, 6, 1, False, c.init_std, c.input_init_std,
+                             dtype=torch.float64)
+    sv = torch.linalg.svdvals(compiled.unflatten(p, 6, 1, False)["U"])
+    print(f"seed {seed}: {int((sv < 1).sum())} of 6 below 1:",
+          " ".join(f"{v:.2f}" for v in sv.tolist()))
+"""
+
 
 @dataclass
 class Run:
-    """One command of a figure: its argv after ``echo-rnn``, and what it gave."""
+    """One command of a figure: its argv after ``echo-rnn`` (or ``-c CODE``: Python run by
+    the same interpreter), and what it gave."""
     args: list[str]
     json: bool = False  # the command prints one JSON object, parsed into ``result``
     wall_s: float = 0.0
@@ -72,6 +88,8 @@ class Run:
     def shown(self) -> str:
         """The command as the README writes it (without the script's own --logdir)."""
         args = list(self.args)
+        if args[0] == "-c":
+            return "python -c " + shlex.quote(args[1])
         if "--logdir" in args:
             i = args.index("--logdir")
             del args[i:i + 2]
@@ -194,6 +212,9 @@ def figures() -> list[Figure]:
                lambda d: [Run(sweep(d, "capacity10", "--bias", echo_steps="1-H+1",
                                     hidden_sizes="2,4,6,8,10,12", seeds="0-9"), json=True)],
                table, heatmap="capacity10_heatmap.png"),
+        Figure("init", "the singular values of U as the engine draws it without bias "
+               "(--preset frontier: N(0, 0.3^2)), seeds 0-9",
+               lambda d: [Run(["-c", SINGULAR_VALUES])], lambda runs: runs[0].stdout.rstrip()),
         Figure("events", "the events a 40000-step run writes (k = 7, H = 6, with bias)",
                lambda d: [Run(["train", "--preset", "frontier", "--hidden-size", "6",
                                "--echo-step", "7", "--bias", "--logdir", d, "--json"],
@@ -224,7 +245,8 @@ def execute(run: Run, cwd: Path, env: dict[str, str]) -> None:
     run.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     run.load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "echo_rnn", *run.args], cwd=cwd, env=env,
+    argv = run.args if run.args[0] == "-c" else ["-m", "echo_rnn", *run.args]
+    p = subprocess.run([sys.executable, *argv], cwd=cwd, env=env,
                        capture_output=True, text=True, check=False)
     run.wall_s = time.perf_counter() - t0
     run.stdout = p.stdout
