@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -80,6 +81,7 @@ class Run:
     args: list[str]
     json: bool = False  # the command prints one JSON object, parsed into ``result``
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # user + system CPU of the command and every process it waited for
     started: str = ""
     load: float = 0.0
     stdout: str = ""
@@ -244,11 +246,16 @@ def machine() -> str:
 def execute(run: Run, cwd: Path, env: dict[str, str]) -> None:
     run.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     run.load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     argv = run.args if run.args[0] == "-c" else ["-m", "echo_rnn", *run.args]
     p = subprocess.run([sys.executable, *argv], cwd=cwd, env=env,
                        capture_output=True, text=True, check=False)
     run.wall_s = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds do not grow with the machine's load as wall time does: on a shared machine
+    # they say what the command itself cost
+    run.cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     run.stdout = p.stdout
     if p.returncode != 0:
         raise SystemExit(f"readme_figures: `{run.shown()}` exited {p.returncode}:\n"
@@ -312,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 execute(r, logdir, env)
             print(f"## {f.name}: {f.what}")
             for r in f.runs:
-                print(f"$ {r.shown()}\n  wall {wall(r.wall_s)}, started {r.started}, "
+                print(f"$ {r.shown()}\n  wall {wall(r.wall_s)} (CPU {wall(r.cpu_s)}), "
+                      f"started {r.started}, "
                       f"load average {r.load:.1f} on {os.cpu_count()} cores")
             print(f"\n{f.render(f.runs)}\n", flush=True)
             if f.heatmap and args.docs is not None:
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.output.write_text(json.dumps(
                     {"machine": machine(), "figures": [
                         {"name": g.name, "what": g.what, "shown": g.render(g.runs),
-                         "runs": [{"command": r.shown(), "wall_s": r.wall_s,
+                         "runs": [{"command": r.shown(), "wall_s": r.wall_s, "cpu_s": r.cpu_s,
                                    "started": r.started, "load": r.load, "stdout": r.stdout,
                                    "result": r.result} for r in g.runs]}
                         for g in figs if g.runs and all(r.started for r in g.runs)]},
