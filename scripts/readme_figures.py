@@ -146,11 +146,11 @@ def figures() -> list[Figure]:
     def console(runs: list[Run]) -> str:
         return runs[0].stdout.rstrip()
 
-    def one_train(runs: list[Run]) -> str:
-        r = runs[0].result
-        return (f"solved_step {r['solved_step']}, val_acc {r['val_accuracy']:.4f}, "
-                f"weights_sha256 {r['weights_sha256']}, backend {r['backend']}, "
-                f"{r['wall_time_s']:.1f} s of training")
+    def frontier(runs: list[Run]) -> str:
+        # the README's block: the last progress line, the verdict and the weights' hash
+        lines = runs[0].stdout.splitlines()
+        end = next(i for i, line in enumerate(lines) if line.startswith(("solved", "stopped")))
+        return "\n".join([f"$ {runs[0].shown()}", "...", *lines[end - 1:end + 2]])
 
     def sweeps(runs: list[Run]) -> str:
         return "\n".join(f"{r.shown()}:\n  {seeds_line(r.result['rows'])}" for r in runs)
@@ -178,8 +178,7 @@ def figures() -> list[Figure]:
                lambda runs: "\n".join(line for line in runs[0].stdout.splitlines()
                                        if line.startswith(("solved", "stopped", "weights")))),
         Figure("frontier", "the frontier command: solved step and final weights' hash",
-               lambda d: [Run(["train", *FRONTIER, "--logdir", d, "--json"], json=True)],
-               one_train),
+               lambda d: [Run(["train", *FRONTIER, "--logdir", d])], frontier),
         Figure("frontier-bias", "k = H = 6 with bias, seeds 0-4",
                lambda d: [Run(sweep(d, "frontier-bias", "--bias"), json=True)], sweeps),
         Figure("frontier-no-bias", "k = H = 6 without bias, --orthogonal-gain 1.2, seeds 0-9, "
