@@ -181,12 +181,14 @@ def figures() -> list[Figure]:
                lambda d: [Run(["train", *FRONTIER, "--logdir", d])], frontier),
         Figure("frontier-bias", "k = H = 6 with bias, seeds 0-4",
                lambda d: [Run(sweep(d, "frontier-bias", "--bias"), json=True)], sweeps),
-        Figure("frontier-no-bias", "k = H = 6 without bias, --orthogonal-gain 1.2, seeds 0-9, "
-               "then the unsolved ones continued to 80000 steps",
-               lambda d: [Run(sweep(d, "frontier-no-bias", "--no-bias", "--orthogonal-gain",
-                                    "1.2", seeds="0-9"), json=True),
-                          Run(sweep(d, "frontier-no-bias", "--no-bias", "--orthogonal-gain",
-                                    "1.2", "--steps", "80000", seeds="0-9"), json=True)],
+        Figure("frontier-no-bias", "k = H = 6 without bias, seeds 0-9: a normal U (the "
+               "preset alone) and --orthogonal-gain 1.2, each then continued to 80000 steps",
+               lambda d: [Run(sweep(d, name, "--no-bias", *flags, *steps, seeds="0-9"),
+                              json=True)
+                          for name, flags in (("frontier-no-bias-normal", []),
+                                              ("frontier-no-bias", ["--orthogonal-gain",
+                                                                    "1.2"]))
+                          for steps in ([], ["--steps", "80000"])],
                sweeps),
         Figure("variants", "the variants table without bias (seeds 0-4, k = H = 6)",
                lambda d: [Run(sweep(d, f"variant-{i}", "--no-bias", *flags), json=True)
