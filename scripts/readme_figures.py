@@ -167,7 +167,7 @@ def figures() -> list[Figure]:
     def events(runs: list[Run]) -> str:
         r = runs[0].result
         n = events_bytes(r["run_dir"])
-        return (f"{r['step']} steps ({r['stopped']}), events {n:,} bytes "
+        return (f"{r['step']} steps (stopped: {r['stopped']}), events {n:,} bytes "
                 f"({n / 1e6:.1f} MB) under {Path(r['run_dir']).name}")
 
     return [
@@ -194,13 +194,15 @@ def figures() -> list[Figure]:
                lambda d: [Run(sweep(d, f"variant-{i}", "--no-bias", *flags), json=True)
                           for i, flags in enumerate(VARIANTS.values())],
                variants),
-        Figure("recipe", "the recipe's alternatives with bias: an orthogonal U, a curriculum; "
-               "and the curriculum without bias",
+        Figure("recipe", "the recipe's alternatives with bias, seeds 0-9: an orthogonal U, a "
+               "curriculum; and the curriculum without bias (the preset alone with bias is "
+               "the capacity10 sweep's k = H = 6)",
                lambda d: [Run(sweep(d, "bias-orthogonal", "--bias", "--orthogonal-gain", "1.2",
-                                    "--steps", "30000"), json=True),
-                          Run(sweep(d, "bias-curriculum", "--bias", *CURRICULUM), json=True),
-                          Run(sweep(d, "no-bias-curriculum", "--no-bias", *CURRICULUM),
-                              json=True)],
+                                    "--steps", "30000", seeds="0-9"), json=True),
+                          Run(sweep(d, "bias-curriculum", "--bias", *CURRICULUM, seeds="0-9"),
+                              json=True),
+                          Run(sweep(d, "no-bias-curriculum", "--no-bias", *CURRICULUM,
+                                    seeds="0-9"), json=True)],
                sweeps),
         Figure("capacity-curriculum", "the capacity sweep with a curriculum, k = H and H+1 "
                "at H = 6, 8 (with bias)",
