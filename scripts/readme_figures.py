@@ -194,14 +194,19 @@ def figures() -> list[Figure]:
                lambda d: [Run(sweep(d, f"variant-{i}", "--no-bias", *flags), json=True)
                           for i, flags in enumerate(VARIANTS.values())],
                variants),
-        Figure("recipe", "the recipe's alternatives with bias, seeds 0-9: an orthogonal U, a "
-               "curriculum; and the curriculum without bias (the preset alone with bias is "
+        Figure("recipe", "the recipe's alternatives, seeds 0-9: with bias an orthogonal U, a "
+               "curriculum; the curriculum without bias; with bias small input weights, and "
+               "the rate halved every 2000 steps (the preset alone with bias is "
                "the capacity10 sweep's k = H = 6)",
                lambda d: [Run(sweep(d, "bias-orthogonal", "--bias", "--orthogonal-gain", "1.2",
                                     "--steps", "30000", seeds="0-9"), json=True),
                           Run(sweep(d, "bias-curriculum", "--bias", *CURRICULUM, seeds="0-9"),
                               json=True),
                           Run(sweep(d, "no-bias-curriculum", "--no-bias", *CURRICULUM,
+                                    seeds="0-9"), json=True),
+                          Run(sweep(d, "bias-small-input", "--bias", "--input-init-std", "0.3",
+                                    seeds="0-9"), json=True),
+                          Run(sweep(d, "bias-lr-halving", "--bias", "--lr-halve-every", "2000",
                                     seeds="0-9"), json=True)],
                sweeps),
         Figure("capacity-curriculum", "the capacity sweep with a curriculum, k = H and H+1 "
