@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_main
 
 from echo_rnn.kernels import compiled
-from helpers import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -22,7 +22,7 @@ FRONTIER = "echo-rnn train --preset frontier --hidden-size 6 --echo-step 6 --bia
 def readme_console(command: str) -> str:
     """The console block the README shows for ``$ command`` (what follows that line)."""
     found = re.search(r"```\n\$ " + re.escape(command) + r"\n(.*?)```", README.read_text(),
-                      re.S)
+                      re.DOTALL)
     assert found, f"README.md has no console block starting with `$ {command}`"
     return found.group(1)
 
@@ -30,8 +30,8 @@ def readme_console(command: str) -> str:
 def readme_frontier() -> tuple[int, str]:
     """(solved step, weights_sha256) as the README prints them for FRONTIER."""
     block = readme_console(FRONTIER)
-    solved = re.search(r"^solved at step (\d+):", block, re.M)
-    digest = re.search(r"^weights sha256 ([0-9a-f]{16})$", block, re.M)
+    solved = re.search(r"^solved at step (\d+):", block, re.MULTILINE)
+    digest = re.search(r"^weights sha256 ([0-9a-f]{16})$", block, re.MULTILINE)
     assert solved and digest, f"README's `$ {FRONTIER}` block lacks its solved step or hash"
     return int(solved.group(1)), digest.group(1)
 
@@ -72,7 +72,7 @@ def test_the_script_makes_every_figure_the_readme_cites_and_the_readme_cites_eac
     assert done.value.code == 0
     helped = capsys.readouterr().out
     names = [f.name for f in script.figures()]
-    cited = set(re.findall(r"readme_figures\.py --only ([\w-]+)", README.read_text()))
+    cited = set(re.findall(r"readme_figures\.py\s+--only\s+([\w-]+)", README.read_text()))
     assert set(names) == cited, (f"made but not cited: {sorted(set(names) - cited)}; "
                                  f"cited but not made: {sorted(cited - set(names))}")
     for name in names:
