@@ -76,8 +76,9 @@ for seed in range(10):
 
 @dataclass
 class Run:
-    """One command of a figure: its argv after ``echo-rnn`` (or ``-c CODE``: Python run by
-    the same interpreter), and what it gave."""
+    """One command of a figure: its argv after ``echo-rnn`` (or ``-c CODE``, or a script of
+    this repository, ``scripts/NAME.py ...``: Python run by the same interpreter), and what
+    it gave."""
     args: list[str]
     json: bool = False  # the command prints one JSON object, parsed into ``result``
     wall_s: float = 0.0
@@ -92,6 +93,8 @@ class Run:
         args = list(self.args)
         if args[0] == "-c":
             return "python -c " + shlex.quote(args[1])
+        if args[0].endswith(".py"):
+            return "python " + shlex.join(args)
         if "--logdir" in args:
             i = args.index("--logdir")
             del args[i:i + 2]
@@ -236,6 +239,10 @@ def figures() -> list[Figure]:
         Figure("population", "whole runs: a population of 32 against single runs",
                lambda d: [Run(["bench", "--population", "32", "--bench-steps", "2000"])],
                lambda runs: runs[0].stdout.rstrip()),
+        Figure("kernel", "where a population's run-step goes: the compiled kernel's training "
+               "step and evaluation alone, against the torch population's",
+               lambda d: [Run(["scripts/bench_kernel.py"])],
+               lambda runs: runs[0].stdout.rstrip()),
     ]
 
 
@@ -256,7 +263,12 @@ def execute(run: Run, cwd: Path, env: dict[str, str]) -> None:
     run.load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    argv = run.args if run.args[0] == "-c" else ["-m", "echo_rnn", *run.args]
+    if run.args[0] == "-c":
+        argv = run.args
+    elif run.args[0].endswith(".py"):
+        argv = [str(REPO / run.args[0]), *run.args[1:]]
+    else:
+        argv = ["-m", "echo_rnn", *run.args]
     p = subprocess.run([sys.executable, *argv], cwd=cwd, env=env,
                        capture_output=True, text=True, check=False)
     run.wall_s = time.perf_counter() - t0
