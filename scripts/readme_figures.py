@@ -7,7 +7,7 @@ lands in the working directory), and prints the command, its wall time, the date
 machine (and its load average, since a shared machine slows every timing) and what the
 README shows: the console text, or the Markdown table.
 
-    python scripts/readme_figures.py                       # every figure (an hour or more)
+    python scripts/readme_figures.py                       # every figure (~15 min on 2 quiet cores)
     python scripts/readme_figures.py --only frontier --only capacity
     python scripts/readme_figures.py --list                # the figures and their commands
     python scripts/readme_figures.py --only capacity --docs docs    # heatmaps into docs/
