@@ -839,11 +839,18 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
 # member's: echo_rnn.population_train uses these too).
 
 
+# The kernel is compared with autograd at every one of a run's first evaluations: a short
+# run's card gets enough points to be drawn (TensorBoard's Scalars dashboard scales a chart
+# without its outermost points, and drew a card of two points empty), while a long run pays
+# for a comparison (about 2 ms a run) only every compare_every evaluations after them.
+COMPARE_FIRST = 10
+
+
 def compare_due(config: TrainConfig, step: int, last: bool) -> bool:
-    """The kernel is compared with autograd at the first evaluation that has a batch,
-    every compare_every evaluations, and at the last (``last``): a short run gets a point too."""
+    """The kernel is compared with autograd at each of the first COMPARE_FIRST evaluations
+    that have a batch, then every compare_every evaluations, and at the last (``last``)."""
     evals_done = step // config.eval_every
-    return evals_done <= 1 or evals_done % config.compare_every == 0 or last
+    return evals_done <= COMPARE_FIRST or evals_done % config.compare_every == 0 or last
 
 
 def kernel_vs_autograd(model, x: torch.Tensor, y: torch.Tensor, truncate: int | None) -> float:
