@@ -294,7 +294,7 @@ class TrainConfig:
     compare_every: int = field(
         default=10,
         metadata=_opt(
-            "log 'training/kernel vs autograd (rounding units)' at each of the first 10 "
+            "log 'training/kernel vs autograd (rounding units)' at each of the first 5 "
             "evaluations after step 0 (a short run's card gets enough points to be drawn: "
             "TensorBoard's Scalars dashboard scales a chart without its outermost points), "
             "then every N evaluations, and at the last (a comparison costs about 2 ms a run)",

@@ -182,6 +182,25 @@ class Members:
                 getattr(model, name).grad = getattr(grads, name)[0].clone()
         return model
 
+    def float64_pass(self, r: int) -> tuple[EchoRNN, torch.Tensor, torch.Tensor, dict]:
+        """Member r's weights and last batch in float64, as an EchoRNN, x and y, and the
+        gradients the kernel's float64 build computes of them: what is compared with
+        autograd (float64 on both sides, so that a difference is the math's, not rounding
+        that 50 chaotic float32 steps grow)."""
+        model = self.model(r).double()
+        x, y = (t.double() for t in self.last_batch(r))
+        t = {n: p.detach()[None] for n, p in model.named_parameters()}
+        grads = compiled.forward_backward(
+            x[None, :, :, None],
+            y[None],
+            t["U"],
+            t["V"],
+            t["w"],
+            t.get("b"),
+            truncate=self.config.truncate,
+        )
+        return model, x, y, {n: getattr(grads, n)[0] for n in t}
+
     def last_batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Member r's last training batch, ``(B, T)`` each, drawn again from its stream
         (the weights have moved since: the gradients of it are at the current weights)."""

@@ -323,6 +323,10 @@ class _TorchKernel:
     def batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.last[0][r], self.last[1][r]
 
+    def kernel_vs_autograd(self, r: int, model: EchoRNN, truncate: int | None) -> float:
+        """The fast kernel against autograd on member r's last batch."""
+        return kernel_vs_autograd(model, *self.batch(r), truncate)
+
     def snapshot(self) -> dict:
         return self.optimizer.state_dict()  # once for all members: each takes its rows
 
@@ -379,6 +383,12 @@ class _CompiledKernel:
 
     def batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.members.last_batch(r)
+
+    def kernel_vs_autograd(self, r: int, model: EchoRNN, truncate: int | None) -> float:
+        """The compiled kernel (its float64 build) against autograd on member r's last
+        batch, as train compares a run of its own."""
+        model, x, y, grads = self.members.float64_pass(r)
+        return kernel_vs_autograd(model, x, y, truncate, ours=grads)
 
     def snapshot(self) -> None:
         return None
@@ -579,8 +589,7 @@ def _evaluate(kernel, stacked, members, active, step, batch: bool, start) -> boo
             last=last,
         )
         if compare:
-            x, y = kernel.batch(r)
-            m.log.kernel_vs_autograd(step, kernel_vs_autograd(model, x, y, c.truncate))
+            m.log.kernel_vs_autograd(step, kernel.kernel_vs_autograd(r, model, c.truncate))
     for i in active:
         members[i].log.flush()
     return moved

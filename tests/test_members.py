@@ -82,3 +82,19 @@ def test_the_last_batch_is_drawn_again_at_the_k_it_trained_on():
     want = compiled.draw_bits(0, compiled.STREAM_TRAIN, 0, 8, 20)
     assert torch.equal(x, want)
     assert torch.equal(y[:, 3:], want[:, :-3]) and not y[:, :3].any()  # k = 3, not 5
+
+
+def test_the_kernel_is_compared_with_autograd_in_float64(monkeypatch):
+    # what a run's 'kernel vs autograd' card shows for the compiled kernel: rounding of
+    # float64 (tens of units at most here), and a wrong gradient far beyond it
+    from echo_rnn.train import kernel_vs_autograd
+
+    ms = Members(configs())
+    for _ in range(3):
+        ms.step()
+    model, x, y, grads = ms.float64_pass(2)
+    assert model.U.dtype == x.dtype == grads["U"].dtype == torch.float64
+    right = kernel_vs_autograd(model, x, y, None, ours=grads)
+    assert right < 100
+    grads["V"] = grads["V"] * 1.001
+    assert kernel_vs_autograd(model, x, y, None, ours=grads) > 1e9
