@@ -256,7 +256,7 @@ def inside(line, plot, slack=2):
     return line["top"] >= plot["top"] - slack and line["bottom"] <= plot["bottom"] + slack
 
 
-def check_scalars(page, base, shots):
+def check_scalars(page, base, shots, logdir):
     # Before: each run was three TensorBoard runs; 16 runs made 50, and past 40 TensorBoard
     # selects none: empty cards until a click.
     page.goto(f"{base}/#scalars")
@@ -292,10 +292,12 @@ def check_scalars(page, base, shots):
     # its points without the outermost ones: of two, none). Every run's curve is drawn, and
     # with "Ignore outliers in chart scaling" unticked every smoothed curve whole (the faded
     # raw curves are not counted in the scale: their peaks can run past it).
+    # A run solved at its first evaluation has one comparison: a marker, no line.
+    lines = sum(len(events(logdir / run).Scalars(KERNEL_CARD)) >= 2 for run in RUNS)
     page.goto(f"{base}/#scalars&{params(tagFilter=literal(KERNEL_CARD))}")
     kernel = poll(
         lambda: scalar_charts(page).get(KERNEL_CARD, {"plots": []}),
-        lambda c: len(smoothed(c)) >= len(RUNS),
+        lambda c: len(smoothed(c)) >= lines,
         page=page,
     )
     page.wait_for_timeout(1000)
@@ -303,7 +305,7 @@ def check_scalars(page, base, shots):
     shot = screenshot(page, shots / "scalars-kernel.png", full_page=False)
     where = f"(screenshot {shot}): {kernel}"
     assert kernel["markers"] == len(RUNS), where
-    assert len(smoothed(kernel)) == len(RUNS), where
+    assert len(smoothed(kernel)) == lines >= len(RUNS) - 2, where
     assert all(crosses(c, kernel["plot"]) for c in smoothed(kernel)), (
         f"a kernel curve lies wholly outside its plot {where}"
     )
@@ -523,7 +525,7 @@ def test_tensorboard_shows_a_sweep_in_a_browser(tmp_path):
             done("Chromium")
             check_hparams(page, base, shots)
             done("HParams")
-            check_scalars(page, base, shots)
+            check_scalars(page, base, shots, logdir)
             done("Scalars")
             check_time_series(page, base, shots, logdir)
             done("Time Series")
