@@ -45,6 +45,11 @@ from typing import Any
 
 import numpy as np
 
+# np.load reads each array's header with ast.literal_eval, and CPython 3.11's AST
+# constructor is not safe across threads ("AST constructor recursion depth mismatch", seen
+# with `grade --workers 2` reading two children's results at once): one reader at a time.
+_AST_LOCK = threading.Lock()
+
 # The default --timeout: generous for a numpy loop over the largest problem --grads allows in
 # reasonable time, short enough that a script training at import is stopped soon.
 DEFAULT_TIMEOUT = 60.0
@@ -639,7 +644,7 @@ def _returned(
             raise ValueError("too large")
         values: dict[str, Any] = {}
         keys = status.get("keys", {})
-        with np.load(result, allow_pickle=False) as data:
+        with _AST_LOCK, np.load(result, allow_pickle=False) as data:
             for key, record in list(keys.items())[:50]:
                 if not isinstance(record, dict):
                     raise ValueError("bad record")
