@@ -28,7 +28,6 @@ from echo_rnn.model import EchoRNN, optimizer_groups
 
 # The training data have one input channel: the bit that is echoed.
 INPUT_SIZE = 1
-PARAM_NAMES = ("U", "V", "w", "b")
 
 
 def held_out(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,13 +247,12 @@ class Members:
         against the run's config by :mod:`echo_rnn.checkpoint` before they get here)."""
         names = list(self.tensors(r))
         self.params[r] = compiled.flatten(*(model[n].to(torch.float32) for n in names))
-        # a resumed run at the step count its optimizer recorded
         self.lr[r] = float(optimizer["param_groups"][0]["lr"])
         state = optimizer.get("state", {})
         if self.config.optimizer == "adam" and state:
             self.m[r] = compiled.flatten(*(state[i]["exp_avg"] for i in range(len(names))))
             self.v[r] = compiled.flatten(*(state[i]["exp_avg_sq"] for i in range(len(names))))
-            self.steps[r] = int(float(state[0]["step"]))
+            self.steps[r] = int(float(state[0]["step"]))  # Adam's bias correction goes on
         self.counters[r] = counter_of(rng)
 
     # --- held-out evaluation -----------------------------------------------------------
