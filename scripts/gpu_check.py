@@ -112,11 +112,11 @@ def main() -> int:
     p.add_argument("--out", default=None, help="where results go (default: a temp directory)")
     p.add_argument("--print-commands", action="store_true", help="list the commands and stop")
     args = p.parse_args()
-    out = Path(args.out or tempfile.mkdtemp(prefix="echo-rnn-gpu-"))
-    if args.print_commands:
-        for name, cmd in commands(out):
+    if args.print_commands:  # nothing made: the commands name OUT where a run would put it
+        for name, cmd in commands(Path(args.out or "OUT")):
             print(f"{name}: {' '.join(cmd)}")
         return 0
+    out = Path(args.out or tempfile.mkdtemp(prefix="echo-rnn-gpu-"))
     import torch
 
     if not torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""``echo-rnn bench``: training steps of both backends timed against torch.nn.RNN
+"""``echo-rnn bench``: training steps of every backend timed against torch.nn.RNN
 (echo_rnn/bench.py), or whole populations against single runs (``--population``)."""
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ POPULATION_RUN_STEPS = PRESETS["frontier"]["steps"]
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "bench",
-        help="time a training step of both backends against torch.nn.RNN",
+        help="time a training step of every backend against torch.nn.RNN",
         description=(
             "Time a full training step (forward, loss, backward; no optimizer) of "
-            "EchoRNN(backend='autograd'), EchoRNN(backend='bptt') and torch.nn.RNN + "
-            "nn.Linear with the same weights, interleaved in one process after a warm-up; "
-            "report medians, sequences per second, the ratio to nn.RNN and the bytes saved "
-            "for backward. Gradients are compared with nn.RNN's first; a backend that "
-            "disagrees is not reported. Built-in shapes: "
+            "EchoRNN(backend='autograd'), EchoRNN(backend='bptt'), the compiled kernel (on "
+            "a CPU where it is built) and torch.nn.RNN + nn.Linear with the same weights, "
+            "interleaved in one process after a warm-up; report medians, sequences per "
+            "second, the ratio to nn.RNN and the bytes saved for backward, then the Adam "
+            "step's time, fused and not. Gradients are compared with nn.RNN's first; a "
+            "backend that disagrees is not reported. Built-in shapes: "
             + ", ".join(f"{k} (B={b}, T={t}, H={h})" for k, (b, t, h) in SHAPES.items())
             + "."
         ),

@@ -94,11 +94,11 @@ def add_parser(sub) -> None:
         default=32,
         metavar="N",
         help="train up to N fresh points that share a shape as one population: one "
-        "batched kernel for all, each point still its own run (the same curve "
-        "as train, bit for bit on CPU). Points join when they train with "
-        "--backend bptt, --schedule batch, no --cuda-graph, and not "
-        "--curriculum with --lr-halve-every (--preset frontier does); others "
-        "train alone; SGD or Adam, fused or not. 1: every point alone "
+        "kernel call a step for all, each point still its own run (the same curve "
+        "as train, bit for bit: by construction with the compiled kernel). Points "
+        "join when they train with --backend auto, compiled or bptt, --schedule "
+        "batch, no --cuda-graph, and not --curriculum with --lr-halve-every "
+        "(--preset frontier does); others train alone. 1: every point alone "
         "(default: 32)",
     )
     add_setup_flags(p)

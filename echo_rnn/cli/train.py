@@ -48,8 +48,8 @@ def add_parser(sub) -> None:
             "Train the echo RNN on the echo task and log to TensorBoard under "
             "LOGDIR/RUN_NAME/ (events, config.json, checkpoints/last.pt, summary.json). "
             "Settings come from the defaults, then --preset, then --config FILE.toml, then "
-            "the flags. Ctrl-C or SIGTERM finishes the step, saves a checkpoint and exits "
-            "130 or 143; --resume continues from it."
+            "the flags. Ctrl-C, SIGTERM or SIGHUP finishes the step, saves a checkpoint "
+            "and exits 130, 143 or 129; --resume continues from it."
         ),
         epilog=(
             "examples:\n"
