@@ -196,7 +196,10 @@ class TrainConfig:
     steps: int = field(
         default=500,
         metadata=_opt(
-            "most optimizer steps; on --resume it may be raised", "optimization", int, bounds=COUNT
+            "most optimizer steps; a resumed run (train --resume) or a re-run sweep may raise it",
+            "optimization",
+            int,
+            bounds=COUNT,
         ),
     )
     truncate: int | None = field(
