@@ -267,6 +267,22 @@ class Members:
             self.params, val_x, val_y, scored_from, self.H, INPUT_SIZE, self.bias
         )
 
+    def held_out_metrics(
+        self,
+        val_x: torch.Tensor,
+        val_y: torch.Tensor,
+        k_end: torch.Tensor,
+        val_y_now: torch.Tensor | None = None,
+        k_now: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each member's held-out loss and accuracy at its run's echo step ``k_end``, and its
+        accuracy at its curriculum's current ``k_now`` on targets ``val_y_now`` (the same
+        accuracy, not measured again, when those are not given: every member at its last
+        k). ``(R,)`` float64 each."""
+        loss, accuracy = self.evaluate(val_x, val_y, k_end)
+        at_k = accuracy if val_y_now is None else self.evaluate(val_x, val_y_now, k_now)[1]
+        return loss, accuracy, at_k
+
     def predictions(self, r: int, x: torch.Tensor) -> torch.Tensor:
         """Member r's outputs on ``x`` (N, T): (N, T), the kernel's forward."""
         t = self.tensors(r)

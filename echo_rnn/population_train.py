@@ -320,18 +320,20 @@ class _TorchKernel:
             p.grad = None if grad is None else grad[r].clone()  # none before the first step
         return model
 
-    def batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.last[0][r], self.last[1][r]
-
-    def kernel_vs_autograd(self, r: int, model: EchoRNN, truncate: int | None) -> float:
-        """The fast kernel against autograd on member r's last batch."""
-        return kernel_vs_autograd(model, *self.batch(r), truncate)
+    def kernel_vs_autograd(self, r: int, model: EchoRNN | None, truncate: int | None) -> float:
+        """The fast kernel against autograd on member r's last batch (``model``: member r
+        as :meth:`model` makes it, if the pictures made it already)."""
+        model = model if model is not None else self.model(r)
+        return kernel_vs_autograd(model, self.last[0][r], self.last[1][r], truncate)
 
     def snapshot(self) -> dict:
         return self.optimizer.state_dict()  # once for all members: each takes its rows
 
+    def weights(self, r: int) -> dict[str, torch.Tensor]:
+        return self.pop.member(r).state_dict()
+
     def saved(self, full: dict, r: int, member: _Member) -> tuple[dict, dict, torch.Tensor]:
-        return self.pop.member(r).state_dict(), _optimizer_state(full, r), member.gen.get_state()
+        return self.weights(r), _optimizer_state(full, r), member.gen.get_state()
 
     def keep(self, full: dict, keep: list[int]) -> None:
         self.pop, self.optimizer = _without(self.pop, full, keep, self.config)
@@ -366,14 +368,11 @@ class _CompiledKernel:
         computed by the kernel (the same bits on any machine), and each one's first
         held-out prediction (R, T)."""
         ms = self.members
-        loss, accuracy = ms.evaluate(stacked.val_x, stacked.val_y, stacked.k_end)
-        at_k = (
-            accuracy
-            if stacked.now is stacked.scored
-            else ms.evaluate(stacked.val_x, stacked.val_y_now, stacked.k_now)[1]
+        now = () if stacked.now is stacked.scored else (stacked.val_y_now, stacked.k_now)
+        values = torch.stack(
+            ms.held_out_metrics(stacked.val_x, stacked.val_y, stacked.k_end, *now), 1
         )
-        values = torch.stack([loss, accuracy, at_k], dim=1).tolist()
-        return _metric_rows(values), _FirstPredictions(ms, stacked.val_x)
+        return _metric_rows(values.tolist()), _FirstPredictions(ms, stacked.val_x)
 
     def finite(self) -> list[bool]:
         return torch.isfinite(self.members.params).all(1).tolist()
@@ -381,21 +380,22 @@ class _CompiledKernel:
     def model(self, r: int) -> EchoRNN:
         return self.members.model(r, with_grads=True)
 
-    def batch(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.members.last_batch(r)
-
-    def kernel_vs_autograd(self, r: int, model: EchoRNN, truncate: int | None) -> float:
+    def kernel_vs_autograd(self, r: int, model: EchoRNN | None, truncate: int | None) -> float:
         """The compiled kernel (its float64 build) against autograd on member r's last
-        batch, as train compares a run of its own."""
+        batch, as train compares a run of its own (its own float64 copy of the member: the
+        picture's ``model`` is not needed)."""
         model, x, y, grads = self.members.float64_pass(r)
         return kernel_vs_autograd(model, x, y, truncate, ours=grads)
 
     def snapshot(self) -> None:
         return None
 
+    def weights(self, r: int) -> dict[str, torch.Tensor]:
+        return self.members.model_state(r)
+
     def saved(self, full: None, r: int, member: _Member) -> tuple[dict, dict, torch.Tensor]:
         ms = self.members
-        return ms.model_state(r), ms.optimizer_state(r), ms.rng_state(r)
+        return self.weights(r), ms.optimizer_state(r), ms.rng_state(r)
 
     def keep(self, full: None, keep: list[int]) -> None:
         self.members.select(keep)
@@ -575,7 +575,7 @@ def _evaluate(kernel, stacked, members, active, step, batch: bool, start) -> boo
         last = m.solved_step is not None or step >= c.steps
         pictures = m.log.pictures_due(step, last)
         compare = batch and compare_due(c, step, last)
-        model = kernel.model(r) if pictures or compare else None
+        model = kernel.model(r) if pictures else None  # a comparison makes its own
         m.log.evaluation(
             step,
             metrics[r],
@@ -644,7 +644,7 @@ def _checkpoint(
 def _finish(m: _Member, kernel, full, r: int, step: int, start: float) -> TrainResult:
     """The member's last checkpoint, summary.json and hparams, as train ends a run
     (``full``: the kernel's :meth:`snapshot`)."""
-    weights = kernel.saved(full, r, m)[0]
+    weights = kernel.weights(r)
     if not m.diverged:
         _checkpoint(m, kernel, full, r, step, start, durable=True)
     ev = m.last_eval or {}

@@ -485,13 +485,10 @@ class _Trainer:
         self, vx: torch.Tensor, vy: torch.Tensor, k: int
     ) -> tuple[dict[str, float], torch.Tensor]:
         ms, c = self.members, self.config
-        val_loss, val_acc = (
-            v.item() for v in ms.evaluate(vx[None], vy[None], torch.tensor([c.echo_step]))
-        )
-        acc_k = (
-            val_acc
-            if k == c.echo_step
-            else ms.evaluate(vx[None], echo_targets(vx, k)[None], torch.tensor([k]))[1].item()
+        now = () if k == c.echo_step else (echo_targets(vx, k)[None], torch.tensor([k]))
+        val_loss, val_acc, acc_k = (
+            v.item()
+            for v in ms.held_out_metrics(vx[None], vy[None], torch.tensor([c.echo_step]), *now)
         )
         if not math.isfinite(val_loss):
             raise NonFiniteLoss(self.diverged(self.step, f"held-out loss {val_loss}"))
@@ -537,11 +534,10 @@ class _Trainer:
         )
 
     def kernel_vs_autograd(self) -> float:
-        batch = self.members.last_batch(0) if self.members is not None else self.batch
         if self.members is not None:  # the kernel that trains, in its float64 build
             model, x, y, grads = self.members.float64_pass(0)
             return kernel_vs_autograd(model, x, y, self.config.truncate, ours=grads)
-        return kernel_vs_autograd(self.shown_model(), *batch, self.config.truncate)
+        return kernel_vs_autograd(self.model, *self.batch, self.config.truncate)
 
     def gradient_flow(self) -> torch.Tensor:
         return gradient_flow(self.model, *self.val)
