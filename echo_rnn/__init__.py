@@ -20,6 +20,8 @@ a gradient ``U^T dJ/dz_t`` is ``dz @ U``. Truncated BPTT follows one rule
 
 __all__ = [
     "EchoRNN",
+    "TrainConfig",
+    "train",
     "bit_accuracy",
     "check_grads",
     "echo_loss",
@@ -33,6 +35,8 @@ __version__ = "0.1.0"
 # before torch (a second or two to import) is loaded.
 _WHERE = {
     "EchoRNN": "model",
+    "TrainConfig": "config",
+    "train": "engine.train",
     "bit_accuracy": "model",
     "echo_loss": "model",
     "make_echo_batch": "data",

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from echo_rnn.backends import training_backend
+from echo_rnn.engine.backends import training_backend
 from echo_rnn.compare import BENCH_REL_F32, compare_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import cpu_threads
-from echo_rnn.graphs import capture
+from echo_rnn.engine.graphs import capture
 from echo_rnn.kernels import compiled
 from echo_rnn.model import EchoRNN, echo_loss, to_nn_rnn
 
@@ -441,8 +441,8 @@ def time_population(
     from dataclasses import replace
 
     from echo_rnn.config import build_config
-    from echo_rnn.population_train import train_population
-    from echo_rnn.train import TrainingInterrupted, train
+    from echo_rnn.engine.population_train import train_population
+    from echo_rnn.engine.train import TrainingInterrupted, train
 
     base = build_config(
         "frontier", overrides={"hidden_size": 6, "bias": True, "echo_step": 7, "threads": threads}

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
-from echo_rnn import bptt, reference
-from echo_rnn.bptt import BPTTFunction
+from echo_rnn.kernels import bptt, reference
+from echo_rnn.kernels.bptt import BPTTFunction
 from echo_rnn.model import EchoRNN, check_truncate, echo_loss
 
 
@@ -92,8 +92,8 @@ def manual_grads(
         x: ``(B, T)`` or ``(B, T, I)``; y: ``(B, T)``.
         h0: ``(B, H)`` or None.
         truncate: window length of truncated BPTT, or None.
-        kernel: ``"reference"`` (:mod:`echo_rnn.reference`, written to be read) or ``"fast"``
-            (:mod:`echo_rnn.bptt`, what ``--backend bptt`` trains with).
+        kernel: ``"reference"`` (:mod:`echo_rnn.kernels.reference`, written to be read) or ``"fast"``
+            (:mod:`echo_rnn.kernels.bptt`, what ``--backend bptt`` trains with).
         hidden: also return dJ/dh_t for every step as ``"dh"``, ``(B, T, H)`` (the gradient
             flow through time).
 

@@ -91,7 +91,7 @@ SIZE = Bounds(lo=1, hi=MAX_SIZE)
 COUNT = Bounds(lo=1, hi=MAX_STEPS)
 
 GROUPS = ("task", "model", "optimization", "evaluation", "run")
-# --backend's choices; what each is and what auto picks: echo_rnn.backends
+# --backend's choices; what each is and what auto picks: echo_rnn.engine.backends
 BACKENDS = ("auto", "compiled", "bptt", "autograd")
 
 

@@ -1,7 +1,7 @@
 """Gradient flow through time: ||dJ/dh_t|| for every step t, how the gradient of the cost
 fades as it is carried back from the end of the sequence. ``echo-rnn gradcheck --per-step``
 prints it as a table, ``--plot`` draws it with matplotlib; a training run logs a light image
-of it to TensorBoard at every evaluation (:func:`echo_rnn.tblog.flow_rgb`).
+of it to TensorBoard at every evaluation (:func:`echo_rnn.run.tblog.flow_rgb`).
 
 ||dJ/dh_t|| is the Frobenius norm of dJ/dh_t (B, H) over the batch and the hidden units:
 for one sequence, the length of the vector dJ/dh_t.

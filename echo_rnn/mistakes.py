@@ -1,6 +1,6 @@
 r"""The catalogue of classic BPTT mistakes: one record per mistake (:class:`Mistake`: its
 code, what it is, its fix, and how it is made), each made as a small, named variation of the
-reference kernel (:mod:`echo_rnn.reference`), the wrong gradients a learner's backward pass
+reference kernel (:mod:`echo_rnn.kernels.reference`), the wrong gradients a learner's backward pass
 computes when it makes that mistake, or, for ``sign`` and ``scale``, as a constant the
 right gradient (or a variation) is multiplied by. ``echo-rnn gradcheck --grads`` compares a
 learner's gradient that disagrees with autograd's against every variation here, alone and
@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-from echo_rnn import reference
+from echo_rnn.kernels import reference
 from echo_rnn.layouts import orientation
 
 

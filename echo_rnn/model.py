@@ -8,7 +8,7 @@ import inspect
 import torch
 from torch import nn
 
-from echo_rnn.bptt import BPTTFunction
+from echo_rnn.kernels.bptt import BPTTFunction
 from echo_rnn.truncation import starts_window
 
 BACKENDS = ("autograd", "bptt")
@@ -30,7 +30,7 @@ class EchoRNN(nn.Module):
         generator: where the initial parameters are drawn from (default: the global RNG,
             as ``torch.nn`` layers do; pass one to leave the global RNG untouched).
         backend: ``"autograd"`` runs the recurrence as ordinary tensor ops and lets autograd
-            differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.bptt.BPTTFunction`,
+            differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.kernels.bptt.BPTTFunction`,
             whose backward is the hand-written kernel. Both give the same outputs and gradients.
 
     Parameters: ``U`` (H, H), ``V`` (H, I), ``w`` (H,), and ``b`` (H,) when ``bias=True``.
@@ -256,8 +256,8 @@ def make_optimizer(
     config, params, adam: type[torch.optim.Adam] = torch.optim.Adam
 ) -> torch.optim.Optimizer:
     """The optimizer a :class:`~echo_rnn.config.TrainConfig` trains ``params`` with; what a
-    checkpoint's optimizer state is checked against (echo_rnn.checkpoint). ``adam``: the
-    Adam class to build (a population's, :class:`~echo_rnn.population.PopulationAdam`)."""
+    checkpoint's optimizer state is checked against (echo_rnn.run.checkpoint). ``adam``: the
+    Adam class to build (a population's, :class:`~echo_rnn.kernels.population.PopulationAdam`)."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
     # fused: one kernel for the whole update instead of a dozen small ops per step (the

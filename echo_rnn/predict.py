@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from echo_rnn.checkpoint import CheckpointError, load_checkpoint
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig
 from echo_rnn.model import EchoRNN, model_from_config
 

@@ -4,8 +4,8 @@ members still training; for the sweep, the points done and an estimate of the ti
 On a terminal, tqdm bars (one for the sweep, one per job under way); elsewhere (a file, a
 pipe, a notebook's output) a few plain lines every :data:`LINE_EVERY_S` seconds, so that a
 log holds the progress without a line per step. The trainers report through a callable
-``(step, active)`` (:func:`~echo_rnn.population_train.train_population`'s and
-:func:`~echo_rnn.train.train`'s ``progress``); a sweep's worker processes send theirs to the
+``(step, active)`` (:func:`~echo_rnn.engine.population_train.train_population`'s and
+:func:`~echo_rnn.engine.train.train`'s ``progress``); a sweep's worker processes send theirs to the
 parent, which alone prints (:mod:`echo_rnn.sweep`).
 
 The time left assumes that every member trains to its last step (a solved one leaves

@@ -26,16 +26,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from echo_rnn import distributed
-from echo_rnn.checkpoint import read_summary, written_checkpoint
+from echo_rnn.engine import distributed
+from echo_rnn.run.checkpoint import read_summary, written_checkpoint
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig
-from echo_rnn.locks import Busy, DirLock
-from echo_rnn.population_train import population_key, train_population
+from echo_rnn.run.locks import Busy, DirLock
+from echo_rnn.engine.population_train import population_key, train_population
 from echo_rnn.progress import REPORT_EVERY_S, Job, SweepProgress, Throttled
-from echo_rnn.rundir import logdir_error
-from echo_rnn.signals import stop_requests
+from echo_rnn.run.rundir import logdir_error
+from echo_rnn.run.signals import stop_requests
 from echo_rnn.tables import results_markdown, summarize, write_results
-from echo_rnn.train import NonFiniteLoss, TrainingInterrupted, train
+from echo_rnn.engine.train import NonFiniteLoss, TrainingInterrupted, train
 
 # Far more than a machine runs in a day; stops a typo from building a grid of 10^8 configs.
 MAX_POINTS = 100_000
@@ -227,7 +227,7 @@ def _hardness(config: TrainConfig) -> tuple[float, int]:
 
 def plan(configs: list[TrainConfig], population: int) -> list[TrainConfig | list[TrainConfig]]:
     """The sweep's jobs: fresh points that can share a kernel (equal
-    :func:`~echo_rnn.population_train.population_key`) in populations of at most
+    :func:`~echo_rnn.engine.population_train.population_key`) in populations of at most
     ``population``, first; every other point alone (read back, resumed, extended, or a config
     that cannot join a population).
 
@@ -285,7 +285,7 @@ def run_population(
     configs: list[TrainConfig], progress: Callable[[int, int], None] | None = None
 ) -> list[dict[str, Any]] | None:
     """Train fresh points as one population; their rows, or None if the sweep is stopping.
-    ``progress``: :func:`~echo_rnn.population_train.train_population`'s."""
+    ``progress``: :func:`~echo_rnn.engine.population_train.train_population`'s."""
     _busy.set()
     try:
         return _run_population(configs, progress)
@@ -326,7 +326,7 @@ def run_point(
     config: TrainConfig, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any] | None:
     """Run (or finish, or extend, or just read) one grid point; None if the sweep is
-    stopping. ``progress``: :func:`~echo_rnn.train.train`'s."""
+    stopping. ``progress``: :func:`~echo_rnn.engine.train.train`'s."""
     _busy.set()
     try:
         return _run_point(config, progress)
@@ -632,7 +632,7 @@ def run_sweep(
     point goes to ``out`` (default: stdout), and with ``progress`` the progress of the
     points under way to stdout (:mod:`echo_rnn.progress`: bars on a terminal, a few lines
     elsewhere). The sweep's directory is locked while it runs (one sweep of a name at a
-    time): :class:`~echo_rnn.locks.Busy` otherwise."""
+    time): :class:`~echo_rnn.run.locks.Busy` otherwise."""
     with ExitStack() as held:
         return _run_sweep(base, echo_steps, seeds, name, workers, population, out, held, progress)
 

@@ -7,7 +7,7 @@ against (``echo-rnn gradcheck --grads ... --truncate k [--truncation back]``):
   as a well-known tutorial's ``bptt_truncate`` does: the loss of step s reaches the states
   h_s, ..., h_{s-k} and the steps s, ..., s-k (h_0 when s - k <= 0).
 
-Same notation as :mod:`echo_rnn.reference`: row vectors, x (B, T, I), y (B, T), dh (B, T, H),
+Same notation as :mod:`echo_rnn.kernels.reference`: row vectors, x (B, T, I), y (B, T), dh (B, T, H),
 float64 tensors; the gradients of J = mean over the batch of sum_t (yhat_t - y_t)^2 / (2T).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from echo_rnn import reference
+from echo_rnn.kernels import reference
 from echo_rnn.problem import TRUNCATIONS  # noqa: F401 - named here, where they are computed
 from echo_rnn.truncation import starts_window
 

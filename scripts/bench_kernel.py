@@ -3,7 +3,7 @@
 
 One training step of R members, two ways, on one CPU thread:
 
-- torch: what ``echo_rnn.population_train`` does per step: each member's batch from its own
+- torch: what ``echo_rnn.engine.population_train`` does per step: each member's batch from its own
   generator, ``population_grads`` (forward, loss, backward), ``clip_grad_norms_`` and
   ``PopulationAdam``'s fused step;
 - compiled: ``echo_rnn.kernels.compiled.train_step`` (the batch drawn in C as well).
@@ -30,7 +30,7 @@ import torch
 
 from echo_rnn.data import bits, echo_targets
 from echo_rnn.kernels import compiled
-from echo_rnn.population import (
+from echo_rnn.kernels.population import (
     PopulationAdam,
     PopulationRNN,
     clip_grad_norms_,

@@ -43,7 +43,7 @@ def events(run_dir) -> EventAccumulator:
     return acc
 
 
-# Where a run writes each of its series (echo_rnn.runlog): (TensorBoard run under the run
+# Where a run writes each of its series (echo_rnn.run.runlog): (TensorBoard run under the run
 # directory, tag).
 SERIES = {
     "train loss": ("", "loss/train"),

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import echo_rnn.bptt as bptt
+import echo_rnn.kernels.bptt as bptt
 from echo_rnn.bench import make_candidates, run_benchmark, saved_bytes
 from echo_rnn.kernels import compiled
 from helpers import cli

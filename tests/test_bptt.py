@@ -5,10 +5,10 @@ import itertools
 import pytest
 import torch
 
-import echo_rnn.bptt as bptt
+import echo_rnn.kernels.bptt as bptt
 from conftest import DEVICES
-from echo_rnn import reference
-from echo_rnn.bptt import BPTTFunction
+from echo_rnn.kernels import reference
+from echo_rnn.kernels.bptt import BPTTFunction
 from echo_rnn.compare import (
     KERNELS_REL_F64,
     SCALE_ATOL_F64,
@@ -136,7 +136,7 @@ def test_witnesses_catch_a_wrong_kernel(monkeypatch):
 
 def test_witnesses_catch_a_wrong_reference_step(monkeypatch):
     """The reference kernel with tanh' missing fails autograd and finite differences."""
-    import echo_rnn.reference as reference
+    import echo_rnn.kernels.reference as reference
 
     m, x, y, h0 = _problem(2, 6, 4, 1, True, False)
 

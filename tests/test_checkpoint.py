@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-import echo_rnn.checkpoint as ckpt
-from echo_rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from echo_rnn.train import train
+import echo_rnn.run.checkpoint as ckpt
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from echo_rnn.engine.train import train
 from helpers import cli, small_config
 
 

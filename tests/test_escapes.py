@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import helpers
-from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
-from echo_rnn.train import train
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.engine.train import train
 from helpers import cli, events, run_main, small_config, small_flags
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -363,7 +363,7 @@ def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monk
     # Before: deleted, the run ended with exit 0 and "run saved in runs/r", in a directory it
     # had made again holding only checkpoints/ and summary.json; renamed, it went on writing
     # its events under the new name and its checkpoints under the old one.
-    import echo_rnn.train as train_mod
+    import echo_rnn.engine.train as train_mod
 
     real = train_mod._evaluate
     run_dir = tmp_path / "runs" / "r"
@@ -398,9 +398,9 @@ def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monk
 def test_a_population_member_whose_directory_vanishes_stops_the_population(
     tmp_path, monkeypatch, how
 ):
-    import echo_rnn.population_train as pop_mod
-    from echo_rnn.population_train import train_population
-    from echo_rnn.rundir import RunDirGone
+    import echo_rnn.engine.population_train as pop_mod
+    from echo_rnn.engine.population_train import train_population
+    from echo_rnn.run.rundir import RunDirGone
 
     configs = [
         small_config(tmp_path, run_name=f"m{k}", echo_step=k, backend="bptt", fused=False, steps=40)
@@ -432,7 +432,7 @@ def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(
 ):
     # Between the check and the write: the write fails (checkpoints/ is never made with its
     # parents), and the line says why, not "No such file or directory".
-    import echo_rnn.train as train_mod
+    import echo_rnn.engine.train as train_mod
 
     real = train_mod.save_checkpoint
     run_dir = tmp_path / "runs" / "r"

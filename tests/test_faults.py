@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import echo_rnn.rundir as rundir_mod
-import echo_rnn.train as train_mod
+import echo_rnn.run.rundir as rundir_mod
+import echo_rnn.engine.train as train_mod
 import helpers
-from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
-from echo_rnn.rundir import StorageError
-from echo_rnn.train import train
+from echo_rnn.run.rundir import StorageError
+from echo_rnn.engine.train import train
 from helpers import cli, events, run_main, scalar_series, small_config, small_flags
 
 # --- threads: the curve depends on the count, so the run sets it --------------------------
@@ -310,13 +310,13 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
 def test_resuming_on_a_full_disk_leaves_no_empty_event_file(tmp_path, monkeypatch):
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
     before = sorted(str(p.relative_to(run.run_dir)) for p in Path(run.run_dir).rglob("*"))
-    import echo_rnn.runlog
+    import echo_rnn.run.runlog
 
     def full(directory, **kwargs):
         (Path(directory) / "events.out.tfevents.0.full").touch()  # created, then nothing fits
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(echo_rnn.runlog, "EventFile", full)
+    monkeypatch.setattr(echo_rnn.run.runlog, "EventFile", full)
     with pytest.raises(
         StorageError, match=r"the disk is full; the last good checkpoint is .*\(step 10\)"
     ):

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
-import echo_rnn.checkpoint as ckpt
-from echo_rnn.checkpoint import CheckpointError, load_checkpoint
-from echo_rnn.train import train
+import echo_rnn.run.checkpoint as ckpt
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
+from echo_rnn.engine.train import train
 from helpers import cli, run_main, small_config
 
 # A message is one line of about a terminal's width, whatever the file holds.
@@ -319,7 +319,7 @@ def test_an_unreadable_run_directory_is_one_line(tmp_path, run, capsys, monkeypa
 def test_a_damaged_summary_is_one_line(tmp_path, damage, needle):
     # Before: JSONDecodeError, KeyError or IsADirectoryError tracebacks from the sweep,
     # which reads a finished point back from its summary.json.
-    from echo_rnn.checkpoint import read_summary
+    from echo_rnn.run.checkpoint import read_summary
 
     result = train(small_config(tmp_path, run_name="p", steps=5), verbose=False)
     summary = tmp_path / "runs" / "p" / "summary.json"

@@ -27,15 +27,15 @@ LAYERS = {
         "truncation",
         "config",
         "console",
-        "locks",
-        "signals",
-        "distributed",
-        "events",
-        "tblog",
-        "curriculum",
+        "engine.distributed",
+        "engine.curriculum",
+        "run.locks",
+        "run.signals",
+        "run.events",
+        "run.tblog",
     ],
-    "kernels": ["reference", "bptt", "graphs", "kernels"],
-    "model": ["model", "population", "members"],
+    "kernels": ["kernels", "kernels.reference", "kernels.bptt", "kernels.compiled", "engine.graphs"],
+    "model": ["model", "kernels.population", "engine.members"],
     "verify": [
         "problem",
         "compare",
@@ -46,7 +46,16 @@ LAYERS = {
         "truncated",
         "flow",
     ],
-    "train": ["backends", "checkpoint", "rundir", "runlog", "train", "population_train"],
+    "train": [
+        "engine",
+        "engine.backends",
+        "run",
+        "run.checkpoint",
+        "run.rundir",
+        "run.runlog",
+        "engine.train",
+        "engine.population_train",
+    ],
     "tools": ["sweep", "progress", "tables", "bench", "predict", "grade"],
     "cli": ["cli", "__main__"],
 }
@@ -54,10 +63,24 @@ RANK = {module: i for i, modules in enumerate(LAYERS.values()) for module in mod
 NAMES = list(LAYERS)
 
 
+def _placed(dotted: str) -> str:
+    """The layer list's name for a module by its dotted name below the package: the longest
+    prefix the list names (``cli.train`` is ``cli``'s, ``engine.train`` its own)."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        name = ".".join(parts[:n])
+        if name in RANK:
+            return name
+    return dotted
+
+
 def _top(path: Path) -> str:
-    """The layer list's name for a file: the module, or for a subpackage (``cli/``) its name."""
+    """The layer list's name for a file (``engine/train.py``: ``engine.train``; a folder's
+    ``__init__.py``: the folder)."""
     parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return parts[0]
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return _placed(".".join(parts))
 
 
 def _modules() -> list[Path]:
@@ -79,7 +102,7 @@ def _imports(path: Path, source: str | None = None) -> list[tuple[int, str, str]
                     found.append(
                         (
                             node.lineno,
-                            parts[1] if len(parts) > 1 else "__init__",
+                            _placed(".".join(parts[1:])) if len(parts) > 1 else "__init__",
                             f"import {alias.name}",
                         )
                     )
@@ -91,14 +114,11 @@ def _imports(path: Path, source: str | None = None) -> list[tuple[int, str, str]
             text = f"from {'.' * node.level}{node.module or ''} import " + ", ".join(
                 a.name for a in node.names
             )
-            if len(parts) > 1:
-                found.append((node.lineno, parts[1], text))
-                continue
-            for alias in node.names:  # from echo_rnn import x: a module, or the package's own
-                is_module = (PACKAGE / f"{alias.name}.py").exists() or (
-                    PACKAGE / alias.name / "__init__.py"
-                ).exists()
-                found.append((node.lineno, alias.name if is_module else "__init__", text))
+            for alias in node.names:  # from echo_rnn.x import y: y a module, or x's own
+                where = PACKAGE.joinpath(*parts[1:], alias.name)
+                is_module = where.with_suffix(".py").exists() or (where / "__init__.py").exists()
+                inner = parts[1:] + [alias.name] if is_module else parts[1:]
+                found.append((node.lineno, _placed(".".join(inner)) if inner else "__init__", text))
     return found
 
 
@@ -137,11 +157,18 @@ def test_the_checker_sees_every_form_of_import():
     # function, must be found.
     found = {(m, t) for sub in (PACKAGE / "cli").glob("*.py") for _, m, t in _imports(sub)}
     assert ("__init__", "from echo_rnn import __version__") in found
-    assert any(m == "train" for m, _ in found)  # cli/train.py's imports
+    assert any(m == "engine.train" for m, _ in found)  # cli/train.py's imports
     assert any(m == "cli" for m, _ in found)  # the package's own modules (cli.args, ...)
     src = (
-        "import echo_rnn.bptt\nfrom echo_rnn import model\n"
+        "import echo_rnn.kernels.bptt\nfrom echo_rnn import model\n"
+        "from echo_rnn.run import rundir\nfrom echo_rnn.engine.train import train\n"
         "def f():\n    from .config import TrainConfig\n"
     )
     fake = PACKAGE / "fake_for_test.py"  # read as source only; nothing is written
-    assert [m for _, m, _ in _imports(fake, src)] == ["bptt", "model", "config"]
+    assert [m for _, m, _ in _imports(fake, src)] == [
+        "kernels.bptt",
+        "model",
+        "run.rundir",
+        "engine.train",
+        "config",
+    ]

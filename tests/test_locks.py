@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
-from echo_rnn.locks import LOCK_NAME, Busy, DirLock
-from echo_rnn.train import train
+from echo_rnn.run.locks import LOCK_NAME, Busy, DirLock
+from echo_rnn.engine.train import train
 from helpers import cli, python, run_main, small_config, small_flags
 
 
@@ -70,7 +70,7 @@ def test_a_lock_left_by_a_dead_process_blocks_no_one(tmp_path, capsys):
     # a process that takes the lock and dies holding it, as kill -9 leaves it
     dead = python(
         "-c",
-        "import os, signal, sys; from echo_rnn.locks import DirLock; "
+        "import os, signal, sys; from echo_rnn.run.locks import DirLock; "
         "DirLock(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)",
         run.run_dir,
     )

@@ -157,7 +157,7 @@ def test_backends_agree_on_device(device, dtype):
 @pytest.mark.parametrize("setting", [{}, {"fused": False}, {"optimizer": "sgd"}])
 def test_optimizer_groups_are_what_the_optimizer_writes(setting):
     # the compiled kernel's checkpoints write the torch optimizer's settings without
-    # building one; a resume checks them against a real one (echo_rnn.checkpoint)
+    # building one; a resume checks them against a real one (echo_rnn.run.checkpoint)
     from echo_rnn.config import TrainConfig
     from echo_rnn.model import make_optimizer, optimizer_groups
 

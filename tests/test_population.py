@@ -1,16 +1,16 @@
 """The population kernel against its witnesses: per member, the single-run fast kernel
-(echo_rnn.bptt) and autograd on the member's own EchoRNN."""
+(echo_rnn.kernels.bptt) and autograd on the member's own EchoRNN."""
 
 import itertools
 
 import pytest
 import torch
 
-from echo_rnn import bptt
+from echo_rnn.kernels import bptt
 from echo_rnn.compare import KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
-from echo_rnn.population import (
+from echo_rnn.kernels.population import (
     PopulationRNN,
     clip_grad_norms_,
     population_accuracy,
@@ -328,7 +328,7 @@ def test_cuda_population_step_captures_in_a_cuda_graph_and_replays_like_eager():
         ).to(dev)
         return pop, torch.optim.Adam(pop.parameters(), lr=0.01, capturable=True)
 
-    def step(pop, opt, x, y):  # the trainer's step (echo_rnn.population_train)
+    def step(pop, opt, x, y):  # the trainer's step (echo_rnn.engine.population_train)
         losses = population_grads(pop, x, y)
         norms = clip_grad_norms_(pop, 1.0)
         opt.step()

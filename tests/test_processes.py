@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import echo_rnn.rundir as rundir_mod
-import echo_rnn.train as train_mod
+import echo_rnn.run.rundir as rundir_mod
+import echo_rnn.engine.train as train_mod
 import helpers
-from echo_rnn.checkpoint import checkpoint_path, load_checkpoint
-from echo_rnn.train import train
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.engine.train import train
 from helpers import cli, run_main, scalar_series, small_config, small_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,7 +279,7 @@ def test_sweep_into_a_closed_pipe_finishes_the_sweep(tmp_path):
 @pytest.mark.parametrize("population", ["1", "2"])
 def test_a_full_disk_under_a_sweep_is_one_line(tmp_path, monkeypatch, capsys, population):
     # Before: 24-38 lines of traceback, where train says one line.
-    import echo_rnn.population_train as pop_mod
+    import echo_rnn.engine.population_train as pop_mod
 
     def full(path, state, durable=True):
         raise OSError(errno.ENOSPC, "No space left on device")

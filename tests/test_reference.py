@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from echo_rnn import reference
+from echo_rnn.kernels import reference
 from echo_rnn.compare import KERNELS_REL_F64
 
 PACKAGE = Path(__file__).resolve().parents[1] / "echo_rnn"
@@ -36,13 +36,13 @@ def _package_imports(module: str) -> set[str]:
 
 
 def test_reference_imports_only_torch_and_the_truncation_rule():
-    assert _imports("reference") <= {"__future__", "dataclasses", "torch", "echo_rnn"}
-    assert _package_imports("reference") == {"echo_rnn.truncation"}
+    assert _imports("kernels/reference") <= {"__future__", "dataclasses", "torch", "echo_rnn"}
+    assert _package_imports("kernels/reference") == {"echo_rnn.truncation"}
 
 
 def test_the_fast_kernel_imports_nothing_from_the_package_but_the_truncation_rule():
     # so that model.py, which builds on it, and bptt.py form no import cycle
-    assert _package_imports("bptt") == {"echo_rnn.truncation"}
+    assert _package_imports("kernels/bptt") == {"echo_rnn.truncation"}
     assert _package_imports("truncation") == set()
 
 

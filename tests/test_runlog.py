@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from echo_rnn.events import EventFile, event_file_in
-from echo_rnn.runlog import PICTURES_PER_RUN
-from echo_rnn.train import train
+from echo_rnn.run.events import EventFile, event_file_in
+from echo_rnn.run.runlog import PICTURES_PER_RUN
+from echo_rnn.engine.train import train
 from helpers import events, python, scalar_series, small_config
 
 
@@ -72,8 +72,8 @@ def test_the_largest_hidden_size_logs_within_bounded_memory(tmp_path):
     from echo_rnn.config import build_config, run_bytes
 
     code = (
-        "import resource, sys; import torch, numpy, PIL.Image, echo_rnn.train, "
-        "echo_rnn.tblog, echo_rnn.runlog; from echo_rnn.cli import main; "
+        "import resource, sys; import torch, numpy, PIL.Image, echo_rnn.engine.train, "
+        "echo_rnn.run.tblog, echo_rnn.run.runlog; from echo_rnn.cli import main; "
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         "code = main(sys.argv[1:]); "
         "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base); "
@@ -136,7 +136,7 @@ def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
 
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from echo_rnn.events import record
+    from echo_rnn.run.events import record
 
     for data in (b"", b"x", bytes(range(256)) * 40):
         theirs = io.BytesIO()
@@ -147,7 +147,7 @@ def test_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path):
 def test_a_run_recorded_without_event_sizes_resumes_with_each_step_once(tmp_path):
     # A checkpoint from before event files were cut back on resume: TensorBoard is told to
     # drop what the killed session logged after it (a purge event in every file).
-    from echo_rnn.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 
     run = train(small_config(tmp_path, run_name="old", steps=40), verbose=False)
     state = load_checkpoint(run.run_dir)
@@ -168,7 +168,7 @@ def test_a_run_recorded_as_three_tensorboard_runs_resumes_into_one(tmp_path):
     # RUN/train and RUN/val (tags loss, accuracy). A resume cuts those back to its checkpoint,
     # as it cuts RUN's own file, and goes on in RUN under the new tags: no step twice, and
     # nothing more written into the old directories.
-    from echo_rnn.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 
     run_dir = Path(train(small_config(tmp_path, run_name="old", steps=20), verbose=False).run_dir)
     state = load_checkpoint(run_dir)

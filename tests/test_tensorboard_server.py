@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from browser import tensorboard
-from echo_rnn.train import train
+from echo_rnn.engine.train import train
 from helpers import scalar_series, small_config
 
 

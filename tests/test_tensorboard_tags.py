@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from echo_rnn.cli import build_parser
-from echo_rnn.train import train
+from echo_rnn.engine.train import train
 from helpers import events, small_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import requires_cuda
-from echo_rnn.checkpoint import CheckpointError, load_checkpoint
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig, build_config
 from echo_rnn.model import EchoRNN
-from echo_rnn.train import NonFiniteLoss, train
+from echo_rnn.engine.train import NonFiniteLoss, train
 from helpers import cli, events, python, run_main, scalar_series, small_config, small_flags
 
 
@@ -599,7 +599,7 @@ def test_presets_say_what_they_change(tmp_path, capsys):
 
 def test_the_progress_bar_shows_the_evaluation_just_made(tmp_path):
     # Before: the bar's accuracy was set before the evaluation, so it showed the one before.
-    from echo_rnn.runlog import RunLog
+    from echo_rnn.run.runlog import RunLog
 
     class Bar:
         def set_postfix(self, **kw):
@@ -618,9 +618,9 @@ def test_only_a_runs_last_checkpoint_is_fsynced(tmp_path, monkeypatch):
     # an fsync costs milliseconds, more than a hundred steps of a small run: the periodic
     # checkpoints are atomic (a killed process leaves the old one or the new one) but not
     # fsynced; the one a run ends with is
-    import echo_rnn.population_train as population_module
-    import echo_rnn.train as train_module
-    from echo_rnn.population_train import train_population
+    import echo_rnn.engine.population_train as population_module
+    import echo_rnn.engine.train as train_module
+    from echo_rnn.engine.population_train import train_population
 
     seen = []
     for module in (train_module, population_module):

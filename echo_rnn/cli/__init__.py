@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from echo_rnn import __version__
 from echo_rnn.console import reopen_closed_stdout, safe_stdout
 from echo_rnn.errors import ConfigError
-from echo_rnn.signals import Terminated, exit_status, stop_requests, terminate_raises
+from echo_rnn.run.signals import Terminated, exit_status, stop_requests, terminate_raises
 
 EXIT_USAGE = 2
 

@@ -17,7 +17,7 @@ from echo_rnn.devices import DEVICE_HELP, DTYPES, check_fits, rnn_bytes
 from echo_rnn.flow import check_plot_path, format_per_step, per_step, plot_flow
 from echo_rnn.learner import BadReturn, check_file, departure, make_learner_problem
 from echo_rnn.problem import KERNEL_SEED, Problem
-from echo_rnn.rundir import storage_reason
+from echo_rnn.run.rundir import storage_reason
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, LearnerFailed, show_output
 
 
@@ -63,8 +63,8 @@ def add_parser(sub) -> None:
         "--kernel",
         choices=("both", "reference", "fast"),
         default=None,
-        help="which hand-written kernel to check: reference (echo_rnn/reference.py, "
-        "written to be read), fast (echo_rnn/bptt.py, what --backend bptt trains "
+        help="which hand-written kernel to check: reference (echo_rnn/kernels/reference.py, "
+        "written to be read), fast (echo_rnn/kernels/bptt.py, what --backend bptt trains "
         "with) or both (default: both)",
     )
     r.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from echo_rnn.checkpoint import CheckpointError
+from echo_rnn.run.checkpoint import CheckpointError
 from echo_rnn.cli import UsageError
 from echo_rnn.cli.args import device
 from echo_rnn.console import strict_json

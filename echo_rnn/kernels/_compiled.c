@@ -2,7 +2,7 @@
  * for R independent members at once, with bits that depend on nothing but a member's own
  * config and inputs.
  *
- * The math is echo_rnn/reference.py's (read it there, one step at a time); this file only
+ * The math is echo_rnn/kernels/reference.py's (read it there, one step at a time); this file only
  * fixes the order of every floating-point operation, because the bits depend on it:
  *
  *   - Shapes: R members, B batch, T time, I input size, H hidden size. A member's states are

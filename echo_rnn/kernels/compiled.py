@@ -2,7 +2,7 @@ r"""The compiled CPU kernel's Python face: R echo RNNs (members) at once, forwar
 backward and a whole training step in C, each member's bits fixed by its own config and
 inputs alone (not by R, its place among the members, the thread count, the CPU's vector
 width or any BLAS). The C source, ``_compiled.c`` beside this file, says how; the math is
-:mod:`echo_rnn.reference`'s.
+:mod:`echo_rnn.kernels.reference`'s.
 
 Shapes: R members, B batch, T time, I input size, H hidden size. All tensors are CPU,
 contiguous, and of one dtype, float32 or float64. A member's parameters flat, ``(P,)``, are

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from echo_rnn.bptt import workspace_buffers
+from echo_rnn.kernels.bptt import workspace_buffers
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 - ``compiled``: the compiled CPU kernel (:mod:`echo_rnn.kernels.compiled`): the whole training
   step in one call, the same bits on any CPU. What ``auto`` picks on a CPU.
-- ``bptt``: the hand-written BPTT kernel in PyTorch ops (:mod:`echo_rnn.bptt`): any device,
+- ``bptt``: the hand-written BPTT kernel in PyTorch ops (:mod:`echo_rnn.kernels.bptt`): any device,
   the GPU path; what ``auto`` picks where the compiled kernel cannot train the run.
 - ``autograd``: PyTorch's autograd on the same forward: the witness.
 """

@@ -36,7 +36,7 @@ h_{t-1} from a step t that starts a window, t = k+1, 2k+1, ... (windows are step
 k+1..2k, ...); h_0 keeps its gradient. This equals autograd on the same forward with the
 state detached there.
 
-The fast kernel in ``echo_rnn.bptt`` computes the same numbers with time-major buffers
+The fast kernel in ``echo_rnn.kernels.bptt`` computes the same numbers with time-major buffers
 and whole-sequence matrix products; this module is the one to read.
 """
 

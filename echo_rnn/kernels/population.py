@@ -7,14 +7,14 @@ their data (seed and echo step k): stacked along a leading run dimension R, each
 kernel serves all R runs, and R runs cost one run's op count.
 
 Shapes: R runs, B batch, T time, I input size, H hidden size. Every tensor of
-:mod:`echo_rnn.bptt` gains a leading R::
+:mod:`echo_rnn.kernels.bptt` gains a leading R::
 
     x      (R, B, T, I)     each run draws its own data
     U      (R, H, H)        V (R, H, I)    w (R, H)    b (R, H) or None
     y_hat  (R, B, T)
     hs     (T, R, B, H)     time-major: step t of every run is one contiguous (R, B, H) slab
 
-The math is :mod:`echo_rnn.bptt`'s, run by run (and :mod:`echo_rnn.reference` derives it,
+The math is :mod:`echo_rnn.kernels.bptt`'s, run by run (and :mod:`echo_rnn.kernels.reference` derives it,
 one step at a time): nothing mixes runs, so ``dJ_r / dU_r`` is the single-run gradient of
 run r, and the gradient of ``sum_r J_r`` with respect to the stacked U is all R of them at
 once. h_0 is zero. Truncated BPTT drops the carried term where ``bptt`` does, identically
@@ -34,7 +34,7 @@ because per member every product is the call ``bptt`` makes on the same layout: 
 ``baddbmm_`` treats each batch entry alone (one BLAS ``addmm`` each once ``B H^2 >= 400``,
 ATen's own loop below that, which ``bptt`` calls on a batch of one; at B = 1 ``bptt`` keeps
 ``addmm_`` and the population loops over runs, see
-:func:`echo_rnn.bptt.runs_multiply_alone`); the one-column products (readout, dV, dw), which
+:func:`echo_rnn.kernels.bptt.runs_multiply_alone`); the one-column products (readout, dV, dw), which
 BLAS computes as gemv and a ``bmm`` does not reproduce, are loops over runs: R small ops
 each, about 7% of a step at R = 32, for training runs that reproduce single runs.
 
@@ -53,7 +53,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.optim.adam import adam as adam_update  # the functional form Adam.step calls
 
-from echo_rnn.bptt import _Workspace, runs_multiply_alone
+from echo_rnn.kernels.bptt import _Workspace, runs_multiply_alone
 from echo_rnn.model import EchoRNN, check_truncate
 from echo_rnn.truncation import starts_window
 
@@ -169,7 +169,7 @@ def population_backward(
     need_b: bool = False,
     need_x: bool = False,
 ) -> PopulationGrads:
-    """Walk time in reverse for every run at once (the recurrence: :mod:`echo_rnn.bptt`).
+    """Walk time in reverse for every run at once (the recurrence: :mod:`echo_rnn.kernels.bptt`).
 
     Args:
         dy_hat: ``dJ/dyhat`` of every run, ``(R, B, T)``.
@@ -234,7 +234,7 @@ def _check_shapes(x, U, V, w, b) -> None:
 class PopulationFunction(torch.autograd.Function):
     """The population recurrence as an autograd Function whose backward is
     :func:`population_backward`: ``apply(x, U, V, w, b, truncate) -> y_hat`` with shapes as in
-    :func:`population_forward`. Differentiable once, like :class:`echo_rnn.bptt.BPTTFunction`.
+    :func:`population_forward`. Differentiable once, like :class:`echo_rnn.kernels.bptt.BPTTFunction`.
     """
 
     @staticmethod

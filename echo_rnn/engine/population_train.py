@@ -1,9 +1,9 @@
 """Training a population: runs that share a shape trained together, each of them its run.
 
 ``train_population(configs)`` trains R configs that differ only in ``echo_step``, ``seed`` and
-``run_name`` through one :class:`~echo_rnn.population.PopulationRNN`: one kernel call, one
+``run_name`` through one :class:`~echo_rnn.kernels.population.PopulationRNN`: one kernel call, one
 optimizer step and one held-out forward serve every member. Everything else is per member and
-is what :func:`echo_rnn.train.train` does for that config alone: its weights and data stream
+is what :func:`echo_rnn.engine.train.train` does for that config alone: its weights and data stream
 (its own generator), its gradient clipping norm, its evaluations, solved step, checkpoints
 (``train --resume`` continues them), run directory, TensorBoard events and ``summary.json``. A
 member that is solved, runs out of steps or diverges is finished and leaves the population,
@@ -11,13 +11,13 @@ so it costs nothing afterwards; the others go on.
 
 Exact: on CPU, with one thread, a member's curve and checkpoint equal ``train``'s for the same
 config bit for bit where the population kernel's products round like the single-run kernel's
-(the frontier shape: see :mod:`echo_rnn.population`), which is why only configs for which the
+(the frontier shape: see :mod:`echo_rnn.kernels.population`), which is why only configs for which the
 population computes what ``train`` computes may join (:func:`population_key`): the fast kernel
 (``backend = "bptt"``), a fresh random batch per step, no CUDA graph, and not a curriculum
 together with a learning-rate schedule (each member's rate would halve from the step it
 reached its last k). A curriculum is each member's own (its k, its targets, its accuracy at
 k); an lr schedule alone halves every member's rate at the same steps; SGD or Adam, fused or
-not (:class:`~echo_rnn.population.PopulationAdam` gives the fused kernel each run's rows alone).
+not (:class:`~echo_rnn.kernels.population.PopulationAdam` gives the fused kernel each run's rows alone).
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ from pathlib import Path
 
 import torch
 
-from echo_rnn.backends import check_backend, training_backend
-from echo_rnn.checkpoint import checkpoint_path, save_checkpoint
+from echo_rnn.engine.backends import check_backend, training_backend
+from echo_rnn.run.checkpoint import checkpoint_path, save_checkpoint
 from echo_rnn.config import TrainConfig
-from echo_rnn.curriculum import Curriculum
+from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.data import bits, echo_targets, make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.errors import ConfigError
-from echo_rnn.locks import DirLock
-from echo_rnn.members import Members, held_out
+from echo_rnn.run.locks import DirLock
+from echo_rnn.engine.members import Members, held_out
 from echo_rnn.model import EchoRNN, make_optimizer, model_from_config, weights_digest
-from echo_rnn.population import (
+from echo_rnn.kernels.population import (
     PopulationAdam,
     PopulationRNN,
     clip_grad_norms_,
@@ -50,10 +50,10 @@ from echo_rnn.population import (
     population_grads,
     population_loss,
 )
-from echo_rnn.rundir import HeldDir, StorageError, create_run_dir, storage_reason
-from echo_rnn.runlog import RunLog
-from echo_rnn.signals import stop_requests
-from echo_rnn.train import (
+from echo_rnn.run.rundir import HeldDir, StorageError, create_run_dir, storage_reason
+from echo_rnn.run.runlog import RunLog
+from echo_rnn.run.signals import stop_requests
+from echo_rnn.engine.train import (
     VAL_SEED_OFFSET,
     TrainingInterrupted,
     TrainResult,
@@ -131,7 +131,7 @@ def train_population(
 
     ``stop`` is polled after every step; once it returns True, or SIGINT/SIGTERM arrives,
     every member still training is checkpointed (``train --resume``, or the sweep re-run,
-    continues it) and :class:`~echo_rnn.train.TrainingInterrupted` is raised.
+    continues it) and :class:`~echo_rnn.engine.train.TrainingInterrupted` is raised.
 
     ``progress``, if given, is called after every step with (step, members still training),
     and once at step 0: the sweep shows it (it should return at once)."""
@@ -255,7 +255,7 @@ def _train_population(
 
 class _TorchKernel:
     """A population trained by the torch kernel (``bptt``, any device): one
-    :class:`~echo_rnn.population.PopulationRNN` and one optimizer for every member."""
+    :class:`~echo_rnn.kernels.population.PopulationRNN` and one optimizer for every member."""
 
     def __init__(self, configs: list[TrainConfig], device: torch.device) -> None:
         self.pop = PopulationRNN.from_models([model_from_config(c).to(device) for c in configs])
@@ -340,7 +340,7 @@ class _TorchKernel:
 
 
 class _CompiledKernel:
-    """A population trained by the compiled kernel (:class:`~echo_rnn.members.Members`):
+    """A population trained by the compiled kernel (:class:`~echo_rnn.engine.members.Members`):
     each member's step, data and evaluation in C, its bits its own."""
 
     def __init__(self, configs: list[TrainConfig]) -> None:

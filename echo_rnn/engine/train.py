@@ -1,7 +1,7 @@
 """Training: ``train(config) -> TrainResult``, importable; the CLI only builds the config.
 
 The run's directory (created, opened for a resume, locked, cleaned up after an early stop)
-is :mod:`echo_rnn.rundir`'s; what is logged, :mod:`echo_rnn.runlog`'s. Here: setup, then one
+is :mod:`echo_rnn.run.rundir`'s; what is logged, :mod:`echo_rnn.run.runlog`'s. Here: setup, then one
 loop (:func:`_loop`), over a :class:`_Trainer` that holds the run's state and takes its steps.
 
 Host syncs: per-step loss and gradient norm stay on the device and are read every
@@ -24,17 +24,19 @@ from typing import Any, Callable
 
 import torch
 
-from echo_rnn import distributed, rundir
-from echo_rnn.backends import check_backend, training_backend
-from echo_rnn.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
+from echo_rnn.engine import distributed
+
+from echo_rnn.run import rundir
+from echo_rnn.engine.backends import check_backend, training_backend
+from echo_rnn.run.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from echo_rnn.compare import autograd_grads, manual_grads
 from echo_rnn.config import ConfigError, TrainConfig
-from echo_rnn.curriculum import Curriculum
+from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.flow import step_norms
-from echo_rnn.graphs import capture
-from echo_rnn.members import Members, held_out
+from echo_rnn.engine.graphs import capture
+from echo_rnn.engine.members import Members, held_out
 from echo_rnn.model import (
     bit_accuracy,
     echo_loss,
@@ -42,9 +44,9 @@ from echo_rnn.model import (
     model_from_config,
     weights_digest,
 )
-from echo_rnn.rundir import Resumed
-from echo_rnn.runlog import RunLog
-from echo_rnn.signals import stop_requests
+from echo_rnn.run.rundir import Resumed
+from echo_rnn.run.runlog import RunLog
+from echo_rnn.run.signals import stop_requests
 
 # The held-out set comes from its own generator, seeded apart from the training stream, so
 # that it is the same set for a seed whatever the training does.
@@ -572,7 +574,7 @@ def train(
     Args:
         config: the run's settings; validated first, before anything is written.
         resume: a run directory (or its ``checkpoints/last.pt``, or what
-            :func:`~echo_rnn.rundir.open_run` read from one) to continue. ``config`` must
+            :func:`~echo_rnn.run.rundir.open_run` read from one) to continue. ``config`` must
             equal the config the run was started with, except what ``config.RESUME_FREE``
             lists: ``steps``, and where the run is kept (``logdir``, ``run_name``: the run
             continues in the directory ``resume`` names).
@@ -835,7 +837,7 @@ def _finish(trainer: _Trainer, log: RunLog, stopped: str, elapsed: float) -> Tra
 
 
 # What an evaluation shows besides the metrics, for one model (train's, or a population
-# member's: echo_rnn.population_train uses these too).
+# member's: echo_rnn.engine.population_train uses these too).
 
 
 # The kernel is compared with autograd at every one of a run's first evaluations: a short

@@ -4,7 +4,7 @@ failure becomes.
 
 A run lives in ``LOGDIR/RUN_NAME/``: ``config.json`` from the moment the directory exists,
 TensorBoard event files, ``checkpoints/last.pt`` and, at the end, ``summary.json``; ``.lock``
-while a process writes it (:class:`echo_rnn.locks.DirLock`).
+while a process writes it (:class:`echo_rnn.run.locks.DirLock`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from echo_rnn import distributed
-from echo_rnn.backends import training_backend
-from echo_rnn.checkpoint import (
+from echo_rnn.engine import distributed
+from echo_rnn.engine.backends import training_backend
+from echo_rnn.run.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
     checkpoint_path,
@@ -33,7 +33,7 @@ from echo_rnn.config import TrainConfig
 from echo_rnn.devices import resolve_device
 from echo_rnn.errors import ConfigError
 from echo_rnn.files import read_regular
-from echo_rnn.locks import LOCK_NAME, Busy, DirLock
+from echo_rnn.run.locks import LOCK_NAME, Busy, DirLock
 
 # --- storage errors ------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from echo_rnn.config import TrainConfig
-from echo_rnn.curriculum import Curriculum
+from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.data import echo_targets
 from echo_rnn.kernels import compiled
 from echo_rnn.model import EchoRNN, optimizer_groups
@@ -244,7 +244,7 @@ class Members:
 
     def load(self, r: int, model: dict, optimizer: dict, rng: torch.Tensor) -> None:
         """Member r from a checkpoint's ``model``, ``optimizer`` and ``rng`` tables (checked
-        against the run's config by :mod:`echo_rnn.checkpoint` before they get here)."""
+        against the run's config by :mod:`echo_rnn.run.checkpoint` before they get here)."""
         names = list(self.tensors(r))
         self.params[r] = compiled.flatten(*(model[n].to(torch.float32) for n in names))
         self.lr[r] = float(optimizer["param_groups"][0]["lr"])

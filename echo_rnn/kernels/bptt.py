@@ -1,7 +1,7 @@
 r"""The fast hand-written BPTT kernel: what ``--backend bptt`` trains with. No autograd inside,
 and nothing from the rest of the package but the truncation rule.
 
-It computes exactly what :mod:`echo_rnn.reference` computes (read that module for the
+It computes exactly what :mod:`echo_rnn.kernels.reference` computes (read that module for the
 math, one step at a time); this one is written for speed, and says below what each trick
 buys. The notation is the package's (``echo_rnn``): the math of one sequence in column
 vectors, steps t = 1..T; the code holds a batch as the rows of (B, H) tensors (``U h`` is
@@ -45,7 +45,7 @@ matrix products outside the loops, so a step costs O(B H^2) and the pass O(T B H
 The forward keeps one activation tensor, the hidden states h_1..h_T (T, B, H), besides
 references to x, h_0 and the weights that the caller holds anyway.
 
-The loops' products are chosen with :mod:`echo_rnn.population` in mind, whose members must
+The loops' products are chosen with :mod:`echo_rnn.kernels.population` in mind, whose members must
 round exactly like runs trained alone. A population multiplies with ``baddbmm_``, which
 ATen computes as one BLAS ``addmm_`` per batch entry once a product has ``B H^2 >= 400``
 multiply-adds (:data:`SMALL_PRODUCT`), and with a loop of its own, rounding differently,
@@ -243,7 +243,7 @@ def bptt_backward(
     # Weight gradients: sums over time and batch as single matrix products.
     delta2 = delta.view(T * B, H)  # (T*B, H)
     # dU as a batch of one: ATen's bmm treats each batch entry alike, so a population's dU
-    # (echo_rnn.population) is this one, run by run, at every size (mm and bmm part at small
+    # (echo_rnn.kernels.population) is this one, run by run, at every size (mm and bmm part at small
     # products, where bmm uses a loop of its own)
     dU = torch.bmm(
         delta[1:].view(1, (T - 1) * B, H).transpose(1, 2), hs[:-1].reshape(1, (T - 1) * B, H)

@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from echo_rnn.events import EventFile, NullEventFile, event_file_in
-from echo_rnn.tblog import (
+from echo_rnn.run.events import EventFile, NullEventFile, event_file_in
+from echo_rnn.run.tblog import (
     FLOW_TAG,
     custom_scalars_layout,
     flow_rgb,
