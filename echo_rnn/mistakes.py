@@ -90,7 +90,15 @@ class Variation:
     carry_tanh_at: int = 0  # the carried term's tanh' at h_{t + carry_tanh_at}
     local_at: int = 0  # dJ/dh_t takes dJ/dyhat_{t + local_at} w (wrapping at the first step)
     cache_at: int = 0  # step t reads the cache of step t + cache_at (wrapping at the first)
+    own_tanh_at: int = 0  # not 0: the step's own term local_t takes tanh' at h_{t + own_tanh_at}
+    carry_at: int = -1  # U^T dJ/dz_t is added to dJ/dh_{t + carry_at}
     parts: tuple = ()  # two mistakes made together: the variations this one combines
+    wrapped: frozenset = frozenset()  # made together: the fields whose part wraps
+
+    def wraps(self, name: str) -> bool:
+        """Whether the lookup that field ``name`` shifts wraps to h_T / x_T before the first
+        step: the ``wrap`` of the part that shifts it, when two mistakes are made together."""
+        return name in self.wrapped if self.parts else self.wrap
 
     @property
     def codes(self) -> list[str]:
@@ -188,6 +196,22 @@ _OFF_BY_ONE_FIX = {
     "U": "dU += np.outer(dz_t, h_{t-1}), the state step t started from",
     "V": "dV += np.outer(dz_t, x_t), the input of the same step",
 }
+
+def _one_lookup_each(*ways: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ways of an index one off in the pairings of dw, dU and dV, each lookup on its
+    own: a learner writes each pairing on its own line, so one can be off while the others
+    are right (one wrong index wraps at the first step only when it reads before h_1 or x_1)."""
+    apart: dict[tuple, dict[str, Any]] = {}
+    for way in ways:
+        for name in ("w_at", "U_at", "V_at"):
+            value = way.get(name, getattr(Variation("", {}), name))
+            if value == getattr(Variation("", {}), name):
+                continue
+            wrap = bool(way.get("wrap")) and value < 0
+            one = {k: v for k, v in way.items() if k not in ("w_at", "U_at", "V_at", "wrap")}
+            apart.setdefault((name, value, wrap), {**one, name: value, "wrap": wrap})
+    return list(apart.values())
+
 
 CATALOGUE = {
     m.code: m
@@ -317,41 +341,43 @@ CATALOGUE = {
             "h_{t-1} belongs (dU), x_{t-1} or x_{t+1} where x_t belongs (dV)",
             "yhat_t = w . h_t pairs dJ/dyhat_t with h_t; z_t = U h_{t-1} + V x_t pairs "
             "dJ/dz_t with h_{t-1} and x_t",
-            dict(
-                w_at=-1,
-                U_at=0,
-                V_at=-1,
-                fix=_OFF_BY_ONE_FIX,
-                says={
-                    "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
-                    "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-                    "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t",
-                },
-            ),
-            dict(
-                w_at=-1,
-                U_at=0,
-                V_at=-1,
-                wrap=True,
-                fix=_OFF_BY_ONE_FIX,
-                says={
-                    "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); "
-                    "yhat_t = w . h_t needs h_t",
-                    "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-                    "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
-                    "z_t = U h_{t-1} + V x_t needs x_t",
-                },
-            ),
-            dict(
-                w_at=1,
-                U_at=0,
-                V_at=1,
-                fix=_OFF_BY_ONE_FIX,
-                says={
-                    "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
-                    "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
-                    "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t",
-                },
+            *_one_lookup_each(
+                dict(
+                    w_at=-1,
+                    U_at=0,
+                    V_at=-1,
+                    fix=_OFF_BY_ONE_FIX,
+                    says={
+                        "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
+                        "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                        "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t",
+                    },
+                ),
+                dict(
+                    w_at=-1,
+                    U_at=0,
+                    V_at=-1,
+                    wrap=True,
+                    fix=_OFF_BY_ONE_FIX,
+                    says={
+                        "w": f"dw pairs the error at step t with h_{{t-1}} ({_PREV_WRAP}); "
+                        "yhat_t = w . h_t needs h_t",
+                        "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                        "V": "dV pairs dz_t with x_{t-1} (at the first step x_T, index -1); "
+                        "z_t = U h_{t-1} + V x_t needs x_t",
+                    },
+                ),
+                dict(
+                    w_at=1,
+                    U_at=0,
+                    V_at=1,
+                    fix=_OFF_BY_ONE_FIX,
+                    says={
+                        "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
+                        "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
+                        "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t",
+                    },
+                ),
             ),
         ),
         _record(
@@ -439,6 +465,38 @@ CATALOGUE = {
                 },
             ),
         ),
+        _record(
+            "local-tanh-derivative-wrong-step",
+            "tanh' at the wrong step on the step's own loss term only: "
+            "dJ/dz_t = (dJ/dyhat_t w) * (1 - h_{t-1}^2) + carried_t * (1 - h_t^2), where both "
+            "terms take 1 - h_t^2",
+            "add the two terms first and take tanh' once, at the step's own state: "
+            "dz_t = (dy[:, t] * w + dh_next) * (1 - h_t**2)",
+            dict(
+                own_tanh_at=-1,
+                says={
+                    "*": "the step's own loss term takes tanh' at the previous step: dJ/dz_t = "
+                    "(dJ/dyhat_t w) * (1 - h_{t-1}^2) + carried_t * (1 - h_t^2), where both "
+                    "terms take 1 - h_t^2 (the carried term is right)"
+                },
+            ),
+        ),
+        _record(
+            "carry-off-by-one",
+            "the carried gradient added one step too far back: dJ/dh_t takes "
+            "U^T dJ/dz_{t+2} where U^T dJ/dz_{t+1} belongs (dh_next stored at, or read from, "
+            "an index one off)",
+            "add what step t+1 carried back at step t, the very next step: "
+            "dh_t = dy[:, t] * w + dh_next, with dh_next = U.T @ dz_{t+1}",
+            dict(
+                carry_at=-2,
+                says={
+                    "*": "the gradient carried back through time skips a step: dJ/dh_t takes "
+                    "U^T dJ/dz_{t+2} where U^T dJ/dz_{t+1} belongs, and dJ/dh_{T-1} takes "
+                    "nothing carried"
+                },
+            ),
+        ),
     )
 }
 
@@ -472,27 +530,42 @@ _FIELDS = (
     "carry_tanh_at",
     "local_at",
     "cache_at",
+    "own_tanh_at",
+    "carry_at",
 )
 
 
 def _combine(a: Variation, b: Variation) -> Variation | None:
-    """The variation making both ``a`` and ``b``, or None when they change the same part."""
-    changed = {}
+    """The variation making both ``a`` and ``b``, or None when they change the same part or
+    the second changes nothing the first left. Each part keeps its own ``wrap`` for the
+    lookups it shifts; a lookup one of them writes out (tanh', h_{t-1}, x_t) is read where
+    it says, beside a cache read one step off (:func:`variation_grads`)."""
+    changed: dict[str, Any] = {}
+    wrapped = set()
     for v in (a, b):
         for f in _FIELDS:
             if getattr(v, f) != getattr(_DEFAULTS, f):
-                if f in changed and changed[f] != getattr(v, f):
-                    return None
                 if f in changed:
                     return None
                 changed[f] = getattr(v, f)
-    if a.wrap != b.wrap and (a.wrap or b.wrap):
-        return None
-    if ("carry_tanh_at" in changed or "db_from_dh" in changed) and (
-        changed.get("tanh_at", 0) is None or changed.get("carry") == "none"
+                if v.wrap:
+                    wrapped.add(f)
+    if "own_tanh_at" in changed and "tanh_at" in changed:
+        return None  # both write the step's tanh'
+    no_tanh = changed.get("tanh_at", 0) is None
+    no_carry = changed.get("carry") == "none"
+    if ("db_from_dh" in changed and no_tanh) or (
+        ("carry_tanh_at" in changed or "carry_at" in changed) and no_carry
     ):
         return None  # the second changes nothing the first left
-    return Variation(f"{a.code}+{b.code}", {}, wrap=a.wrap or b.wrap, parts=(a, b), **changed)
+    return Variation(
+        f"{a.code}+{b.code}",
+        {},
+        wrap=a.wrap or b.wrap,
+        parts=(a, b),
+        wrapped=frozenset(wrapped),
+        **changed,
+    )
 
 
 PAIRS = tuple(
@@ -516,6 +589,10 @@ def variation_grads(
     """The gradients of the echo cost that the reference backward pass gives when it makes
     mistake ``v``.
 
+    Step t's backward reads tanh', h_{t-1} and x_t from step s's cache (s = t, or
+    t + cache_at); a lookup a mistake shifts is written out by the learner, so it is read
+    at t plus its shift whatever cache the step reads.
+
     Args:
         x: (B, T, I). y: (B, T). U, V, w, b: (H, H), (H, I), (H,), (H,) or None.
         h0: (B, H) or None for zeros.
@@ -530,53 +607,63 @@ def variation_grads(
     if v.last_only:
         dy_hat = torch.cat([torch.zeros_like(dy_hat[:, :-1]), dy_hat[:, -1:]], dim=1)
     hs = [h0 if h0 is not None else torch.zeros_like(caches[0].h)] + [c.h for c in caches]
+    zeros = torch.zeros_like(hs[0])
 
-    # A lookup the mistake shifts reads h_T / x_T before the first step when v.wrap; the
+    # A lookup the mistake shifts reads h_T / x_T before the first step when it wraps; the
     # lookups it leaves alone read h_0 as the right kernel does.
-    def h_at(t: int, shifted: bool) -> torch.Tensor:  # h_t, t = 0..T; beyond T zeros
+    def h_at(t: int, wraps: bool = False) -> torch.Tensor:  # h_t, t = 0..T; beyond T zeros
         if t > T:
-            return torch.zeros_like(hs[0])
-        return hs[T] if (t == 0 and v.wrap and shifted) else hs[t]
+            return zeros
+        return hs[T] if (t == 0 and wraps) else hs[t]
 
-    def x_at(t: int) -> torch.Tensor:  # x_t, t = 1..T; outside zeros, or x_T (wrap)
-        if t == 0 and v.wrap:
+    def x_at(t: int, wraps: bool = False) -> torch.Tensor:  # x_t, t = 1..T; outside zeros
+        if t == 0 and wraps:
             return x[:, T - 1]
         return x[:, t - 1] if 1 <= t <= T else torch.zeros_like(x[:, 0])
 
-    dU, dV, dw, db = (torch.zeros_like(p) for p in (U, V, w, w))
-    dh = [None] * T
-    carried = torch.zeros_like(hs[0])
-
     def local(t: int) -> torch.Tensor:  # dJ/dyhat_t w; before the first step: step T's
         if t < 1:  # (wrap) or nothing
-            return dy_hat[:, T - 1, None] * w if v.wrap else torch.zeros_like(hs[0])
+            return dy_hat[:, T - 1, None] * w if v.wraps("local_at") else zeros
         return dy_hat[:, t - 1, None] * w
 
+    def tanh_prime(h: torch.Tensor) -> torch.Tensor:
+        return 1 - h**2
+
+    dU, dV, dw, db = (torch.zeros_like(p) for p in (U, V, w, w))
+    dh = [None] * T
+    arriving: dict[int, torch.Tensor] = {}  # step -> the carried term sent to it
+    sent = zeros  # the last carried term computed: step 1's is dJ/dh_0
     for t in range(T, 0, -1):
-        dh[t - 1] = local(t + v.local_at) + carried  # local_t + carried_t
+        own = local(t + v.local_at)
+        carried = arriving.pop(t, zeros)
         if v.last_twice and t == T:
-            dh[t - 1] = dh[t - 1] + local(T)
+            carried = carried + local(T)  # the carried gradient started at dJ/dyhat_T w
+        dh[t - 1] = own + carried  # local_t + carried_t
         s = t + v.cache_at  # the step whose cache step t's backward reads
         if s < 1:
             s += T  # caches[-1]
-        dz = (
-            dh[t - 1]
-            if v.tanh_at is None
-            else dh[t - 1] * (1 - h_at(s + v.tanh_at, v.tanh_at != 0) ** 2)
+        step_tanh = (
+            hs[s] if v.tanh_at in (0, None) else h_at(t + v.tanh_at, v.wraps("tanh_at"))
         )
-        dU = dU + dz.T @ h_at(s + v.U_at, v.U_at != -1)
-        dV = dV + dz.T @ x_at(s + v.V_at)
+        if v.tanh_at is None:
+            dz = dh[t - 1]
+        elif v.own_tanh_at:
+            own_tanh = h_at(t + v.own_tanh_at, v.wraps("own_tanh_at"))
+            dz = own * tanh_prime(own_tanh) + carried * tanh_prime(step_tanh)
+        else:
+            dz = dh[t - 1] * tanh_prime(step_tanh)
+        h_prev = hs[s - 1] if v.U_at == -1 else h_at(t + v.U_at, v.wraps("U_at"))
+        x_t = x_at(s) if v.V_at == 0 else x_at(t + v.V_at, v.wraps("V_at"))
+        dU = dU + dz.T @ h_prev
+        dV = dV + dz.T @ x_t
         db = db + (dh[t - 1] if v.db_from_dh else dz).sum(0)
-        dw = dw + h_at(t + v.w_at, v.w_at != 0).T @ dy_hat[:, t - 1]
+        dw = dw + h_at(t + v.w_at, v.wraps("w_at")).T @ dy_hat[:, t - 1]
         carried_dz = (
-            dz
-            if v.carry_tanh_at == 0 or v.tanh_at is None
-            else dh[t - 1] * (1 - h_at(t + v.carry_tanh_at, False) ** 2)
+            dz if v.carry_tanh_at == 0 else dh[t - 1] * tanh_prime(h_at(t + v.carry_tanh_at))
         )
-        carried = {"U": carried_dz @ U, "U^T": carried_dz @ U.T, "none": torch.zeros_like(dz)}[
-            v.carry
-        ]
-    grads = {"U": dU, "V": dV, "w": dw, "b": db, "h0": carried, "dh": torch.stack(dh, dim=1)}
+        sent = {"U": carried_dz @ U, "U^T": carried_dz @ U.T, "none": zeros}[v.carry]
+        arriving[t + v.carry_at] = sent
+    grads = {"U": dU, "V": dV, "w": dw, "b": db, "h0": sent, "dh": torch.stack(dh, dim=1)}
     if v.after == "transpose":
         grads["U"] = dU.T
         if V.shape[0] == V.shape[1]:

@@ -51,6 +51,7 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
         dU, dV, dw, db = np.zeros_like(U), np.zeros_like(V), np.zeros_like(w), np.zeros(H)
         dh_all = np.zeros((B, T, H))
         dh_next = np.zeros((B, H))
+        carried_to = {}  # step -> what was carried to it (carry-off-by-one)
         errs = (yhat - Y) / (B * T) * error_factor  # (B, T)
         if mistake == "last-step-only":
             errs[:, :-1] = 0
@@ -61,7 +62,11 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
                 h_w = hs[:, t - 1]
             dw += h_w.T @ err
             up = errs[:, t - 2] if mistake == "upstream-off-by-one" else err  # -1 wraps to T
-            dh = up[:, None] * w[None, :] + dh_next
+            carried = dh_next
+            if mistake == "carry-off-by-one":  # dh_next kept one index too far back
+                carried = carried_to.pop(t, np.zeros((B, H)))
+            own = up[:, None] * w[None, :]
+            dh = own + carried
             if mistake == "last-step-twice" and t == T:
                 dh = dh + err[:, None] * w[None, :]
             dh_all[:, t - 1] = dh
@@ -75,6 +80,8 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
                 dz = dh * (1 - states[:, t - 2] ** 2)  # index -1 at t = 1: h_T
             elif mistake == "tanh-derivative-wrong-step/next":
                 dz = dh * (1 - (hs[:, t + 1] if t < T else 0) ** 2)
+            elif mistake == "local-tanh-derivative-wrong-step":
+                dz = own * (1 - hs[:, t - 1] ** 2) + carried * (1 - hs[:, t] ** 2)
             else:
                 dz = dh * (1 - hs[:, s] ** 2)
             h_prev = hs[:, t] if mistake == "off-by-one/U" else hs[:, s - 1]
@@ -95,6 +102,7 @@ def learner_bptt(mistake=None, error_factor=1.0, inner_scalar=False):
                 dh_next = (dh * (1 - hs[:, t - 1] ** 2)) @ U
             else:
                 dh_next = dz @ U
+            carried_to[t - 2] = dh_next
         out = {"U": dU, "V": dV, "w": dw, "dh": dh_all[0] if single else dh_all}
         if inner_scalar:
             out["U"] = float(dU[0, 0])
@@ -125,6 +133,8 @@ PLANTED = [
     "carry-tanh-derivative-wrong-step",
     "upstream-off-by-one",
     "cache-off-by-one",
+    "local-tanh-derivative-wrong-step",
+    "carry-off-by-one",
 ]
 BIAS_ONLY = {"bias-skips-tanh-derivative"}  # planted with --bias: it changes db alone
 

@@ -24,8 +24,11 @@ from echo_rnn.learner.contract import (
 )
 from echo_rnn.learner.diagnosis import (
     Diagnosis,
+    _always_changed,
     _autograd,
+    _pairs_for,
     _prefer_shared,
+    _refuted,
     _variations,
     departure,
     diagnose,
@@ -33,7 +36,7 @@ from echo_rnn.learner.diagnosis import (
 from echo_rnn.learner.report import LearnerReport, _precision_notes
 from echo_rnn.learner.tolerance import Tolerances, _precision, judge
 from echo_rnn.learner.truncation import _truncated, find_truncation, truncation_words
-from echo_rnn.mistakes import CATALOGUE, MISORIENTED, PAIRS, VARIATIONS
+from echo_rnn.mistakes import CATALOGUE, MISORIENTED, VARIATIONS
 from echo_rnn.problem import Problem
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, run_in_child
 
@@ -68,11 +71,14 @@ def compare_returned(
         for k in names
     ]
     diagnoses: dict[str, Diagnosis] = {}
+    second: dict[str, tuple[Any, float]] = {}  # name -> (gradient, tightest tolerance)
     varied: dict[str, list] = {}  # computed once, and only for a gradient that needs it
 
-    def candidates(which: str) -> list:
+    def candidates(which: str, name: str) -> list:
+        if which == "two":
+            return _pairs_for(problem, name)
         if which not in varied:
-            varied[which] = _variations(problem, VARIATIONS if which == "one" else PAIRS)
+            varied[which] = _variations(problem, VARIATIONS)
         return varied[which]
 
     found = None
@@ -106,25 +112,33 @@ def compare_returned(
         got = returned.grads[r.name]
         rels = [judged[r.name].tolerance]
         if _precision(returned.dtypes.get(r.name, "float64")) == "float64":
-            # float64 arrays from code that keeps its states in float32 make the mistake
-            # to float32's rounding only
-            rels.append(tolerances(r.name, "float32"))
+            # float64's rounding first (a row that disagrees was judged last at float32's):
+            # two mistakes whose gradients differ from one's by less than float32's
+            # rounding are told apart there; then float32's, for float64 arrays from code
+            # that keeps its states in float32
+            rels = [tolerances(r.name, "float64"), tolerances(r.name, "float32")]
         more = Diagnosis([], [], [])
-        # one mistake, else two made together (not for zeros: two mistakes can cancel)
-        for which in ("one", "two") if bool(got.any()) else ("one",):
-            for rel in rels:
+        # one mistake, else two made together (not for zeros: two mistakes can cancel), at
+        # the tightest tolerance first: two mistakes reproducing it to float64's rounding
+        # are a better account than one to float32's. One mistake times a constant, or as
+        # one number of another value, gives way to two that reproduce it as it is.
+        found_first = None
+        for rel in rels:
+            for which in ("one", "two") if bool(got.any()) else ("one",):
                 more = diagnose(
-                    r.name, got, right[r.name], candidates(which), problem.B, problem.T, rel=rel
+                    r.name, got, right[r.name], candidates(which, r.name), problem.B, problem.T, rel=rel
                 )
-                if more.codes:
+                if more.codes and more.exact:
                     break
-            if more.codes:
-                break
-        for i, code in enumerate(more.codes):  # a record told in the learner's layout
-            if CATALOGUE[code].in_layout is not None:
-                more.says[i], more.fixes[i] = CATALOGUE[code].in_layout(
-                    layout, r.name, None, shapes[r.name]
-                )
+                found_first = found_first or (more if more.codes else None)
+            else:
+                continue
+            break
+        else:
+            more = found_first or more
+        if not d.codes:  # looked at again with what the others name (_second_look)
+            second[r.name] = (got, rels[0])
+        _in_layout(more, layout, r.name, shapes[r.name])
         if d.codes:  # misoriented, and more: both told
             more = Diagnosis(
                 d.codes + more.codes,
@@ -135,7 +149,12 @@ def compare_returned(
                 more.ways,
             )
         diagnoses[r.name] = more
-    _prefer_shared(diagnoses)
+    always = _always_changed(problem)
+    for name, (got, rel) in second.items():
+        better = _second_look(name, got, right[name], diagnoses, always, problem, rel)
+        if better is not None:
+            diagnoses[name] = _in_layout(better, layout, name, shapes[name])
+    _prefer_shared(diagnoses, always)
     unexplained = any(not r.agrees and not diagnoses[r.name].codes for r in rows) and found is None
     dep = (
         departure(returned.grads["dh"], right["dh"], judged["dh"].tolerance)
@@ -158,6 +177,46 @@ def compare_returned(
         layout=layout,
         truncation_found=found,
     )
+
+
+def _in_layout(d: Diagnosis, layout: Any, name: str, shape: tuple[int, ...]) -> Diagnosis:
+    """``d`` with a record that words itself in the learner's layout so worded."""
+    for i, code in enumerate(d.codes):
+        if CATALOGUE[code].in_layout is not None:
+            d.says[i], d.fixes[i] = CATALOGUE[code].in_layout(layout, name, None, shape)
+    return d
+
+
+def _second_look(
+    name: str,
+    got: Any,
+    right: Any,
+    diagnoses: dict[str, Diagnosis],
+    always: dict[str, set[str]],
+    problem: Problem,
+    rel: float,
+) -> Diagnosis | None:
+    """Gradient ``name`` diagnosed again with what the other gradients name, or None: one
+    mistake that reproduces it, which another gradient shows is not made (:func:`_refuted`),
+    gives way to two made together that reproduce it as well; a gradient that is zero, which
+    no one mistake makes, is the pair of mistakes the others name when that pair makes it
+    zero (two mistakes can cancel, so zero names no pair the others do not name)."""
+    d = diagnoses[name]
+    pairs = _pairs_for(problem, name)
+    if not got.any():
+        if d.codes:
+            return None
+        named = {c for n, o in diagnoses.items() if n != name for c in o.codes}
+        pairs = [(v, g) for v, g in pairs if set(v.codes) <= named]
+    elif not d.ways or not all(
+        any(_refuted(c, name, diagnoses, always) for c in w) for w in d.ways
+    ):
+        return None
+    two = diagnose(name, got, right, pairs, problem.B, problem.T, rel=rel)
+    standing = [
+        w for w in two.ways if not any(_refuted(c, name, diagnoses, always) for c in w)
+    ]
+    return two if two.codes and standing else None
 
 
 def report_for(

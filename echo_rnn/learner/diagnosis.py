@@ -34,10 +34,11 @@ MATCH_REL = 1e-8
 # the tanh' mistakes sit closest to each other and to the right gradient; of seeds 0-19,
 # DEFAULT_SEED (7, echo_rnn/problem.py) keeps them furthest apart: every two variations of
 # the catalogue differ on every gradient by DEFAULT_SEPARATION of its scale at least, after
-# the best constant factor (`separation`; the closest pair is the right dU and tanh' at the
-# previous step in the carried term only), over 1e5 times MATCH_REL. How both are checked
-# when a mistake is added: echo_rnn/mistakes.py's docstring.
-DEFAULT_SEPARATION = 1.5e-3
+# the best constant factor (`separation`; the closest pair is dJ/dh_t with tanh' at the
+# previous step on the whole of it and on the step's own loss term only, 1.28e-3 apart),
+# over 1e5 times MATCH_REL. How both are checked when a mistake is added:
+# echo_rnn/mistakes.py's docstring.
+DEFAULT_SEPARATION = 1.2e-3
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Diagnosis:
     # the codes of each variation that reproduces it: one, or two made together, which
     # stand or fall together (:func:`_prefer_shared`)
     ways: list[tuple[str, ...]] = field(default_factory=list)
+    # whether a variation reproduces it as it is (times 1), not only times a constant or as
+    # one number of another value: two mistakes made together that do are the better account
+    exact: bool = False
 
 
 def _best_constant(got: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
@@ -127,10 +131,11 @@ def diagnose(
     unfitted = []
     if one_number:  # one value where the record makes one number: that record, whatever it is
         codes = {m.code for m in one_number}
-        kept = [(v, c) for v, c in matches if v is not None and v.code in codes]
-        unfitted = [m for m in one_number if not any(v.code == m.code for v, _ in kept)]
+        kept = [(v, c) for v, c in matches if v is not None and codes & set(v.codes)]
+        unfitted = [m for m in one_number if not any(m.code in v.codes for v, _ in kept)]
         matches = kept + [(m.variations[0], None) for m in unfitted]
     d = Diagnosis(codes=[], says=[], fixes=[])
+    d.exact = any(v is not None and c is not None and abs(c - 1) <= match for v, c in matches)
     for v, _ in matches:
         if v is None:
             continue
@@ -193,6 +198,25 @@ def _variations(
     return problem.cached(f"variations:{known}", make) if known else make()
 
 
+def _pairs_for(problem: Problem, name: str) -> list[tuple[Variation, dict[str, torch.Tensor]]]:
+    """The pairs of mistakes made together (PAIRS) whose two mistakes each change gradient
+    ``name``: where one of them leaves it alone, the pair gives what the other gives alone,
+    which the single variations already try."""
+
+    def make() -> list[tuple[Variation, dict[str, torch.Tensor]]]:
+        right = _autograd(problem)
+        touches = {
+            id(v): not _close(g[name], right[name]) for v, g in _variations(problem) if name in g
+        }
+        return [
+            (v, g)
+            for v, g in _variations(problem, PAIRS)
+            if all(touches.get(id(p), True) for p in v.parts)
+        ]
+
+    return problem.cached(f"pairs:{name}", make)
+
+
 def separation(problem: Problem) -> tuple[float, str]:
     """How far apart the catalogue's variations are on ``problem``: the smallest relative
     residual, max |a - c b| / max |a| with the best constant c, over every gradient and every
@@ -245,13 +269,43 @@ def departure(
     return None
 
 
-def _prefer_shared(diagnoses: dict[str, Diagnosis]) -> None:
+def _always_changed(problem: Problem) -> dict[str, set[str]]:
+    """Per code of the catalogue (made by variations), the gradients every way of making it
+    changes on ``problem``: a mistake that is there shows in each of them."""
+
+    def make() -> dict[str, set[str]]:
+        right = _autograd(problem)
+        out: dict[str, set[str]] = {}
+        for v, g in _variations(problem):
+            changed = {n for n in right if n in g and not _close(g[n], right[n])}
+            out[v.code] = out[v.code] & changed if v.code in out else changed
+        return out
+
+    return problem.cached("always changed", make)
+
+
+def _refuted(
+    code: str, name: str, diagnoses: dict[str, Diagnosis], always: dict[str, set[str]] | None
+) -> bool:
+    """Whether another gradient than ``name``, explained without ``code``, shows the mistake
+    is not made: every way of making it changes that gradient (``always``)."""
+    return any(
+        n != name and o.ways and code not in o.codes and n in (always or {}).get(code, ())
+        for n, o in diagnoses.items()
+    )
+
+
+def _prefer_shared(
+    diagnoses: dict[str, Diagnosis], always: dict[str, set[str]] | None = None
+) -> None:
     """Some mistakes give one gradient the same value (tanh' at the previous step, in the
     whole step or in the carried term only, give the same dJ/dh_t): where a gradient is
-    explained in several ways, keep those whose codes the other gradients name too (on
-    average over a way's codes: two mistakes made together stand or fall together, so that
-    a gradient two mistakes made keeps both, and one a shared mistake explains alone does
-    not gain a second)."""
+    explained in several ways, drop a way with a mistake that another gradient, explained
+    without it, shows it is not made (every way of making it changes that gradient,
+    ``always``: :func:`_always_changed`), then keep those whose codes the other gradients
+    name too (on average over a way's codes: two mistakes made together stand or fall
+    together, so that a gradient two mistakes made keeps both, and one a shared mistake
+    explains alone does not gain a second)."""
     constant = {m.code for m in CONSTANTS}  # told beside any other: never dropped
     for name, d in diagnoses.items():
         ways = list(dict.fromkeys(tuple(c for c in w if c not in constant) for w in d.ways))
@@ -259,14 +313,18 @@ def _prefer_shared(diagnoses: dict[str, Diagnosis]) -> None:
         if len(ways) < 2:
             continue
 
+        standing = [
+            w for w in ways if not any(_refuted(c, name, diagnoses, always) for c in w)
+        ] or ways
+
         def named_by(code: str, name: str = name) -> int:
             return sum(code in o.codes for n, o in diagnoses.items() if n != name)
 
-        score = {w: sum(named_by(c) for c in w) / len(w) for w in ways}
+        score = {w: sum(named_by(c) for c in w) / len(w) for w in standing}
         most = max(score.values())
-        if not most:
-            continue
-        keep = {c for w in ways if score[w] == most for c in w}
+        keep = {c for w in standing if score[w] == most for c in w} if most else None
+        if keep is None:
+            keep = {c for w in standing for c in w}
         dropped = {c for w in ways for c in w} - keep
         if dropped:
             kept = [i for i, c in enumerate(d.codes) if c not in dropped]
