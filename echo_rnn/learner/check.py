@@ -200,14 +200,15 @@ def _second_look(
     mistake that reproduces it, which another gradient shows is not made (:func:`_refuted`),
     gives way to two made together that reproduce it as well; a gradient that is zero, which
     no one mistake makes, is the pair of mistakes the others name when that pair makes it
-    zero (two mistakes can cancel, so zero names no pair the others do not name)."""
+    zero (two mistakes can cancel, so zero names only a pair one of whose mistakes the
+    others name)."""
     d = diagnoses[name]
     pairs = _pairs_for(problem, name)
     if not got.any():
         if d.codes:
             return None
         named = {c for n, o in diagnoses.items() if n != name for c in o.codes}
-        pairs = [(v, g) for v, g in pairs if set(v.codes) <= named]
+        pairs = [(v, g) for v, g in pairs if set(v.codes) & named]
     elif not d.ways or not all(
         any(_refuted(c, name, diagnoses, always) for c in w) for w in d.ways
     ):
