@@ -27,6 +27,7 @@ from echo_rnn.grade.submissions import NotebookError, Submission, notebook_sourc
 from echo_rnn.layouts import adapter as make_adapter
 from echo_rnn.learner import BadReturn, LearnerReport, check_return, compare_returned, departure
 from echo_rnn.learner.contract import _NotAMapping
+from echo_rnn.learner.diagnosis import hidden_behind
 from echo_rnn.problem import Problem
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, LearnerFailed, run_in_child
 
@@ -73,6 +74,9 @@ class Verdict:
     printed: str = ""
     seconds: float = 0.0
     departs_at: int | None = None  # the first step, from T, where its dJ/dh_t departs
+    # mistakes a named one may hide (code -> the named code): beside it they change none
+    # of the gradients returned (:func:`echo_rnn.learner.diagnosis.hidden_behind`)
+    hidden: dict[str, str] = field(default_factory=dict)
     traceback: str = ""  # their traceback, when their code raised
 
     @property
@@ -266,6 +270,16 @@ def verdict_of(
         v.reason = f"{', '.join(shown)} {UNEXPLAINED}{where}"
     else:
         v.status = "mistake"
+        named = [m.code for m in v.mistakes]
+        v.hidden = hidden_behind(named, returned.grads, problem)
+        if v.hidden:
+            v.reason = "; ".join(
+                f"{shown} may hide {', '.join(c for c, b in v.hidden.items() if b == shown)}: "
+                f"made beside {shown}, "
+                f"{'it changes' if list(v.hidden.values()).count(shown) == 1 else 'they change'}"
+                " none of the gradients returned"
+                for shown in dict.fromkeys(v.hidden.values())
+            )
     return v
 
 

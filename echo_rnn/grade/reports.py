@@ -127,6 +127,7 @@ def verdict_dict(v: Verdict) -> dict[str, Any]:
             for m in v.mistakes
         ],
         "tests": v.tests,
+        "hidden": [{"code": c, "behind": b} for c, b in v.hidden.items()],
         "departs_at": v.departs_at,
         "seconds": round(v.seconds, 3),
         "report": v.report.to_dict() if v.report is not None else None,

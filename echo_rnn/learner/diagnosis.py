@@ -333,3 +333,34 @@ def _prefer_shared(
             d.says = [says_fixes[i][0] for i in kept if i < len(says_fixes)]
             d.fixes = [says_fixes[i][1] for i in kept if i < len(says_fixes)]
             d.ways = [w for w in d.ways if not set(w) & dropped]
+
+
+def hidden_behind(
+    named: list[str], got: dict[str, torch.Tensor], problem: Problem
+) -> dict[str, str]:
+    """The mistakes of the catalogue a named one may hide, ``{code: the named code}``: made
+    beside a named mistake (by a way of making it that reproduces ``got`` wherever it
+    changes a gradient), each changes none of the gradients ``got`` holds, though alone it
+    changes one of them. No gradient can tell such a pair from the named mistake alone (a
+    cache read one step off already reads tanh' and x_t from the step before, so tanh' or
+    x_t taken one step back beside it change nothing), so the report says they may be there."""
+    right, singles = _autograd(problem), {id(v): g for v, g in _variations(problem)}
+    names = [n for n in got if n in right]
+
+    def reproduces(v: Variation) -> bool:
+        g = singles[id(v)]
+        return all(_close(got[n], g[n]) for n in names if not _close(g[n], right[n]))
+
+    out: dict[str, str] = {}
+    for pair, g in _variations(problem, PAIRS):
+        for a, b in (pair.parts, pair.parts[::-1]):
+            if a.code not in named or b.code in named or b.code in out:
+                continue
+            alone, beside = singles[id(b)], singles[id(a)]
+            if (
+                any(not _close(alone[n], right[n]) for n in names)
+                and all(_close(g[n], beside[n]) for n in names)
+                and reproduces(a)
+            ):
+                out[b.code] = a.code
+    return out
