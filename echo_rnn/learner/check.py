@@ -36,7 +36,7 @@ from echo_rnn.learner.diagnosis import (
 from echo_rnn.learner.report import LearnerReport, _precision_notes
 from echo_rnn.learner.tolerance import Tolerances, _precision, judge
 from echo_rnn.learner.truncation import _truncated, find_truncation, truncation_words
-from echo_rnn.mistakes import CATALOGUE, MISORIENTED, VARIATIONS
+from echo_rnn.mistakes import CATALOGUE, CONSTANTS, MISORIENTED, VARIATIONS
 from echo_rnn.problem import Problem
 from echo_rnn.sandbox import DEFAULT_TIMEOUT, run_in_child
 
@@ -72,6 +72,7 @@ def compare_returned(
     ]
     diagnoses: dict[str, Diagnosis] = {}
     second: dict[str, tuple[Any, float]] = {}  # name -> (gradient, tightest tolerance)
+    exact_pairs: dict[str, Diagnosis] = {}  # two mistakes where one times a constant fits too
     varied: dict[str, list] = {}  # computed once, and only for a gradient that needs it
 
     def candidates(which: str, name: str) -> list:
@@ -136,6 +137,10 @@ def compare_returned(
             break
         else:
             more = found_first or more
+        if found_first is not None and more is not found_first:
+            # one mistake times a constant, or two as they are: the other gradients choose
+            exact_pairs[r.name] = _in_layout(more, layout, r.name, shapes[r.name])
+            more = found_first
         if not d.codes:  # looked at again with what the others name (_second_look)
             second[r.name] = (got, rels[0])
         _in_layout(more, layout, r.name, shapes[r.name])
@@ -149,6 +154,17 @@ def compare_returned(
                 more.ways,
             )
         diagnoses[r.name] = more
+    constants = {m.code for m in CONSTANTS}
+    for name, pair in exact_pairs.items():
+        # the constant (sign, scale) one mistake needs is the pair's better account unless
+        # a gradient two mistakes do not explain shows the same constant
+        d = diagnoses[name]
+        if not any(
+            n not in exact_pairs and c in o.codes and o.factor_name == d.factor_name
+            for c in set(d.codes) & constants
+            for n, o in diagnoses.items()
+        ):
+            diagnoses[name] = pair
     always = _always_changed(problem)
     for name, (got, rel) in second.items():
         better = _second_look(name, got, right[name], diagnoses, always, problem, rel)
