@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from echo_rnn.engine.backends import training_backend
 from echo_rnn.compare import BENCH_REL_F32, compare_grads
 from echo_rnn.data import make_echo_batch
 from echo_rnn.devices import cpu_threads
+from echo_rnn.engine.backends import training_backend
 from echo_rnn.engine.graphs import capture
 from echo_rnn.kernels import compiled
 from echo_rnn.model import EchoRNN, echo_loss, to_nn_rnn

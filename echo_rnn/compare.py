@@ -92,8 +92,8 @@ def manual_grads(
         x: ``(B, T)`` or ``(B, T, I)``; y: ``(B, T)``.
         h0: ``(B, H)`` or None.
         truncate: window length of truncated BPTT, or None.
-        kernel: ``"reference"`` (:mod:`echo_rnn.kernels.reference`, written to be read) or ``"fast"``
-            (:mod:`echo_rnn.kernels.bptt`, what ``--backend bptt`` trains with).
+        kernel: ``"reference"`` (:mod:`echo_rnn.kernels.reference`, written to be read) or
+            ``"fast"`` (:mod:`echo_rnn.kernels.bptt`, what ``--backend bptt`` trains with).
         hidden: also return dJ/dh_t for every step as ``"dh"``, ``(B, T, H)`` (the gradient
             flow through time).
 

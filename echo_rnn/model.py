@@ -30,8 +30,9 @@ class EchoRNN(nn.Module):
         generator: where the initial parameters are drawn from (default: the global RNG,
             as ``torch.nn`` layers do; pass one to leave the global RNG untouched).
         backend: ``"autograd"`` runs the recurrence as ordinary tensor ops and lets autograd
-            differentiate it; ``"bptt"`` runs it through :class:`echo_rnn.kernels.bptt.BPTTFunction`,
-            whose backward is the hand-written kernel. Both give the same outputs and gradients.
+            differentiate it; ``"bptt"`` runs it through
+            :class:`echo_rnn.kernels.bptt.BPTTFunction`, whose backward is the hand-written
+            kernel. Both give the same outputs and gradients.
 
     Parameters: ``U`` (H, H), ``V`` (H, I), ``w`` (H,), and ``b`` (H,) when ``bias=True``.
     """

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig
 from echo_rnn.model import EchoRNN, model_from_config
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[EchoRNN, TrainConfig]:

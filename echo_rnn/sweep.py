@@ -26,16 +26,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from echo_rnn.engine import distributed
-from echo_rnn.run.checkpoint import read_summary, written_checkpoint
 from echo_rnn.config import MAX_SEED, ConfigError, TrainConfig
-from echo_rnn.run.locks import Busy, DirLock
+from echo_rnn.engine import distributed
 from echo_rnn.engine.population_train import population_key, train_population
+from echo_rnn.engine.train import NonFiniteLoss, TrainingInterrupted, train
 from echo_rnn.progress import REPORT_EVERY_S, Job, SweepProgress, Throttled
+from echo_rnn.run.checkpoint import read_summary, written_checkpoint
+from echo_rnn.run.locks import Busy, DirLock
 from echo_rnn.run.rundir import logdir_error
 from echo_rnn.run.signals import stop_requests
 from echo_rnn.tables import results_markdown, summarize, write_results
-from echo_rnn.engine.train import NonFiniteLoss, TrainingInterrupted, train
 
 # Far more than a machine runs in a day; stops a typo from building a grid of 10^8 configs.
 MAX_POINTS = 100_000

@@ -7,8 +7,9 @@ against (``echo-rnn gradcheck --grads ... --truncate k [--truncation back]``):
   as a well-known tutorial's ``bptt_truncate`` does: the loss of step s reaches the states
   h_s, ..., h_{s-k} and the steps s, ..., s-k (h_0 when s - k <= 0).
 
-Same notation as :mod:`echo_rnn.kernels.reference`: row vectors, x (B, T, I), y (B, T), dh (B, T, H),
-float64 tensors; the gradients of J = mean over the batch of sum_t (yhat_t - y_t)^2 / (2T).
+Same notation as :mod:`echo_rnn.kernels.reference`: row vectors, x (B, T, I), y (B, T),
+dh (B, T, H), float64 tensors; the gradients of J = mean over the batch of
+sum_t (yhat_t - y_t)^2 / (2T).
 """
 
 from __future__ import annotations

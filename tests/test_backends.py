@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from echo_rnn.engine import backends
 from echo_rnn.config import ConfigError
-from echo_rnn.kernels import compiled
+from echo_rnn.engine import backends
 from echo_rnn.engine.train import train
+from echo_rnn.kernels import compiled
 from helpers import run_main, small_config, small_flags
 
 needs_kernel = pytest.mark.skipif(

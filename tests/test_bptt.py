@@ -7,8 +7,6 @@ import torch
 
 import echo_rnn.kernels.bptt as bptt
 from conftest import DEVICES
-from echo_rnn.kernels import reference
-from echo_rnn.kernels.bptt import BPTTFunction
 from echo_rnn.compare import (
     KERNELS_REL_F64,
     SCALE_ATOL_F64,
@@ -19,6 +17,8 @@ from echo_rnn.compare import (
     manual_grads,
     run_gradcheck,
 )
+from echo_rnn.kernels import reference
+from echo_rnn.kernels.bptt import BPTTFunction
 from echo_rnn.model import EchoRNN
 
 # The tolerances, with their reasons, are the package's one table (echo_rnn/compare.py).

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import echo_rnn.run.checkpoint as ckpt
-from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from helpers import cli, small_config
 
 

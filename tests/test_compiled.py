@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from echo_rnn.kernels import reference
 from echo_rnn.compare import KERNELS_REL_F64, autograd_grads, autograd_hidden_grads
 from echo_rnn.data import echo_targets
 from echo_rnn.kernels import compiled as kc
+from echo_rnn.kernels import reference
 from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
 
 pytestmark = pytest.mark.skipif(not kc.AVAILABLE, reason=kc.UNAVAILABLE_REASON or "")

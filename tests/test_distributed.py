@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from echo_rnn.run.checkpoint import load_checkpoint
 from echo_rnn.model import EchoRNN
+from echo_rnn.run.checkpoint import load_checkpoint
 from helpers import cli, python, scalar_series, small_flags
 
 pytestmark = [

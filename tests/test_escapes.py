@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import helpers
-from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from helpers import cli, events, run_main, small_config, small_flags
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import echo_rnn.run.rundir as rundir_mod
 import echo_rnn.engine.train as train_mod
+import echo_rnn.run.rundir as rundir_mod
 import helpers
-from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
-from echo_rnn.run.rundir import StorageError
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.run.rundir import StorageError
 from helpers import cli, events, run_main, scalar_series, small_config, small_flags
 
 # --- threads: the curve depends on the count, so the run sets it --------------------------

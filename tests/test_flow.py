@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_bptt import _retained_dh
 
+from echo_rnn.engine.train import train
 from echo_rnn.flow import format_per_step, per_step, step_norms
 from echo_rnn.problem import Problem
 from echo_rnn.run.tblog import FLOW_TAG, flow_rgb
-from echo_rnn.engine.train import train
 from helpers import events, run_main, small_config
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import echo_rnn.run.checkpoint as ckpt
-from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from helpers import cli, run_main, small_config
 
 # A message is one line of about a terminal's width, whatever the file holds.

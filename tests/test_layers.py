@@ -34,7 +34,13 @@ LAYERS = {
         "run.events",
         "run.tblog",
     ],
-    "kernels": ["kernels", "kernels.reference", "kernels.bptt", "kernels.compiled", "engine.graphs"],
+    "kernels": [
+        "kernels",
+        "kernels.reference",
+        "kernels.bptt",
+        "kernels.compiled",
+        "engine.graphs",
+    ],
     "model": ["model", "kernels.population", "engine.members"],
     "verify": [
         "problem",

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.config import ConfigError
-from echo_rnn.run.locks import LOCK_NAME, Busy, DirLock
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
+from echo_rnn.run.locks import LOCK_NAME, Busy, DirLock
 from helpers import cli, python, run_main, small_config, small_flags
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from echo_rnn.config import TrainConfig
-from echo_rnn.kernels import compiled
 from echo_rnn.engine.members import Members, counter_of
+from echo_rnn.kernels import compiled
 
 pytestmark = pytest.mark.skipif(
     not compiled.AVAILABLE, reason=f"compiled kernel not built: {compiled.UNAVAILABLE_REASON}"

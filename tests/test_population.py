@@ -6,10 +6,9 @@ import itertools
 import pytest
 import torch
 
-from echo_rnn.kernels import bptt
 from echo_rnn.compare import KERNELS_REL_F64, SCALE_ATOL_F64, TOLERANCES, autograd_grads
 from echo_rnn.data import make_echo_batch
-from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
+from echo_rnn.kernels import bptt
 from echo_rnn.kernels.population import (
     PopulationRNN,
     clip_grad_norms_,
@@ -19,6 +18,7 @@ from echo_rnn.kernels.population import (
     population_grads,
     population_loss,
 )
+from echo_rnn.model import EchoRNN, bit_accuracy, echo_loss
 
 R = 3  # members per population: enough for a first, a middle and a last run
 

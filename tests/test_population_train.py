@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import echo_rnn.engine.population_train as pt
-from echo_rnn.run.checkpoint import load_checkpoint
 from echo_rnn.config import ConfigError, build_config
 from echo_rnn.engine.members import Members
 from echo_rnn.engine.population_train import population_key, train_population
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import load_checkpoint
 from helpers import events, scalar_series
 
 SERIES = ("train loss", "val loss", "val accuracy", "grad norm", "kernel vs autograd")
@@ -274,8 +274,8 @@ def test_a_population_that_cannot_fit_is_refused_before_anything_is_written(tmp_
 def test_each_member_is_locked_while_its_population_trains(tmp_path, one_thread):
     # Before: the sweep's lock covered the population, but `train --resume` of a member's
     # directory while the population trained in it was not refused: two writers.
-    from echo_rnn.run.locks import Busy, DirLock
     from echo_rnn.engine.train import TrainingInterrupted
+    from echo_rnn.run.locks import Busy, DirLock
 
     base = frontier(tmp_path, steps=50)
     configs = [replace(base, seed=s, run_name=f"s{s}") for s in range(2)]

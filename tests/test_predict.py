@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from echo_rnn.predict import parse_bits
 from echo_rnn.engine.train import train
+from echo_rnn.predict import parse_bits
 from helpers import cli, small_config
 
 

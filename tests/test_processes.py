@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import echo_rnn.run.rundir as rundir_mod
 import echo_rnn.engine.train as train_mod
+import echo_rnn.run.rundir as rundir_mod
 import helpers
-from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from echo_rnn.engine.train import train
+from echo_rnn.run.checkpoint import checkpoint_path, load_checkpoint
 from helpers import cli, run_main, scalar_series, small_config, small_flags
 
 ROOT = Path(__file__).resolve().parent.parent

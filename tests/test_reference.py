@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from echo_rnn.kernels import reference
 from echo_rnn.compare import KERNELS_REL_F64
+from echo_rnn.kernels import reference
 
 PACKAGE = Path(__file__).resolve().parents[1] / "echo_rnn"
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from echo_rnn.engine.train import train
 from echo_rnn.run.events import EventFile, event_file_in
 from echo_rnn.run.runlog import PICTURES_PER_RUN
-from echo_rnn.engine.train import train
 from helpers import events, python, scalar_series, small_config
 
 

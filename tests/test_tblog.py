@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from echo_rnn.run import tblog
-from echo_rnn.tables import heatmap_image
 from echo_rnn.run.tblog import axis_ticks, flow_rgb, heatmap_rgb, sequence_rgb
+from echo_rnn.tables import heatmap_image
 
 WIDTHS = (tblog.MIN_WIDTH, tblog.MAX_WIDTH)
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import requires_cuda
-from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from echo_rnn.config import ConfigError, TrainConfig, build_config
-from echo_rnn.model import EchoRNN
 from echo_rnn.engine.train import NonFiniteLoss, train
+from echo_rnn.model import EchoRNN
+from echo_rnn.run.checkpoint import CheckpointError, load_checkpoint
 from helpers import cli, events, python, run_main, scalar_series, small_config, small_flags
 
 

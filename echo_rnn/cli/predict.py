@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from echo_rnn.run.checkpoint import CheckpointError
 from echo_rnn.cli import UsageError
 from echo_rnn.cli.args import device
 from echo_rnn.console import strict_json
 from echo_rnn.devices import DEVICE_HELP
 from echo_rnn.predict import Echo, load_model, parse_bits, read_bits
+from echo_rnn.run.checkpoint import CheckpointError
 
 
 def add_parser(sub) -> None:

@@ -8,8 +8,6 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from echo_rnn.engine import distributed
-from echo_rnn.run.checkpoint import CheckpointError
 from echo_rnn.cli import Failed
 from echo_rnn.cli.args import COUNT, arg_type
 from echo_rnn.cli.train import add_setup_flags
@@ -22,6 +20,8 @@ from echo_rnn.config import (
     config_overrides,
 )
 from echo_rnn.console import strict_json
+from echo_rnn.engine import distributed
+from echo_rnn.run.checkpoint import CheckpointError
 from echo_rnn.run.locks import Busy
 from echo_rnn.run.rundir import StorageError, storage_reason
 from echo_rnn.sweep import check_rerun, echo_steps_for, grid, parse_int_list, run_sweep

@@ -1,5 +1,6 @@
 """``echo-rnn train``: the flags are TrainConfig's fields (echo_rnn/config.py); the run is
-:func:`echo_rnn.engine.train.train`'s, which validates the config once, before anything is written."""
+:func:`echo_rnn.engine.train.train`'s, which validates the config once, before anything is
+written."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import argparse
 import dataclasses
 import shlex
 
-from echo_rnn.engine import distributed
-from echo_rnn.run.checkpoint import CheckpointError
 from echo_rnn.cli import Failed, UsageError
 from echo_rnn.config import PRESETS, add_config_flags, build_config, config_overrides
 from echo_rnn.console import strict_json
+from echo_rnn.engine import distributed
+from echo_rnn.engine.train import NonFiniteLoss, TrainingInterrupted, train
 from echo_rnn.errors import ConfigError
+from echo_rnn.run.checkpoint import CheckpointError
 from echo_rnn.run.locks import Busy
 from echo_rnn.run.rundir import StorageError, open_run
-from echo_rnn.engine.train import NonFiniteLoss, TrainingInterrupted, train
 
 
 def add_setup_flags(p: argparse.ArgumentParser):

@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from echo_rnn.config import TrainConfig
-from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.data import echo_targets
+from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.kernels import compiled
 from echo_rnn.model import EchoRNN, optimizer_groups
 

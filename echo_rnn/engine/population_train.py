@@ -11,13 +11,14 @@ so it costs nothing afterwards; the others go on.
 
 Exact: on CPU, with one thread, a member's curve and checkpoint equal ``train``'s for the same
 config bit for bit where the population kernel's products round like the single-run kernel's
-(the frontier shape: see :mod:`echo_rnn.kernels.population`), which is why only configs for which the
-population computes what ``train`` computes may join (:func:`population_key`): the fast kernel
-(``backend = "bptt"``), a fresh random batch per step, no CUDA graph, and not a curriculum
-together with a learning-rate schedule (each member's rate would halve from the step it
-reached its last k). A curriculum is each member's own (its k, its targets, its accuracy at
+(the frontier shape: see :mod:`echo_rnn.kernels.population`), which is why only configs for
+which the population computes what ``train`` computes may join (:func:`population_key`): the
+fast kernel (``backend = "bptt"``), a fresh random batch per step, no CUDA graph, and not a
+curriculum together with a learning-rate schedule (each member's rate would halve from the step
+it reached its last k). A curriculum is each member's own (its k, its targets, its accuracy at
 k); an lr schedule alone halves every member's rate at the same steps; SGD or Adam, fused or
-not (:class:`~echo_rnn.kernels.population.PopulationAdam` gives the fused kernel each run's rows alone).
+not (:class:`~echo_rnn.kernels.population.PopulationAdam` gives the fused kernel each run's
+rows alone).
 """
 
 from __future__ import annotations
@@ -32,27 +33,12 @@ from pathlib import Path
 
 import torch
 
-from echo_rnn.engine.backends import check_backend, training_backend
-from echo_rnn.run.checkpoint import checkpoint_path, save_checkpoint
 from echo_rnn.config import TrainConfig
-from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.data import bits, echo_targets, make_echo_batch
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
-from echo_rnn.errors import ConfigError
-from echo_rnn.run.locks import DirLock
+from echo_rnn.engine.backends import check_backend, training_backend
+from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.engine.members import Members, held_out
-from echo_rnn.model import EchoRNN, make_optimizer, model_from_config, weights_digest
-from echo_rnn.kernels.population import (
-    PopulationAdam,
-    PopulationRNN,
-    clip_grad_norms_,
-    population_accuracy,
-    population_grads,
-    population_loss,
-)
-from echo_rnn.run.rundir import HeldDir, StorageError, create_run_dir, storage_reason
-from echo_rnn.run.runlog import RunLog
-from echo_rnn.run.signals import stop_requests
 from echo_rnn.engine.train import (
     VAL_SEED_OFFSET,
     TrainingInterrupted,
@@ -63,6 +49,21 @@ from echo_rnn.engine.train import (
     run_state,
     write_outcome,
 )
+from echo_rnn.errors import ConfigError
+from echo_rnn.kernels.population import (
+    PopulationAdam,
+    PopulationRNN,
+    clip_grad_norms_,
+    population_accuracy,
+    population_grads,
+    population_loss,
+)
+from echo_rnn.model import EchoRNN, make_optimizer, model_from_config, weights_digest
+from echo_rnn.run.checkpoint import checkpoint_path, save_checkpoint
+from echo_rnn.run.locks import DirLock
+from echo_rnn.run.rundir import HeldDir, StorageError, create_run_dir, storage_reason
+from echo_rnn.run.runlog import RunLog
+from echo_rnn.run.signals import stop_requests
 
 # What members of one population may differ in; everything else of their configs is shared.
 MEMBER_FIELDS = ("echo_step", "seed", "run_name")

@@ -24,19 +24,16 @@ from typing import Any, Callable
 
 import torch
 
-from echo_rnn.engine import distributed
-
-from echo_rnn.run import rundir
-from echo_rnn.engine.backends import check_backend, training_backend
-from echo_rnn.run.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from echo_rnn.compare import autograd_grads, manual_grads
 from echo_rnn.config import ConfigError, TrainConfig
-from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.data import echo_targets, make_echo_batch
 from echo_rnn.devices import cpu_threads, resolve_device
-from echo_rnn.flow import step_norms
+from echo_rnn.engine import distributed
+from echo_rnn.engine.backends import check_backend, training_backend
+from echo_rnn.engine.curriculum import Curriculum
 from echo_rnn.engine.graphs import capture
 from echo_rnn.engine.members import Members, held_out
+from echo_rnn.flow import step_norms
 from echo_rnn.model import (
     bit_accuracy,
     echo_loss,
@@ -44,6 +41,8 @@ from echo_rnn.model import (
     model_from_config,
     weights_digest,
 )
+from echo_rnn.run import rundir
+from echo_rnn.run.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from echo_rnn.run.rundir import Resumed
 from echo_rnn.run.runlog import RunLog
 from echo_rnn.run.signals import stop_requests

@@ -14,11 +14,11 @@ Shapes: R runs, B batch, T time, I input size, H hidden size. Every tensor of
     y_hat  (R, B, T)
     hs     (T, R, B, H)     time-major: step t of every run is one contiguous (R, B, H) slab
 
-The math is :mod:`echo_rnn.kernels.bptt`'s, run by run (and :mod:`echo_rnn.kernels.reference` derives it,
-one step at a time): nothing mixes runs, so ``dJ_r / dU_r`` is the single-run gradient of
-run r, and the gradient of ``sum_r J_r`` with respect to the stacked U is all R of them at
-once. h_0 is zero. Truncated BPTT drops the carried term where ``bptt`` does, identically
-in every run.
+The math is :mod:`echo_rnn.kernels.bptt`'s, run by run (and :mod:`echo_rnn.kernels.reference`
+derives it, one step at a time): nothing mixes runs, so ``dJ_r / dU_r`` is the single-run
+gradient of run r, and the gradient of ``sum_r J_r`` with respect to the stacked U is all R of
+them at once. h_0 is zero. Truncated BPTT drops the carried term where ``bptt`` does,
+identically in every run.
 
 What is batched. The sequential loops do one op per step for all runs where ``bptt`` does
 one per run: ``baddbmm_`` (R independent ``(B, H) x (H, H)`` products) where ``bptt`` makes
@@ -234,7 +234,8 @@ def _check_shapes(x, U, V, w, b) -> None:
 class PopulationFunction(torch.autograd.Function):
     """The population recurrence as an autograd Function whose backward is
     :func:`population_backward`: ``apply(x, U, V, w, b, truncate) -> y_hat`` with shapes as in
-    :func:`population_forward`. Differentiable once, like :class:`echo_rnn.kernels.bptt.BPTTFunction`.
+    :func:`population_forward`. Differentiable once, like
+    :class:`echo_rnn.kernels.bptt.BPTTFunction`.
     """
 
     @staticmethod

@@ -20,8 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from echo_rnn.config import TrainConfig
+from echo_rnn.devices import resolve_device
 from echo_rnn.engine import distributed
 from echo_rnn.engine.backends import training_backend
+from echo_rnn.errors import ConfigError
+from echo_rnn.files import read_regular
 from echo_rnn.run.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -29,10 +33,6 @@ from echo_rnn.run.checkpoint import (
     load_checkpoint,
     written_checkpoint,
 )
-from echo_rnn.config import TrainConfig
-from echo_rnn.devices import resolve_device
-from echo_rnn.errors import ConfigError
-from echo_rnn.files import read_regular
 from echo_rnn.run.locks import LOCK_NAME, Busy, DirLock
 
 # --- storage errors ------------------------------------------------------------------------
