@@ -197,6 +197,7 @@ _OFF_BY_ONE_FIX = {
     "V": "dV += np.outer(dz_t, x_t), the input of the same step",
 }
 
+
 def _one_lookup_each(*ways: dict[str, Any]) -> list[dict[str, Any]]:
     """The ways of an index one off in the pairings of dw, dU and dV, each lookup on its
     own: a learner writes each pairing on its own line, so one can be off while the others
@@ -348,7 +349,8 @@ CATALOGUE = {
                     V_at=-1,
                     fix=_OFF_BY_ONE_FIX,
                     says={
-                        "w": "dw pairs the error at step t with h_{t-1}; yhat_t = w . h_t needs h_t",
+                        "w": "dw pairs the error at step t with h_{t-1}; "
+                        "yhat_t = w . h_t needs h_t",
                         "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
                         "V": "dV pairs dz_t with x_{t-1}; z_t = U h_{t-1} + V x_t needs x_t",
                     },
@@ -373,7 +375,8 @@ CATALOGUE = {
                     V_at=1,
                     fix=_OFF_BY_ONE_FIX,
                     says={
-                        "w": "dw pairs the error at step t with h_{t+1}; yhat_t = w . h_t needs h_t",
+                        "w": "dw pairs the error at step t with h_{t+1}; "
+                        "yhat_t = w . h_t needs h_t",
                         "U": "dU pairs dz_t with h_t; z_t = U h_{t-1} + V x_t needs h_{t-1}",
                         "V": "dV pairs dz_t with x_{t+1}; z_t = U h_{t-1} + V x_t needs x_t",
                     },
@@ -642,9 +645,7 @@ def variation_grads(
         s = t + v.cache_at  # the step whose cache step t's backward reads
         if s < 1:
             s += T  # caches[-1]
-        step_tanh = (
-            hs[s] if v.tanh_at in (0, None) else h_at(t + v.tanh_at, v.wraps("tanh_at"))
-        )
+        step_tanh = hs[s] if v.tanh_at in (0, None) else h_at(t + v.tanh_at, v.wraps("tanh_at"))
         if v.tanh_at is None:
             dz = dh[t - 1]
         elif v.own_tanh_at:

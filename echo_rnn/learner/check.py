@@ -127,7 +127,13 @@ def compare_returned(
         for rel in rels:
             for which in ("one", "two") if bool(got.any()) else ("one",):
                 more = diagnose(
-                    r.name, got, right[r.name], candidates(which, r.name), problem.B, problem.T, rel=rel
+                    r.name,
+                    got,
+                    right[r.name],
+                    candidates(which, r.name),
+                    problem.B,
+                    problem.T,
+                    rel=rel,
                 )
                 if more.codes and more.exact:
                     break
@@ -230,9 +236,7 @@ def _second_look(
     ):
         return None
     two = diagnose(name, got, right, pairs, problem.B, problem.T, rel=rel)
-    standing = [
-        w for w in two.ways if not any(_refuted(c, name, diagnoses, always) for c in w)
-    ]
+    standing = [w for w in two.ways if not any(_refuted(c, name, diagnoses, always) for c in w)]
     return two if two.codes and standing else None
 
 
