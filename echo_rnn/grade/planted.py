@@ -48,10 +48,10 @@ PLACEMENTS = (
     "cache-off-by-one",
     "carry-off-by-one",
 )
-# Placements the catalogue has no record for, whose report says the gradient is wrong in a
-# way the catalogue does not describe (and, from dJ/dh_t, where it departs): none since
-# local-tanh-derivative-wrong-step and carry-off-by-one have their records.
-UNDESCRIBED: tuple[str, ...] = ()
+# A mistake outside the catalogue, planted to show (and test) the report on one it does not
+# describe: wrong in a way the catalogue does not describe, and, from dJ/dh_t, where it
+# departs. Every placement above has its record.
+UNDESCRIBED = ("carry-doubled",)
 # Placements that change only db: planted on a problem with a bias.
 BIAS_ONLY = ("bias-skips-tanh-derivative",)
 # Placements that write the same line a different way: one file cannot hold two of a group.
@@ -141,7 +141,9 @@ def backward(U, V, w, x, y, b=None, h0=None, head=None, step_backward=None):
             dU += dz.T @ h_prev
         dV += dz.T @ (x[:, t - 2] if "off-by-one/V" in M else x[:, s - 1])
         db += (dh if "bias-skips-tanh-derivative" in M else dz).sum(0)
-        if "no-carry" in M:
+        if "carry-doubled" in M:
+            dh_next = 2 * dz @ U
+        elif "no-carry" in M:
             dh_next = np.zeros((B, H))
         elif "carry-transposed" in M:
             dh_next = dz @ U.T
@@ -280,8 +282,9 @@ BATCHED = ("rows", "batch_middle", "layered")
 def source(layout: str, mistakes: list[str] | tuple[str, ...]) -> str:
     """A student's file: the loop with ``mistakes`` planted, in ``layout``."""
     for m in mistakes:
-        if m not in PLACEMENTS:
-            raise ValueError(f"unknown placement {m!r}; valid are {', '.join(PLACEMENTS)}")
+        if m not in PLACEMENTS + UNDESCRIBED:
+            valid = ", ".join(PLACEMENTS + UNDESCRIBED)
+            raise ValueError(f"unknown placement {m!r}; valid are {valid}")
     return CORE.format(mistakes=tuple(mistakes)) + LAYOUTS[layout][1]
 
 

@@ -214,7 +214,7 @@ def _second_look(
     got: Any,
     right: Any,
     diagnoses: dict[str, Diagnosis],
-    always: dict[str, set[str]],
+    always: dict[tuple[str, str], set[str]],
     problem: Problem,
     rel: float,
 ) -> Diagnosis | None:

@@ -269,34 +269,60 @@ def departure(
     return None
 
 
-def _always_changed(problem: Problem) -> dict[str, set[str]]:
-    """Per code of the catalogue (made by variations), the gradients every way of making it
-    changes on ``problem``: a mistake that is there shows in each of them."""
+def _always_changed(problem: Problem) -> dict[tuple[str, str], set[str]]:
+    """The gradients a mistake of the catalogue (made by variations) shows in, on
+    ``problem``, whichever way it is made: ``("", code)``: those every way of making it
+    changes; ``(other, code)``: those it changes beside mistake ``other``, in every
+    combination of their ways (beside another mistake it can change less: with no tanh' at
+    all, a cache read one step off leaves dJ/dh_t alone)."""
 
-    def make() -> dict[str, set[str]]:
+    def make() -> dict[tuple[str, str], set[str]]:
         right = _autograd(problem)
-        out: dict[str, set[str]] = {}
+        singles = {id(v): g for v, g in _variations(problem)}
+        out: dict[tuple[str, str], set[str]] = {}
+
+        def meet(key: tuple[str, str], changed: set[str]) -> None:
+            out[key] = out[key] & changed if key in out else changed
+
         for v, g in _variations(problem):
-            changed = {n for n in right if n in g and not _close(g[n], right[n])}
-            out[v.code] = out[v.code] & changed if v.code in out else changed
+            meet(("", v.code), {n for n in right if n in g and not _close(g[n], right[n])})
+        for pair, g in _variations(problem, PAIRS):
+            for a, b in (pair.parts, pair.parts[::-1]):
+                alone = singles[id(a)]
+                meet((a.code, b.code), {n for n in g if not _close(g[n], alone[n])})
         return out
 
     return problem.cached("always changed", make)
 
 
 def _refuted(
-    code: str, name: str, diagnoses: dict[str, Diagnosis], always: dict[str, set[str]] | None
+    code: str,
+    name: str,
+    diagnoses: dict[str, Diagnosis],
+    always: dict[tuple[str, str], set[str]] | None,
 ) -> bool:
     """Whether another gradient than ``name``, explained without ``code``, shows the mistake
-    is not made: every way of making it changes that gradient (``always``)."""
+    is not made: made beside each way that explains that gradient, it would change it
+    (``always``, :func:`_always_changed`)."""
+    if not always:
+        return False
+
+    def shows(n: str, way: tuple[str, ...]) -> bool:
+        # beside two mistakes, what it changes beside each of them
+        return all(n in always.get((c, code), ()) for c in way) and bool(way)
+
     return any(
-        n != name and o.ways and code not in o.codes and n in (always or {}).get(code, ())
+        n != name
+        and o.ways
+        and code not in o.codes
+        and n in always.get(("", code), ())
+        and all(shows(n, w) for w in o.ways)
         for n, o in diagnoses.items()
     )
 
 
 def _prefer_shared(
-    diagnoses: dict[str, Diagnosis], always: dict[str, set[str]] | None = None
+    diagnoses: dict[str, Diagnosis], always: dict[tuple[str, str], set[str]] | None = None
 ) -> None:
     """Some mistakes give one gradient the same value (tanh' at the previous step, in the
     whole step or in the carried term only, give the same dJ/dh_t): where a gradient is
