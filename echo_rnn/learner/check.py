@@ -72,7 +72,7 @@ def compare_returned(
     ]
     diagnoses: dict[str, Diagnosis] = {}
     second: dict[str, tuple[Any, float]] = {}  # name -> (gradient, tightest tolerance)
-    exact_pairs: dict[str, Diagnosis] = {}  # two mistakes where one times a constant fits too
+    inexact: dict[str, tuple[Any, float]] = {}  # one mistake times a constant fits
     varied: dict[str, list] = {}  # computed once, and only for a gradient that needs it
 
     def candidates(which: str, name: str) -> list:
@@ -121,9 +121,7 @@ def compare_returned(
         more = Diagnosis([], [], [])
         # one mistake, else two made together (not for zeros: two mistakes can cancel), at
         # the tightest tolerance first: two mistakes reproducing it to float64's rounding
-        # are a better account than one to float32's. One mistake times a constant, or as
-        # one number of another value, gives way to two that reproduce it as it is.
-        found_first = None
+        # are a better account than one to float32's
         for rel in rels:
             for which in ("one", "two") if bool(got.any()) else ("one",):
                 more = diagnose(
@@ -135,18 +133,12 @@ def compare_returned(
                     problem.T,
                     rel=rel,
                 )
-                if more.codes and more.exact:
+                if more.codes:
                     break
-                found_first = found_first or (more if more.codes else None)
-            else:
-                continue
-            break
-        else:
-            more = found_first or more
-        if found_first is not None and more is not found_first:
-            # one mistake times a constant, or two as they are: the other gradients choose
-            exact_pairs[r.name] = _in_layout(more, layout, r.name, shapes[r.name])
-            more = found_first
+            if more.codes:
+                break
+        if more.codes and not more.exact and got.any():
+            inexact[r.name] = (got, rels[0])
         if not d.codes:  # looked at again with what the others name (_second_look)
             second[r.name] = (got, rels[0])
         _in_layout(more, layout, r.name, shapes[r.name])
@@ -161,6 +153,19 @@ def compare_returned(
             )
         diagnoses[r.name] = more
     constants = {m.code for m in CONSTANTS}
+    exact_pairs: dict[str, Diagnosis] = {}
+    for name, (got, rel) in inexact.items():
+        # one mistake times a constant (or as one number of another value), where two made
+        # together may reproduce it as it is: not when every other gradient shows the same
+        # constant (a sign or a scale of the error shows in every gradient)
+        d = diagnoses[name]
+        shown = set(d.codes) & constants
+        others = [o for n, o in diagnoses.items() if n != name and o.codes]
+        if shown and all(shown <= set(o.codes) and _same_factor(o, d) for o in others):
+            continue
+        two = diagnose(name, got, right[name], _pairs_for(problem, name), B, T, rel=rel)
+        if two.codes and two.exact:
+            exact_pairs[name] = _in_layout(two, layout, name, shapes[name])
     for name, pair in exact_pairs.items():
         # the constant (sign, scale) one mistake needs is the pair's better account unless
         # a gradient two mistakes do not explain shows the same constant
@@ -171,6 +176,7 @@ def compare_returned(
             for n, o in diagnoses.items()
         ):
             diagnoses[name] = pair
+
     always = _always_changed(problem)
     for name, (got, rel) in second.items():
         better = _second_look(name, got, right[name], diagnoses, always, problem, rel)
@@ -201,6 +207,13 @@ def compare_returned(
     )
 
 
+def _same_factor(a: Diagnosis, b: Diagnosis) -> bool:
+    """Whether two gradients show one constant factor (or none), to rounding."""
+    if a.factor is None or b.factor is None:
+        return a.factor is None and b.factor is None
+    return abs(a.factor / b.factor - 1) <= 1e-6
+
+
 def _in_layout(d: Diagnosis, layout: Any, name: str, shape: tuple[int, ...]) -> Diagnosis:
     """``d`` with a record that words itself in the learner's layout so worded."""
     for i, code in enumerate(d.codes):
@@ -214,7 +227,7 @@ def _second_look(
     got: Any,
     right: Any,
     diagnoses: dict[str, Diagnosis],
-    always: dict[tuple[str, str], set[str]],
+    always: Callable[[str, str], set[str]],
     problem: Problem,
     rel: float,
 ) -> Diagnosis | None:
@@ -225,16 +238,17 @@ def _second_look(
     zero (two mistakes can cancel, so zero names only a pair one of whose mistakes the
     others name)."""
     d = diagnoses[name]
-    pairs = _pairs_for(problem, name)
     if not got.any():
         if d.codes:
             return None
         named = {c for n, o in diagnoses.items() if n != name for c in o.codes}
-        pairs = [(v, g) for v, g in pairs if set(v.codes) & named]
+        pairs = [(v, g) for v, g in _pairs_for(problem, name) if set(v.codes) & named]
     elif not d.ways or not all(
         any(_refuted(c, name, diagnoses, always) for c in w) for w in d.ways
     ):
         return None
+    else:
+        pairs = _pairs_for(problem, name)
     two = diagnose(name, got, right, pairs, problem.B, problem.T, rel=rel)
     standing = [w for w in two.ways if not any(_refuted(c, name, diagnoses, always) for c in w)]
     return two if two.codes and standing else None

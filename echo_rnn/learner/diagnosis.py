@@ -5,6 +5,7 @@ says at which step the learner's gradient departs (:func:`departure`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,60 +270,67 @@ def departure(
     return None
 
 
-def _always_changed(problem: Problem) -> dict[tuple[str, str], set[str]]:
-    """The gradients a mistake of the catalogue (made by variations) shows in, on
-    ``problem``, whichever way it is made: ``("", code)``: those every way of making it
-    changes; ``(other, code)``: those it changes beside mistake ``other``, in every
+def _always_changed(problem: Problem) -> Callable[[str, str], set[str]]:
+    """``changes(other, code)``: the gradients mistake ``code`` of the catalogue (made by
+    variations) shows in on ``problem``, whichever way it is made: with ``other`` "", those
+    every way of making it changes; else those it changes beside mistake ``other``, in every
     combination of their ways (beside another mistake it can change less: with no tanh' at
-    all, a cache read one step off leaves dJ/dh_t alone)."""
+    all, a cache read one step off leaves dJ/dh_t alone). Each computed when first asked."""
+    right = _autograd(problem)
 
-    def make() -> dict[tuple[str, str], set[str]]:
-        right = _autograd(problem)
-        singles = {id(v): g for v, g in _variations(problem)}
-        out: dict[tuple[str, str], set[str]] = {}
+    def changes(other: str, code: str) -> set[str]:
+        def make() -> set[str]:
+            out: set[str] | None = None
+            if not other:
+                varied = [(g, right) for v, g in _variations(problem) if v.code == code]
+            else:
+                singles = {id(v): g for v, g in _variations(problem)}
+                made = [
+                    v for v in PAIRS if sorted(p.code for p in v.parts) == sorted((other, code))
+                ]
+                varied = [
+                    (g, singles[id(next(p for p in v.parts if p.code == other))])
+                    for v, g in _variations(problem, tuple(made))
+                ]
+            for g, alone in varied:
+                changed = {n for n in g if n in alone and not _close(g[n], alone[n])}
+                out = changed if out is None else out & changed
+            return out or set()
 
-        def meet(key: tuple[str, str], changed: set[str]) -> None:
-            out[key] = out[key] & changed if key in out else changed
+        return problem.cached(f"changes:{other}:{code}", make)
 
-        for v, g in _variations(problem):
-            meet(("", v.code), {n for n in right if n in g and not _close(g[n], right[n])})
-        for pair, g in _variations(problem, PAIRS):
-            for a, b in (pair.parts, pair.parts[::-1]):
-                alone = singles[id(a)]
-                meet((a.code, b.code), {n for n in g if not _close(g[n], alone[n])})
-        return out
-
-    return problem.cached("always changed", make)
+    return changes
 
 
 def _refuted(
     code: str,
     name: str,
     diagnoses: dict[str, Diagnosis],
-    always: dict[tuple[str, str], set[str]] | None,
+    changes: Callable[[str, str], set[str]] | None,
 ) -> bool:
     """Whether another gradient than ``name``, explained without ``code``, shows the mistake
     is not made: made beside each way that explains that gradient, it would change it
-    (``always``, :func:`_always_changed`)."""
-    if not always:
+    (``changes``, :func:`_always_changed`)."""
+    if changes is None:
         return False
 
     def shows(n: str, way: tuple[str, ...]) -> bool:
         # beside two mistakes, what it changes beside each of them
-        return all(n in always.get((c, code), ()) for c in way) and bool(way)
+        return bool(way) and all(n in changes(c, code) for c in way)
 
     return any(
         n != name
         and o.ways
         and code not in o.codes
-        and n in always.get(("", code), ())
+        and n in changes("", code)
         and all(shows(n, w) for w in o.ways)
         for n, o in diagnoses.items()
     )
 
 
 def _prefer_shared(
-    diagnoses: dict[str, Diagnosis], always: dict[tuple[str, str], set[str]] | None = None
+    diagnoses: dict[str, Diagnosis],
+    always: Callable[[str, str], set[str]] | None = None,
 ) -> None:
     """Some mistakes give one gradient the same value (tanh' at the previous step, in the
     whole step or in the carried term only, give the same dJ/dh_t): where a gradient is
