@@ -73,14 +73,9 @@ def compare_returned(
     diagnoses: dict[str, Diagnosis] = {}
     second: dict[str, tuple[Any, float]] = {}  # name -> (gradient, tightest tolerance)
     inexact: dict[str, tuple[Any, float]] = {}  # one mistake times a constant fits
-    varied: dict[str, list] = {}  # computed once, and only for a gradient that needs it
 
-    def candidates(which: str, name: str) -> list:
-        if which == "two":
-            return _pairs_for(problem, name)
-        if which not in varied:
-            varied[which] = _variations(problem, VARIATIONS)
-        return varied[which]
+    def candidates(which: str, name: str) -> list:  # computed once per problem, when needed
+        return _variations(problem, VARIATIONS) if which == "one" else _pairs_for(problem, name)
 
     found = None
     if any(not r.agrees for r in rows) and not returned.misoriented:
@@ -152,31 +147,8 @@ def compare_returned(
                 more.ways,
             )
         diagnoses[r.name] = more
-    constants = {m.code for m in CONSTANTS}
-    exact_pairs: dict[str, Diagnosis] = {}
-    for name, (got, rel) in inexact.items():
-        # one mistake times a constant (or as one number of another value), where two made
-        # together may reproduce it as it is: not when every other gradient shows the same
-        # constant (a sign or a scale of the error shows in every gradient)
-        d = diagnoses[name]
-        shown = set(d.codes) & constants
-        others = [o for n, o in diagnoses.items() if n != name and o.codes]
-        if shown and all(shown <= set(o.codes) and _same_factor(o, d) for o in others):
-            continue
-        two = diagnose(name, got, right[name], _pairs_for(problem, name), B, T, rel=rel)
-        if two.codes and two.exact:
-            exact_pairs[name] = _in_layout(two, layout, name, shapes[name])
-    for name, pair in exact_pairs.items():
-        # the constant (sign, scale) one mistake needs is the pair's better account unless
-        # a gradient two mistakes do not explain shows the same constant
-        d = diagnoses[name]
-        if not any(
-            n not in exact_pairs and c in o.codes and o.factor_name == d.factor_name
-            for c in set(d.codes) & constants
-            for n, o in diagnoses.items()
-        ):
-            diagnoses[name] = pair
-
+    for name, pair in _two_as_they_are(diagnoses, inexact, right, problem).items():
+        diagnoses[name] = _in_layout(pair, layout, name, shapes[name])
     always = _always_changed(problem)
     for name, (got, rel) in second.items():
         better = _second_look(name, got, right[name], diagnoses, always, problem, rel)
@@ -205,6 +177,41 @@ def compare_returned(
         layout=layout,
         truncation_found=found,
     )
+
+
+def _two_as_they_are(
+    diagnoses: dict[str, Diagnosis],
+    inexact: dict[str, tuple[Any, float]],
+    right: dict[str, Any],
+    problem: Problem,
+) -> dict[str, Diagnosis]:
+    """The gradients one mistake reproduces only times a constant (or as one number of
+    another value), ``inexact`` (name -> (gradient, tolerance)), that two mistakes made
+    together reproduce as they are, with those two: last-step-only beside last-step-twice
+    doubles dU, dV and dJ/dh_t but not dw, which one mistake times 2 cannot do. Not where the
+    constant is the better account: every other gradient shows it (a sign or a scale of the
+    error shows in every gradient), or one that two mistakes do not explain does."""
+    constants = {m.code for m in CONSTANTS}
+    exact: dict[str, Diagnosis] = {}
+    for name, (got, rel) in inexact.items():
+        d = diagnoses[name]
+        shown = set(d.codes) & constants
+        others = [o for n, o in diagnoses.items() if n != name and o.codes]
+        if shown and all(shown <= set(o.codes) and _same_factor(o, d) for o in others):
+            continue
+        pairs = _pairs_for(problem, name)
+        two = diagnose(name, got, right[name], pairs, problem.B, problem.T, rel=rel)
+        if two.codes and two.exact:
+            exact[name] = two
+    return {
+        name: pair
+        for name, pair in exact.items()
+        if not any(
+            n not in exact and c in o.codes and _same_factor(o, diagnoses[name])
+            for c in set(diagnoses[name].codes) & constants
+            for n, o in diagnoses.items()
+        )
+    }
 
 
 def _same_factor(a: Diagnosis, b: Diagnosis) -> bool:
