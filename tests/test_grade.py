@@ -58,10 +58,12 @@ def named(sub):
 
 
 def check_named(sub, planted):
-    """Every planted mistake the catalogue describes is named; one it does not describe
-    makes the verdict say so."""
+    """Every planted mistake the catalogue describes is named (or said to be possibly
+    hidden behind one that is, where no gradient tells them apart); one it does not
+    describe makes the verdict say so."""
     described = {m.split("/")[0] for m in planted if m not in UNDESCRIBED}
-    assert described <= named(sub), (planted, sub["status"], named(sub), sub["reason"])
+    said = named(sub) | {h["code"] for h in sub.get("hidden", [])}
+    assert described <= said, (planted, sub["status"], named(sub), sub["reason"])
     if any(m in UNDESCRIBED for m in planted):
         assert sub["status"] == "unexplained", (planted, sub)
         assert UNDESCRIBED_SAID in sub["reason"]
@@ -95,6 +97,7 @@ QUICK = [
     ["cache-off-by-one"],
     ["carry-off-by-one"],
     ["transposed", "no-carry"],
+    ["off-by-one/V", "cache-off-by-one"],
     [*UNDESCRIBED],
 ]
 
@@ -107,6 +110,12 @@ def test_a_small_class_names_each_placement(tmp_path, capsys):
     # the three placements of tanh' at the wrong step, and of an index one off, are told apart
     for planted in QUICK[2:8]:
         assert named(subs[student_name(planted)]) == {planted[0].split("/")[0]}
+    # x_{t-1} beside a cache read one step off changes nothing: the verdict says so
+    hiding = subs[student_name(["off-by-one/V", "cache-off-by-one"])]
+    assert named(hiding) == {"cache-off-by-one"}
+    assert {"code": "off-by-one", "behind": "cache-off-by-one"} in hiding["hidden"]
+    assert hiding["reason"].startswith("cache-off-by-one may hide ")
+    assert "off-by-one" in hiding["reason"].split(":")[0].split("may hide ")[1].split(", ")
     outside = subs[student_name(UNDESCRIBED)]
     assert outside["status"] == "unexplained" and outside["departs_at"] is not None
 
@@ -241,11 +250,11 @@ def test_a_class_of_every_pair_is_graded_and_named(tmp_path, capsys):
         said = named(sub) | {h["code"] for h in sub["hidden"]}
         assert {m.split("/")[0] for m in pair} <= said, (pair, sorted(named(sub)), sub["hidden"])
         if tuple(pair) in HIDING:
-            hidden = pair[0].split("/")[0]
-            assert {"code": hidden, "behind": pair[1]} in sub["hidden"] or any(
-                h["code"] == pair[1].split("/")[0] for h in sub["hidden"]
-            ), sub["hidden"]
-            assert "may hide" in sub["reason"]
+            shown, hidden = sorted((m.split("/")[0] for m in pair), key=named(sub).__contains__)[
+                ::-1
+            ]
+            assert {"code": hidden, "behind": shown} in sub["hidden"], (pair, sub["hidden"])
+            assert hidden in sub["reason"].split(f"{shown} may hide ")[1].split(":")[0].split(", ")
 
 
 # --- submissions as handed in ---------------------------------------------------------
@@ -381,7 +390,14 @@ def graded(tmp_path_factory):
     """A small class graded once, with every output written: (folder, files)."""
     tmp = tmp_path_factory.mktemp("graded")
     cls = tmp / "class"
-    classes = [[], ["no-carry"], ["sign", "off-by-one/w"], ["carry-off-by-one"], [*UNDESCRIBED]]
+    classes = [
+        [],
+        ["no-carry"],
+        ["sign", "off-by-one/w"],
+        ["carry-off-by-one"],
+        ["off-by-one/V", "cache-off-by-one"],
+        [*UNDESCRIBED],
+    ]
     function, layout = write_class(cls, "rows", classes)
     (cls / "=cmd.py").write_text("def rnn_bptt(:\n")  # a formula, were it not escaped
     (cls / "<img src=x onerror=window.__pwned=1>.py").write_text(source("rows", ["sign"]))
@@ -447,6 +463,8 @@ def test_gradescope_results_follow_their_format(graded):
     nocarry = json.loads((out / "gs" / "no-carry" / "results.json").read_text())
     assert "no-carry" in nocarry["output"] and "fix:" in nocarry["output"]
     assert [t["name"] for t in nocarry["tests"]] == ["dJ/dWh", "dJ/dWx", "dJ/dWy"]
+    hiding = json.loads((out / "gs" / "off-by-one_V+cache-off-by-one" / "results.json").read_text())
+    assert "cache-off-by-one may hide " in hiding["output"]  # said, though not named
 
 
 def test_one_submission_writes_gradescopes_own_path(tmp_path, capsys):

@@ -121,7 +121,7 @@ def _row(v: Verdict) -> str:
         fix = "".join(f"<div class='fix'>{_e(m.fix)}</div>" for m in v.mistakes)
     else:
         what, fix = "", ""
-    if v.status != "mistake" and v.reason:
+    if (v.status != "mistake" or v.hidden) and v.reason:  # what a named mistake may hide
         what += f"<div class='why'>{_e(v.reason)}</div>"
     if v.status == "agrees":
         what = "all gradients agree"

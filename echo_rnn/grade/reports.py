@@ -167,7 +167,7 @@ def gradescope(v: Verdict) -> dict[str, Any]:
     lines = [f"echo-rnn grade: {v.summary}"]
     for m in v.mistakes:
         lines += [f"{m.code} ({', '.join(m.gradients)}): {m.says}.", f"  fix: {m.fix}."]
-    if v.reason and v.status != "mistake":
+    if v.reason and (v.status != "mistake" or v.hidden):  # what a named mistake may hide
         lines.append(v.reason)
     if v.traceback:
         lines.append(v.traceback.rstrip("\n"))
