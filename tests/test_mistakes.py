@@ -118,3 +118,56 @@ def test_the_default_seed_is_printed_where_it_is_told():
     assert f"default: {DEFAULT_SEED} with --grads" in " ".join(help_text.split())
     at_least = f"{DEFAULT_SEPARATION:.0e}".replace("e-0", "e-")  # 1.5e-3 -> "2e-3"
     assert f"differ by at least {at_least} of the gradient's scale" in README
+
+
+# Two mistakes whose lines meet: a part that wraps beside one that does not, a lookup
+# written out beside a cache read one step off, no tanh' beside the carried term's own,
+# the carry sent too far back beside tanh' on the own term, two mistakes that zero dU.
+MEETING = [
+    ("tanh-derivative-wrong-step/previous", "cache-off-by-one"),
+    ("tanh-derivative-wrong-step/previous", "off-by-one/V"),
+    ("no-tanh-derivative", "carry-tanh-derivative-wrong-step"),
+    ("no-tanh-derivative", "upstream-off-by-one"),
+    ("local-tanh-derivative-wrong-step", "carry-off-by-one"),
+    ("last-step-only", "upstream-off-by-one"),
+    ("off-by-one/U", "cache-off-by-one"),
+]
+
+
+@pytest.mark.parametrize("pair", MEETING, ids="+".join)
+def test_two_mistakes_made_together_are_what_code_making_both_computes(pair):
+    """A pair of the catalogue (PAIRS) reproduces, to rounding, the gradients of learner
+    code with both mistakes planted (echo_rnn/grade/planted.py), on a batch with a bias;
+    and it differs from each mistake alone, so it is the pair that is named."""
+    from echo_rnn.grade.planted import LAYOUTS, source
+    from echo_rnn.layouts import adapter
+    from echo_rnn.learner import check_return
+    from echo_rnn.mistakes import PAIRS
+
+    p = make_learner_problem(batch_size=2, bias=True)
+    params = p.params()
+
+    def planted(mistakes):
+        ns = {}
+        exec(compile(source("rows", list(mistakes)), "planted", "exec"), ns)
+        fn = adapter(ns[LAYOUTS["rows"][0]], LAYOUTS["rows"][2])
+        return check_return(fn(**p.kwargs()), p, layout=fn.echo_rnn_layout).grads
+
+    got = planted(pair)
+    codes = {m.split("/")[0] for m in pair}
+    made = [
+        variation_grads(
+            v, p.x, p.y, params["U"], params["V"], params["w"], params.get("b"), p.h0_state
+        )
+        for v in PAIRS
+        if set(v.codes) == codes
+    ]
+    fits = [
+        g
+        for g in made
+        if all(torch.allclose(got[n], g[n], rtol=0, atol=1e-12 * g[n].abs().max()) for n in got)
+    ]
+    assert fits, f"no pair of {sorted(codes)} computes what code making both computes"
+    for m in pair:
+        alone = planted([m])
+        assert any(not torch.allclose(got[n], alone[n], rtol=1e-9, atol=0) for n in got), m
