@@ -427,7 +427,10 @@ class RunRecord:
             "rng": {"train": self.rng},
             "curriculum": self.curriculum,
             "window": [list(row) for row in self.window],
-            "progress": dataclasses.asdict(self.progress),
+            # field by field: asdict would deep-copy what torch.save copies as it pickles
+            "progress": {
+                f.name: getattr(self.progress, f.name) for f in dataclasses.fields(Progress)
+            },
             "events": self.events,
         }
         return {k: v for k, v in state.items() if v is not None}
