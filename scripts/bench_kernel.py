@@ -3,9 +3,9 @@
 
 One training step of R members, two ways, on one CPU thread:
 
-- torch: what ``echo_rnn.engine.population_train`` does per step: each member's batch from its own
-  generator, ``population_grads`` (forward, loss, backward), ``clip_grad_norms_`` and
-  ``PopulationAdam``'s fused step;
+- torch: what the torch population kernel's stepper (``echo_rnn.engine.steppers``) does per
+  step: each member's batch from its own generator, ``population_grads`` (forward, loss,
+  backward), ``clip_grad_norms_`` and ``PopulationAdam``'s fused step;
 - compiled: ``echo_rnn.kernels.compiled.train_step`` (the batch drawn in C as well).
 
 and a held-out evaluation of the R members (every eval_every steps in a run): the
@@ -82,7 +82,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def torch_step(R, B, T, H, bias, echo):
-    """The population's step as population_train runs it, as a closure."""
+    """The population's step as PopulationStepper takes it, as a closure."""
     pop = PopulationRNN(R, H, 1, bias)
     with torch.no_grad():
         for p in pop.parameters():

@@ -363,18 +363,19 @@ def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monk
     # Before: deleted, the run ended with exit 0 and "run saved in runs/r", in a directory it
     # had made again holding only checkpoints/ and summary.json; renamed, it went on writing
     # its events under the new name and its checkpoints under the old one.
-    import echo_rnn.engine.train as train_mod
+    import echo_rnn.engine.loop as loop_mod
 
-    real = train_mod._evaluate
+    real = loop_mod._evaluate
     run_dir = tmp_path / "runs" / "r"
     gone = {}
 
-    def evaluate(trainer, log, elapsed):
-        real(trainer, log, elapsed)
-        if trainer.step == 20:  # after the checkpoint of step 10, before that of step 20
+    def evaluate(stepper, runs, active, step, *args):
+        moved = real(stepper, runs, active, step, *args)
+        if step == 20:  # after the checkpoint of step 10, before that of step 20
             gone["to"] = _vanish(run_dir if what == "run directory" else run_dir.parent, how)
+        return moved
 
-    monkeypatch.setattr(train_mod, "_evaluate", evaluate)
+    monkeypatch.setattr(loop_mod, "_evaluate", evaluate)
     code, out, err = run_main(
         "train", *small_flags(tmp_path), "--run-name", "r", "--echo-step", "9", capsys=capsys
     )
@@ -398,7 +399,7 @@ def test_a_run_whose_directory_vanishes_stops_in_one_line(tmp_path, capsys, monk
 def test_a_population_member_whose_directory_vanishes_stops_the_population(
     tmp_path, monkeypatch, how
 ):
-    import echo_rnn.engine.population_train as pop_mod
+    import echo_rnn.engine.loop as loop_mod
     from echo_rnn.engine.population_train import train_population
     from echo_rnn.run.rundir import RunDirGone
 
@@ -407,15 +408,15 @@ def test_a_population_member_whose_directory_vanishes_stops_the_population(
         for k in (7, 8)
     ]
     victim = tmp_path / "runs" / "m7"
-    real = pop_mod._evaluate
+    real = loop_mod._evaluate
 
-    def evaluate(pop, stacked, members, active, step, *args, **kwargs):
-        moved = real(pop, stacked, members, active, step, *args, **kwargs)
+    def evaluate(stepper, runs, active, step, *args):
+        moved = real(stepper, runs, active, step, *args)
         if step == 20:
             _vanish(victim, how)
         return moved
 
-    monkeypatch.setattr(pop_mod, "_evaluate", evaluate)
+    monkeypatch.setattr(loop_mod, "_evaluate", evaluate)
     with pytest.raises(
         RunDirGone,
         match=f"the run directory {victim} was "
@@ -432,9 +433,9 @@ def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(
 ):
     # Between the check and the write: the write fails (checkpoints/ is never made with its
     # parents), and the line says why, not "No such file or directory".
-    import echo_rnn.engine.train as train_mod
+    import echo_rnn.engine.loop as loop_mod
 
-    real = train_mod.save_checkpoint
+    real = loop_mod.save_checkpoint
     run_dir = tmp_path / "runs" / "r"
 
     def save(path, state, durable=True):
@@ -442,7 +443,7 @@ def test_a_run_directory_deleted_as_its_checkpoint_is_written_says_so(
             shutil.rmtree(run_dir)
         real(path, state, durable)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    monkeypatch.setattr(loop_mod, "save_checkpoint", save)
     code, out, err = run_main(
         "train", *small_flags(tmp_path), "--run-name", "r", "--echo-step", "9", capsys=capsys
     )

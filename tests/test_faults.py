@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import echo_rnn.engine.loop as loop_mod
+import echo_rnn.engine.steppers as steppers
 import echo_rnn.engine.train as train_mod
 import echo_rnn.run.rundir as rundir_mod
 import helpers
@@ -49,12 +51,15 @@ def test_curve_does_not_depend_on_the_environments_thread_count(tmp_path):
 
 def test_train_sets_its_threads_and_gives_them_back(tmp_path, monkeypatch):
     seen = []
-    real = train_mod._Trainer.train_step
-    monkeypatch.setattr(
-        train_mod._Trainer,
-        "train_step",
-        lambda self: (seen.append(torch.get_num_threads()), real(self)),
-    )
+    for stepper in (steppers.CompiledStepper, steppers.ModelStepper):  # whichever trains
+        monkeypatch.setattr(
+            stepper,
+            "step",
+            lambda self, step, real=stepper.step: (
+                seen.append(torch.get_num_threads()),
+                real(self, step),
+            )[1],
+        )
     before = torch.get_num_threads()
     rng = torch.random.get_rng_state()
     train(small_config(tmp_path, threads=2, steps=3), verbose=False)
@@ -87,18 +92,18 @@ def test_a_signal_while_the_command_starts_is_one_line(tmp_path, sig):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_the_first_evaluation_leaves_a_resumable_run(tmp_path, monkeypatch, sig):
-    real = train_mod._Trainer.evaluate
+    real = loop_mod._evaluate
 
-    def interrupted(self, *args):
-        if self.step == 0:
+    def interrupted(stepper, runs, active, step, *args):
+        if step == 0:
             os.kill(os.getpid(), sig)  # held until the first checkpoint is written
-        return real(self, *args)
+        return real(stepper, runs, active, step, *args)
 
-    monkeypatch.setattr(train_mod._Trainer, "evaluate", interrupted)
+    monkeypatch.setattr(loop_mod, "_evaluate", interrupted)
     with pytest.raises(train_mod.TrainingInterrupted) as info:
         train(small_config(tmp_path, run_name="r"), verbose=False)
     assert info.value.signum == sig and info.value.step == 0
-    monkeypatch.setattr(train_mod._Trainer, "evaluate", real)
+    monkeypatch.setattr(loop_mod, "_evaluate", real)
     resumed = train(
         small_config(tmp_path, run_name="r", steps=20),
         resume=tmp_path / "runs" / "r",
@@ -289,7 +294,7 @@ def test_a_resumed_run_says_so(tmp_path, capsys):
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    real = train_mod.save_checkpoint
+    real = loop_mod.save_checkpoint
     calls = []
 
     def fills_up(path, state, durable=True):
@@ -298,7 +303,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, mo
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, state, durable)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", fills_up)
+    monkeypatch.setattr(loop_mod, "save_checkpoint", fills_up)
     code, _, err = run_main("train", *small_flags(tmp_path), "--run-name", "full", capsys=capsys)
     assert code == 1, err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -55,6 +55,11 @@ LAYERS = {
     "train": [
         "engine",
         "engine.backends",
+        "engine.witness",
+        "engine.steppers",
+        "engine.outcome",
+        "engine.loop",
+        "run.state",
         "run",
         "run.checkpoint",
         "run.rundir",

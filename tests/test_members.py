@@ -87,7 +87,7 @@ def test_the_last_batch_is_drawn_again_at_the_k_it_trained_on():
 def test_the_kernel_is_compared_with_autograd_in_float64(monkeypatch):
     # what a run's 'kernel vs autograd' card shows for the compiled kernel: rounding of
     # float64 (tens of units at most here), and a wrong gradient far beyond it
-    from echo_rnn.engine.train import kernel_vs_autograd
+    from echo_rnn.engine.witness import kernel_vs_autograd
 
     ms = Members(configs())
     for _ in range(3):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import echo_rnn.engine.population_train as pt
+import echo_rnn.engine.steppers as steppers
 from echo_rnn.config import ConfigError, build_config
 from echo_rnn.engine.members import Members
 from echo_rnn.engine.population_train import population_key, train_population
@@ -90,9 +91,9 @@ def test_each_member_is_its_run_bit_for_bit(tmp_path, monkeypatch, one_thread, b
     configs = members(base, (2, 0), (6, 1), (3, 2))  # two solve by step 200, one never
     sizes = []
     if backend == "bptt":
-        real_grads = pt.population_grads
+        real_grads = steppers.population_grads
         monkeypatch.setattr(
-            pt,
+            steppers,
             "population_grads",
             lambda pop, x, y, truncate: sizes.append(y.shape[0]) or real_grads(pop, x, y, truncate),
         )
@@ -168,7 +169,7 @@ def test_population_adam_rounds_fused_updates_as_each_runs_own_adam():
         [torch.randn(s, requires_grad=True) for s in ((H, H), (H, 1), (H,))] for _ in range(R)
     ]
     stacked = [torch.stack([s[i].detach() for s in singles]).requires_grad_() for i in range(3)]
-    ours = pt.PopulationAdam(
+    ours = steppers.PopulationAdam(
         [p.detach().clone().requires_grad_() for p in stacked], lr=0.005, fused=True
     )
     torchs = torch.optim.Adam(stacked, lr=0.005, fused=True)
@@ -197,7 +198,7 @@ def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread, backe
     configs = members(base, (4, 0), (4, 1))
     calls = []
     if backend == "bptt":
-        real_clip = pt.clip_grad_norms_
+        real_clip = steppers.clip_grad_norms_
 
         def clip(pop, max_norm):  # member 1's gradient turns to NaN at the 5th step
             calls.append(1)
@@ -205,7 +206,7 @@ def test_a_diverging_member_stops_alone(tmp_path, monkeypatch, one_thread, backe
                 pop.U.grad[1] = float("nan")
             return real_clip(pop, max_norm)
 
-        monkeypatch.setattr(pt, "clip_grad_norms_", clip)
+        monkeypatch.setattr(steppers, "clip_grad_norms_", clip)
     else:
         real_step = Members.step
 

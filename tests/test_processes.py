@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import echo_rnn.engine.train as train_mod
 import echo_rnn.run.rundir as rundir_mod
 import helpers
 from echo_rnn.engine.train import train
@@ -279,13 +278,12 @@ def test_sweep_into_a_closed_pipe_finishes_the_sweep(tmp_path):
 @pytest.mark.parametrize("population", ["1", "2"])
 def test_a_full_disk_under_a_sweep_is_one_line(tmp_path, monkeypatch, capsys, population):
     # Before: 24-38 lines of traceback, where train says one line.
-    import echo_rnn.engine.population_train as pop_mod
+    import echo_rnn.engine.loop as loop_mod
 
     def full(path, state, durable=True):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", full)
-    monkeypatch.setattr(pop_mod, "save_checkpoint", full, raising=False)
+    monkeypatch.setattr(loop_mod, "save_checkpoint", full)
     code, out, err = run_main(
         "sweep",
         "--logdir",

@@ -680,7 +680,7 @@ def test_a_sweep_into_a_file_shows_its_progress_in_plain_lines(tmp_path, capsys,
     assert code == 0, err
     lines = out.splitlines()
     for seed in (0, 1):  # each point under way, its steps: one block at its first report
-        i = lines.index(f"  k1-H2-s{seed}: step 1 of 20")
+        i = lines.index(f"  k1-H2-s{seed}: step 0 of 20")  # reported once it starts
         assert lines[i - 1].startswith(f"sweep: {seed} of 2 points done (")
         assert lines[i - 1].endswith(
             ", 1 running, time left: measuring" if seed == 0 else " left if no run solves early"

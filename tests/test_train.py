@@ -618,22 +618,46 @@ def test_only_a_runs_last_checkpoint_is_fsynced(tmp_path, monkeypatch):
     # an fsync costs milliseconds, more than a hundred steps of a small run: the periodic
     # checkpoints are atomic (a killed process leaves the old one or the new one) but not
     # fsynced; the one a run ends with is
-    import echo_rnn.engine.population_train as population_module
-    import echo_rnn.engine.train as train_module
+    import echo_rnn.engine.loop as loop_module
     from echo_rnn.engine.population_train import train_population
 
     seen = []
-    for module in (train_module, population_module):
-        real = module.save_checkpoint
-        monkeypatch.setattr(
-            module,
-            "save_checkpoint",
-            lambda path, state, durable, real=real: (
-                seen.append(durable) or real(path, state, durable)
-            ),
-        )
+    real = loop_module.save_checkpoint  # the one loop writes every run's checkpoints
+    monkeypatch.setattr(
+        loop_module,
+        "save_checkpoint",
+        lambda path, state, durable: seen.append(durable) or real(path, state, durable),
+    )
     train(small_config(tmp_path, steps=30), verbose=False)
     assert seen == [False, False, False, False, True]  # steps 0, 10, 20, 30; then the last
     seen.clear()
     train_population([small_config(tmp_path, steps=30, run_name="p")])
     assert seen == [False, False, False, False, True]  # 0, 10, 20, 30; the member's last
+
+
+def test_a_run_alone_and_a_population_train_in_the_one_loop(tmp_path, monkeypatch):
+    # one trainer: train is a population of one, through the same loop as a sweep's group,
+    # whichever kernel steps it
+    import echo_rnn.engine.loop as loop
+    import echo_rnn.engine.population_train as population_module
+    import echo_rnn.engine.train as train_module
+    from echo_rnn.engine.population_train import train_population
+
+    assert train_module.train_runs is loop.train_runs is population_module.train_runs
+    seen = []
+
+    def spy(runs, stepper, **kwargs):
+        seen.append((len(runs), type(stepper).__name__))
+        return loop.train_runs(runs, stepper, **kwargs)
+
+    for module in (train_module, population_module):
+        monkeypatch.setattr(module, "train_runs", spy)
+    for backend in ("auto", "autograd", "bptt"):
+        train(small_config(tmp_path, steps=5, backend=backend, run_name=backend), verbose=False)
+    train_population([small_config(tmp_path, steps=5, run_name=f"p{s}", seed=s) for s in (0, 1)])
+    assert seen == [
+        (1, "CompiledStepper"),
+        (1, "ModelStepper"),
+        (1, "ModelStepper"),
+        (2, "CompiledStepper"),
+    ]

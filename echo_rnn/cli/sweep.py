@@ -79,8 +79,8 @@ def add_parser(sub) -> None:
         "--workers",
         type=arg_type(int, Bounds(lo=1, hi=MAX_THREADS)),
         default=None,
-        help="local worker processes (default: the number of cores, divided among "
-        "torchrun's local ranks)",
+        help="local worker processes (default: the number of cores divided by --threads, "
+        "and among torchrun's local ranks)",
     )
     g.add_argument(
         "--json",
