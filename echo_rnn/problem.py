@@ -15,6 +15,8 @@ torch loads; the tensors are built, with torch, when first read.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -133,7 +135,6 @@ class Problem:
         truncation = None if self.truncate is None else (self.truncation or "windows")
         object.__setattr__(self, "truncation", truncation)
         object.__setattr__(self, "_target", ("float64", "cpu"))
-        object.__setattr__(self, "_cache", {})
 
     @classmethod
     def of(cls, settings: Mapping[str, Any]) -> Problem:
@@ -172,10 +173,16 @@ class Problem:
         return other
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
-        """What ``make()`` returns, computed once per problem and kept under ``key``."""
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+        """What ``make()`` returns, computed once per problem and kept under ``key``: once
+        for every equal problem (the same settings, dtype and device) in this process."""
+        cache = self._cache
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    @property
+    def _cache(self) -> dict[str, Any]:
+        return _shared(tuple(getattr(self, f.name) for f in fields(self)) + self._target)
 
     def _build(self) -> tuple[Any, Any, Any, Any]:
         """The seeded model and echo batch: x (B, T, I), y (B, T), h0 (B, H) or None. Input
@@ -287,3 +294,26 @@ class Problem:
 
 # The name it had when it held the settings alone; code that imports it keeps working.
 GradcheckProblem = Problem
+
+
+# What checks compute from a problem's settings alone (its tensors, autograd's answer, the
+# floors, the catalogue's variations and pairs), kept for the few problems used last and
+# shared by every equal problem in this process: a course's class graded on one problem, or
+# a notebook (or a test suite) checking many functions on the default problem, pays for
+# them once.
+_SHARED: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+_SHARED_PROBLEMS = 4
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(key: tuple) -> dict[str, Any]:
+    with _SHARED_LOCK:
+        cache = _SHARED.get(key)
+        if cache is None:
+            cache = _SHARED[key] = {}
+            while len(_SHARED) > _SHARED_PROBLEMS:
+                _SHARED.popitem(last=False)
+        else:
+            _SHARED.move_to_end(key)
+        return cache
+

@@ -8,9 +8,10 @@ from dataclasses import fields
 
 import pytest
 
+from echo_rnn import problem as problem_module
 from echo_rnn.errors import ConfigError
 from echo_rnn.learner import check_grads
-from echo_rnn.problem import KERNEL_SEED, GradcheckProblem
+from echo_rnn.problem import KERNEL_SEED, GradcheckProblem, Problem
 from helpers import run_main
 
 FIELDS = [f.name for f in fields(GradcheckProblem)]
@@ -147,3 +148,23 @@ def test_truncation_is_spelled_one_way():
         .describe()
         .endswith("truncate=4 truncation=back")
     )
+
+
+def test_equal_problems_compute_what_a_check_needs_once():
+    # check_grads builds its problem afresh at every call: what a check computes from the
+    # settings alone is kept for the problems used last, so a notebook or a class checking
+    # many functions on one problem pays for it once
+    calls = []
+
+    def make():
+        calls.append(1)
+        return len(calls)
+
+    key = "test:shared"
+    a, b = Problem(seed=11), Problem(seed=11)
+    assert a.cached(key, make) == b.cached(key, make) == 1
+    assert Problem(seed=12).cached(key, make) == 2  # other settings: their own
+    assert Problem(seed=11).on("float32").cached(key, make) == 3  # another dtype: its own
+    for seed in range(100, 100 + problem_module._SHARED_PROBLEMS):  # the oldest is let go
+        Problem(seed=seed).cached(key, make)
+    assert Problem(seed=11).cached(key, make) > 3
