@@ -316,4 +316,3 @@ def _shared(key: tuple) -> dict[str, Any]:
         else:
             _SHARED.move_to_end(key)
         return cache
-
