@@ -116,12 +116,15 @@ class RunLog:
     # --- per step ---------------------------------------------------------------------
 
     def open_bar(self) -> None:
+        """A progress bar on a terminal, for a run that prints (none for a sweep's members:
+        a disabled bar would still format its figures at every point)."""
+        if not (self.verbose and sys.stderr.isatty()):
+            return
         self.bar = tqdm(
             total=self.config.steps,
             initial=self.start,
             unit="step",
             file=sys.stderr,
-            disable=not (self.verbose and sys.stderr.isatty()),
             dynamic_ncols=True,
         )
 
