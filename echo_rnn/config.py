@@ -164,9 +164,11 @@ class TrainConfig:
     fused: bool = field(
         default=True,
         metadata=_opt(
-            "Adam as torch's fused kernel: one kernel updates every parameter, about twice as "
-            "fast per step at these sizes and the same update up to rounding (so a different curve "
-            "than --no-fused; runs recorded before this option resume unfused)",
+            "with the torch kernels (--backend bptt or autograd), Adam as torch's fused "
+            "kernel: one kernel updates every parameter, about twice as fast per step at these "
+            "sizes and the same update up to rounding (so a different curve than --no-fused; "
+            "runs recorded before this option resume unfused). The compiled kernel takes its "
+            "own step either way",
             "optimization",
             bool,
         ),
