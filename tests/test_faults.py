@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import echo_rnn.engine.loop as loop_mod
 import echo_rnn.engine.steppers as steppers
 import echo_rnn.engine.train as train_mod
 import echo_rnn.run.rundir as rundir_mod
+import echo_rnn.run.runlog as runlog_mod
 import helpers
 from echo_rnn.config import ConfigError
 from echo_rnn.engine.train import train
@@ -387,3 +389,33 @@ def test_a_really_full_disk_is_one_line_then_and_on_resume(tiny_disk):
     run = tiny_disk / "runs" / "a"
     assert all(f.stat().st_size > 0 for f in run.glob("events*"))
     assert load_checkpoint(run)["step"] > 0
+
+
+def test_a_signal_while_a_resume_starts_keeps_the_steps_its_checkpoint_carried(
+    tmp_path, monkeypatch
+):
+    # stopped between points, a run's checkpoint carries the steps since its last point; a
+    # resume stopped again before its first step must carry them on, or the next point's
+    # train loss averages fewer steps than the uninterrupted run's
+    config = small_config(tmp_path, run_name="r", steps=12, log_every=4, eval_every=12)
+    polls = []
+    with pytest.raises(train_mod.TrainingInterrupted):
+        train(config, verbose=False, stop=lambda: polls.append(1) or len(polls) >= 6)
+    run_dir = tmp_path / "runs" / "r"
+    assert load_checkpoint(run_dir)["step"] == 6 and len(load_checkpoint(run_dir)["window"]) == 2
+    real = runlog_mod.RunLog.open_bar
+
+    def signalled(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # held until train can act on it
+        return real(self)
+
+    monkeypatch.setattr(runlog_mod.RunLog, "open_bar", signalled)
+    with pytest.raises(train_mod.TrainingInterrupted):
+        train(config, resume=run_dir, verbose=False)
+    monkeypatch.undo()
+    assert len(load_checkpoint(run_dir)["window"]) == 2
+    resumed = train(config, resume=run_dir, verbose=False)
+    whole = train(replace(config, run_name="whole"), verbose=False)
+    assert scalar_series(resumed.run_dir, "train loss") == scalar_series(
+        whole.run_dir, "train loss"
+    )

@@ -342,3 +342,20 @@ def test_a_sweep_point_with_a_damaged_summary_is_one_line(tmp_path):
     for read in (needs_run, _row):
         with pytest.raises(CheckpointError, match="summary.json is not JSON"):
             read(config)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "bptt"])
+@pytest.mark.parametrize("missing", ["optimizer", "rng"])
+def test_a_checkpoint_without_its_optimizer_or_stream_is_refused_on_resume(
+    tmp_path, capsys, backend, missing
+):
+    # the record's check accepts a table without them (predict needs neither); a resume
+    # says so in one line instead of a traceback from loading None
+    run = train(small_config(tmp_path, run_name="r", steps=10, backend=backend), verbose=False)
+    path = ckpt.checkpoint_path(run.run_dir)
+    state = load_checkpoint(path)
+    del state[missing]
+    torch.save(state, path)
+    code, out, err = run_main("train", "--resume", run.run_dir, "--steps", "20", capsys=capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and f"holds no {missing} state" in err

@@ -153,8 +153,13 @@ def train_runs(
         active = _settle(stepper, runs, active, step, moved, clock, results)
         if progress is not None:
             progress(step, len(active))
-        if active and received:  # a signal during start-up: the first checkpoint is written
-            _checkpoints(stepper, runs, active, step, clock, durable=True)
+        stop = bool(received)
+        if dist.enabled:  # every rank stops, or none
+            stop = distributed.all_reduce_max(float(stop), stepper.device) > 0
+        if active and stop:  # a signal during start-up: the first checkpoint is written
+            # with the steps a resumed checkpoint carried since its last point
+            windows = [runs[i].carried for i in active]
+            _checkpoints(stepper, runs, active, step, clock, windows, durable=True)
             raise TrainingInterrupted(
                 received[0] if received else signal.SIGTERM, step, runs[active[0]].run_dir
             )
@@ -246,8 +251,8 @@ def _point(stepper, runs, active, step, pending: Pending, is_eval, batch, clock)
             run.diverged = (bad[0], what)
             continue
         rows[r], run.carried = run.carried + new, []  # carried: checked when they were read
-        if new:
-            run.progress.train_loss, run.grad_norm = new[-1][1], new[-1][2]
+        if rows[r]:
+            run.progress.train_loss, run.grad_norm = rows[r][-1][1], rows[r][-1][2]
         if is_eval:
             run.log.steps(rows[r], None)  # the evaluation logs the held-out metrics
     finite = stepper.finite()

@@ -65,6 +65,14 @@ def _does_not_fit(path, exc: Exception) -> CheckpointError:
     return CheckpointError(f"{path} does not fit its own config: {first}")
 
 
+def _resumable(record: RunRecord, path) -> None:
+    """A checkpoint a run resumes from holds its optimizer and its stream (one written by
+    echo-rnn always does; the record's check accepts a table without them)."""
+    for name in ("optimizer", "rng"):
+        if getattr(record, name) is None:
+            raise CheckpointError(f"{path} cannot be resumed: it holds no {name} state")
+
+
 class _TorchOptimizer:
     """The learning rate and the update of a stepper that trains with a torch optimizer
     (``self.optimizer``)."""
@@ -114,11 +122,12 @@ class ModelStepper(_TorchOptimizer):
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def load(self, record: RunRecord, path) -> None:
+        _resumable(record, path)
         try:
             self.model.load_state_dict(record.model)
             self.optimizer.load_state_dict(record.optimizer)
             self.run.gen.set_state(record.rng)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
             raise _does_not_fit(path, exc) from None
 
     def stack(self, runs, active: list[int]) -> None:
@@ -348,9 +357,10 @@ class CompiledStepper:
 
     def load(self, record: RunRecord, path) -> None:
         """A run alone, resumed: its row from the checkpoint."""
+        _resumable(record, path)
         try:
             self.members.load(0, record.model, record.optimizer, record.rng)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
             raise _does_not_fit(path, exc) from None
 
     def stack(self, runs, active: list[int]) -> None:

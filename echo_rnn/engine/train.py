@@ -27,7 +27,7 @@ from echo_rnn.engine.outcome import (
     TrainResult,
     diverged_message,
 )
-from echo_rnn.engine.steppers import CompiledStepper, ModelStepper
+from echo_rnn.engine.steppers import CompiledStepper, ModelStepper, Overflow
 from echo_rnn.run import rundir
 from echo_rnn.run.checkpoint import checkpoint_path
 from echo_rnn.run.rundir import Resumed
@@ -61,8 +61,9 @@ def train(
             in this process alone (as the sweep does with each of its points).
         stop: polled after every step; once it returns True the run stops as on SIGTERM
             (the sweep's workers learn of a signal to their parent this way).
-        progress: called after every step with (step, 1), the run still training: the
-            sweep shows it (it should return at once).
+        progress: called at the start and after every step with (step, runs still
+            training: 1, then 0 once the run ended): the sweep shows it (it should return at
+            once).
 
     Runs with ``torch.set_num_threads(config.threads)`` and restores the count afterwards.
     From the moment the run directory exists, SIGINT, SIGTERM and SIGHUP are held until the
@@ -189,7 +190,13 @@ def _start(
             file=sys.stderr,
         )
     if config.cuda_graph:
-        stepper.capture_graph()
+        try:
+            stepper.capture_graph()  # its warm-up steps
+        except Overflow:
+            step = (saved.step if saved is not None else 0) + 1
+            raise NonFiniteLoss(
+                diverged_message(config, run_dir, step, "the update overflowed")
+            ) from None
     run.log = RunLog(
         run_dir,
         config,
