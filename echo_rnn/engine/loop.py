@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -80,6 +81,22 @@ class Run:
     diverged: tuple[int, float | str] | None = None  # (step, what became non-finite)
     saved_step: int | None = None  # the step of the last checkpoint written or read
 
+    @classmethod
+    def new(
+        cls,
+        config: TrainConfig,
+        run_dir: Path,
+        device: torch.device,
+        compiled: bool,
+        home: HeldDir | None,
+        main: bool = True,
+        log: RunLog | None = None,
+    ) -> Run:
+        """A run at its start: its streams drawn (:func:`streams`), its curriculum at its
+        first k."""
+        gen, val = streams(config, device, compiled)
+        return cls(config, run_dir, log, gen, val, Curriculum.from_config(config), home, main)
+
     def resume(self, record: RunRecord) -> None:
         """Take up where ``record`` (the run's checkpoint) left off; the stepper loads the
         weights, the optimizer and the stream."""
@@ -89,18 +106,19 @@ class Run:
         self.carried = list(record.window)
         self.saved_step = record.step
 
-    @property
-    def done(self) -> bool:
-        return self.progress.solved_step is not None or self.diverged is not None
+    def over(self, step: int) -> bool:
+        """Solved, diverged, or out of steps at ``step``: the run is finished."""
+        return (
+            self.progress.solved_step is not None
+            or self.diverged is not None
+            or step >= self.config.steps
+        )
 
 
 class Clock:
-    """Seconds since the clock was (re)started: the run's time, not its setup's."""
+    """Seconds since the clock was made: the run's time, not its setup's."""
 
     def __init__(self) -> None:
-        self.restart()
-
-    def restart(self) -> None:
         self.start = time.perf_counter()
 
     def __call__(self) -> float:
@@ -146,24 +164,15 @@ def train_runs(
             moved = _point(stepper, runs, active, step, [], True, False, clock)
             _checkpoints(stepper, runs, active, step, clock, checked=True)
         elif any(
-            (runs[i].done or step >= c0.steps) and runs[i].progress.last_eval.get("step") != step
-            for i in active
+            runs[i].over(step) and runs[i].progress.last_eval.get("step") != step for i in active
         ):  # resumed with nothing left to do, its last evaluation before this step
             moved = _point(stepper, runs, active, step, [], True, False, clock)
         active = _settle(stepper, runs, active, step, moved, clock, results)
         if progress is not None:
             progress(step, len(active))
-        stop = bool(received)
-        if dist.enabled:  # every rank stops, or none
-            stop = distributed.all_reduce_max(float(stop), stepper.device) > 0
-        if active and stop:  # a signal during start-up: the first checkpoint is written
-            # with the steps a resumed checkpoint carried since its last point
-            windows = [runs[i].carried for i in active]
-            _checkpoints(stepper, runs, active, step, clock, windows, durable=True)
-            raise TrainingInterrupted(
-                received[0] if received else signal.SIGTERM, step, runs[active[0]].run_dir
-            )
         pending: Pending = []
+        if active and _agreed(bool(received), dist, stepper):  # a signal during start-up
+            active = _stop(stepper, runs, active, step, clock, pending, received, results)
         while active and step < c0.steps:
             try:
                 losses, norms = stepper.step(step)  # (R,) each: each run's loss, grad norm
@@ -186,8 +195,7 @@ def train_runs(
             if is_eval or step % c0.log_every == 0:
                 moved = _point(stepper, runs, active, step, pending, is_eval, True, clock)
                 pending = []
-                if dist.enabled:
-                    stop = distributed.all_reduce_max(float(stop), stepper.device) > 0
+                stop = _agreed(stop, dist, stepper)
             elif dist.enabled:
                 stop = False
             if is_eval:
@@ -196,16 +204,9 @@ def train_runs(
             if progress is not None:
                 progress(step, len(active))
             if active and stop:
-                if not is_eval:
-                    # the steps since the last point go into the checkpoints, unlogged, so
-                    # that a resumed run draws the same points as one never stopped
-                    windows = _windows(stepper, runs, active, pending)
-                    _checkpoints(stepper, runs, active, step, clock, windows, durable=True)
-                    active = _settle(stepper, runs, active, step, False, clock, results)
-                if active:
-                    raise TrainingInterrupted(
-                        received[0] if received else signal.SIGTERM, step, runs[active[0]].run_dir
-                    )
+                if is_eval:  # checkpointed above
+                    _interrupted(runs, active, step, received)
+                active = _stop(stepper, runs, active, step, clock, pending, received, results)
         return [results[i] for i in range(len(runs))]
     except OSError:
         for i in active:  # gone while a file was written: say that, not ENOENT
@@ -218,17 +219,39 @@ def train_runs(
                 run.log.close()
 
 
-def _rows(stepper, pending: Pending) -> list[list[list[float]]]:
-    """The pending steps' (loss, grad norm) per step and run, read off the device in one
-    sync: ``rows[j][r]``."""
-    values = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending])  # (n, R, 2)
-    return stepper.read(values).tolist()
+def _agreed(stop: bool, dist: distributed.Dist, stepper) -> bool:
+    """Whether any process was asked to stop: under torchrun every rank stops, or none."""
+    if dist.enabled:
+        return distributed.all_reduce_max(float(stop), stepper.device) > 0
+    return stop
 
 
-def _windows(stepper, runs: list[Run], active: list[int], pending: Pending) -> list[list]:
-    """Per active run, the steps since its last point as its checkpoint keeps them: what a
-    resumed checkpoint carried, then [step, loss, grad norm, lr] of each pending step."""
-    values = _rows(stepper, pending) if pending else []
+def _interrupted(runs: list[Run], active: list[int], step: int, received: list[int]) -> NoReturn:
+    raise TrainingInterrupted(
+        received[0] if received else signal.SIGTERM, step, runs[active[0]].run_dir
+    )
+
+
+def _stop(stepper, runs, active, step, clock, pending: Pending, received, results) -> list[int]:
+    """Asked to stop between points: every active run checkpointed with the steps since its
+    last point, unlogged (a resumed run draws the same points as one never stopped), then
+    TrainingInterrupted. Returns the runs left (none) if every one turned out finished."""
+    windows = _rows(stepper, runs, active, pending)
+    _checkpoints(stepper, runs, active, step, clock, windows, durable=True)
+    active = _settle(stepper, runs, active, step, False, clock, results)
+    if active:
+        _interrupted(runs, active, step, received)
+    return active
+
+
+def _rows(stepper, runs: list[Run], active: list[int], pending: Pending) -> list[list]:
+    """Per active run, the steps since its last point, (step, loss, grad norm, lr) each:
+    what a resumed checkpoint carried, then the pending steps, read off the device in one
+    sync."""
+    values = []
+    if pending:
+        losses = torch.stack([torch.stack([l, n], dim=1) for _, l, n, _ in pending])  # (n, R, 2)
+        values = stepper.read(losses).tolist()
     return [
         runs[i].carried + [(s, *values[j][r], lr) for j, (s, _, _, lr) in enumerate(pending)]
         for r, i in enumerate(active)
@@ -240,17 +263,16 @@ def _point(stepper, runs, active, step, pending: Pending, is_eval, batch, clock)
     metrics; at an evaluation, what follows from them (:func:`_evaluate`). A run whose loss,
     gradient norm, weights or held-out loss is no longer finite is marked diverged. Returns
     whether a curriculum moved on."""
-    rows: dict[int, list] = {}
-    values = _rows(stepper, pending) if pending else []
+    rows = _rows(stepper, runs, active, pending)
     for r, i in enumerate(active):
         run = runs[i]
-        new = [(s, *values[j][r], lr) for j, (s, _, _, lr) in enumerate(pending)]
+        new = rows[r][len(run.carried) :]  # the carried ones were checked when read
         bad = next((row for row in new if not all(map(math.isfinite, row[1:3]))), None)
         if bad is not None:
             what = bad[1] if not math.isfinite(bad[1]) else f"gradient norm became {bad[2]}"
             run.diverged = (bad[0], what)
             continue
-        rows[r], run.carried = run.carried + new, []  # carried: checked when they were read
+        run.carried = []
         if rows[r]:
             run.progress.train_loss, run.grad_norm = rows[r][-1][1], rows[r][-1][2]
         if is_eval:
@@ -267,7 +289,7 @@ def _point(stepper, runs, active, step, pending: Pending, is_eval, batch, clock)
         if run.diverged is None and not is_eval:
             # held-out metrics at every point, so that the held-out curves are as fine as
             # the training ones
-            run.log.steps(rows.get(r, []), metrics[r])
+            run.log.steps(rows[r], metrics[r])
             run.log.progress(run.progress.train_loss, run.progress.last_eval.get("val_accuracy"))
     if not is_eval:
         return False
@@ -362,7 +384,7 @@ def _settle(stepper, runs, active, step, moved, clock, results) -> list[int]:
     """Finish the runs that are done (solved, out of steps, diverged) and take them out of
     the population: from now on they cost nothing. The stepper reads the runs again when
     some left or a curriculum moved on. Returns the active runs that remain."""
-    done = [r for r, i in enumerate(active) if runs[i].done or step >= runs[i].config.steps]
+    done = [r for r, i in enumerate(active) if runs[i].over(step)]
     if done:
         full = stepper.snapshot()  # once: each leaving run's checkpoint and the rest
         for r in done:

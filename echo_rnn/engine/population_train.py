@@ -32,8 +32,7 @@ import torch
 from echo_rnn.config import TrainConfig
 from echo_rnn.devices import check_fits, cpu_threads, resolve_device, rnn_bytes
 from echo_rnn.engine.backends import check_backend, training_backend
-from echo_rnn.engine.curriculum import Curriculum
-from echo_rnn.engine.loop import Clock, Run, streams, train_runs
+from echo_rnn.engine.loop import Clock, Run, train_runs
 from echo_rnn.engine.outcome import TrainResult
 from echo_rnn.engine.steppers import CompiledStepper, PopulationStepper
 from echo_rnn.errors import ConfigError
@@ -141,9 +140,8 @@ def _train_population(
         # one writer: a `train --resume` of a member while the population trains is refused
         held.enter_context(DirLock(run_dir))
         home = held.enter_context(HeldDir(run_dir))
-        gen, val = streams(c, device, compiled)
         log = RunLog(run_dir, c, main=True, verbose=False, resumed_at=None)
-        runs.append(Run(c, run_dir, log, gen, val, Curriculum.from_config(c), home))
+        runs.append(Run.new(c, run_dir, device, compiled, home, log=log))
     stepper = CompiledStepper(configs) if compiled else PopulationStepper(configs, device)
     return train_runs(
         runs, stepper, clock=Clock(), stopping=stopping, received=received, progress=progress

@@ -19,8 +19,7 @@ from echo_rnn.config import ConfigError, TrainConfig
 from echo_rnn.devices import cpu_threads, resolve_device
 from echo_rnn.engine import distributed
 from echo_rnn.engine.backends import check_backend, training_backend
-from echo_rnn.engine.curriculum import Curriculum
-from echo_rnn.engine.loop import Clock, Run, streams, train_runs
+from echo_rnn.engine.loop import Clock, Run, train_runs
 from echo_rnn.engine.outcome import (
     NonFiniteLoss,
     TrainingInterrupted,
@@ -175,8 +174,7 @@ def _start(
     """The run and its stepper: the compiled kernel as a population of one where it trains
     the run, else a torch model and optimizer; read back from ``saved`` on a resume."""
     compiled = training_backend(config, device, d.enabled) == "compiled"
-    gen, val = streams(config, device, compiled)
-    run = Run(config, run_dir, None, gen, val, Curriculum.from_config(config), home, d.is_main)
+    run = Run.new(config, run_dir, device, compiled, home, d.is_main)
     stepper = CompiledStepper([config]) if compiled else ModelStepper(run, device, d)
     if saved is not None:
         stepper.load(saved, resumed.checkpoint)
