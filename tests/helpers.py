@@ -21,6 +21,9 @@ SMALL = dict(
     val_size=32,
     log_every=5,
     device="cpu",
+    # a checkpoint at every evaluation, as the tests of what happens at one assume (the
+    # default cadence has tests of its own)
+    checkpoint_every=1,
 )
 
 

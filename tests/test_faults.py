@@ -275,6 +275,48 @@ def test_kill_9_between_checkpoints_then_resume_shows_each_step_once(tmp_path):
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
 
 
+def test_checkpoints_come_every_nth_evaluation_and_a_crash_resumes_the_same_curve(
+    tmp_path, monkeypatch, capsys
+):
+    """--checkpoint-every 3 at --eval-every 10: checkpoints at step 0, every third evaluation
+    and the end. A process that dies at step 50 (no signal: nothing is saved then) leaves step
+    30's; resumed from it, the run logs each step once and its curves and weights are the
+    uninterrupted run's."""
+    saved = []
+    real_save = loop_mod.save_checkpoint
+
+    def spy(path, state, durable=True):
+        saved.append(state["step"])
+        real_save(path, state, durable)
+
+    monkeypatch.setattr(loop_mod, "save_checkpoint", spy)
+    config = small_config(tmp_path, steps=70, checkpoint_every=3)
+    train(replace(config, run_name="whole"), verbose=False)
+    assert saved == [0, 30, 60, 70]
+
+    saved.clear()
+    real_step = steppers.CompiledStepper.step
+
+    def dies_at_50(self, step):
+        if step == 50:
+            raise MemoryError("the process dies here")
+        return real_step(self, step)
+
+    monkeypatch.setattr(steppers.CompiledStepper, "step", dies_at_50)
+    with pytest.raises(MemoryError):
+        train(replace(config, run_name="crashed"), verbose=False)
+    run = tmp_path / "runs" / "crashed"
+    assert saved == [0, 30] and load_checkpoint(run)["step"] == 30
+    monkeypatch.setattr(steppers.CompiledStepper, "step", real_step)
+    code, _, err = run_main("train", "--resume", run, capsys=capsys)
+    assert code == 0, err
+    whole = tmp_path / "runs" / "whole"
+    for name in ("train loss", "val loss", "val accuracy", "grad norm"):
+        assert scalar_series(run, name) == scalar_series(whole, name), name
+    got, want = load_checkpoint(run)["model"], load_checkpoint(whole)["model"]
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_resume_from_a_loose_checkpoint_file_writes_nowhere(tmp_path, capsys):
     # Before: --resume x/my.pt wrote the run into the file's grandparent.
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)

@@ -195,3 +195,24 @@ def test_a_run_recorded_as_three_tensorboard_runs_resumes_into_one(tmp_path):
             points = [s for s, _ in scalar_series(run_dir, name)]
             assert points == sorted(set(points)) and points[-1] == steps, (name, points)
     assert set(load_checkpoint(run_dir)["events"]) == {""}
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (140, 300), (7, 641)])
+def test_pictures_are_pngs_any_reader_decodes_to_their_pixels(shape):
+    """events.png writes its own PNG (unfiltered rows, zlib): PIL, the reader TensorBoard's
+    own tests use, reads back every pixel, from a one-pixel picture to one wider than a card."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from echo_rnn.run.events import png
+
+    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(png(rgb))) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", shape[::-1])
+        assert np.array_equal(np.asarray(im), rgb)
+    # a view that is not contiguous (a picture's columns flipped) is written as it reads
+    flipped = rgb[:, ::-1]
+    with Image.open(io.BytesIO(png(flipped))) as im:
+        assert np.array_equal(np.asarray(im), flipped)

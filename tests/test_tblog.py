@@ -225,3 +225,22 @@ def test_sweep_heatmap_leaves_matplotlib_alone():
     backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
     heatmap_image(_summary([1], [2]), [1], [2])
     assert matplotlib.get_backend() == backend and dict(matplotlib.rcParams) == rc
+
+
+def test_a_label_drawn_from_its_cached_mask_is_what_pil_draws():
+    """tblog._text pastes a label through a mask rendered once; pixel for pixel it is
+    ImageDraw.text's, at whole and fractional positions, in colour, and cut at every edge."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from echo_rnn.run import tblog
+
+    for font in (tblog._font(), tblog._font(tblog.FONT_PX - 1)):
+        for text in ("prediction (t)", "0", "1e-12", "[0, 1]", "Ag"):
+            for xy in [(4, 3), (-3.5, -2.25), (95.3, 18.7), (-10, 5), (10.5, 0.75)]:
+                for fill in ("black", (230, 110, 0)):
+                    theirs = Image.new("RGB", (100, 24), (200, 220, 240))
+                    ours = theirs.copy()
+                    ImageDraw.Draw(theirs).text(xy, text, fill=fill, font=font)
+                    tblog._text(ours, xy, text, fill=fill, font=font)
+                    assert np.array_equal(np.asarray(ours), np.asarray(theirs)), (text, xy)

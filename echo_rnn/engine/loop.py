@@ -5,10 +5,11 @@ population of one, a sweep's group a population of many; both are :func:`train_r
 Each step: every active run's optimizer step; every ``log_every`` steps a point (the steps'
 losses and gradient norms read off the device in one sync, the held-out metrics); every
 ``eval_every`` steps an evaluation (solved, the curriculum, the pictures, the kernel against
-autograd) and a checkpoint. A run that is solved, runs out of steps or diverges is finished
-(its last checkpoint, summary.json, hparams) and leaves the population: it costs nothing
-afterwards. After any step, once a signal (or the sweep) asks, every run still training is
-checkpointed and :class:`~echo_rnn.engine.outcome.TrainingInterrupted` is raised.
+autograd), and at every ``checkpoint_every``-th a checkpoint. A run that is solved, runs
+out of steps or diverges is finished (its last checkpoint, summary.json, hparams) and leaves
+the population: it costs nothing afterwards. After any step, once a signal (or the sweep)
+asks, every run still training is checkpointed and
+:class:`~echo_rnn.engine.outcome.TrainingInterrupted` is raised.
 
 Host syncs: per-step losses and gradient norms stay on the device and are read at points;
 nothing else waits for the device.
@@ -198,8 +199,12 @@ def train_runs(
                 stop = _agreed(stop, dist, stepper)
             elif dist.enabled:
                 stop = False
-            if is_eval:
+            if is_eval and (stop or (step // c0.eval_every) % c0.checkpoint_every == 0):
                 _checkpoints(stepper, runs, active, step, clock, durable=stop, checked=True)
+            elif is_eval:  # no checkpoint due: still, a run whose directory went stops here
+                for i in active:
+                    if runs[i].home is not None:
+                        runs[i].home.check(step, runs[i].saved_step)
             active = _settle(stepper, runs, active, step, moved, clock, results)
             if progress is not None:
                 progress(step, len(active))

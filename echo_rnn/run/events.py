@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,32 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 # Our files end with this, so that a run directory's own file is told from anything else.
 SUFFIX = ".echo-rnn"
+
+
+def png(rgb: np.ndarray) -> bytes:
+    """An ``(height, width, 3)`` uint8 picture as a PNG file: rows unfiltered, zlib's fastest
+    level. Why not PIL: its encoder tries every PNG filter on every row, 0.7 ms for a
+    300 x 140 picture at its fastest level, where this takes 0.15 ms and the file is about 5%
+    larger (our pictures are flat colours, which zlib compresses well unfiltered); a
+    population draws five pictures a run at each of its picture evaluations. Any PNG reader
+    decodes it (tested against PIL's)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # byte 0 of a row: filter None
+    rows[:, 1:] = rgb.reshape(height, 3 * width)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _masked_crc(data: bytes) -> int:
@@ -105,20 +132,10 @@ class EventFile:
         self.summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]), step)
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
-        """An ``(height, width, 3)`` uint8 picture, stored as PNG. Encoded here, with PIL's
-        fastest compression: torch's ``summary.image`` converts to float and back and
-        compresses harder, several milliseconds a picture, for files a few percent smaller."""
-        import io
-
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(
-            buf, format="PNG", compress_level=1
-        )
+        """An ``(height, width, 3)`` uint8 picture, stored as PNG (:func:`png`)."""
         height, width = rgb.shape[:2]
         picture = Summary.Image(
-            height=height, width=width, colorspace=3, encoded_image_string=buf.getvalue()
+            height=height, width=width, colorspace=3, encoded_image_string=png(rgb)
         )
         self.summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 

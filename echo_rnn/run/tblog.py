@@ -40,6 +40,31 @@ def _text_size(draw, text: str, font) -> tuple[int, int]:
     return _measured(text, font)
 
 
+_PAD = 3
+
+
+def _text(img, xy: tuple[float, float], text: str, fill, font) -> None:
+    """``ImageDraw.Draw(img).text(xy, text, fill=fill, font=font)``, pixel for pixel, from a
+    mask rendered once: a picture's labels are the same at every evaluation, and FreeType's
+    rendering of them was half of a picture's cost."""
+    x, y = xy
+    fx, fy = math.modf(x)[0], math.modf(y)[0]  # as PIL splits a position
+    img.paste(fill, (int(x) - _PAD, int(y) - _PAD), _mask(text, font, fx, fy))
+
+
+@functools.lru_cache(maxsize=4096)
+def _mask(text: str, font, fx: float, fy: float):
+    """``text`` drawn white on black at (fx, fy), fractions of a pixel, as PIL would draw it
+    there, _PAD pixels in from each edge (a glyph's edge may reach out of its box): the alpha
+    a label is pasted through."""
+    from PIL import Image, ImageDraw
+
+    w, h = _measured(text, font)
+    mask = Image.new("L", (w + 2 * _PAD + 1, h + 2 * _PAD + 1), 0)
+    ImageDraw.Draw(mask).text((_PAD + fx, _PAD + fy), text, fill=255, font=font)
+    return mask
+
+
 @functools.lru_cache(maxsize=4096)  # the same labels at every evaluation: lay each out once
 def _measured(text: str, font) -> tuple[int, int]:
     from PIL import Image, ImageDraw
@@ -177,7 +202,7 @@ def _heatmap(
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     for n, text in enumerate(title):
-        draw.text((6, 4 + n * line_h), text, fill="black", font=font)
+        _text(img, (6, 4 + n * line_h), text, fill="black", font=font)
     # nearest-neighbour upscaling of at most MATRIX_PX^2 pixels: the cells, never H*H*cell^2
     cells = Image.fromarray(_diverging(small / scale)).resize((mat_w, mat_h), Image.NEAREST)
     img.paste(cells, (left, top))
@@ -187,13 +212,13 @@ def _heatmap(
         x = left + (j - 0.5) * mat_w / C
         tw = _text_size(probe, str(j), small_font)[0]
         tx = min(max(x - tw / 2, 2), width - tw - 2)
-        draw.text((tx, top - label_h - 3), str(j), fill="black", font=small_font)
+        _text(img, (tx, top - label_h - 3), str(j), fill="black", font=small_font)
         draw.line((x, top - 3, x, top - 1), fill=_GRID)
     if show_rows:
         for i in axis_ticks(R, mat_h / R, label_h + 2):
             y = top + (i - 0.5) * mat_h / R
             tw = _text_size(probe, str(i), small_font)[0]
-            draw.text((left - 4 - tw, y - label_h / 2 - 1), str(i), fill="black", font=small_font)
+            _text(img, (left - 4 - tw, y - label_h / 2 - 1), str(i), fill="black", font=small_font)
 
     ramp = _diverging(np.linspace(1, -1, bar_h)[:, None]).repeat(12, axis=1)  # +max on top
     img.paste(Image.fromarray(ramp), (bar_x, top))
@@ -201,7 +226,7 @@ def _heatmap(
     for text, y in zip(
         scale_labels, (top, top + bar_h / 2 - label_h / 2 - 1, top + bar_h - label_h - 2)
     ):
-        draw.text((bar_x + 16, y), text, fill="black", font=small_font)
+        _text(img, (bar_x + 16, y), text, fill="black", font=small_font)
     return np.asarray(img), (left, top, left + mat_w, top + mat_h)
 
 
@@ -286,25 +311,25 @@ def sequence_rgb(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> np.nd
         strip = Image.fromarray(gray[i][None, :]).resize((span, ch), Image.NEAREST)
         img.paste(strip.convert("RGB"), (left, y0))
         draw.rectangle((left - 1, y0 - 1, left + span, y0 + ch), outline=_GRID)
-        draw.text((4, y0 + 1), label, fill="black", font=font)
+        _text(img, (4, y0 + 1), label, fill="black", font=font)
 
     px_per_step = span / T
     gap = _text_size(probe, str(T), small_font)[0] + 10
-    draw.text((4, tick_y), "time t", fill="black", font=font)
+    _text(img, (4, tick_y), "time t", fill="black", font=font)
     for t in axis_ticks(T, px_per_step, gap):
         xt = left + (t - 0.5) * px_per_step
         tw = _text_size(probe, str(t), small_font)[0]
         tx = min(max(xt - tw / 2, left - 4), width - tw - 2)
         draw.line((xt, rows_bottom - 3, xt, rows_bottom + 1), fill="black")
-        draw.text((tx, tick_y), str(t), fill="black", font=small_font)
+        _text(img, (tx, tick_y), str(t), fill="black", font=small_font)
 
     for n, line in enumerate(key_lines):
         ky = key_y + n * line_h
         for colour, text, kx in line:
             draw.rectangle((kx, ky + 1, kx + 12, ky + 13), fill=colour, outline=(90, 90, 90))
-            draw.text((kx + 18, ky + 1), text, fill="black", font=small_font)
+            _text(img, (kx + 18, ky + 1), text, fill="black", font=small_font)
     if note:
-        draw.text((4, key_y + line_h * len(key_lines)), note, fill="black", font=small_font)
+        _text(img, (4, key_y + line_h * len(key_lines)), note, fill="black", font=small_font)
     return np.asarray(img)
 
 
@@ -372,11 +397,11 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     def triangle(x: float, y_base: float) -> list[tuple[float, float]]:
         return [(x - 3, y_base), (x + 3, y_base), (x, y_base - 6)]
 
-    draw.text((left, 4), title, fill="black", font=font)
+    _text(img, (left, 4), title, fill="black", font=font)
     if note:
         nx, ny = (left, 4 + line_h) if two_lines else (width - 4 - note_w, 5)
         draw.polygon(triangle(nx + 3, ny + label_h + 1), fill=_ZERO)
-        draw.text((nx + 10, ny), note, fill=_ZERO, font=small_font)
+        _text(img, (nx + 10, ny), note, fill=_ZERO, font=small_font)
 
     # y axis label, written upwards beside the decade labels
     tw, th = _text_size(draw, ylabel, small_font)
@@ -405,7 +430,8 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
             draw.line((left + 1, y, right - 1, y), fill=(228, 228, 228))
         draw.line((left - 3, y, left, y), fill="black")
         text = _decade_label(d)
-        draw.text(
+        _text(
+            img,
             (left - 5 - _text_size(draw, text, small_font)[0], y - label_h / 2 - 2),
             text,
             fill="black",
@@ -413,7 +439,8 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
         )
     if zero.any():
         draw.line((left + 1, log_bottom + 3, right - 1, log_bottom + 3), fill=(228, 228, 228))
-        draw.text(
+        _text(
+            img,
             (left - 5 - _text_size(draw, "0", small_font)[0], bottom - 5 - label_h / 2 - 2),
             "0",
             fill=_ZERO,
@@ -438,7 +465,8 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
         text = str(t)
         w = _text_size(draw, text, small_font)[0]
         draw.line((xt, bottom, xt, bottom + 3), fill="black")
-        draw.text(
+        _text(
+            img,
             (min(max(xt - w / 2, left - 2), width - w - 2), bottom + 4),
             text,
             fill="black",
