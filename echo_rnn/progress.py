@@ -221,9 +221,14 @@ class SweepProgress:
 
     def _lines(self) -> None:
         running = [j for j in self.jobs if j.running]
+        # a population's finished members are reported when it ends: counted apart till then
+        finished = sum(j.members - j.active for j in running)
+        now = f"{len(running)} running"
+        if finished:
+            now = f"{finished} more finished in the {len(running)} running"
         lines = [
             f"{self.label}sweep: {self.done} of {self.points} points done "
-            f"({self.solved} solved), {len(running)} running, {self.left()}"
+            f"({self.solved} solved), {now}, {self.left()}"
         ]
         lines += [f"{self.label}  {j.label}: {j.describe()}" for j in running]
         print("\n".join(lines), file=self.stream, flush=True)

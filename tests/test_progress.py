@@ -70,7 +70,9 @@ def test_plain_lines_come_every_few_seconds_with_each_job_and_the_time_left():
     shown.update(0, 100, 3)
     shown.tick()
     assert out.getvalue().splitlines() == [
-        "sweep: 0 of 6 points done (0 solved), 1 running, about 3m10s left if no run solves early",
+        # one member finished: its point is reported when the population ends
+        "sweep: 0 of 6 points done (0 solved), 1 more finished in the 1 running, "
+        "about 3m10s left if no run solves early",
         "  H3 x4 (k 1-2): step 100 of 1000, 3 of 4 training",
     ]
     shown.point_done(solved=True)
