@@ -414,53 +414,55 @@ spec = importlib.util.spec_from_file_location("sanitized._compiled", sys.argv[1]
 k = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(k)
 ptr = lambda a: a.buffer_info()[0]
-R, B, T, I, H = 3, 5, 7, 2, 4
-P = H * H + H * I + 2 * H
 out = {}
-params = array.array("d", bytes(8 * R * P))
-for r in range(R):
-    one = array.array("d", bytes(8 * P))
-    k.init_params(r, H, I, 1, 0.5, 0.5, 0.9 if r == 1 else 0.0, ptr(one))
-    params[r * P:(r + 1) * P] = one
-out["params"] = list(params)
-for dbl, code in ((1, "d"), (0, "f")):
-    p = array.array(code, params)
-    U = array.array(code, [p[r * P + n] for r in range(R) for n in range(H * H)])
-    V = array.array(code, [p[r * P + H * H + n] for r in range(R) for n in range(H * I)])
-    w = array.array(code, [p[r * P + H * H + H * I + n] for r in range(R) for n in range(H)])
-    b = array.array(code, [p[r * P + H * H + H * I + H + n] for r in range(R) for n in range(H)])
-    x = array.array(code, bytes(array.array(code).itemsize * R * B * T * I))
-    k.draw_bits(dbl, 4, 1, 2, R * B, T, I, ptr(x))
-    y = array.array(code, [0.5 - x[n * I] for n in range(R * B * T)])
-    h0 = array.array(code, [0.1 * (n % 7) - 0.3 for n in range(R * B * H)])
-    bufs = {n: array.array(code, bytes(array.array(code).itemsize * s)) for n, s in (
-        ("yhat", R * B * T), ("dU", R * H * H), ("dV", R * H * I), ("dw", R * H),
-        ("db", R * H), ("dh0", R * B * H), ("dh", R * B * T * H))}
-    loss = array.array("d", bytes(8 * R))
-    k.forward_backward(dbl, R, B, T, I, H, ptr(x), ptr(y), ptr(U), ptr(V), ptr(w), ptr(b),
-                       ptr(h0), 3, ptr(bufs["yhat"]), ptr(loss), ptr(bufs["dU"]),
-                       ptr(bufs["dV"]), ptr(bufs["dw"]), ptr(bufs["db"]), ptr(bufs["dh0"]),
-                       ptr(bufs["dh"]), 2)
-    out[f"pass {code}"] = [list(loss)] + [list(v) for v in bufs.values()]
-    m = array.array(code, bytes(len(p) * p.itemsize))
-    v = array.array(code, bytes(len(p) * p.itemsize))
-    steps, counters = array.array("q", [0] * R), array.array("q", [0] * R)
-    lr = array.array("d", [0.01] * R)
-    seeds, echo = array.array("q", [1, 2, 3]), array.array("q", [0, 1, 6])
-    tl, tn = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
-    fin = array.array("B", [0] * R)
-    for sgd in (0, 1):
-        k.train_step(dbl, R, H, I, 1, B, T, 0, 0.5, 0.9, 0.999, 1e-8, sgd, ptr(p), ptr(m), ptr(v),
-                     ptr(steps), ptr(lr), ptr(seeds), ptr(counters), ptr(echo), ptr(tl), ptr(tn),
-                     ptr(fin), 2)
-        out[f"train {code} {sgd}"] = [list(p), list(tl), list(tn), list(fin)]
-    el, ea = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
-    k.evaluate(dbl, R, B, T, I, H, 1, ptr(p), 1, ptr(x), ptr(y), ptr(echo), ptr(el), ptr(ea), 2)
-    out[f"eval {code}"] = [list(el), list(ea)]
-    t = array.array(code, [float("nan"), float("inf"), -0.0, 1e-40, -3.0, 25.0])
-    tt = array.array(code, bytes(len(t) * t.itemsize))
-    k.tanh(dbl, len(t), ptr(t), ptr(tt))
-    out[f"tanh {code}"] = [repr(v) for v in tt]
+# B = 67: a whole chunk of 64 lanes and a short one; H = 5: a block of 4 units and one more
+for shape in ((3, 5, 7, 2, 4), (3, 67, 7, 1, 5)):
+    R, B, T, I, H = shape
+    P = H * H + H * I + 2 * H
+    params = array.array("d", bytes(8 * R * P))
+    for r in range(R):
+        one = array.array("d", bytes(8 * P))
+        k.init_params(r, H, I, 1, 0.5, 0.5, 0.9 if r == 1 else 0.0, ptr(one))
+        params[r * P:(r + 1) * P] = one
+    out[f"{shape} params"] = list(params)
+    for dbl, code in ((1, "d"), (0, "f")):
+        p = array.array(code, params)
+        U = array.array(code, [p[r * P + n] for r in range(R) for n in range(H * H)])
+        V = array.array(code, [p[r * P + H * H + n] for r in range(R) for n in range(H * I)])
+        w = array.array(code, [p[r * P + H * H + H * I + n] for r in range(R) for n in range(H)])
+        b = array.array(code, [p[r * P + H * H + H * I + H + n] for r in range(R) for n in range(H)])
+        x = array.array(code, bytes(array.array(code).itemsize * R * B * T * I))
+        k.draw_bits(dbl, 4, 1, 2, R * B, T, I, ptr(x))
+        y = array.array(code, [0.5 - x[n * I] for n in range(R * B * T)])
+        h0 = array.array(code, [0.1 * (n % 7) - 0.3 for n in range(R * B * H)])
+        bufs = {n: array.array(code, bytes(array.array(code).itemsize * s)) for n, s in (
+            ("yhat", R * B * T), ("dU", R * H * H), ("dV", R * H * I), ("dw", R * H),
+            ("db", R * H), ("dh0", R * B * H), ("dh", R * B * T * H))}
+        loss = array.array("d", bytes(8 * R))
+        k.forward_backward(dbl, R, B, T, I, H, ptr(x), ptr(y), ptr(U), ptr(V), ptr(w), ptr(b),
+                           ptr(h0), 3, ptr(bufs["yhat"]), ptr(loss), ptr(bufs["dU"]),
+                           ptr(bufs["dV"]), ptr(bufs["dw"]), ptr(bufs["db"]), ptr(bufs["dh0"]),
+                           ptr(bufs["dh"]), 2)
+        out[f"{shape} pass {code}"] = [list(loss)] + [list(v) for v in bufs.values()]
+        m = array.array(code, bytes(len(p) * p.itemsize))
+        v = array.array(code, bytes(len(p) * p.itemsize))
+        steps, counters = array.array("q", [0] * R), array.array("q", [0] * R)
+        lr = array.array("d", [0.01] * R)
+        seeds, echo = array.array("q", [1, 2, 3]), array.array("q", [0, 1, 6])
+        tl, tn = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
+        fin = array.array("B", [0] * R)
+        for sgd in (0, 1):
+            k.train_step(dbl, R, H, I, 1, B, T, 0, 0.5, 0.9, 0.999, 1e-8, sgd, ptr(p), ptr(m), ptr(v),
+                         ptr(steps), ptr(lr), ptr(seeds), ptr(counters), ptr(echo), ptr(tl), ptr(tn),
+                         ptr(fin), 2)
+            out[f"{shape} train {code} {sgd}"] = [list(p), list(tl), list(tn), list(fin)]
+        el, ea = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
+        k.evaluate(dbl, R, B, T, I, H, 1, ptr(p), 1, ptr(x), ptr(y), ptr(echo), ptr(el), ptr(ea), 2)
+        out[f"{shape} eval {code}"] = [list(el), list(ea)]
+        t = array.array(code, [float("nan"), float("inf"), -0.0, 1e-40, -3.0, 25.0])
+        tt = array.array(code, bytes(len(t) * t.itemsize))
+        k.tanh(dbl, len(t), ptr(t), ptr(tt))
+        out[f"{shape} tanh {code}"] = [repr(v) for v in tt]
 print(json.dumps(out))
 """
 

@@ -244,3 +244,25 @@ def test_a_label_drawn_from_its_cached_mask_is_what_pil_draws():
                     ImageDraw.Draw(theirs).text(xy, text, fill=fill, font=font)
                     tblog._text(ours, xy, text, fill=fill, font=font)
                     assert np.array_equal(np.asarray(ours), np.asarray(theirs)), (text, xy)
+
+
+def test_a_flow_picture_too_short_for_its_plot_is_refused_not_drawn_forever():
+    """flow_rgb at a height that leaves no room between the title and the t axis looped
+    forever looking for a decade spacing; it is a ValueError that says what is missing."""
+    with pytest.raises(ValueError, match="height 60 leaves .* px for the plot"):
+        flow_rgb(torch.tensor([0.0, 1e-3, 1.0]), 300, 60)
+    assert flow_rgb(torch.tensor([0.0, 1e-3, 1.0]), 300, 150).shape == (150, 300, 3)
+
+
+def test_a_label_cut_at_the_top_or_left_edge_is_drawn_by_pil_itself():
+    """Negative positions go to ImageDraw.text: PIL's bitmap font (no FreeType) rounds them
+    otherwise than the cached mask would."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default_imagefont()
+    for xy in [(-3.5, 4), (4, -2.25), (-0.5, -0.5)]:
+        theirs = Image.new("RGB", (60, 20), "white")
+        ours = theirs.copy()
+        ImageDraw.Draw(theirs).text(xy, "t = 10", fill="black", font=font)
+        tblog._text(ours, xy, "t = 10", fill="black", font=font)
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs)), xy

@@ -402,10 +402,18 @@ def test_malformed_config_file_and_cuda_without_cuda(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_resume_accepts_only_steps(tmp_path):
+def test_resume_accepts_only_steps_and_the_checkpoint_cadence(tmp_path, capsys):
     run = train(small_config(tmp_path, run_name="r", steps=10), verbose=False)
     proc = cli("train", "--resume", run.run_dir, "--lr", "0.5")
-    assert proc.returncode == 2 and "only --steps may be given" in proc.stderr
+    assert proc.returncode == 2
+    assert "only --steps and --checkpoint-every may be given" in proc.stderr
+    assert "got --lr" in proc.stderr
+    # neither changes the curve: a resume may set both
+    code, _, err = run_main(
+        "train", "--resume", run.run_dir, "--steps", "30", "--checkpoint-every", "2", capsys=capsys
+    )
+    assert code == 0, err
+    assert json.loads((Path(run.run_dir) / "summary.json").read_text())["step"] == 30
 
 
 def test_resuming_a_moved_run_points_tensorboard_at_where_it_is_now(tmp_path, capsys):

@@ -67,7 +67,7 @@ def add_parser(sub) -> None:
         metavar="RUN_DIR",
         default=None,
         help="continue a run (its directory or a checkpoint file) with the config it "
-        "was started with; only --steps may be given with it. A run that "
+        "was started with; only --steps and --checkpoint-every may be given with it. A run that "
         "stopped before its first checkpoint starts again from step 0; one "
         "whose checkpoint is damaged is refused",
     )
@@ -83,14 +83,15 @@ def add_parser(sub) -> None:
 
 def _resumed(args: argparse.Namespace, overrides: dict):
     """The run --resume names, read once (train continues from it), and its config with
-    --steps; the run's config is checked by train, with the rest."""
-    extra = sorted(set(overrides) - {"steps"})
+    --steps and --checkpoint-every (neither changes the curve: config.RESUME_FREE); the run's
+    config is checked by train, with the rest."""
+    extra = sorted(set(overrides) - {"steps", "checkpoint_every"})
     if extra or args.config or args.preset:
         given = [f"--{k.replace('_', '-')}" for k in extra]
         given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
         raise UsageError(
-            f"argument --resume: a resumed run keeps its config; only --steps may be "
-            f"given with it, got {' '.join(given)}"
+            f"argument --resume: a resumed run keeps its config; only --steps and "
+            f"--checkpoint-every may be given with it, got {' '.join(given)}"
         )
     try:
         resume = open_run(args.resume)

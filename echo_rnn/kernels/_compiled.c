@@ -727,7 +727,8 @@ static ALWAYS_INLINE void SFX(time_sums)(const int nu, const long nb, const long
                 for (int n = 0; n < nu; n++) acc[n][l] = acc[n][l] + av * ct[n * c_next + l];
             }
         } else {
-            for (long l = 0; l < nb; l++) acc[0][l] = acc[0][l] + at[l];
+            for (long l = 0; l < nb; l++)
+                for (int n = 0; n < nu; n++) acc[n][l] = acc[n][l] + at[l];
         }
     }
     for (int n = 0; n < nu; n++)

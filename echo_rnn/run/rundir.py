@@ -273,7 +273,7 @@ def check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
         raise CheckpointError(
             f"{resumed.checkpoint} was made with a different config "
             f"({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); a resumed run keeps the "
-            "config it was started with, only --steps may change"
+            "config it was started with, only --steps and --checkpoint-every may change"
         )
 
 

@@ -47,7 +47,12 @@ def _text(img, xy: tuple[float, float], text: str, fill, font) -> None:
     """``ImageDraw.Draw(img).text(xy, text, fill=fill, font=font)``, pixel for pixel, from a
     mask rendered once: a picture's labels are the same at every evaluation, and FreeType's
     rendering of them was half of a picture's cost."""
+    from PIL import ImageDraw
+
     x, y = xy
+    if x < 0 or y < 0:  # cut at the edge (no caller's is): PIL's own fonts differ in rounding
+        ImageDraw.Draw(img).text(xy, text, fill=fill, font=font)
+        return
     fx, fy = math.modf(x)[0], math.modf(y)[0]  # as PIL splits a position
     img.paste(fill, (int(x) - _PAD, int(y) - _PAD), _mask(text, font, fx, fy))
 
@@ -385,6 +390,12 @@ def flow_rgb(norms: torch.Tensor | np.ndarray, width: int = 360, height: int = 1
     bottom = height - label_h - 8
     # zeros get a band of their own under the log scale, so no curve is drawn over them
     log_bottom = bottom - (label_h + 8) if zero.any() else bottom
+    need = 2 * (label_h + 3)  # two decade labels at least
+    if log_bottom - top < need:
+        raise ValueError(
+            f"height {height} leaves {log_bottom - top} px for the plot at width {width}, "
+            f"under the {need} its labels need; give a larger height"
+        )
     ylabel = "||dJ/dh_t||"
     ylabel_w = _text_size(draw, ylabel, small_font)[1] + 2  # rotated: its height is its width
     tick_w = max(
