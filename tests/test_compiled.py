@@ -430,7 +430,8 @@ for shape in ((3, 5, 7, 2, 4), (3, 67, 7, 1, 5)):
         U = array.array(code, [p[r * P + n] for r in range(R) for n in range(H * H)])
         V = array.array(code, [p[r * P + H * H + n] for r in range(R) for n in range(H * I)])
         w = array.array(code, [p[r * P + H * H + H * I + n] for r in range(R) for n in range(H)])
-        b = array.array(code, [p[r * P + H * H + H * I + H + n] for r in range(R) for n in range(H)])
+        o = H * H + H * I + H
+        b = array.array(code, [p[r * P + o + n] for r in range(R) for n in range(H)])
         x = array.array(code, bytes(array.array(code).itemsize * R * B * T * I))
         k.draw_bits(dbl, 4, 1, 2, R * B, T, I, ptr(x))
         y = array.array(code, [0.5 - x[n * I] for n in range(R * B * T)])
@@ -452,9 +453,9 @@ for shape in ((3, 5, 7, 2, 4), (3, 67, 7, 1, 5)):
         tl, tn = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
         fin = array.array("B", [0] * R)
         for sgd in (0, 1):
-            k.train_step(dbl, R, H, I, 1, B, T, 0, 0.5, 0.9, 0.999, 1e-8, sgd, ptr(p), ptr(m), ptr(v),
-                         ptr(steps), ptr(lr), ptr(seeds), ptr(counters), ptr(echo), ptr(tl), ptr(tn),
-                         ptr(fin), 2)
+            k.train_step(dbl, R, H, I, 1, B, T, 0, 0.5, 0.9, 0.999, 1e-8, sgd, ptr(p), ptr(m),
+                         ptr(v), ptr(steps), ptr(lr), ptr(seeds), ptr(counters), ptr(echo),
+                         ptr(tl), ptr(tn), ptr(fin), 2)
             out[f"{shape} train {code} {sgd}"] = [list(p), list(tl), list(tn), list(fin)]
         el, ea = array.array("d", [0.0] * R), array.array("d", [0.0] * R)
         k.evaluate(dbl, R, B, T, I, H, 1, ptr(p), 1, ptr(x), ptr(y), ptr(echo), ptr(el), ptr(ea), 2)
