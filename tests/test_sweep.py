@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from echo_rnn.config import ConfigError, build_config
@@ -601,7 +602,9 @@ def test_a_population_sweep_is_the_sweep_of_single_runs(tmp_path):
 
 
 def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
-    args = [*POPULATION, "--echo-steps", "4", "--steps", "2000", "--log-every", "50"]
+    # k = 4 > H = 3 is never solved: the members train every step, 20000 of them (seconds,
+    # where 2000 ended within the half second before the signal once the engine got faster)
+    args = [*POPULATION, "--echo-steps", "4", "--steps", "20000", "--log-every", "50"]
     proc = cli(
         "sweep",
         "--logdir",
@@ -620,6 +623,8 @@ def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
+    stopped = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < stopped < 20000  # stopped mid-run, between checkpoints as likely as not
     again = cli("sweep", "--logdir", tmp_path, "--name", "s", *args)
     assert again.returncode == 0, again.stderr
     rows = read_csv(tmp_path / "s" / "results.csv")
@@ -640,7 +645,7 @@ def test_an_interrupted_population_resumes_and_loses_nothing(tmp_path):
         "--seed",
         "1",
         "--steps",
-        "2000",
+        "20000",
         "--eval-every",
         "100",
         "--log-every",
