@@ -129,6 +129,8 @@ def test_sweep_writes_runs_and_tables(tmp_path):
     img = Image.open(d / "heatmap.png")
     assert img.format == "PNG" and img.size[0] > 100
     assert "view it: tensorboard --logdir" in proc.stdout
+    # the Time Series default that cuts solved curves, and the setting that shows them whole
+    assert "untick Settings > 'Ignore outliers in chart scaling'" in proc.stdout
 
 
 def test_interrupted_sweep_resumes_and_runs_nothing_twice(tmp_path):
