@@ -199,12 +199,11 @@ def train_runs(
                 stop = _agreed(stop, dist, stepper)
             elif dist.enabled:
                 stop = False
-            if is_eval and (stop or (step // c0.eval_every) % c0.checkpoint_every == 0):
-                _checkpoints(stepper, runs, active, step, clock, durable=stop, checked=True)
-            elif is_eval:  # no checkpoint due: still, a run whose directory went stops here
-                for i in active:
-                    if runs[i].home is not None:
-                        runs[i].home.check(step, runs[i].saved_step)
+            if is_eval:
+                if stop or (step // c0.eval_every) % c0.checkpoint_every == 0:
+                    _checkpoints(stepper, runs, active, step, clock, durable=stop, checked=True)
+                else:  # no checkpoint due: still, a run whose directory went stops here
+                    _check_homes(runs, active, step)
             active = _settle(stepper, runs, active, step, moved, clock, results)
             if progress is not None:
                 progress(step, len(active))
@@ -214,14 +213,20 @@ def train_runs(
                 active = _stop(stepper, runs, active, step, clock, pending, received, results)
         return [results[i] for i in range(len(runs))]
     except OSError:
-        for i in active:  # gone while a file was written: say that, not ENOENT
-            if runs[i].home is not None:
-                runs[i].home.check(step, runs[i].saved_step)
+        _check_homes(runs, active, step)  # gone while a file was written: say that, not ENOENT
         raise
     finally:
         for run in runs:
             if run.log is not None:
                 run.log.close()
+
+
+def _check_homes(runs: list[Run], active: list[int], step: int) -> None:
+    """RunDirGone for the first active run whose directory was deleted or moved (a run that
+    writes nothing, under torchrun's other ranks, holds none)."""
+    for i in active:
+        if runs[i].home is not None:
+            runs[i].home.check(step, runs[i].saved_step)
 
 
 def _agreed(stop: bool, dist: distributed.Dist, stepper) -> bool:

@@ -644,7 +644,8 @@ HOT static void SFX(forward_member)(const Dims *d, const REAL *restrict U,
         REAL *restrict hc = hs + t * H * B;
         const REAL *restrict xt = xs + (t - 1) * I * B;
         long i = 0;
-        for (; i + UNITS <= H; i += UNITS) SFX(forward_units)(UNITS, i, B, I, H, U, V, bias, hp, xt, hc);
+        for (; i + UNITS <= H; i += UNITS)
+            SFX(forward_units)(UNITS, i, B, I, H, U, V, bias, hp, xt, hc);
         for (; i < H; i++) SFX(forward_units)(1, i, B, I, H, U, V, bias, hp, xt, hc);
         REAL *restrict yt = yhat + (t - 1) * B;
         long b0 = 0;
@@ -803,6 +804,7 @@ HOT static void SFX(backward_member)(const Dims *d, const REAL *restrict U,
         SFX(grad_sums)(1, B, T, hs + HB + i * B, HB, wk->g, 0, B, gw + i);
     }
 }
+
 /* The loss and its gradient from yhat and y, both (T, B) in the workspace's layout:
  *   J = sum_{b,t} (yhat - y)^2 / (2 T B), squares summed per lane over t = 1..T in double,
  *       then over b = 0..B-1;
