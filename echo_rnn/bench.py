@@ -81,8 +81,9 @@ class BenchReport:
         }
 
     def format(self, adam: dict, markdown: bool = False) -> str:
-        """The report as ``echo-rnn bench`` prints it: a table (or Markdown), the cost in T,
-        and the Adam step's time (``adam``: :func:`time_adam`'s)."""
+        """The report as ``echo-rnn bench`` prints it: a table (or Markdown, whose lines are
+        paragraphs that paste as they print), the cost in T, and the Adam step's time
+        (``adam``: :func:`time_adam`'s)."""
         lines = [
             f"echo-rnn bench: device={self.device} threads={self.threads} "
             f"torch={self.torch_version} cuda_graph={self.cuda_graph}; medians of "
@@ -97,7 +98,8 @@ class BenchReport:
             f"{adam['fused'] * 1e6:.1f} us, unfused {adam['unfused'] * 1e6:.1f} us "
             f"({adam['unfused'] / adam['fused']:.2f}x)"
         )
-        return "\n".join(lines)
+        # In Markdown a line right after a table is one more row of it: paragraphs apart.
+        return ("\n\n" if markdown else "\n").join(lines)
 
 
 def saved_bytes(fn: Callable[[], torch.Tensor], held: list[torch.Tensor]) -> int:

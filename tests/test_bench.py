@@ -74,6 +74,10 @@ def test_bench_cli_json_output_and_markdown(tmp_path):
     proc = cli("bench", *quick, "--output", out, "--markdown")
     assert proc.returncode == 0, proc.stderr
     assert "| t | 2 | 8 | 3 | bptt |" in proc.stdout
+    # pasted into Markdown, the lines after the table are paragraphs, not rows of it
+    blocks = proc.stdout.strip().split("\n\n")
+    assert [b.startswith("|") for b in blocks] == [False, True, False], blocks  # ..., Adam
+    assert all(line.startswith("|") for line in blocks[1].splitlines()), blocks[1]
     data = json.loads(out.read_text())
     assert data["threads"] == 1 and len(data["rows"]) == 3 + len(COMPILED)
     # --json prints, as gradcheck --json and predict --json do
