@@ -10,6 +10,18 @@ import torch
 # Importing it here, first, keeps it from being charged to whichever test comes first.
 import torch._dynamo  # noqa: E402,F401
 
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker's torch keeps to its share of the cores. At torch's
+    default, a thread per core in each of 2 workers on 2 cores, OpenMP's threads fight the
+    other worker for the cores: in the whole suite a float64 gradcheck of 0.4 s alone took
+    130 s, and the slow tier 7 min 49 s (4 min 57 s with a thread a worker). The processes
+    tests start get one thread for the same reason (helpers.python)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA is not available on this machine"
 )
