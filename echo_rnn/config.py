@@ -471,10 +471,13 @@ class TrainConfig:
         return cls(**values)
 
 
-# What a resumed run may change: where it is kept (a run directory can be moved), how far
-# it runs, the preset's name (a label) and how often it checkpoints. Everything else decides
-# the curve.
-RESUME_FREE = ("logdir", "run_name", "steps", "preset", "checkpoint_every")
+# What `train --resume` may be given: how far the run goes and how often it checkpoints,
+# neither of which changes the curve; as the flags' help and errors name them.
+RESUME_OVERRIDES = ("steps", "checkpoint_every")
+RESUME_FLAGS = " and ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDES)
+# What a resumed run may change: where it is kept (a run directory can be moved), the
+# preset's name (a label) and RESUME_OVERRIDES. Everything else decides the curve.
+RESUME_FREE = ("logdir", "run_name", "preset", *RESUME_OVERRIDES)
 
 # What a run recorded before a setting existed was made with: Adam unfused. (threads: the
 # count those runs used was the environment's, unknown; they resume on 1.)

@@ -9,7 +9,14 @@ import dataclasses
 import shlex
 
 from echo_rnn.cli import Failed, UsageError
-from echo_rnn.config import PRESETS, add_config_flags, build_config, config_overrides
+from echo_rnn.config import (
+    PRESETS,
+    RESUME_FLAGS,
+    RESUME_OVERRIDES,
+    add_config_flags,
+    build_config,
+    config_overrides,
+)
 from echo_rnn.console import strict_json
 from echo_rnn.engine import distributed
 from echo_rnn.engine.train import NonFiniteLoss, TrainingInterrupted, train
@@ -67,7 +74,7 @@ def add_parser(sub) -> None:
         metavar="RUN_DIR",
         default=None,
         help="continue a run (its directory or a checkpoint file) with the config it "
-        "was started with; only --steps and --checkpoint-every may be given with it. A run that "
+        f"was started with; only {RESUME_FLAGS} may be given with it. A run that "
         "stopped before its first checkpoint starts again from step 0; one "
         "whose checkpoint is damaged is refused",
     )
@@ -83,15 +90,15 @@ def add_parser(sub) -> None:
 
 def _resumed(args: argparse.Namespace, overrides: dict):
     """The run --resume names, read once (train continues from it), and its config with
-    --steps and --checkpoint-every (neither changes the curve: config.RESUME_FREE); the run's
-    config is checked by train, with the rest."""
-    extra = sorted(set(overrides) - {"steps", "checkpoint_every"})
+    RESUME_OVERRIDES (neither changes the curve); the run's config is checked by train, with
+    the rest."""
+    extra = sorted(set(overrides) - set(RESUME_OVERRIDES))
     if extra or args.config or args.preset:
         given = [f"--{k.replace('_', '-')}" for k in extra]
         given += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
         raise UsageError(
-            f"argument --resume: a resumed run keeps its config; only --steps and "
-            f"--checkpoint-every may be given with it, got {' '.join(given)}"
+            f"argument --resume: a resumed run keeps its config; only {RESUME_FLAGS} may be "
+            f"given with it, got {' '.join(given)}"
         )
     try:
         resume = open_run(args.resume)

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from echo_rnn.config import TrainConfig
+from echo_rnn.config import RESUME_FLAGS, TrainConfig
 from echo_rnn.devices import resolve_device
 from echo_rnn.engine import distributed
 from echo_rnn.engine.backends import training_backend
@@ -273,7 +273,7 @@ def check_resume_config(config: TrainConfig, resumed: Resumed) -> None:
         raise CheckpointError(
             f"{resumed.checkpoint} was made with a different config "
             f"({', '.join(f'{k}={theirs[k]!r}' for k in diff)}); a resumed run keeps the "
-            "config it was started with, only --steps and --checkpoint-every may change"
+            f"config it was started with, only {RESUME_FLAGS} may change"
         )
 
 
