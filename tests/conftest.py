@@ -16,10 +16,12 @@ def pytest_configure(config):
     default, a thread per core in each of 2 workers on 2 cores, OpenMP's threads fight the
     other worker for the cores: in the whole suite a float64 gradcheck of 0.4 s alone took
     130 s, and the slow tier 7 min 49 s (4 min 57 s with a thread a worker). The processes
-    tests start get one thread for the same reason (helpers.python)."""
+    tests start get one thread for the same reason (helpers.python). Fewer threads, as
+    OMP_NUM_THREADS=1 asks, stay as they are."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(min(torch.get_num_threads(), share))
 
 
 requires_cuda = pytest.mark.skipif(
